@@ -1,0 +1,23 @@
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::Signup;
+
+/// Facts about an e-mail reservation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EmailReservationEvent {
+    /// The address now belongs to this signup; tenant and user follow.
+    EmailReserved(Signup),
+}
+
+impl DomainEvent for EmailReservationEvent {
+    fn event_type(&self) -> String {
+        match self {
+            EmailReservationEvent::EmailReserved(_) => "EmailReserved".into(),
+        }
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".into()
+    }
+}

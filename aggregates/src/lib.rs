@@ -1,0 +1,36 @@
+//! The pure domain of ipto: aggregates (commands, events, errors, state), value objects and the
+//! services aggregates ask through. No I/O lives here.
+
+pub mod access;
+pub mod email;
+pub mod email_reservation;
+pub mod ids;
+pub mod password;
+pub mod tenant;
+pub mod text;
+pub mod user;
+
+pub use access::{Role, Scope};
+pub use email::Email;
+pub use email_reservation::EmailReservation;
+pub use ids::{IdError, TenantId, UserId};
+pub use password::Password;
+pub use tenant::Tenant;
+pub use text::{DisplayName, TenantName, TextError};
+pub use user::User;
+
+/// Timestamps as stored and served: RFC 3339 UTC with microseconds and `Z`, so that text order is
+/// time order.
+pub mod timestamp {
+    use chrono::{DateTime, SecondsFormat, Utc};
+
+    /// Formats an instant as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    pub fn format(at: DateTime<Utc>) -> String {
+        at.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+
+    /// Parses any RFC 3339 timestamp and normalises it to UTC.
+    pub fn parse(raw: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(raw).ok().map(|t| t.with_timezone(&Utc))
+    }
+}

@@ -1,0 +1,16 @@
+use super::Profile;
+
+/// Commands on a user.
+#[derive(Debug, Clone)]
+pub enum UserCommand {
+    /// Register the user (idempotent for the same profile).
+    Register(Profile),
+    /// A session was opened by login.
+    RecordLogin,
+    /// A session was closed by logout.
+    RecordLogout,
+    /// The password was replaced (the hash itself is kept outside the log).
+    RecordPasswordChange,
+    /// Make the user a platform admin; a no-op when already one.
+    GrantPlatformAdmin,
+}

@@ -1,0 +1,36 @@
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::Profile;
+
+/// Facts about a user. None carries a password, hash or token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    /// The user was registered with this profile.
+    UserRegistered(Profile),
+    /// The user logged in.
+    UserLoggedIn {},
+    /// The user logged out.
+    UserLoggedOut {},
+    /// The user changed their password; their other sessions were revoked.
+    PasswordChanged {},
+    /// The user became a platform admin.
+    PlatformAdminGranted {},
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        match self {
+            UserEvent::UserRegistered(_) => "UserRegistered",
+            UserEvent::UserLoggedIn {} => "UserLoggedIn",
+            UserEvent::UserLoggedOut {} => "UserLoggedOut",
+            UserEvent::PasswordChanged {} => "PasswordChanged",
+            UserEvent::PlatformAdminGranted {} => "PlatformAdminGranted",
+        }
+        .into()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".into()
+    }
+}

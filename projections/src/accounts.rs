@@ -1,0 +1,190 @@
+//! Tenants and users: who signs in, their profile and roles.
+
+use aggregates::tenant::TenantEvent;
+use aggregates::user::{Profile, UserEvent};
+use aggregates::{Role, Tenant, User};
+use async_trait::async_trait;
+use cqrs_es::Aggregate;
+use serde::Serialize;
+use sqlx::AnyConnection;
+use sqlx::Row;
+
+use crate::{Db, Projection, ProjectionError, StoredEvent};
+
+/// The `tenants` table.
+pub struct TenantsProjection;
+
+#[async_trait]
+impl Projection for TenantsProjection {
+    fn name(&self) -> &'static str {
+        "tenants"
+    }
+    fn version(&self) -> i64 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["tenants"]
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+        if event.aggregate_type != Tenant::TYPE {
+            return Ok(());
+        }
+        match event.decode::<TenantEvent>()? {
+            TenantEvent::TenantCreated { tenant_id, name } => {
+                sqlx::query("INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)")
+                    .bind(tenant_id.as_str())
+                    .bind(name.as_str())
+                    .bind(&event.metadata.occurred_at)
+                    .execute(conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `users` table.
+pub struct UsersProjection;
+
+#[async_trait]
+impl Projection for UsersProjection {
+    fn name(&self) -> &'static str {
+        "users"
+    }
+    fn version(&self) -> i64 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["users"]
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+        if event.aggregate_type != User::TYPE {
+            return Ok(());
+        }
+        let at = &event.metadata.occurred_at;
+        let changed = match event.decode::<UserEvent>()? {
+            UserEvent::UserRegistered(Profile { user_id, tenant_id, email, display_name, roles }) => {
+                let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO users (user_id, tenant_id, email, display_name, roles, is_platform_admin, \
+                     login_count, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 0, 0, $6, $6)",
+                )
+                .bind(user_id.as_str())
+                .bind(tenant_id.as_str())
+                .bind(email.as_str())
+                .bind(display_name.as_str())
+                .bind(roles.join(","))
+                .bind(at)
+                .execute(conn)
+                .await?
+            }
+            UserEvent::UserLoggedIn {} => {
+                sqlx::query("UPDATE users SET login_count = login_count + 1, last_login_at = $1 WHERE user_id = $2")
+                    .bind(at)
+                    .bind(&event.aggregate_id)
+                    .execute(conn)
+                    .await?
+            }
+            UserEvent::PasswordChanged {} => {
+                sqlx::query("UPDATE users SET password_changed_at = $1, updated_at = $1 WHERE user_id = $2")
+                    .bind(at)
+                    .bind(&event.aggregate_id)
+                    .execute(conn)
+                    .await?
+            }
+            UserEvent::PlatformAdminGranted {} => {
+                sqlx::query("UPDATE users SET is_platform_admin = 1, updated_at = $1 WHERE user_id = $2")
+                    .bind(at)
+                    .bind(&event.aggregate_id)
+                    .execute(conn)
+                    .await?
+            }
+            UserEvent::UserLoggedOut {} => return Ok(()),
+        };
+        if changed.rows_affected() != 1 {
+            return Err(ProjectionError::Inconsistent(format!("no user row for {}", event.aggregate_id)));
+        }
+        Ok(())
+    }
+}
+
+/// A row of the `users` read model joined with its tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserRow {
+    pub user_id: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub email: String,
+    pub display_name: String,
+    pub roles: Vec<Role>,
+    pub is_platform_admin: bool,
+    pub login_count: i64,
+    pub created_at: String,
+}
+
+const USER_SELECT: &str = "SELECT u.user_id, u.tenant_id, COALESCE(t.name, '') AS tenant_name, u.email, \
+     u.display_name, u.roles, u.is_platform_admin, u.login_count, u.created_at \
+     FROM users u LEFT JOIN tenants t ON t.tenant_id = u.tenant_id";
+
+fn user_row(row: sqlx::any::AnyRow) -> Result<UserRow, sqlx::Error> {
+    let roles: String = row.try_get("roles")?;
+    let admin: i64 = row.try_get("is_platform_admin")?;
+    Ok(UserRow {
+        user_id: row.try_get("user_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        tenant_name: row.try_get("tenant_name")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        roles: roles
+            .split(',')
+            .filter_map(|r| serde_json::from_value(serde_json::Value::String(r.to_owned())).ok())
+            .collect(),
+        is_platform_admin: admin != 0,
+        login_count: row.try_get("login_count")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// A user by id.
+pub async fn user_by_id(db: &Db, user_id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    let row = sqlx::query(&format!("{USER_SELECT} WHERE u.user_id = $1"))
+        .bind(user_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.map(user_row).transpose()
+}
+
+/// A user by normalised e-mail.
+pub async fn user_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    let row = sqlx::query(&format!("{USER_SELECT} WHERE u.email = $1"))
+        .bind(email)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.map(user_row).transpose()
+}
+
+/// Every user, by id (for tests and audits).
+pub async fn all_users(db: &Db) -> Result<Vec<UserRow>, sqlx::Error> {
+    let rows = sqlx::query(&format!("{USER_SELECT} ORDER BY u.user_id")).fetch_all(&db.pool).await?;
+    rows.into_iter().map(user_row).collect()
+}
+
+/// A tenant's name.
+pub async fn tenant_name(db: &Db, tenant_id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM tenants WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_optional(&db.pool)
+        .await
+}
+
+/// Every tenant as `(tenant_id, name, created_at)`, by id.
+pub async fn all_tenants(db: &Db) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT tenant_id, name, created_at FROM tenants ORDER BY tenant_id")
+        .fetch_all(&db.pool)
+        .await?;
+    rows.into_iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}

@@ -1,0 +1,479 @@
+//! The projector engine: one worker per projection reads the log in global order from its
+//! checkpoint and applies each batch together with the new checkpoint in one transaction.
+//!
+//! - The checkpoint update is conditional on the checkpoint read, so a batch is applied at most
+//!   once even if two workers (or a worker and `projections rebuild`) race.
+//! - On PostgreSQL a session advisory lock keeps one active worker per projection across instances;
+//!   the others stand by and follow the checkpoint table.
+//! - A handler error stops its projection at that event (no skipping); the failure is stored with
+//!   the checkpoint and reported by `/health` and `ipto projections status`.
+//! - Workers wake on an in-process signal after every commit, on PostgreSQL `NOTIFY`s from other
+//!   instances, and on a slow poll as a safety net.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use sqlx::AnyConnection;
+use sqlx::Row;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::log::{self, LogPosition, StoredEvent};
+use crate::{Db, Dialect};
+
+/// Events applied per transaction by a live worker.
+const LIVE_BATCH: i64 = 500;
+/// Events applied per transaction during a rebuild.
+const REBUILD_BATCH: i64 = 2000;
+/// Safety-net poll when no wake-up arrives.
+const IDLE_POLL: Duration = Duration::from_millis(1000);
+/// Attempts at a batch before the projection is declared failed.
+const BATCH_ATTEMPTS: u32 = 3;
+
+/// Why a projection could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The read model's database refused a write.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The payload is not the event the projection expects.
+    #[error("undecodable event: {0}")]
+    Decode(#[from] serde_json::Error),
+    /// The event contradicts the read model (e.g. an update for a row that does not exist).
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+/// A read model: its tables, its handler and its version.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Unique name, as shown by `/health` and the CLI.
+    fn name(&self) -> &'static str;
+    /// Bump to rebuild the read model at the next start-up.
+    fn version(&self) -> i64;
+    /// Tables the projection owns; a rebuild empties them.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event inside the batch's transaction. Events of no interest are ignored.
+    async fn apply(&self, conn: &mut AnyConnection, event: &StoredEvent) -> Result<(), ProjectionError>;
+}
+
+/// A projection's state as stored with its checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProjectionStatus {
+    pub name: String,
+    /// Highest global position applied.
+    pub position: i64,
+    /// Where the next batch starts.
+    pub cursor: LogPosition,
+    /// Events applied since the last reset; equals the number of events read.
+    pub events_applied: i64,
+    /// The position of the event the projection stopped at, if its handler failed.
+    pub failed_position: Option<i64>,
+    /// The handler's error, if it failed.
+    pub error: Option<String>,
+}
+
+impl ProjectionStatus {
+    /// `ok` or `failed`.
+    pub fn state(&self) -> &'static str {
+        if self.error.is_some() {
+            "failed"
+        } else {
+            "ok"
+        }
+    }
+}
+
+/// Runs the workers and answers questions about their progress.
+#[derive(Clone)]
+pub struct ProjectorEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    projections: Vec<Arc<dyn Projection>>,
+    wake: watch::Sender<u64>,
+    progress: watch::Sender<HashMap<&'static str, Progress>>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Progress {
+    cursor: LogPosition,
+    failed: bool,
+}
+
+impl ProjectorEngine {
+    /// An engine over these projections; nothing runs until [`ProjectorEngine::start`].
+    pub fn new(db: Db, projections: Vec<Arc<dyn Projection>>) -> Self {
+        let (wake, _) = watch::channel(0);
+        let (progress, _) = watch::channel(HashMap::new());
+        Self { inner: Arc::new(Inner { db, projections, wake, progress }) }
+    }
+
+    /// The projections, in report order.
+    pub fn projections(&self) -> &[Arc<dyn Projection>] {
+        &self.inner.projections
+    }
+
+    /// Looks a projection up by name.
+    pub fn projection(&self, name: &str) -> Option<Arc<dyn Projection>> {
+        self.inner.projections.iter().find(|p| p.name() == name).cloned()
+    }
+
+    /// Tells the workers the log has grown.
+    pub fn notify(&self) {
+        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Creates missing checkpoints and rebuilds projections whose version changed.
+    pub async fn prepare(&self) -> Result<(), sqlx::Error> {
+        for projection in &self.inner.projections {
+            let stored: Option<i64> = sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
+                .bind(projection.name())
+                .fetch_optional(&self.inner.db.pool)
+                .await?;
+            match stored {
+                Some(version) if version == projection.version() => {}
+                Some(version) => {
+                    tracing::info!(projection = projection.name(), from = version, to = projection.version(), "projection version changed; rebuilding");
+                    self.reset(projection.as_ref()).await?;
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO projection_checkpoints (name, version, cursor_tx, cursor_position, position, events_applied, updated_at) \
+                         VALUES ($1, $2, 0, 0, 0, 0, $3) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(projection.name())
+                    .bind(projection.version())
+                    .bind(now())
+                    .execute(&self.inner.db.pool)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts one worker per projection. They stop when `shutdown` turns true, at a checkpoint.
+    pub async fn start(&self, shutdown: watch::Receiver<bool>) -> Result<JoinSet<()>, sqlx::Error> {
+        self.prepare().await?;
+        // A stored failure is retried at start-up: the fix may be in this build.
+        sqlx::query("UPDATE projection_checkpoints SET failed_position = NULL, error = NULL")
+            .execute(&self.inner.db.pool)
+            .await?;
+        let mut workers = JoinSet::new();
+        for projection in self.inner.projections.clone() {
+            let engine = self.clone();
+            let shutdown = shutdown.clone();
+            workers.spawn(async move { engine.run_worker(projection, shutdown).await });
+        }
+        Ok(workers)
+    }
+
+    async fn run_worker(&self, projection: Arc<dyn Projection>, mut shutdown: watch::Receiver<bool>) {
+        let name = projection.name();
+        let mut wake = self.inner.wake.subscribe();
+        // On PostgreSQL, only the holder of the advisory lock applies events.
+        let mut lock: Option<sqlx::pool::PoolConnection<sqlx::Any>> = None;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let active = match self.inner.db.dialect {
+                Dialect::Sqlite => true,
+                Dialect::Postgres => {
+                    if lock.is_none() {
+                        lock = self.try_lock(name).await;
+                    }
+                    lock.is_some()
+                }
+            };
+            let outcome = if active { self.step(projection.as_ref(), LIVE_BATCH).await } else { Ok(0) };
+            match outcome {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {
+                    if !active {
+                        let _ = self.refresh_progress().await;
+                    }
+                }
+                Err(StepError::Stopped) => return,
+                Err(StepError::Database(error)) => {
+                    tracing::warn!(projection = name, %error, "projection worker could not reach the database; retrying");
+                    lock = None;
+                }
+            }
+            let poll = if active { IDLE_POLL } else { Duration::from_millis(100) };
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    async fn try_lock(&self, name: &str) -> Option<sqlx::pool::PoolConnection<sqlx::Any>> {
+        let mut conn = self.inner.db.pool.acquire().await.ok()?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(lock_key(name))
+            .fetch_one(&mut *conn)
+            .await
+            .ok()?;
+        locked.then_some(conn)
+    }
+
+    /// Applies at most one batch. Returns the number of events applied.
+    async fn step(&self, projection: &dyn Projection, batch: i64) -> Result<usize, StepError> {
+        let checkpoint = self.status_of(projection.name()).await?;
+        if checkpoint.error.is_some() {
+            self.publish(projection.name(), checkpoint.cursor, true);
+            return Err(StepError::Stopped);
+        }
+        let events = log::read_after(&self.inner.db, checkpoint.cursor, batch).await?;
+        if events.is_empty() {
+            self.publish(projection.name(), checkpoint.cursor, false);
+            return Ok(0);
+        }
+        let mut last_error = None;
+        for attempt in 1..=BATCH_ATTEMPTS {
+            match self.apply_batch(projection, &checkpoint, &events).await {
+                Ok(Some(cursor)) => {
+                    self.publish(projection.name(), cursor, false);
+                    return Ok(events.len());
+                }
+                // Someone else moved the checkpoint (another worker or a rebuild): start over.
+                Ok(None) => return Ok(0),
+                Err((position, error)) => {
+                    tracing::warn!(projection = projection.name(), position, attempt, %error, "projection batch failed");
+                    last_error = Some((position, error));
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+            }
+        }
+        let (position, error) = last_error.expect("at least one attempt ran");
+        tracing::error!(projection = projection.name(), position, %error, "projection stopped");
+        sqlx::query("UPDATE projection_checkpoints SET failed_position = $1, error = $2, updated_at = $3 WHERE name = $4")
+            .bind(position)
+            .bind(error.to_string())
+            .bind(now())
+            .bind(projection.name())
+            .execute(&self.inner.db.pool)
+            .await?;
+        self.publish(projection.name(), checkpoint.cursor, true);
+        Err(StepError::Stopped)
+    }
+
+    /// One transaction: the events, then the checkpoint if nobody moved it meanwhile.
+    async fn apply_batch(
+        &self,
+        projection: &dyn Projection,
+        checkpoint: &ProjectionStatus,
+        events: &[StoredEvent],
+    ) -> Result<Option<LogPosition>, (i64, ProjectionError)> {
+        let first = events[0].cursor.position;
+        let mut tx = self.inner.db.begin_write().await.map_err(|e| (first, e.into()))?;
+        for event in events {
+            projection.apply(&mut tx, event).await.map_err(|e| (event.cursor.position, e))?;
+        }
+        let last = events[events.len() - 1].cursor;
+        let highest = events.iter().map(|e| e.cursor.position).max().unwrap_or(0);
+        let moved = sqlx::query(
+            "UPDATE projection_checkpoints \
+             SET cursor_tx = $1, cursor_position = $2, \
+                 position = CASE WHEN position > $3 THEN position ELSE $3 END, \
+                 events_applied = events_applied + $4, updated_at = $5 \
+             WHERE name = $6 AND cursor_tx = $7 AND cursor_position = $8 AND error IS NULL",
+        )
+        .bind(last.tx)
+        .bind(last.position)
+        .bind(highest)
+        .bind(events.len() as i64)
+        .bind(now())
+        .bind(projection.name())
+        .bind(checkpoint.cursor.tx)
+        .bind(checkpoint.cursor.position)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| (first, e.into()))?;
+        if moved.rows_affected() == 0 {
+            return Ok(None);
+        }
+        tx.commit().await.map_err(|e| (first, e.into()))?;
+        Ok(Some(last))
+    }
+
+    fn publish(&self, name: &'static str, cursor: LogPosition, failed: bool) {
+        self.inner.progress.send_modify(|map| {
+            map.insert(name, Progress { cursor, failed });
+        });
+    }
+
+    async fn refresh_progress(&self) -> Result<(), sqlx::Error> {
+        for status in self.statuses().await? {
+            if let Some(p) = self.projection(&status.name) {
+                self.publish(p.name(), status.cursor, status.error.is_some());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) until every projection has applied the event at `target`, or has failed.
+    /// Returns false on timeout.
+    pub async fn wait_for(&self, target: LogPosition, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut progress = self.inner.progress.subscribe();
+        loop {
+            let reached = {
+                let map = progress.borrow_and_update();
+                self.inner.projections.iter().all(|p| {
+                    map.get(p.name()).is_some_and(|s| s.failed || s.cursor >= target)
+                })
+            };
+            if reached {
+                return true;
+            }
+            tokio::select! {
+                _ = progress.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    // Workers of another instance may hold the projections: read the table.
+                    let _ = self.refresh_progress().await;
+                }
+                _ = tokio::time::sleep_until(deadline) => return false,
+            }
+        }
+    }
+
+    /// Every projection's stored checkpoint, in report order.
+    pub async fn statuses(&self) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
+        let mut out = Vec::with_capacity(self.inner.projections.len());
+        for projection in &self.inner.projections {
+            out.push(self.status_of(projection.name()).await?);
+        }
+        Ok(out)
+    }
+
+    async fn status_of(&self, name: &str) -> Result<ProjectionStatus, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT name, cursor_tx, cursor_position, position, events_applied, failed_position, error \
+             FROM projection_checkpoints WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.inner.db.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(ProjectionStatus {
+                name: name.to_owned(),
+                position: 0,
+                cursor: LogPosition::default(),
+                events_applied: 0,
+                failed_position: None,
+                error: None,
+            });
+        };
+        Ok(ProjectionStatus {
+            name: row.try_get("name")?,
+            position: row.try_get("position")?,
+            cursor: LogPosition { tx: row.try_get("cursor_tx")?, position: row.try_get("cursor_position")? },
+            events_applied: row.try_get("events_applied")?,
+            failed_position: row.try_get("failed_position")?,
+            error: row.try_get("error")?,
+        })
+    }
+
+    /// Empties a projection's tables and resets its checkpoint, in one transaction.
+    pub async fn reset(&self, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+        let mut tx = self.inner.db.begin_write().await?;
+        for table in projection.tables() {
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, version, cursor_tx, cursor_position, position, events_applied, updated_at) \
+             VALUES ($1, $2, 0, 0, 0, 0, $3) \
+             ON CONFLICT (name) DO UPDATE SET version = excluded.version, cursor_tx = 0, cursor_position = 0, \
+               position = 0, events_applied = 0, failed_position = NULL, error = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(projection.name())
+        .bind(projection.version())
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.publish(projection.name(), LogPosition::default(), false);
+        Ok(())
+    }
+
+    /// Clears a projection and replays the whole log into it. `progress(done, total)` is called
+    /// after each batch. Returns the number of events replayed.
+    pub async fn rebuild(
+        &self,
+        projection: &dyn Projection,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, RebuildError> {
+        self.reset(projection).await?;
+        let total = log::count(&self.inner.db).await? as u64;
+        let mut done = 0u64;
+        progress(0, total);
+        loop {
+            match self.step(projection, REBUILD_BATCH).await {
+                Ok(0) => {
+                    let status = self.status_of(projection.name()).await?;
+                    if status.error.is_some() {
+                        return Err(RebuildError::Failed(status));
+                    }
+                    // A concurrent worker may have moved the checkpoint; stop when caught up.
+                    let tail = log::read_after(&self.inner.db, status.cursor, 1).await?;
+                    if tail.is_empty() {
+                        progress(status.events_applied as u64, total.max(status.events_applied as u64));
+                        return Ok(status.events_applied as u64);
+                    }
+                }
+                Ok(n) => {
+                    done += n as u64;
+                    progress(done, total.max(done));
+                }
+                Err(StepError::Stopped) => {
+                    return Err(RebuildError::Failed(self.status_of(projection.name()).await?));
+                }
+                Err(StepError::Database(e)) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Why a rebuild did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("projection {} stopped at position {:?}: {}", .0.name, .0.failed_position, .0.error.as_deref().unwrap_or(""))]
+    Failed(ProjectionStatus),
+}
+
+enum StepError {
+    Stopped,
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StepError {
+    fn from(e: sqlx::Error) -> Self {
+        StepError::Database(e)
+    }
+}
+
+/// A stable advisory-lock key per projection (FNV-1a).
+fn lock_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"ipto.projection.".iter().chain(name.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+fn now() -> String {
+    aggregates::timestamp::format(chrono::Utc::now())
+}

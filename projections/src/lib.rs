@@ -1,0 +1,18 @@
+//! The read side of ipto: the projector engine (ordered, checkpointed catch-up over the event log)
+//! and every read model, each with its tables, its event handler and its queries.
+
+pub mod accounts;
+pub mod db;
+pub mod engine;
+pub mod log;
+
+pub use db::{Db, Dialect};
+pub use engine::{Projection, ProjectionError, ProjectionStatus, ProjectorEngine};
+pub use log::{EventMetadata, LogPosition, StoredEvent};
+
+use std::sync::Arc;
+
+/// Every projection of the service, in the order they are reported.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(accounts::TenantsProjection), Arc::new(accounts::UsersProjection)]
+}

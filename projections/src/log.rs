@@ -1,0 +1,140 @@
+//! Reading the event log in global order.
+//!
+//! SQLite has one writer, so `global_position` (set by a trigger at insert) is commit order.
+//! PostgreSQL commits out of sequence order, so the reader orders on the pair
+//! `(transaction_id, global_position)` and only reads transactions older than the oldest one still
+//! running (`pg_snapshot_xmin`): nothing below the cursor can appear later.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::{Db, Dialect};
+
+/// A place in the global order. Compared as a pair; on SQLite `tx` is always 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogPosition {
+    /// PostgreSQL transaction id (xid8) that wrote the event; 0 on SQLite.
+    pub tx: i64,
+    /// The event's `global_position`.
+    pub position: i64,
+}
+
+/// Metadata on every event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventMetadata {
+    /// `user`, `api_key` or `system`.
+    pub actor_type: String,
+    /// `usr_…`, `key_…` or `system`.
+    pub actor_id: String,
+    /// The tenant acted for, if any.
+    pub tenant_id: Option<String>,
+    /// The HTTP request, `None` for background jobs and the CLI.
+    pub request_id: Option<String>,
+    /// When the command ran (RFC 3339).
+    pub occurred_at: String,
+}
+
+/// One event as stored, with its place in the global order.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub cursor: LogPosition,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    /// The serialized event enum, as cqrs-es wrote it.
+    pub payload: String,
+    pub metadata: EventMetadata,
+}
+
+impl StoredEvent {
+    /// Decodes the payload as an aggregate's event enum.
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, serde_json::Error> {
+        serde_json::from_str(&self.payload)
+    }
+}
+
+const SQLITE_AFTER: &str = "SELECT 0 AS tx, global_position, aggregate_type, aggregate_id, sequence, event_type, \
+     event_version, payload, metadata FROM events WHERE global_position > $1 \
+     ORDER BY global_position LIMIT $2";
+
+const POSTGRES_AFTER: &str = "SELECT transaction_id::text::bigint AS tx, global_position, aggregate_type, \
+     aggregate_id, sequence, event_type, event_version, payload::text AS payload, metadata::text AS metadata \
+     FROM events \
+     WHERE (transaction_id, global_position) > ($1::bigint::text::xid8, $2::bigint) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id, global_position LIMIT $3";
+
+/// Reads up to `limit` events after `after`, in global order, never past an event that could still
+/// be preceded by an uncommitted one.
+pub async fn read_after(db: &Db, after: LogPosition, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows = match db.dialect {
+        Dialect::Sqlite => {
+            sqlx::query(SQLITE_AFTER).bind(after.position).bind(limit).fetch_all(&db.pool).await?
+        }
+        Dialect::Postgres => {
+            sqlx::query(POSTGRES_AFTER)
+                .bind(after.tx)
+                .bind(after.position)
+                .bind(limit)
+                .fetch_all(&db.pool)
+                .await?
+        }
+    };
+    rows.into_iter()
+        .map(|row| {
+            let metadata: String = row.try_get("metadata")?;
+            Ok(StoredEvent {
+                cursor: LogPosition { tx: row.try_get("tx")?, position: row.try_get("global_position")? },
+                aggregate_type: row.try_get("aggregate_type")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+                sequence: row.try_get("sequence")?,
+                event_type: row.try_get("event_type")?,
+                event_version: row.try_get("event_version")?,
+                payload: row.try_get("payload")?,
+                metadata: serde_json::from_str(&metadata).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            })
+        })
+        .collect()
+}
+
+/// The highest global position in the log (0 when empty).
+pub async fn head(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT CAST(COALESCE(MAX(global_position), 0) AS BIGINT) FROM events")
+        .fetch_one(&db.pool)
+        .await
+}
+
+/// The number of events in the log.
+pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&db.pool).await
+}
+
+/// The place of one stored event, used to wait until projections have passed it.
+pub async fn position_of(
+    db: &Db,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+) -> Result<Option<LogPosition>, sqlx::Error> {
+    let sql = match db.dialect {
+        Dialect::Sqlite => {
+            "SELECT 0 AS tx, global_position FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3"
+        }
+        Dialect::Postgres => {
+            "SELECT transaction_id::text::bigint AS tx, global_position FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3"
+        }
+    };
+    let row = sqlx::query(sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(sequence)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.map(|row| Ok(LogPosition { tx: row.try_get("tx")?, position: row.try_get("global_position")? }))
+        .transpose()
+}
