@@ -1,1 +1,19 @@
-//! ipto
+//! ipto: the backend of a marketplace for private data, as an event-sourced CQRS service.
+//!
+//! Every change is a command on an aggregate (crate `aggregates`) appended to one log; every read
+//! model is a projection of that log (crate `projections`). This crate holds configuration,
+//! start-up, the HTTP API, credentials and the operator CLI.
+
+pub mod accounts;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod signing;
+pub mod store;
+
+pub use app::{AppState, Application};
+pub use config::{Cli, Command, Config};

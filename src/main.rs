@@ -1,1 +1,78 @@
-fn main(){}
+//! The `ipto` binary: parses the command line and runs the chosen subcommand.
+//! Exit codes: 0 success, 1 runtime error or invalid configuration, 2 usage error.
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+use ipto::config::{AdminCommand, EventsCommand, ProjectionsCommand};
+use ipto::{cli, Application, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation => ExitCode::from(1),
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    let config = cli.config.with_environment_secrets();
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome: Result<(), String> = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => {
+                let app = Application::build(config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(address = %app.local_addr(), "ipto listening");
+                app.run_until(ipto::app::shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Command::Migrate => cli::migrate(&config).await.map_err(|e| e.to_string()),
+            Command::Projections(ProjectionsCommand::Status) => cli::projections_status(&config)
+                .await
+                .map_err(|e| e.to_string()),
+            Command::Projections(ProjectionsCommand::Rebuild { name, all: _ }) => {
+                cli::projections_rebuild(&config, name.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Command::Admin(AdminCommand::Promote { email }) => cli::admin_promote(&config, &email)
+                .await
+                .map_err(|e| e.to_string()),
+            Command::Events(EventsCommand::Export {
+                after,
+                aggregate_type,
+            }) => cli::events_export(&config, after, aggregate_type.as_deref())
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -108,7 +108,13 @@ impl Role {
                 KeysWrite,
                 BillingRead,
             ],
-            Role::SellerManager => &[DatasetsRead, DatasetsWrite, ObjectsWrite, UsageRead, BillingRead],
+            Role::SellerManager => &[
+                DatasetsRead,
+                DatasetsWrite,
+                ObjectsWrite,
+                UsageRead,
+                BillingRead,
+            ],
             Role::BuyerManager => &[DatasetsRead, SearchQuery, UsageRead, KeysWrite, BillingRead],
             Role::Operator => &[DatasetsRead, UsageRead],
             Role::Viewer => &[DatasetsRead],
@@ -118,7 +124,10 @@ impl Role {
 
 /// Session scopes: the union over the roles, plus `admin:*` for platform admins, in canonical order.
 pub fn session_scopes(roles: &[Role], is_platform_admin: bool) -> Vec<Scope> {
-    let mut scopes: Vec<Scope> = roles.iter().flat_map(|r| r.scopes().iter().copied()).collect();
+    let mut scopes: Vec<Scope> = roles
+        .iter()
+        .flat_map(|r| r.scopes().iter().copied())
+        .collect();
     if is_platform_admin {
         scopes.push(Scope::Admin);
     }
@@ -133,16 +142,30 @@ mod tests {
 
     #[test]
     fn an_owner_holds_the_seven_non_admin_scopes_in_canonical_order() {
-        let names: Vec<_> = session_scopes(&[Role::Owner], false).iter().map(|s| s.as_str()).collect();
+        let names: Vec<_> = session_scopes(&[Role::Owner], false)
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
         assert_eq!(
             names,
-            ["datasets:read", "datasets:write", "objects:write", "search:query", "usage:read", "keys:write", "billing:read"]
+            [
+                "datasets:read",
+                "datasets:write",
+                "objects:write",
+                "search:query",
+                "usage:read",
+                "keys:write",
+                "billing:read"
+            ]
         );
     }
 
     #[test]
     fn platform_admins_also_hold_admin_scope() {
-        assert_eq!(session_scopes(&[Role::Viewer], true), vec![Scope::DatasetsRead, Scope::Admin]);
+        assert_eq!(
+            session_scopes(&[Role::Viewer], true),
+            vec![Scope::DatasetsRead, Scope::Admin]
+        );
     }
 
     #[test]

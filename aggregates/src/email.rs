@@ -35,7 +35,8 @@ impl Email {
             return Err(EmailError::TooLong);
         }
         let (local, domain) = normalised.split_once('@').ok_or(EmailError::Malformed)?;
-        let plain = |s: &str| !s.is_empty() && !s.contains('@') && !s.chars().any(char::is_whitespace);
+        let plain =
+            |s: &str| !s.is_empty() && !s.contains('@') && !s.chars().any(char::is_whitespace);
         let dotted = domain
             .char_indices()
             .any(|(i, c)| c == '.' && i > 0 && i + 1 < domain.len());
@@ -70,12 +71,26 @@ mod tests {
 
     #[test]
     fn addresses_are_trimmed_and_lowercased() {
-        assert_eq!(Email::parse("  Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
+        assert_eq!(
+            Email::parse("  Ann@Example.COM ").unwrap().as_str(),
+            "ann@example.com"
+        );
     }
 
     #[test]
     fn malformed_addresses_are_refused() {
-        for raw in ["", "   ", "ann", "ann@", "@example.com", "ann@example", "ann@.com", "ann@com.", "a b@c.d", "a@b@c.d"] {
+        for raw in [
+            "",
+            "   ",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "ann@.com",
+            "ann@com.",
+            "a b@c.d",
+            "a@b@c.d",
+        ] {
             assert!(Email::parse(raw).is_err(), "{raw:?} was accepted");
         }
         assert!(Email::parse("a@b..c").is_ok());

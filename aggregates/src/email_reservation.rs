@@ -49,7 +49,8 @@ impl Aggregate for EmailReservation {
                 if self.signup.is_some() {
                     return Err(EmailReservationError::Taken);
                 }
-                sink.write(EmailReservationEvent::EmailReserved(signup), self).await;
+                sink.write(EmailReservationEvent::EmailReserved(signup), self)
+                    .await;
                 Ok(())
             }
         }

@@ -31,6 +31,8 @@ pub mod timestamp {
 
     /// Parses any RFC 3339 timestamp and normalises it to UTC.
     pub fn parse(raw: &str) -> Option<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(raw).ok().map(|t| t.with_timezone(&Utc))
+        DateTime::parse_from_rfc3339(raw)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 }

@@ -27,14 +27,20 @@ impl Aggregate for Tenant {
     type Error = TenantError;
     type Services = ();
 
-    async fn handle(&mut self, command: TenantCommand, _: &(), sink: &EventSink<Self>) -> Result<(), TenantError> {
+    async fn handle(
+        &mut self,
+        command: TenantCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), TenantError> {
         match command {
             TenantCommand::Create { tenant_id, name } => match &self.created {
                 // Creation is idempotent so that signup completion may be retried safely.
                 Some((id, existing)) if *id == tenant_id && *existing == name => Ok(()),
                 Some(_) => Err(TenantError::AlreadyExists),
                 None => {
-                    sink.write(TenantEvent::TenantCreated { tenant_id, name }, self).await;
+                    sink.write(TenantEvent::TenantCreated { tenant_id, name }, self)
+                        .await;
                     Ok(())
                 }
             },
@@ -43,7 +49,9 @@ impl Aggregate for Tenant {
 
     fn apply(&mut self, event: TenantEvent) {
         match event {
-            TenantEvent::TenantCreated { tenant_id, name } => self.created = Some((tenant_id, name)),
+            TenantEvent::TenantCreated { tenant_id, name } => {
+                self.created = Some((tenant_id, name))
+            }
         }
     }
 }
@@ -65,7 +73,10 @@ mod tests {
     fn created() -> (TenantId, TenantName, TenantEvent) {
         let id = TenantId::generate();
         let name = TenantName::parse("Acme").unwrap();
-        let event = TenantEvent::TenantCreated { tenant_id: id.clone(), name: name.clone() };
+        let event = TenantEvent::TenantCreated {
+            tenant_id: id.clone(),
+            name: name.clone(),
+        };
         (id, name, event)
     }
 
@@ -92,7 +103,10 @@ mod tests {
         let (tenant_id, _, event) = created();
         TenantTest::with(())
             .given(vec![event])
-            .when(TenantCommand::Create { tenant_id, name: TenantName::parse("Other").unwrap() })
+            .when(TenantCommand::Create {
+                tenant_id,
+                name: TenantName::parse("Other").unwrap(),
+            })
             .then_expect_error(TenantError::AlreadyExists);
     }
 }

@@ -39,7 +39,12 @@ impl Aggregate for User {
     type Error = UserError;
     type Services = ();
 
-    async fn handle(&mut self, command: UserCommand, _: &(), sink: &EventSink<Self>) -> Result<(), UserError> {
+    async fn handle(
+        &mut self,
+        command: UserCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
         if let UserCommand::Register(profile) = command {
             return match &self.profile {
                 // Registration is idempotent so that signup completion may be retried safely.
@@ -70,7 +75,9 @@ impl Aggregate for User {
         match event {
             UserEvent::UserRegistered(profile) => self.profile = Some(profile),
             UserEvent::PlatformAdminGranted {} => self.is_platform_admin = true,
-            UserEvent::UserLoggedIn {} | UserEvent::UserLoggedOut {} | UserEvent::PasswordChanged {} => {}
+            UserEvent::UserLoggedIn {}
+            | UserEvent::UserLoggedOut {}
+            | UserEvent::PasswordChanged {} => {}
         }
     }
 }
@@ -136,9 +143,15 @@ mod tests {
         for (command, event) in [
             (UserCommand::RecordLogin, UserEvent::UserLoggedIn {}),
             (UserCommand::RecordLogout, UserEvent::UserLoggedOut {}),
-            (UserCommand::RecordPasswordChange, UserEvent::PasswordChanged {}),
+            (
+                UserCommand::RecordPasswordChange,
+                UserEvent::PasswordChanged {},
+            ),
         ] {
-            UserTest::with(()).given(given.clone()).when(command).then_expect_events(vec![event]);
+            UserTest::with(())
+                .given(given.clone())
+                .when(command)
+                .then_expect_events(vec![event]);
         }
     }
 

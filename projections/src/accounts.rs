@@ -26,18 +26,24 @@ impl Projection for TenantsProjection {
         &["tenants"]
     }
 
-    async fn apply(&self, conn: &mut AnyConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
         if event.aggregate_type != Tenant::TYPE {
             return Ok(());
         }
         match event.decode::<TenantEvent>()? {
             TenantEvent::TenantCreated { tenant_id, name } => {
-                sqlx::query("INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)")
-                    .bind(tenant_id.as_str())
-                    .bind(name.as_str())
-                    .bind(&event.metadata.occurred_at)
-                    .execute(conn)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)",
+                )
+                .bind(tenant_id.as_str())
+                .bind(name.as_str())
+                .bind(&event.metadata.occurred_at)
+                .execute(conn)
+                .await?;
             }
         }
         Ok(())
@@ -59,7 +65,11 @@ impl Projection for UsersProjection {
         &["users"]
     }
 
-    async fn apply(&self, conn: &mut AnyConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
         if event.aggregate_type != User::TYPE {
             return Ok(());
         }
@@ -104,7 +114,10 @@ impl Projection for UsersProjection {
             UserEvent::UserLoggedOut {} => return Ok(()),
         };
         if changed.rows_affected() != 1 {
-            return Err(ProjectionError::Inconsistent(format!("no user row for {}", event.aggregate_id)));
+            return Err(ProjectionError::Inconsistent(format!(
+                "no user row for {}",
+                event.aggregate_id
+            )));
         }
         Ok(())
     }
@@ -124,7 +137,8 @@ pub struct UserRow {
     pub created_at: String,
 }
 
-const USER_SELECT: &str = "SELECT u.user_id, u.tenant_id, COALESCE(t.name, '') AS tenant_name, u.email, \
+const USER_SELECT: &str =
+    "SELECT u.user_id, u.tenant_id, COALESCE(t.name, '') AS tenant_name, u.email, \
      u.display_name, u.roles, u.is_platform_admin, u.login_count, u.created_at \
      FROM users u LEFT JOIN tenants t ON t.tenant_id = u.tenant_id";
 
@@ -167,7 +181,9 @@ pub async fn user_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx
 
 /// Every user, by id (for tests and audits).
 pub async fn all_users(db: &Db) -> Result<Vec<UserRow>, sqlx::Error> {
-    let rows = sqlx::query(&format!("{USER_SELECT} ORDER BY u.user_id")).fetch_all(&db.pool).await?;
+    let rows = sqlx::query(&format!("{USER_SELECT} ORDER BY u.user_id"))
+        .fetch_all(&db.pool)
+        .await?;
     rows.into_iter().map(user_row).collect()
 }
 

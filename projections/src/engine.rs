@@ -57,8 +57,18 @@ pub trait Projection: Send + Sync + 'static {
     fn version(&self) -> i64;
     /// Tables the projection owns; a rebuild empties them.
     fn tables(&self) -> &'static [&'static str];
+    /// A reactor turns events into commands instead of writing tables: it runs outside the batch
+    /// transaction (its commands commit on their own), at least once, so its commands must be
+    /// idempotent. Reactors are not rebuilt.
+    fn is_reactor(&self) -> bool {
+        false
+    }
     /// Applies one event inside the batch's transaction. Events of no interest are ignored.
-    async fn apply(&self, conn: &mut AnyConnection, event: &StoredEvent) -> Result<(), ProjectionError>;
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError>;
 }
 
 /// A projection's state as stored with its checkpoint.
@@ -96,7 +106,7 @@ pub struct ProjectorEngine {
 
 struct Inner {
     db: Db,
-    projections: Vec<Arc<dyn Projection>>,
+    projections: std::sync::RwLock<Vec<Arc<dyn Projection>>>,
     wake: watch::Sender<u64>,
     progress: watch::Sender<HashMap<&'static str, Progress>>,
 }
@@ -112,17 +122,52 @@ impl ProjectorEngine {
     pub fn new(db: Db, projections: Vec<Arc<dyn Projection>>) -> Self {
         let (wake, _) = watch::channel(0);
         let (progress, _) = watch::channel(HashMap::new());
-        Self { inner: Arc::new(Inner { db, projections, wake, progress }) }
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                projections: std::sync::RwLock::new(projections),
+                wake,
+                progress,
+            }),
+        }
+    }
+
+    /// Adds a projection (before [`ProjectorEngine::start`]); reactors that issue commands through
+    /// a store holding this engine are registered this way.
+    pub fn register(&self, projection: Arc<dyn Projection>) {
+        self.inner
+            .projections
+            .write()
+            .expect("lock poisoned")
+            .push(projection);
+    }
+
+    /// Forgets every projection (at shutdown, to release reactors that hold the engine).
+    pub fn clear(&self) {
+        self.inner
+            .projections
+            .write()
+            .expect("lock poisoned")
+            .clear();
     }
 
     /// The projections, in report order.
-    pub fn projections(&self) -> &[Arc<dyn Projection>] {
-        &self.inner.projections
+    pub fn projections(&self) -> Vec<Arc<dyn Projection>> {
+        self.inner
+            .projections
+            .read()
+            .expect("lock poisoned")
+            .clone()
+    }
+
+    /// The database the engine reads and writes.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
     }
 
     /// Looks a projection up by name.
     pub fn projection(&self, name: &str) -> Option<Arc<dyn Projection>> {
-        self.inner.projections.iter().find(|p| p.name() == name).cloned()
+        self.projections().into_iter().find(|p| p.name() == name)
     }
 
     /// Tells the workers the log has grown.
@@ -132,15 +177,21 @@ impl ProjectorEngine {
 
     /// Creates missing checkpoints and rebuilds projections whose version changed.
     pub async fn prepare(&self) -> Result<(), sqlx::Error> {
-        for projection in &self.inner.projections {
-            let stored: Option<i64> = sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
-                .bind(projection.name())
-                .fetch_optional(&self.inner.db.pool)
-                .await?;
+        for projection in &self.projections() {
+            let stored: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
+                    .bind(projection.name())
+                    .fetch_optional(&self.inner.db.pool)
+                    .await?;
             match stored {
                 Some(version) if version == projection.version() => {}
                 Some(version) => {
-                    tracing::info!(projection = projection.name(), from = version, to = projection.version(), "projection version changed; rebuilding");
+                    tracing::info!(
+                        projection = projection.name(),
+                        from = version,
+                        to = projection.version(),
+                        "projection version changed; rebuilding"
+                    );
                     self.reset(projection.as_ref()).await?;
                 }
                 None => {
@@ -167,7 +218,7 @@ impl ProjectorEngine {
             .execute(&self.inner.db.pool)
             .await?;
         let mut workers = JoinSet::new();
-        for projection in self.inner.projections.clone() {
+        for projection in self.projections() {
             let engine = self.clone();
             let shutdown = shutdown.clone();
             workers.spawn(async move { engine.run_worker(projection, shutdown).await });
@@ -175,7 +226,11 @@ impl ProjectorEngine {
         Ok(workers)
     }
 
-    async fn run_worker(&self, projection: Arc<dyn Projection>, mut shutdown: watch::Receiver<bool>) {
+    async fn run_worker(
+        &self,
+        projection: Arc<dyn Projection>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let name = projection.name();
         let mut wake = self.inner.wake.subscribe();
         // On PostgreSQL, only the holder of the advisory lock applies events.
@@ -193,7 +248,11 @@ impl ProjectorEngine {
                     lock.is_some()
                 }
             };
-            let outcome = if active { self.step(projection.as_ref(), LIVE_BATCH).await } else { Ok(0) };
+            let outcome = if active {
+                self.step(projection.as_ref(), LIVE_BATCH).await
+            } else {
+                Ok(0)
+            };
             match outcome {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {
@@ -207,7 +266,11 @@ impl ProjectorEngine {
                     lock = None;
                 }
             }
-            let poll = if active { IDLE_POLL } else { Duration::from_millis(100) };
+            let poll = if active {
+                IDLE_POLL
+            } else {
+                Duration::from_millis(100)
+            };
             tokio::select! {
                 _ = wake.changed() => {}
                 _ = shutdown.changed() => {}
@@ -275,9 +338,34 @@ impl ProjectorEngine {
         events: &[StoredEvent],
     ) -> Result<Option<LogPosition>, (i64, ProjectionError)> {
         let first = events[0].cursor.position;
-        let mut tx = self.inner.db.begin_write().await.map_err(|e| (first, e.into()))?;
-        for event in events {
-            projection.apply(&mut tx, event).await.map_err(|e| (event.cursor.position, e))?;
+        if projection.is_reactor() {
+            let mut conn = self
+                .inner
+                .db
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| (first, e.into()))?;
+            for event in events {
+                projection
+                    .apply(&mut conn, event)
+                    .await
+                    .map_err(|e| (event.cursor.position, e))?;
+            }
+        }
+        let mut tx = self
+            .inner
+            .db
+            .begin_write()
+            .await
+            .map_err(|e| (first, e.into()))?;
+        if !projection.is_reactor() {
+            for event in events {
+                projection
+                    .apply(&mut tx, event)
+                    .await
+                    .map_err(|e| (event.cursor.position, e))?;
+            }
         }
         let last = events[events.len() - 1].cursor;
         let highest = events.iter().map(|e| e.cursor.position).max().unwrap_or(0);
@@ -329,8 +417,9 @@ impl ProjectorEngine {
         loop {
             let reached = {
                 let map = progress.borrow_and_update();
-                self.inner.projections.iter().all(|p| {
-                    map.get(p.name()).is_some_and(|s| s.failed || s.cursor >= target)
+                self.projections().iter().all(|p| {
+                    map.get(p.name())
+                        .is_some_and(|s| s.failed || s.cursor >= target)
                 })
             };
             if reached {
@@ -349,8 +438,8 @@ impl ProjectorEngine {
 
     /// Every projection's stored checkpoint, in report order.
     pub async fn statuses(&self) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
-        let mut out = Vec::with_capacity(self.inner.projections.len());
-        for projection in &self.inner.projections {
+        let mut out = Vec::new();
+        for projection in &self.projections() {
             out.push(self.status_of(projection.name()).await?);
         }
         Ok(out)
@@ -377,7 +466,10 @@ impl ProjectorEngine {
         Ok(ProjectionStatus {
             name: row.try_get("name")?,
             position: row.try_get("position")?,
-            cursor: LogPosition { tx: row.try_get("cursor_tx")?, position: row.try_get("cursor_position")? },
+            cursor: LogPosition {
+                tx: row.try_get("cursor_tx")?,
+                position: row.try_get("cursor_position")?,
+            },
             events_applied: row.try_get("events_applied")?,
             failed_position: row.try_get("failed_position")?,
             error: row.try_get("error")?,
@@ -388,7 +480,9 @@ impl ProjectorEngine {
     pub async fn reset(&self, projection: &dyn Projection) -> Result<(), sqlx::Error> {
         let mut tx = self.inner.db.begin_write().await?;
         for table in projection.tables() {
-            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query(
             "INSERT INTO projection_checkpoints (name, version, cursor_tx, cursor_position, position, events_applied, updated_at) \
@@ -427,7 +521,10 @@ impl ProjectorEngine {
                     // A concurrent worker may have moved the checkpoint; stop when caught up.
                     let tail = log::read_after(&self.inner.db, status.cursor, 1).await?;
                     if tail.is_empty() {
-                        progress(status.events_applied as u64, total.max(status.events_applied as u64));
+                        progress(
+                            status.events_applied as u64,
+                            total.max(status.events_applied as u64),
+                        );
                         return Ok(status.events_applied as u64);
                     }
                 }
@@ -436,7 +533,9 @@ impl ProjectorEngine {
                     progress(done, total.max(done));
                 }
                 Err(StepError::Stopped) => {
-                    return Err(RebuildError::Failed(self.status_of(projection.name()).await?));
+                    return Err(RebuildError::Failed(
+                        self.status_of(projection.name()).await?,
+                    ));
                 }
                 Err(StepError::Database(e)) => return Err(e.into()),
             }

@@ -14,5 +14,8 @@ use std::sync::Arc;
 
 /// Every projection of the service, in the order they are reported.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(accounts::TenantsProjection), Arc::new(accounts::UsersProjection)]
+    vec![
+        Arc::new(accounts::TenantsProjection),
+        Arc::new(accounts::UsersProjection),
+    ]
 }

@@ -11,7 +11,9 @@ use sqlx::Row;
 use crate::{Db, Dialect};
 
 /// A place in the global order. Compared as a pair; on SQLite `tx` is always 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct LogPosition {
     /// PostgreSQL transaction id (xid8) that wrote the event; 0 on SQLite.
     pub tx: i64,
@@ -56,7 +58,8 @@ impl StoredEvent {
     }
 }
 
-const SQLITE_AFTER: &str = "SELECT 0 AS tx, global_position, aggregate_type, aggregate_id, sequence, event_type, \
+const SQLITE_AFTER: &str =
+    "SELECT 0 AS tx, global_position, aggregate_type, aggregate_id, sequence, event_type, \
      event_version, payload, metadata FROM events WHERE global_position > $1 \
      ORDER BY global_position LIMIT $2";
 
@@ -69,10 +72,18 @@ const POSTGRES_AFTER: &str = "SELECT transaction_id::text::bigint AS tx, global_
 
 /// Reads up to `limit` events after `after`, in global order, never past an event that could still
 /// be preceded by an uncommitted one.
-pub async fn read_after(db: &Db, after: LogPosition, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+pub async fn read_after(
+    db: &Db,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = match db.dialect {
         Dialect::Sqlite => {
-            sqlx::query(SQLITE_AFTER).bind(after.position).bind(limit).fetch_all(&db.pool).await?
+            sqlx::query(SQLITE_AFTER)
+                .bind(after.position)
+                .bind(limit)
+                .fetch_all(&db.pool)
+                .await?
         }
         Dialect::Postgres => {
             sqlx::query(POSTGRES_AFTER)
@@ -87,14 +98,18 @@ pub async fn read_after(db: &Db, after: LogPosition, limit: i64) -> Result<Vec<S
         .map(|row| {
             let metadata: String = row.try_get("metadata")?;
             Ok(StoredEvent {
-                cursor: LogPosition { tx: row.try_get("tx")?, position: row.try_get("global_position")? },
+                cursor: LogPosition {
+                    tx: row.try_get("tx")?,
+                    position: row.try_get("global_position")?,
+                },
                 aggregate_type: row.try_get("aggregate_type")?,
                 aggregate_id: row.try_get("aggregate_id")?,
                 sequence: row.try_get("sequence")?,
                 event_type: row.try_get("event_type")?,
                 event_version: row.try_get("event_version")?,
                 payload: row.try_get("payload")?,
-                metadata: serde_json::from_str(&metadata).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                metadata: serde_json::from_str(&metadata)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             })
         })
         .collect()
@@ -109,7 +124,9 @@ pub async fn head(db: &Db) -> Result<i64, sqlx::Error> {
 
 /// The number of events in the log.
 pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&db.pool).await
+    sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&db.pool)
+        .await
 }
 
 /// The place of one stored event, used to wait until projections have passed it.
@@ -135,6 +152,11 @@ pub async fn position_of(
         .bind(sequence)
         .fetch_optional(&db.pool)
         .await?;
-    row.map(|row| Ok(LogPosition { tx: row.try_get("tx")?, position: row.try_get("global_position")? }))
-        .transpose()
+    row.map(|row| {
+        Ok(LogPosition {
+            tx: row.try_get("tx")?,
+            position: row.try_get("global_position")?,
+        })
+    })
+    .transpose()
 }

@@ -4,5 +4,8 @@ use crate::{TenantId, TenantName};
 #[derive(Debug, Clone)]
 pub enum TenantCommand {
     /// Create the tenant (idempotent for the same id and name).
-    Create { tenant_id: TenantId, name: TenantName },
+    Create {
+        tenant_id: TenantId,
+        name: TenantName,
+    },
 }

@@ -7,7 +7,10 @@ use crate::{TenantId, TenantName};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TenantEvent {
     /// A tenant was created at signup.
-    TenantCreated { tenant_id: TenantId, name: TenantName },
+    TenantCreated {
+        tenant_id: TenantId,
+        name: TenantName,
+    },
 }
 
 impl DomainEvent for TenantEvent {

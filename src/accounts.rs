@@ -1,0 +1,355 @@
+//! Accounts: signup, login, password changes and platform admins, orchestrated over the tenant,
+//! user and e-mail-reservation aggregates.
+//!
+//! Signup order: hash the password and store it under a fresh user id (an orphan row, invisible,
+//! if the rest fails); reserve the e-mail (the concurrency gate: of concurrent signups for one
+//! address exactly one appends `EmailReserved`, the others get 409 with nothing written); then
+//! create the tenant and register the user. Those two steps are idempotent and also run from the
+//! `signup_completion` reactor, so a crash after the reservation still ends in a complete account.
+
+use aggregates::email_reservation::{EmailReservationCommand, Signup};
+use aggregates::tenant::TenantCommand;
+use aggregates::user::{Profile, UserCommand};
+use aggregates::{
+    DisplayName, Email, EmailReservation, Password, Role, Tenant, TenantId, TenantName, User,
+    UserId,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use projections::{Projection, ProjectionError, StoredEvent};
+use sqlx::AnyConnection;
+
+use crate::auth::{self, Sessions};
+use crate::http::error::AppError;
+use crate::signing::SigningKey;
+use crate::store::{Actor, CommandError, Store};
+
+/// A validated signup request.
+#[derive(Debug)]
+pub struct NewAccount {
+    pub email: Email,
+    pub password: Password,
+    pub display_name: DisplayName,
+    pub tenant_name: TenantName,
+}
+
+/// A new session.
+#[derive(Debug)]
+pub struct SessionGrant {
+    pub user_id: UserId,
+    pub tenant_id: TenantId,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Account operations over the store.
+pub struct Accounts<'a> {
+    pub store: &'a Store,
+    pub key: &'a SigningKey,
+    pub session_ttl_seconds: u64,
+}
+
+impl Accounts<'_> {
+    fn sessions(&self) -> Sessions<'_> {
+        Sessions {
+            db: &self.store.db,
+            key: self.key,
+        }
+    }
+
+    /// Creates the tenant, its owner and a session.
+    pub async fn signup(&self, account: NewAccount) -> Result<SessionGrant, AppError> {
+        let hash = auth::hash_password(account.password.expose().to_owned()).await?;
+        let signup = Signup {
+            email: account.email,
+            user_id: UserId::generate(),
+            tenant_id: TenantId::generate(),
+            display_name: account.display_name,
+            tenant_name: account.tenant_name,
+        };
+        self.store_credential(signup.user_id.as_str(), &hash, true)
+            .await?;
+        let actor = Actor::user(signup.user_id.as_str(), signup.tenant_id.as_str());
+        let reserved = self
+            .store
+            .execute::<EmailReservation>(
+                signup.email.as_str(),
+                EmailReservationCommand::Reserve(signup.clone()),
+                &(),
+                &actor,
+            )
+            .await;
+        if let Err(error) = reserved {
+            // The address went to someone else: leave nothing behind.
+            sqlx::query("DELETE FROM credentials WHERE user_id = $1")
+                .bind(signup.user_id.as_str())
+                .execute(&self.store.db.pool)
+                .await?;
+            return Err(error.into());
+        }
+        complete_signup(self.store, &signup, &actor).await?;
+        let now = self.store.clock.now();
+        let (token, expires_at) = self
+            .sessions()
+            .create(
+                signup.user_id.as_str(),
+                signup.tenant_id.as_str(),
+                now,
+                self.session_ttl_seconds,
+            )
+            .await?;
+        Ok(SessionGrant {
+            user_id: signup.user_id,
+            tenant_id: signup.tenant_id,
+            token,
+            expires_at,
+        })
+    }
+
+    /// Opens a session for a correct e-mail and password. An unknown address and a wrong password
+    /// fail alike, after the same work.
+    pub async fn login(&self, raw_email: &str, password: &str) -> Result<SessionGrant, AppError> {
+        let email = Email::normalise(raw_email);
+        let user = projections::accounts::user_by_email(&self.store.db, &email).await?;
+        let user_id = user.as_ref().map_or("usr_unknown", |u| u.user_id.as_str());
+        let stored = self.credential(user_id).await?;
+        let user = match (
+            auth::verify_password(password.to_owned(), stored).await?,
+            user,
+        ) {
+            (true, Some(user)) => user,
+            _ => return Err(AppError::InvalidCredentials),
+        };
+        let now = self.store.clock.now();
+        let (token, expires_at) = self
+            .sessions()
+            .create(
+                &user.user_id,
+                &user.tenant_id,
+                now,
+                self.session_ttl_seconds,
+            )
+            .await?;
+        let actor = Actor::user(&user.user_id, &user.tenant_id);
+        self.store
+            .execute::<User>(&user.user_id, UserCommand::RecordLogin, &(), &actor)
+            .await?;
+        Ok(SessionGrant {
+            user_id: UserId::parse(&user.user_id).map_err(AppError::internal)?,
+            tenant_id: TenantId::parse(&user.tenant_id).map_err(AppError::internal)?,
+            token,
+            expires_at,
+        })
+    }
+
+    /// Ends the caller's session.
+    pub async fn logout(
+        &self,
+        user_id: &str,
+        tenant_id: &str,
+        session_hash: &str,
+    ) -> Result<(), AppError> {
+        self.sessions().revoke(session_hash).await?;
+        self.store
+            .execute::<User>(
+                user_id,
+                UserCommand::RecordLogout,
+                &(),
+                &Actor::user(user_id, tenant_id),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces the password after checking the current one; every other session ends.
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        tenant_id: &str,
+        session_hash: &str,
+        current: &str,
+        new: Password,
+    ) -> Result<(), AppError> {
+        let stored = self.credential(user_id).await?;
+        if !auth::verify_password(current.to_owned(), stored).await? {
+            return Err(AppError::InvalidCredentials);
+        }
+        let hash = auth::hash_password(new.expose().to_owned()).await?;
+        self.store_credential(user_id, &hash, false).await?;
+        self.sessions().revoke_others(user_id, session_hash).await?;
+        self.store
+            .execute::<User>(
+                user_id,
+                UserCommand::RecordPasswordChange,
+                &(),
+                &Actor::user(user_id, tenant_id),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn credential(&self, user_id: &str) -> Result<Option<String>, AppError> {
+        Ok(
+            sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.store.db.pool)
+                .await?,
+        )
+    }
+
+    async fn store_credential(
+        &self,
+        user_id: &str,
+        hash: &str,
+        insert: bool,
+    ) -> Result<(), AppError> {
+        let sql = if insert {
+            "INSERT INTO credentials (user_id, password_hash, updated_at) VALUES ($1, $2, $3)"
+        } else {
+            "UPDATE credentials SET password_hash = $2, updated_at = $3 WHERE user_id = $1"
+        };
+        sqlx::query(sql)
+            .bind(user_id)
+            .bind(hash)
+            .bind(aggregates::timestamp::format(self.store.clock.now()))
+            .execute(&self.store.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Makes the user with this e-mail a platform admin. `Ok(None)`: no such user;
+    /// `Ok(Some(false))`: already one (no event).
+    pub async fn promote(&self, raw_email: &str) -> Result<Option<bool>, AppError> {
+        let email = Email::normalise(raw_email);
+        let reservation = self.store.load::<EmailReservation>(&email).await?;
+        let Some(signup) = reservation.signup() else {
+            return Ok(None);
+        };
+        complete_signup(self.store, signup, &Actor::system()).await?;
+        let committed = self
+            .store
+            .execute::<User>(
+                signup.user_id.as_str(),
+                UserCommand::GrantPlatformAdmin,
+                &(),
+                &Actor::system(),
+            )
+            .await?;
+        Ok(Some(!committed.events.is_empty()))
+    }
+
+    /// Ensures the bootstrap admin exists and is promoted (SPEC §6.2).
+    pub async fn bootstrap_admin(
+        &self,
+        raw_email: &str,
+        password: Option<&str>,
+    ) -> Result<(), BootstrapError> {
+        if self.promote(raw_email).await?.is_some() {
+            return Ok(());
+        }
+        let password = password.ok_or(BootstrapError::PasswordMissing)?;
+        let account = NewAccount {
+            email: Email::parse(raw_email)
+                .map_err(|e| BootstrapError::Invalid(format!("email {e}")))?,
+            password: Password::parse(password)
+                .map_err(|e| BootstrapError::Invalid(format!("password {e}")))?,
+            display_name: DisplayName::parse("Platform Admin").expect("valid constant"),
+            tenant_name: TenantName::parse("Platform").expect("valid constant"),
+        };
+        match self.signup(account).await {
+            // Another instance created it meanwhile.
+            Ok(_) | Err(AppError::EmailTaken) => {}
+            Err(other) => return Err(other.into()),
+        }
+        self.promote(raw_email).await?;
+        Ok(())
+    }
+}
+
+/// Why the bootstrap admin could not be ensured.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("IPTO_BOOTSTRAP_ADMIN_PASSWORD is required to create the bootstrap admin")]
+    PasswordMissing,
+    #[error("invalid bootstrap admin {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Failed(#[from] AppError),
+}
+
+/// Creates the tenant and registers the owner of a reserved signup; both steps are idempotent.
+pub async fn complete_signup(
+    store: &Store,
+    signup: &Signup,
+    actor: &Actor,
+) -> Result<(), AppError> {
+    let create = TenantCommand::Create {
+        tenant_id: signup.tenant_id.clone(),
+        name: signup.tenant_name.clone(),
+    };
+    store
+        .execute::<Tenant>(signup.tenant_id.as_str(), create, &(), actor)
+        .await?;
+    let profile = Profile {
+        user_id: signup.user_id.clone(),
+        tenant_id: signup.tenant_id.clone(),
+        email: signup.email.clone(),
+        display_name: signup.display_name.clone(),
+        roles: vec![Role::Owner],
+    };
+    store
+        .execute::<User>(
+            signup.user_id.as_str(),
+            UserCommand::Register(profile),
+            &(),
+            actor,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Reactor: finishes every reserved signup (after a crash between reservation and registration).
+pub struct SignupCompletion {
+    pub store: Store,
+}
+
+#[async_trait]
+impl Projection for SignupCompletion {
+    fn name(&self) -> &'static str {
+        "signup_completion"
+    }
+    fn version(&self) -> i64 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn is_reactor(&self) -> bool {
+        true
+    }
+
+    async fn apply(
+        &self,
+        _: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        use aggregates::email_reservation::EmailReservationEvent;
+        use cqrs_es::Aggregate;
+        if event.aggregate_type != EmailReservation::TYPE {
+            return Ok(());
+        }
+        let EmailReservationEvent::EmailReserved(signup) = event.decode()?;
+        complete_signup(&self.store, &signup, &Actor::system())
+            .await
+            .map_err(|e| ProjectionError::Inconsistent(format!("signup completion: {e}")))
+    }
+}
+
+impl<E: std::error::Error> From<CommandError<E>> for BootstrapError
+where
+    AppError: From<E>,
+{
+    fn from(error: CommandError<E>) -> Self {
+        Self::Failed(error.into())
+    }
+}

@@ -1,0 +1,222 @@
+//! Start-up as a library function: open the store, migrate, start the projectors and bind the
+//! listener. `main` only parses the command line; tests call [`Application::build`] on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use projections::ProjectorEngine;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::accounts::{Accounts, SignupCompletion};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::signing::SigningKey;
+use crate::store::{self, EventPool, Store};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub key: SigningKey,
+    pub config: Arc<Config>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("bootstrap admin: {0}")]
+    Bootstrap(#[from] crate::accounts::BootstrapError),
+}
+
+/// Opens and migrates the store named by the configuration, with every projection registered but
+/// no worker running (used by `serve` and the CLI).
+pub async fn open_store(config: &Config) -> Result<(Store, SigningKey), StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+    let key = SigningKey::load(config.signing_key.as_deref(), &config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+    let (events, db) = store::connect(&config.database_url()).await?;
+    store::migrate(&events).await?;
+    let engine = ProjectorEngine::new(db.clone(), projections::all());
+    let store = Store::new(
+        events,
+        db,
+        engine.clone(),
+        Clock::with_offset(config.clock_offset_seconds),
+    );
+    engine.register(Arc::new(SignupCompletion {
+        store: store.clone(),
+    }));
+    Ok((store, key))
+}
+
+/// A built service, listening but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    workers: JoinSet<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Application {
+    /// Opens the store, applies migrations, starts the projection workers, ensures the bootstrap
+    /// admin and binds the listener.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        if config.clock_offset_seconds != 0 {
+            tracing::warn!(
+                offset = config.clock_offset_seconds,
+                "IPTO_CLOCK_OFFSET_SECONDS shifts the clock (test only)"
+            );
+        }
+        crate::auth::prepare();
+        let (store, key) = open_store(&config).await?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut workers = store.engine.start(shutdown_rx.clone()).await?;
+        if let EventPool::Postgres(pool) = &store.events {
+            workers.spawn(listen_for_events(
+                pool.clone(),
+                store.engine.clone(),
+                shutdown_rx,
+            ));
+        }
+        let state = AppState {
+            store,
+            key,
+            config: Arc::new(config),
+        };
+        if let Some(email) = &state.config.bootstrap_admin_email {
+            let accounts = Accounts {
+                store: &state.store,
+                key: &state.key,
+                session_ttl_seconds: state.config.session_ttl_seconds,
+            };
+            accounts
+                .bootstrap_admin(email, state.config.bootstrap_admin_password.as_deref())
+                .await?;
+        }
+        let listener = TcpListener::bind(state.config.bind)
+            .await
+            .map_err(|e| StartError::Bind(state.config.bind, e))?;
+        Ok(Self {
+            listener,
+            state,
+            workers,
+            shutdown,
+        })
+    }
+
+    /// The bound address (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The shared state (for tests and tools).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `signal` completes, then drains requests, stops the workers at a checkpoint and
+    /// closes the pools.
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            listener,
+            state,
+            mut workers,
+            shutdown,
+        } = self;
+        let router = crate::http::router(state.clone());
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .await;
+        let _ = shutdown.send(true);
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            workers.abort_all();
+        }
+        state.store.engine.clear();
+        state.store.close().await;
+        served
+    }
+}
+
+/// Wakes the local workers when another instance appends events (PostgreSQL `NOTIFY`).
+async fn listen_for_events(
+    pool: sqlx::PgPool,
+    engine: ProjectorEngine,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.listen("ipto_events").await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            l = listener => l,
+            _ = shutdown.changed() => return,
+        };
+        loop {
+            let Ok(l) = listener.as_mut() else { break };
+            tokio::select! {
+                received = l.recv() => match received {
+                    Ok(_) => engine.notify(),
+                    Err(error) => {
+                        tracing::warn!(%error, "event notifications interrupted");
+                        break;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,261 @@
+//! Credentials: password hashing, sessions and the principal a request acts as.
+//!
+//! Passwords are hashed with argon2id (m = 19 MiB, t = 2, p = 1, the OWASP minimum). Session tokens
+//! carry 128 random bits; only HMAC-SHA256(signing key, token) is stored. Secrets are compared in
+//! constant time and never logged.
+
+use std::sync::OnceLock;
+
+use aggregates::access::session_scopes;
+use aggregates::ids::encode_body;
+use aggregates::{Role, Scope};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use chrono::{DateTime, Duration, Utc};
+use projections::Db;
+use sqlx::Row;
+
+use crate::http::error::AppError;
+use crate::signing::SigningKey;
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).expect("valid argon2 parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes a password (CPU-heavy: runs on the blocking pool).
+pub async fn hash_password(password: String) -> Result<String, AppError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        argon2()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .await
+    .map_err(AppError::internal)?
+    .map_err(AppError::internal)
+}
+
+/// Checks a password against a stored hash. With no hash (unknown user) it checks against a
+/// dummy hash of the same cost, so both failures take the same time.
+pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, AppError> {
+    tokio::task::spawn_blocking(move || {
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| dummy_hash().to_owned());
+        let parsed = PasswordHash::new(&hash).map_err(AppError::internal)?;
+        let matches = argon2()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        Ok(known && matches)
+    })
+    .await
+    .map_err(AppError::internal)?
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        argon2()
+            .hash_password(b"ipto-dummy-password-for-timing", &salt)
+            .expect("hashing a constant succeeds")
+            .to_string()
+    })
+}
+
+/// Warms the dummy hash so the first failed login is not slower than the rest.
+pub fn prepare() {
+    let _ = dummy_hash();
+}
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A user's session; holds the session's stored hash.
+    User {
+        user_id: String,
+        session_hash: String,
+    },
+    /// An API key.
+    ApiKey { api_key_id: String },
+}
+
+/// The authenticated actor of a request.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub tenant_id: String,
+    pub kind: PrincipalKind,
+    pub scopes: Vec<Scope>,
+    pub roles: Vec<Role>,
+    pub is_platform_admin: bool,
+}
+
+impl Principal {
+    /// 403 unless the principal holds `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), AppError> {
+        if self.scopes.contains(&scope) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(format!(
+                "Missing scope {}.",
+                scope.as_str()
+            )))
+        }
+    }
+
+    /// 403 for API keys on session-only endpoints.
+    pub fn require_session(&self) -> Result<(&str, &str), AppError> {
+        match &self.kind {
+            PrincipalKind::User {
+                user_id,
+                session_hash,
+            } => Ok((user_id, session_hash)),
+            PrincipalKind::ApiKey { .. } => {
+                Err(AppError::Forbidden("This endpoint needs a session.".into()))
+            }
+        }
+    }
+
+    /// 403 unless a platform admin's session.
+    pub fn require_platform_admin(&self) -> Result<&str, AppError> {
+        let (user_id, _) = self.require_session()?;
+        if self.is_platform_admin {
+            Ok(user_id)
+        } else {
+            Err(AppError::Forbidden("Platform admins only.".into()))
+        }
+    }
+
+    /// The actor recorded on the events this principal causes.
+    pub fn actor(&self) -> crate::store::Actor {
+        match &self.kind {
+            PrincipalKind::User { user_id, .. } => {
+                crate::store::Actor::user(user_id, &self.tenant_id)
+            }
+            PrincipalKind::ApiKey { api_key_id } => crate::store::Actor {
+                actor_type: "api_key",
+                actor_id: api_key_id.clone(),
+                tenant_id: Some(self.tenant_id.clone()),
+            },
+        }
+    }
+}
+
+/// A new session token: `sess_` and 128 random bits.
+pub fn new_session_token() -> String {
+    format!("sess_{}", encode_body(rand::random::<u128>()))
+}
+
+/// Sessions in the operational `sessions` table.
+pub struct Sessions<'a> {
+    pub db: &'a Db,
+    pub key: &'a SigningKey,
+}
+
+impl Sessions<'_> {
+    /// Stores a new session and returns its token; the token itself is never stored.
+    pub async fn create(
+        &self,
+        user_id: &str,
+        tenant_id: &str,
+        now: DateTime<Utc>,
+        ttl_seconds: u64,
+    ) -> Result<(String, DateTime<Utc>), AppError> {
+        let token = new_session_token();
+        let expires_at = now + Duration::seconds(ttl_seconds.min(i64::MAX as u64 / 1000) as i64);
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(self.key.hmac_hex(token.as_bytes()))
+        .bind(user_id)
+        .bind(tenant_id)
+        .bind(aggregates::timestamp::format(now))
+        .bind(aggregates::timestamp::format(expires_at))
+        .execute(&self.db.pool)
+        .await?;
+        Ok((token, expires_at))
+    }
+
+    /// The principal of a live session token, if any.
+    pub async fn resolve(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Principal>, AppError> {
+        let hash = self.key.hmac_hex(token.as_bytes());
+        let row = sqlx::query(
+            "SELECT s.user_id, s.tenant_id, s.expires_at, u.roles, u.is_platform_admin \
+             FROM sessions s JOIN users u ON u.user_id = s.user_id WHERE s.token_hash = $1",
+        )
+        .bind(&hash)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let expires_at: String = row.try_get("expires_at")?;
+        if expires_at <= aggregates::timestamp::format(now) {
+            return Ok(None);
+        }
+        let roles: String = row.try_get("roles")?;
+        let roles: Vec<Role> = roles
+            .split(',')
+            .filter_map(|r| serde_json::from_value(serde_json::Value::String(r.to_owned())).ok())
+            .collect();
+        let is_platform_admin = row.try_get::<i64, _>("is_platform_admin")? != 0;
+        Ok(Some(Principal {
+            tenant_id: row.try_get("tenant_id")?,
+            kind: PrincipalKind::User {
+                user_id: row.try_get("user_id")?,
+                session_hash: hash,
+            },
+            scopes: session_scopes(&roles, is_platform_admin),
+            roles,
+            is_platform_admin,
+        }))
+    }
+
+    /// Ends one session at once.
+    pub async fn revoke(&self, session_hash: &str) -> Result<(), AppError> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(session_hash)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every session of a user but one.
+    pub async fn revoke_others(&self, user_id: &str, keep_hash: &str) -> Result<(), AppError> {
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2")
+            .bind(user_id)
+            .bind(keep_hash)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hash_verifies_only_its_password() {
+        let hash = hash_password("correct horse".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_password("correct horse".into(), Some(hash.clone()))
+            .await
+            .unwrap());
+        assert!(!verify_password("wrong horse".into(), Some(hash))
+            .await
+            .unwrap());
+        assert!(!verify_password("correct horse".into(), None).await.unwrap());
+    }
+
+    #[test]
+    fn session_tokens_carry_128_random_bits() {
+        let a = new_session_token();
+        let b = new_session_token();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "sess_".len() + 26);
+        assert!(aggregates::ids::parse_prefixed("sess", &a).is_ok());
+    }
+}

@@ -1,0 +1,178 @@
+//! The operator subcommands: `migrate`, `projections status|rebuild`, `admin promote` and
+//! `events export`.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use projections::log::{self, LogPosition};
+
+use crate::accounts::Accounts;
+use crate::app::{open_store, StartError};
+use crate::config::Config;
+
+/// A subcommand failed; the message goes to stderr and the exit code is 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Start(#[from] StartError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// `ipto migrate`.
+pub async fn migrate(config: &Config) -> Result<(), CliError> {
+    let (store, _) = open_store(config).await?;
+    store.close().await;
+    println!("migrations applied");
+    Ok(())
+}
+
+/// `ipto projections status`.
+pub async fn projections_status(config: &Config) -> Result<(), CliError> {
+    let (store, _) = open_store(config).await?;
+    let head = log::head(&store.db).await?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>12} {:>12} {:>10}  STATE",
+        "NAME", "POSITION", "HEAD", "LAG"
+    );
+    for status in store.engine.statuses().await? {
+        let state = match (&status.error, status.failed_position) {
+            (Some(error), Some(at)) => format!("failed at {at}: {error}"),
+            _ => status.state().to_owned(),
+        };
+        let lag = (head - status.position).max(0);
+        let _ = writeln!(
+            out,
+            "{:<24} {:>12} {:>12} {:>10}  {}",
+            status.name, status.position, head, lag, state
+        );
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// `ipto projections rebuild NAME | --all`.
+pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<(), CliError> {
+    let (store, _) = open_store(config).await?;
+    let targets: Vec<_> = match name {
+        None => store
+            .engine
+            .projections()
+            .into_iter()
+            .filter(|p| !p.is_reactor())
+            .collect(),
+        Some(name) => match store.engine.projection(name) {
+            Some(p) if p.is_reactor() => {
+                return Err(CliError::Failed(format!(
+                    "{name} is a reactor; reactors are not rebuilt"
+                )))
+            }
+            Some(p) => vec![p],
+            None => return Err(CliError::Failed(format!("unknown projection {name}"))),
+        },
+    };
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut replayed = 0u64;
+    for projection in targets {
+        let label = projection.name();
+        let mut last_draw = Instant::now();
+        let count = store
+            .engine
+            .rebuild(projection.as_ref(), |done, total| {
+                if tty && (last_draw.elapsed().as_millis() > 100 || done == total) {
+                    last_draw = Instant::now();
+                    draw_progress(label, done, total);
+                }
+            })
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        if tty {
+            eprintln!();
+        }
+        replayed += count;
+        eprintln!("rebuilt {label}: {count} events");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = if seconds > 0.0 {
+        replayed as f64 / seconds
+    } else {
+        0.0
+    };
+    println!("replayed {replayed} events in {seconds:.2}s ({rate:.0} events/s)");
+    store.close().await;
+    Ok(())
+}
+
+fn draw_progress(label: &str, done: u64, total: u64) {
+    const WIDTH: u64 = 30;
+    let filled = if total == 0 {
+        WIDTH
+    } else {
+        done.min(total) * WIDTH / total
+    };
+    let bar: String = (0..WIDTH)
+        .map(|i| if i < filled { '#' } else { '-' })
+        .collect();
+    eprint!("\r{label:<20} [{bar}] {done}/{total}");
+    let _ = std::io::stderr().flush();
+}
+
+/// `ipto admin promote EMAIL`.
+pub async fn admin_promote(config: &Config, email: &str) -> Result<(), CliError> {
+    let (store, key) = open_store(config).await?;
+    let accounts = Accounts {
+        store: &store,
+        key: &key,
+        session_ttl_seconds: config.session_ttl_seconds,
+    };
+    let outcome = accounts
+        .promote(email)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()));
+    store.close().await;
+    match outcome? {
+        None => Err(CliError::Failed(format!(
+            "no user with email {}",
+            email.trim()
+        ))),
+        Some(false) => {
+            println!("already a platform admin");
+            Ok(())
+        }
+        Some(true) => {
+            println!("promoted");
+            Ok(())
+        }
+    }
+}
+
+/// `ipto events export`: NDJSON in global order.
+pub async fn events_export(
+    config: &Config,
+    after: i64,
+    aggregate_type: Option<&str>,
+) -> Result<(), CliError> {
+    let (store, _) = open_store(config).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut cursor = LogPosition::default();
+    loop {
+        let batch = log::read_after(&store.db, cursor, 1000).await?;
+        let Some(last) = batch.last() else { break };
+        cursor = last.cursor;
+        for event in batch.iter().filter(|e| e.cursor.position > after) {
+            if aggregate_type.is_some_and(|t| t != event.aggregate_type) {
+                continue;
+            }
+            let line = crate::audit::event_json(event);
+            writeln!(out, "{line}").map_err(|e| CliError::Failed(e.to_string()))?;
+        }
+    }
+    out.flush().map_err(|e| CliError::Failed(e.to_string()))?;
+    store.close().await;
+    Ok(())
+}

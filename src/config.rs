@@ -1,0 +1,216 @@
+//! Typed configuration: every setting from a flag or its `IPTO_*` variable (the flag wins), with
+//! defaults that make a bare `ipto serve` work. Secrets come from the environment only and are
+//! never printed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The `ipto` program.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ipto",
+    version,
+    about = "Event-sourced backend of a marketplace for private data"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands; `serve` is the default.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply migrations, then run the API, projection workers and background jobs.
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Inspect or rebuild projections.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+    /// Platform administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Read the event log.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+/// `ipto projections …`
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// One row per projection: NAME, POSITION, HEAD, LAG, STATE.
+    Status,
+    /// Clear and replay projections from the log.
+    Rebuild {
+        /// The projection to rebuild.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Rebuild every projection.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// `ipto admin …`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make a user a platform admin.
+    Promote {
+        /// The user's e-mail address.
+        email: String,
+    },
+}
+
+/// `ipto events …`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print the log as NDJSON, one event per line, ascending.
+    Export {
+        /// Only events after this position.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Only events of this aggregate type.
+        #[arg(long)]
+        aggregate_type: Option<String>,
+    },
+}
+
+/// Service settings (SPEC §6.2).
+#[derive(Clone, Args)]
+pub struct Config {
+    /// Listen address.
+    #[arg(
+        long,
+        env = "IPTO_BIND",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub bind: SocketAddr,
+    /// Directory for the SQLite file, blobs, index and signing key.
+    #[arg(
+        long,
+        env = "IPTO_DATA_DIR",
+        default_value = "./ipto-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// `sqlite://…` (default `sqlite://{DATA_DIR}/ipto.db`) or `postgres://…`.
+    #[arg(long, env = "IPTO_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Base of signed URLs (default `http://{IPTO_BIND}`).
+    #[arg(long, env = "IPTO_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Blob store (default `file://{DATA_DIR}/blobs`).
+    #[arg(long, env = "IPTO_STORAGE_URL", global = true)]
+    pub storage_url: Option<String>,
+    /// E-mail of the platform admin ensured at start-up.
+    #[arg(long, env = "IPTO_BOOTSTRAP_ADMIN_EMAIL", global = true)]
+    pub bootstrap_admin_email: Option<String>,
+    /// Platform fee in basis points.
+    #[arg(long, env = "IPTO_PLATFORM_FEE_BPS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(0..=10000), global = true)]
+    pub platform_fee_bps: u32,
+    /// Authenticated requests per credential per minute.
+    #[arg(
+        long,
+        env = "IPTO_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 600,
+        global = true
+    )]
+    pub rate_limit_per_minute: u32,
+    /// Signup and login requests per client IP per minute.
+    #[arg(
+        long,
+        env = "IPTO_AUTH_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 30,
+        global = true
+    )]
+    pub auth_rate_limit_per_minute: u32,
+    /// Session lifetime in seconds.
+    #[arg(long, env = "IPTO_SESSION_TTL_SECONDS", default_value_t = 604_800, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub session_ttl_seconds: u64,
+    /// Largest accepted object, in bytes.
+    #[arg(
+        long,
+        env = "IPTO_MAX_OBJECT_BYTES",
+        default_value_t = 5_368_709_120,
+        global = true
+    )]
+    pub max_object_bytes: u64,
+    /// Test only: shifts the clock forward.
+    #[arg(
+        long,
+        env = "IPTO_CLOCK_OFFSET_SECONDS",
+        default_value_t = 0,
+        global = true
+    )]
+    pub clock_offset_seconds: i64,
+    /// Tracing filter.
+    #[arg(long, env = "IPTO_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// HMAC key for signed URLs and the token pepper (environment only: `IPTO_SIGNING_KEY`).
+    #[arg(skip)]
+    pub signing_key: Option<String>,
+    /// Password for a bootstrap admin that does not exist yet (`IPTO_BOOTSTRAP_ADMIN_PASSWORD`).
+    #[arg(skip)]
+    pub bootstrap_admin_password: Option<String>,
+}
+
+impl Config {
+    /// Fills the environment-only secrets.
+    pub fn with_environment_secrets(mut self) -> Self {
+        self.signing_key = std::env::var("IPTO_SIGNING_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
+        self.bootstrap_admin_password = std::env::var("IPTO_BOOTSTRAP_ADMIN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty());
+        self
+    }
+
+    /// The defaults, as a bare `ipto` without environment would have them, on `data_dir`.
+    pub fn defaults(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Cli::parse_from(["ipto"]).config;
+        config.data_dir = data_dir.into();
+        config.database_url = None;
+        config.bootstrap_admin_email = None;
+        config
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ipto.db").display()))
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database",
+                &self
+                    .database_url()
+                    .split('@')
+                    .next_back()
+                    .map(str::to_owned),
+            )
+            .field("public_url", &self.public_url)
+            .field("storage_url", &self.storage_url)
+            .field("platform_fee_bps", &self.platform_fee_bps)
+            .field("session_ttl_seconds", &self.session_ttl_seconds)
+            .field("clock_offset_seconds", &self.clock_offset_seconds)
+            .field(
+                "signing_key",
+                &self.signing_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,34 @@
+//! The HTTP API: conventions shared by every route (envelope, errors, request ids, JSON bodies,
+//! pagination, credentials) and one router module per resource group.
+
+pub mod accounts;
+pub mod envelope;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod json;
+pub mod middleware;
+pub mod pagination;
+
+use axum::Router;
+
+use crate::app::AppState;
+
+/// Every route of the service.
+///
+/// The conventions middleware wraps the whole router from outside, so that it sees responses
+/// complete (axum adds `Allow` to a 405 at the router's top level).
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(health::routes())
+        .nest("/v1", accounts::routes())
+        .route_layer(axum::middleware::from_fn(middleware::record_route))
+        .fallback(middleware::not_found)
+        .with_state(state.clone());
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            middleware::conventions,
+        ))
+}

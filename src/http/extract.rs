@@ -1,0 +1,66 @@
+//! The credential extractor (SPEC §2.1): a session token or an API key, from `Authorization:
+//! Bearer …` or `X-API-Key`.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use crate::app::AppState;
+use crate::auth::{Principal, Sessions};
+use crate::http::error::AppError;
+
+/// The authenticated principal of a request.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let authorization = parts.headers.get(header::AUTHORIZATION);
+        let api_key = parts.headers.get("x-api-key");
+        let token = match (authorization, api_key) {
+            (Some(_), Some(_)) => {
+                return Err(AppError::bad_request(
+                    "Send either Authorization or X-API-Key, not both.",
+                ));
+            }
+            (Some(value), None) => {
+                let value = value
+                    .to_str()
+                    .map_err(|_| AppError::bad_request("Malformed Authorization header."))?;
+                let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+                    AppError::bad_request("Authorization must be `Bearer <token>`.")
+                })?;
+                if !scheme.eq_ignore_ascii_case("bearer")
+                    || token.trim().is_empty()
+                    || token.contains(' ')
+                {
+                    return Err(AppError::bad_request(
+                        "Authorization must be `Bearer <token>`.",
+                    ));
+                }
+                token.trim().to_owned()
+            }
+            (None, Some(value)) => value
+                .to_str()
+                .map_err(|_| AppError::Unauthorized)?
+                .trim()
+                .to_owned(),
+            (None, None) => return Err(AppError::Unauthorized),
+        };
+        let now = state.store.clock.now();
+        let principal = if token.starts_with("sess_") {
+            Sessions {
+                db: &state.store.db,
+                key: &state.key,
+            }
+            .resolve(&token, now)
+            .await?
+        } else {
+            // API keys (`ipto_…`) are issued by the API-key resource; until one exists every
+            // key is unknown.
+            None
+        };
+        principal.map(Auth).ok_or(AppError::Unauthorized)
+    }
+}
