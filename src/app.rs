@@ -178,8 +178,7 @@ async fn listen_for_events(
             l = listener => l,
             _ = shutdown.changed() => return,
         };
-        loop {
-            let Ok(l) = listener.as_mut() else { break };
+        while let Ok(l) = listener.as_mut() {
             tokio::select! {
                 received = l.recv() => match received {
                     Ok(_) => engine.notify(),

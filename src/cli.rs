@@ -110,11 +110,9 @@ pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<
 
 fn draw_progress(label: &str, done: u64, total: u64) {
     const WIDTH: u64 = 30;
-    let filled = if total == 0 {
-        WIDTH
-    } else {
-        done.min(total) * WIDTH / total
-    };
+    let filled = (done.min(total) * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH);
     let bar: String = (0..WIDTH)
         .map(|i| if i < filled { '#' } else { '-' })
         .collect();

@@ -325,6 +325,9 @@ impl Store {
                 .map_err(CommandError::Rejected)?;
             let events = sink.collect().await;
             if events.is_empty() {
+                // A no-op still answers with state another writer produced: wait for it too.
+                let current = (context.current_sequence > 0).then_some(context.current_sequence);
+                self.track(A::TYPE, id, current).await;
                 return Ok(Committed {
                     aggregate: context.aggregate,
                     events: Vec::new(),

@@ -1,0 +1,393 @@
+//! The `ipto` binary: subcommands, `projections rebuild --all` against live read models, and a
+//! server killed while it writes.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipto");
+
+fn ipto(fresh: &Fresh, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("IPTO_DATA_DIR", &fresh.data_dir)
+        .env("IPTO_DATABASE_URL", &fresh.database_url)
+        .env("IPTO_SIGNING_KEY", "test signing key")
+        .env("IPTO_LOG", "warn");
+    command
+}
+
+fn run(fresh: &Fresh, args: &[&str]) -> Output {
+    ipto(fresh, args).output().expect("ipto runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A server process on a free port.
+struct Server {
+    child: Child,
+    address: String,
+    client: reqwest::Client,
+}
+
+impl Server {
+    async fn start(fresh: &Fresh) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = ipto(fresh, &["serve"])
+            .env("IPTO_BIND", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server
+            .client
+            .get(format!("{}/health", server.address))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Reply, reqwest::Error> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .json(&body)
+            .send()
+            .await?;
+        Ok(reply(response).await)
+    }
+
+    /// Waits until every projection has caught up with the head.
+    async fn settled(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let health = reply(
+                self.client
+                    .get(format!("{}/health", self.address))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            let projections = health.data()["projections"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            if !projections.is_empty() && projections.values().all(|p| p["lag"] == 0) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "projections did not catch up: {}",
+                health.body
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap(); // SIGKILL: no shutdown, no drain.
+        self.child.wait().unwrap();
+    }
+
+    fn stop(mut self) {
+        #[cfg(unix)]
+        {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill();
+    }
+}
+
+async fn signup(server: &Server, email: &str) {
+    let body =
+        json!({"email": email, "password": PASSWORD, "display_name": "U", "tenant_name": "T"});
+    server
+        .post("/v1/auth/signup", body)
+        .await
+        .unwrap()
+        .expect(201);
+}
+
+/// Opens the store the way the CLI does, for assertions.
+async fn open(fresh: &Fresh) -> ipto::AppState {
+    let config = config(fresh);
+    let (store, key) = ipto::app::open_store(&config).await.unwrap();
+    ipto::AppState {
+        store,
+        key,
+        config: std::sync::Arc::new(config),
+    }
+}
+
+const READ_MODELS: [&str; 2] = [
+    "SELECT user_id, tenant_id, email, display_name, roles, is_platform_admin, login_count, last_login_at, \
+     password_changed_at, created_at, updated_at FROM users ORDER BY user_id",
+    "SELECT tenant_id, name, created_at FROM tenants ORDER BY tenant_id",
+];
+
+async fn read_models(state: &ipto::AppState) -> Vec<Vec<Vec<String>>> {
+    let mut out = Vec::new();
+    for sql in READ_MODELS {
+        out.push(table(state, sql).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn usage_and_configuration_errors_have_their_exit_codes() {
+    let fresh = fresh().await;
+    assert_eq!(run(&fresh, &["frobnicate"]).status.code(), Some(2));
+    let bad = ipto(&fresh, &["migrate"])
+        .env("IPTO_PLATFORM_FEE_BPS", "20001")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let bad = ipto(&fresh, &["migrate"])
+        .env("IPTO_DATABASE_URL", "mysql://nope")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(run(&fresh, &["migrate"]).status.success());
+    assert!(
+        run(&fresh, &["migrate"]).status.success(),
+        "migrate is idempotent"
+    );
+    let unknown = run(&fresh, &["projections", "rebuild", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn admin_promote_grants_once_and_refuses_unknown_emails() {
+    let fresh = fresh().await;
+    let server = Server::start(&fresh).await;
+    signup(&server, "boss@example.com").await;
+    server.stop();
+
+    assert_eq!(
+        run(&fresh, &["admin", "promote", "nobody@example.com"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let first = run(&fresh, &["admin", "promote", "BOSS@example.com"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let again = run(&fresh, &["admin", "promote", "boss@example.com"]);
+    assert!(again.status.success());
+    assert!(stdout(&again).contains("already"));
+
+    let state = open(&fresh).await;
+    let granted = table(
+        &state,
+        "SELECT COUNT(*) FROM events WHERE event_type = 'PlatformAdminGranted'",
+    )
+    .await;
+    assert_eq!(granted[0][0], "1");
+    let server = Server::start(&fresh).await;
+    server.settled().await;
+    let login = server
+        .post(
+            "/v1/auth/login",
+            json!({"email": "boss@example.com", "password": PASSWORD}),
+        )
+        .await
+        .unwrap();
+    let token = login.data()["session_token"].as_str().unwrap().to_owned();
+    let me = reply(
+        server
+            .client
+            .get(format!("{}/v1/me", server.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(me.data()["is_platform_admin"], true);
+    server.stop();
+}
+
+#[tokio::test]
+async fn rebuild_all_gives_read_models_identical_to_the_live_ones() {
+    let fresh = fresh().await;
+    let server = Server::start(&fresh).await;
+    for n in 0..4 {
+        signup(&server, &format!("r{n}@example.com")).await;
+        server
+            .post(
+                "/v1/auth/login",
+                json!({"email": format!("r{n}@example.com"), "password": PASSWORD}),
+            )
+            .await
+            .unwrap()
+            .expect(200);
+    }
+    server.settled().await;
+    let state = open(&fresh).await;
+    let live = read_models(&state).await;
+    assert_eq!(live[0].len(), 4);
+
+    let output = run(&fresh, &["projections", "rebuild", "--all"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout(&output).contains("events/s"));
+    assert_eq!(read_models(&state).await, live);
+    let statuses = run(&fresh, &["projections", "status"]);
+    let text = stdout(&statuses);
+    for name in ["NAME", "tenants", "users", "signup_completion"] {
+        assert!(text.contains(name), "{text}");
+    }
+    server.stop();
+}
+
+#[tokio::test]
+async fn events_export_prints_the_log_as_ndjson_in_order_without_secrets() {
+    let fresh = fresh().await;
+    let server = Server::start(&fresh).await;
+    signup(&server, "export@example.com").await;
+    server.stop();
+    let output = run(&fresh, &["events", "export"]);
+    assert!(output.status.success());
+    let lines: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let positions: Vec<i64> = lines
+        .iter()
+        .map(|l| l["position"].as_i64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(lines[0]["event_type"], "EmailReserved");
+    assert_eq!(lines[0]["sequence"], 1);
+    assert!(lines[0]["metadata"]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("usr_"));
+    assert!(!stdout(&output).contains(PASSWORD));
+    let users = run(&fresh, &["events", "export", "--aggregate-type", "user"]);
+    assert_eq!(stdout(&users).lines().count(), 1);
+    let after = run(
+        &fresh,
+        &["events", "export", "--after", &positions[1].to_string()],
+    );
+    assert_eq!(stdout(&after).lines().count(), 1);
+}
+
+#[tokio::test]
+async fn a_server_killed_while_writing_catches_up_exactly_after_restart() {
+    let fresh = fresh().await;
+    let server = Server::start(&fresh).await;
+    let emails: Vec<String> = (0..3).map(|n| format!("crash{n}@example.com")).collect();
+    for email in &emails {
+        signup(&server, email).await;
+    }
+    // A bounded login load from four clients; the server dies under it.
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let email = emails[i % emails.len()].clone();
+            let address = server.address.clone();
+            let acknowledged = acknowledged.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
+                for _ in 0..200 {
+                    let sent = client
+                        .post(format!("{address}/v1/auth/login"))
+                        .json(&json!({"email": email, "password": PASSWORD}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status().is_success() => {
+                            acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill();
+    for task in load {
+        task.await.unwrap();
+    }
+    let acknowledged = acknowledged.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(acknowledged > 0, "the load never got through");
+
+    let server = Server::start(&fresh).await;
+    server.settled().await;
+    let state = open(&fresh).await;
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&state.store.db.pool)
+        .await
+        .unwrap();
+    for status in state.store.engine.statuses().await.unwrap() {
+        assert_eq!(status.events_applied, events, "{status:?}");
+    }
+    // Every acknowledged login is in the log, and each login event is counted exactly once.
+    let logged: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = 'UserLoggedIn'")
+            .fetch_one(&state.store.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        logged as usize >= acknowledged,
+        "{logged} events for {acknowledged} acknowledged logins"
+    );
+    let counted: i64 = sqlx::query_scalar("SELECT CAST(SUM(login_count) AS BIGINT) FROM users")
+        .fetch_one(&state.store.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(counted, logged);
+    let live = read_models(&state).await;
+    server.stop();
+    assert!(run(&fresh, &["projections", "rebuild", "--all"])
+        .status
+        .success());
+    assert_eq!(read_models(&state).await, live);
+}

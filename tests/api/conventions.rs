@@ -1,0 +1,144 @@
+//! SPEC §1 conventions: envelope, request ids, 404/405, bodies, health.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::*;
+
+fn is_rfc3339_utc(value: &str) -> bool {
+    aggregates::timestamp::parse(value).is_some() && value.ends_with('Z') && value.len() >= 20
+}
+
+#[tokio::test]
+async fn every_response_carries_its_request_id_in_body_and_header() {
+    let app = spawn_app().await;
+    for reply in [
+        app.get("/health", None).await,
+        app.get("/v1/me", None).await,
+        app.get("/nowhere", None).await,
+    ] {
+        let id = reply.body["request_id"].as_str().unwrap();
+        assert!(id.starts_with("req_") && id.len() == 30, "{id}");
+        assert_eq!(reply.headers["x-request-id"], id);
+        assert!(is_rfc3339_utc(reply.body["timestamp"].as_str().unwrap()));
+    }
+    let sent = app
+        .client
+        .get(format!("{}/health", app.address))
+        .header("x-request-id", "req_mine")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(sent.headers()["x-request-id"], "req_mine");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405_in_the_envelope() {
+    let app = spawn_app().await;
+    for path in ["/nowhere", "/v1/me/", "/v1/ME", "/v1"] {
+        let reply = app.get(path, None).await.expect(404);
+        assert_eq!(reply.code(), "not_found", "{path}");
+        assert_eq!(reply.body["error"]["details"], json!({}));
+    }
+    let reply = app
+        .call(Method::DELETE, "/v1/auth/login", None, None)
+        .await
+        .expect(405);
+    assert_eq!(reply.code(), "method_not_allowed");
+    assert_eq!(reply.body["error"]["details"]["allowed"], json!(["POST"]));
+    assert_eq!(reply.headers["allow"], "POST");
+    let reply = app
+        .call(Method::PUT, "/v1/me", None, None)
+        .await
+        .expect(405);
+    assert!(reply.headers["allow"].to_str().unwrap().contains("GET"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn request_bodies_are_checked_in_order() {
+    let app = spawn_app().await;
+    let url = format!("{}/v1/auth/signup", app.address);
+    let send = |body: Vec<u8>, content_type: Option<&'static str>| {
+        let mut request = app.client.post(&url).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        async move { reply(request.send().await.unwrap()).await }
+    };
+    let big = vec![b' '; 1_048_577];
+    let reply_ = send(big, Some("application/json")).await.expect(413);
+    assert_eq!(reply_.code(), "payload_too_large");
+    assert_eq!(reply_.body["error"]["details"]["limit"], 1_048_576);
+    assert_eq!(
+        send(b"{}".to_vec(), Some("text/plain"))
+            .await
+            .expect(415)
+            .code(),
+        "unsupported_media_type"
+    );
+    assert_eq!(
+        send(b"{}".to_vec(), None).await.expect(415).code(),
+        "unsupported_media_type"
+    );
+    assert_eq!(
+        send(b"{nope".to_vec(), Some("application/json"))
+            .await
+            .expect(400)
+            .code(),
+        "invalid_request"
+    );
+    assert_eq!(
+        send(b"[]".to_vec(), Some("application/json"))
+            .await
+            .expect(400)
+            .code(),
+        "invalid_request"
+    );
+    assert_eq!(
+        send(b"\"x\"".to_vec(), Some("application/json"))
+            .await
+            .expect(400)
+            .code(),
+        "invalid_request"
+    );
+    // An empty body counts as {} (so: missing fields), with any content type.
+    assert_eq!(
+        send(Vec::new(), None).await.expect(422).code(),
+        "validation_failed"
+    );
+    send(b"{}".to_vec(), Some("application/json; charset=utf-8"))
+        .await
+        .expect(422);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_reports_the_store_and_every_projection() {
+    let app = spawn_app().await;
+    app.signup(&email()).await;
+    let reply = app.get("/health", None).await.expect(200);
+    let data = reply.data();
+    assert_eq!(data["status"], "ok");
+    assert_eq!(data["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        data["store"],
+        if on_postgres() { "postgres" } else { "sqlite" }
+    );
+    for name in ["tenants", "users"] {
+        let projection = &data["projections"][name];
+        assert_eq!(projection["lag"], 0, "{data}");
+        assert!(projection["position"].as_i64().unwrap() >= 3, "{data}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_is_503_when_the_database_is_unreachable() {
+    let app = spawn_app().await;
+    app.state.store.db.pool.close().await;
+    let reply = app.get("/health", None).await.expect(503);
+    assert_eq!(reply.code(), "unavailable");
+    app.stop().await;
+}

@@ -1,0 +1,292 @@
+//! The test harness: the real application on a random port with a fresh database — a new SQLite
+//! file, or a new PostgreSQL database when `IPTO_TEST_DATABASE_URL` names a server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipto::{AppState, Application, Config};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A fresh, empty database URL and data directory.
+pub struct Fresh {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+}
+
+/// Creates a new data directory and, on PostgreSQL, a new database.
+pub async fn fresh() -> Fresh {
+    let name = format!("ipto_t_{}", uuid::Uuid::new_v4().simple());
+    let data_dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let database_url = match std::env::var("IPTO_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        Some(server) => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&server)
+                .await
+                .expect("test PostgreSQL reachable");
+            sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+                .await
+                .expect("create test database");
+            let _ = conn.close().await;
+            let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
+            format!("{base}/{name}")
+        }
+        None => format!("sqlite://{}", data_dir.join("ipto.db").display()),
+    };
+    Fresh {
+        data_dir,
+        database_url,
+    }
+}
+
+/// Whether the suite runs against PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("IPTO_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty())
+}
+
+/// Configuration for a test server on a fresh database.
+pub fn config(fresh: &Fresh) -> Config {
+    let mut config = Config::defaults(&fresh.data_dir);
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.database_url = Some(fresh.database_url.clone());
+    config.signing_key = Some("test signing key".into());
+    config
+}
+
+/// A running server.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts the application on a fresh database with default settings.
+pub async fn spawn_app() -> TestApp {
+    let fresh = fresh().await;
+    spawn_with(config(&fresh)).await
+}
+
+/// Starts the application with this configuration.
+pub async fn spawn_with(config: Config) -> TestApp {
+    let app = Application::build(config.clone())
+        .await
+        .expect("application starts");
+    let address = format!("http://{}", app.local_addr());
+    let state = app.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        state,
+        config,
+        stop: Some(stop),
+        handle: Some(handle),
+    }
+}
+
+/// A response: status, headers and JSON body (`Null` when not JSON).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// `body.data`.
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    /// `body.error.code`.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Asserts the status, with the body in the message.
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected reply: {}",
+            self.body
+        );
+        self
+    }
+}
+
+impl TestApp {
+    /// Sends a request; `token` goes in `Authorization: Bearer`.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        reply(request.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    /// Signs up a new account; returns `(session_token, user_id, tenant_id)`.
+    pub async fn signup(&self, email: &str) -> (String, String, String) {
+        let reply = self
+            .post(
+                "/v1/auth/signup",
+                None,
+                json!({"email": email, "password": PASSWORD, "display_name": "Test User", "tenant_name": "Test Tenant"}),
+            )
+            .await
+            .expect(201);
+        let data = reply.data();
+        (
+            data["session_token"].as_str().unwrap().to_owned(),
+            data["user_id"].as_str().unwrap().to_owned(),
+            data["tenant_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Logs in; returns the reply.
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.post(
+            "/v1/auth/login",
+            None,
+            json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// Stops the server gracefully and drops its PostgreSQL database.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+        if let Some(url) = self.config.database_url.as_deref() {
+            drop_database(url).await;
+        }
+    }
+}
+
+/// Reads a reqwest response into a [`Reply`].
+pub async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap_or_default();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The password every test account uses.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A unique e-mail address.
+pub fn email() -> String {
+    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Rows of a query as JSON-ish strings, for comparing tables.
+pub async fn table(state: &AppState, sql: &str) -> Vec<Vec<String>> {
+    use sqlx::{Column, Row, TypeInfo, ValueRef};
+    let rows = sqlx::query(sql)
+        .fetch_all(&state.store.db.pool)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| {
+            (0..row.columns().len())
+                .map(|i| {
+                    let raw = row.try_get_raw(i).unwrap();
+                    if raw.is_null() {
+                        return "NULL".to_owned();
+                    }
+                    let kind = raw.type_info().name().to_owned();
+                    row.try_get::<String, _>(i)
+                        .or_else(|_| row.try_get::<i64, _>(i).map(|n| n.to_string()))
+                        .unwrap_or_else(|_| format!("<{kind} in {}>", row.columns()[i].name()))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits until every projection has caught up with the log head.
+pub async fn settled(state: &AppState) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let head = projections::log::head(&state.store.db).await.unwrap();
+        let statuses = state.store.engine.statuses().await.unwrap();
+        if statuses
+            .iter()
+            .all(|s| s.position >= head || s.error.is_some())
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "projections did not catch up: {statuses:?} head {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Drops a test's PostgreSQL database (no-op for SQLite).
+pub async fn drop_database(url: &str) {
+    use sqlx::Connection;
+    let Some(server) = std::env::var("IPTO_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        return;
+    };
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    if !name.starts_with("ipto_t_") {
+        return;
+    }
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
+        let _ = sqlx::Executor::execute(
+            &mut conn,
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+        )
+        .await;
+        let _ = conn.close().await;
+    }
+}

@@ -1,0 +1,8 @@
+//! Black-box API tests: the real application on a random port, each test with a fresh database
+//! (SQLite by default, PostgreSQL when `IPTO_TEST_DATABASE_URL` is set).
+
+mod accounts;
+mod cli;
+mod conventions;
+mod helpers;
+mod projections;

@@ -1,0 +1,343 @@
+//! The projector engine against the real log: read models equal a fold of the log under random
+//! interleavings, no event skipped or applied twice with a slow committer, failures stop a
+//! projection, and a version change rebuilds it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aggregates::email_reservation::{EmailReservationCommand, Signup};
+use aggregates::user::{UserCommand, UserEvent};
+use aggregates::{DisplayName, Email, EmailReservation, TenantId, TenantName, User, UserId};
+use ipto::store::{Actor, CommandError, Store};
+use projections::log::{self, LogPosition};
+use proptest::prelude::*;
+
+use crate::helpers::*;
+
+/// Registers an account through the aggregates (no password: these tests do not log in).
+async fn register(store: &Store, n: usize) -> String {
+    let signup = Signup {
+        email: Email::parse(&format!(
+            "fold-{n}-{}@example.com",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .unwrap(),
+        user_id: UserId::generate(),
+        tenant_id: TenantId::generate(),
+        display_name: DisplayName::parse(&format!("User {n}")).unwrap(),
+        tenant_name: TenantName::parse(&format!("Tenant {n}")).unwrap(),
+    };
+    let actor = Actor::system();
+    store
+        .execute::<EmailReservation>(
+            signup.email.as_str(),
+            EmailReservationCommand::Reserve(signup.clone()),
+            &(),
+            &actor,
+        )
+        .await
+        .unwrap();
+    ipto::accounts::complete_signup(store, &signup, &actor)
+        .await
+        .unwrap();
+    signup.user_id.to_string()
+}
+
+/// The users and tenants read models as a fold of the whole log would have them.
+async fn fold_of_the_log(store: &Store) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut tenants: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut cursor = LogPosition::default();
+    loop {
+        let batch = log::read_after(&store.db, cursor, 500).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        cursor = last.cursor;
+        for event in &batch {
+            let at = event.metadata.occurred_at.clone();
+            match event.aggregate_type.as_str() {
+                "tenant" => {
+                    let aggregates::tenant::TenantEvent::TenantCreated { tenant_id, name } =
+                        event.decode().unwrap();
+                    tenants.insert(
+                        tenant_id.to_string(),
+                        vec![tenant_id.to_string(), name.to_string(), at],
+                    );
+                }
+                "user" => match event.decode::<UserEvent>().unwrap() {
+                    UserEvent::UserRegistered(p) => {
+                        let roles: Vec<_> = p.roles.iter().map(|r| r.as_str()).collect();
+                        users.insert(
+                            p.user_id.to_string(),
+                            vec![
+                                p.user_id.to_string(),
+                                p.tenant_id.to_string(),
+                                p.email.to_string(),
+                                p.display_name.to_string(),
+                                roles.join(","),
+                                "0".into(),
+                                "0".into(),
+                                "NULL".into(),
+                                "NULL".into(),
+                                at,
+                            ],
+                        );
+                    }
+                    UserEvent::UserLoggedIn {} => {
+                        let row = users.get_mut(&event.aggregate_id).unwrap();
+                        row[6] = (row[6].parse::<i64>().unwrap() + 1).to_string();
+                        row[7] = at;
+                    }
+                    UserEvent::PasswordChanged {} => {
+                        users.get_mut(&event.aggregate_id).unwrap()[8] = at
+                    }
+                    UserEvent::PlatformAdminGranted {} => {
+                        users.get_mut(&event.aggregate_id).unwrap()[5] = "1".into()
+                    }
+                    UserEvent::UserLoggedOut {} => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    (
+        users.into_values().collect(),
+        tenants.into_values().collect(),
+    )
+}
+
+const USERS_SQL: &str =
+    "SELECT user_id, tenant_id, email, display_name, roles, is_platform_admin, login_count, \
+     last_login_at, password_changed_at, created_at FROM users ORDER BY user_id";
+const TENANTS_SQL: &str = "SELECT tenant_id, name, created_at FROM tenants ORDER BY tenant_id";
+
+async fn assert_read_models_equal_the_fold(app: &TestApp) {
+    settled(&app.state).await;
+    let (users, tenants) = fold_of_the_log(&app.state.store).await;
+    assert_eq!(table(&app.state, USERS_SQL).await, users);
+    assert_eq!(table(&app.state, TENANTS_SQL).await, tenants);
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&app.state.store.db.pool)
+        .await
+        .unwrap();
+    for status in app.state.store.engine.statuses().await.unwrap() {
+        assert_eq!(status.events_applied, count, "{status:?}");
+        assert!(status.error.is_none(), "{status:?}");
+    }
+}
+
+fn command(kind: u8) -> UserCommand {
+    match kind {
+        0 => UserCommand::RecordLogin,
+        1 => UserCommand::RecordLogout,
+        2 => UserCommand::RecordPasswordChange,
+        _ => UserCommand::GrantPlatformAdmin,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    #[test]
+    fn read_models_equal_a_fold_of_the_log_under_random_interleavings(
+        users in 1usize..6,
+        ops in prop::collection::vec((0usize..6, 0u8..4), 1..60),
+        width in 1usize..10,
+    ) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let app = spawn_app().await;
+            let store = app.state.store.clone();
+            let mut ids = Vec::new();
+            for n in 0..users {
+                ids.push(register(&store, n).await);
+            }
+            for chunk in ops.chunks(width) {
+                let runs = chunk.iter().map(|(user, kind)| {
+                    let store = store.clone();
+                    let id = ids[user % ids.len()].clone();
+                    async move { store.execute::<User>(&id, command(*kind), &(), &Actor::system()).await }
+                });
+                for outcome in futures::future::join_all(runs).await {
+                    match outcome {
+                        Ok(_) | Err(CommandError::Conflict) => {}
+                        Err(other) => panic!("command failed: {other}"),
+                    }
+                }
+            }
+            assert_read_models_equal_the_fold(&app).await;
+            app.stop().await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn no_event_is_skipped_or_applied_twice_with_a_slow_committer() {
+    if !on_postgres() {
+        return; // SQLite has one writer: commit order is position order.
+    }
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let store = app.state.store.clone();
+    let slow_user = register(&store, 0).await;
+    let busy: Vec<String> = [register(&store, 1).await, register(&store, 2).await].into();
+    settled(&app.state).await;
+
+    // A transaction appends an event, then holds its commit while others commit after it.
+    let url = app.config.database_url.clone().unwrap();
+    let mut slow = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut tx = slow.begin().await.unwrap();
+    let next: i64 = sqlx::query_scalar(
+        "SELECT MAX(sequence) + 1 FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1",
+    )
+    .bind(&slow_user)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('user', $1, $2, 'UserLoggedIn', '1.0', '{\"UserLoggedIn\":{}}', $3)",
+    )
+    .bind(&slow_user)
+    .bind(next)
+    .bind(serde_json::json!({"actor_type": "system", "actor_id": "system", "occurred_at": "2026-01-01T00:00:00.000000Z"}))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+
+    let writers = (0..40).map(|i| {
+        let store = store.clone();
+        let id = busy[i % 2].clone();
+        async move {
+            store
+                .execute::<User>(&id, UserCommand::RecordLogin, &(), &Actor::system())
+                .await
+        }
+    });
+    let results = futures::future::join_all(writers).await;
+    let committed = results.iter().filter(|r| r.is_ok()).count();
+    assert!(committed > 0);
+
+    // The workers must wait for the slow transaction rather than read past it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let applied = app.state.store.engine.statuses().await.unwrap();
+    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&store.db.pool)
+        .await
+        .unwrap();
+    for status in &applied {
+        assert!(status.events_applied < before + 1, "{status:?}");
+    }
+    tx.commit().await.unwrap();
+    store.engine.notify();
+
+    assert_read_models_equal_the_fold(&app).await;
+    let logins = table(
+        &app.state,
+        &format!("SELECT login_count FROM users WHERE user_id = '{slow_user}'"),
+    )
+    .await;
+    assert_eq!(logins[0][0], "1");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_handler_stops_its_projection_at_the_event_and_is_reported() {
+    let app = spawn_app().await;
+    let store = app.state.store.clone();
+    let user = register(&store, 0).await;
+    settled(&app.state).await;
+    // An event the users projection cannot apply: a login for a user it has never seen.
+    let ghost = UserId::generate().to_string();
+    let cast = if on_postgres() { "::jsonb" } else { "" };
+    sqlx::query(&format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('user', $1, 1, 'UserLoggedIn', '1.0', $2{cast}, $3{cast})"
+    ))
+    .bind(&ghost)
+    .bind(r#"{"UserLoggedIn":{}}"#)
+    .bind(r#"{"actor_type":"system","actor_id":"system","occurred_at":"2026-01-01T00:00:00.000000Z"}"#)
+    .execute(&store.db.pool)
+    .await
+    .unwrap();
+    store.engine.notify();
+    // Later events are not applied past the failure.
+    store
+        .execute::<User>(&user, UserCommand::RecordLogin, &(), &Actor::system())
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let reply = app.get("/health", None).await.expect(200);
+        if reply.data()["projections"]["users"]["state"] == "failed" {
+            break reply;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failure reported: {}",
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(health.data()["status"], "degraded");
+    let failed_at = health.data()["projections"]["users"]["failed_position"]
+        .as_i64()
+        .unwrap();
+    let ghost_position: i64 =
+        sqlx::query_scalar("SELECT global_position FROM events WHERE aggregate_id = $1")
+            .bind(&ghost)
+            .fetch_one(&store.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(failed_at, ghost_position);
+    assert_eq!(health.data()["projections"]["tenants"]["state"], "ok");
+    let logins = table(
+        &app.state,
+        &format!("SELECT login_count FROM users WHERE user_id = '{user}'"),
+    )
+    .await;
+    assert_eq!(logins[0][0], "0", "an event after the failure was applied");
+    let config = app.config.clone();
+    app.stop().await;
+
+    // After a restart it tries again, and still does not skip.
+    let app = spawn_with(config).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reply = app.get("/health", None).await.expect(200);
+    assert_eq!(
+        reply.data()["projections"]["users"]["state"],
+        "failed",
+        "{}",
+        reply.body
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_projection_version_rebuilds_it_at_start_up() {
+    let app = spawn_app().await;
+    let store = app.state.store.clone();
+    for n in 0..3 {
+        register(&store, n).await;
+    }
+    settled(&app.state).await;
+    let config = app.config.clone();
+    let live = table(&app.state, USERS_SQL).await;
+    app.stop().await;
+
+    let (store, _) = ipto::app::open_store(&config).await.unwrap();
+    sqlx::query("UPDATE users SET display_name = 'tampered'")
+        .execute(&store.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE projection_checkpoints SET version = 0 WHERE name = 'users'")
+        .execute(&store.db.pool)
+        .await
+        .unwrap();
+    store.close().await;
+
+    let app = spawn_with(config).await;
+    settled(&app.state).await;
+    assert_eq!(table(&app.state, USERS_SQL).await, live);
+    app.stop().await;
+}
