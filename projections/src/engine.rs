@@ -233,8 +233,10 @@ impl ProjectorEngine {
     ) {
         let name = projection.name();
         let mut wake = self.inner.wake.subscribe();
-        // On PostgreSQL, only the holder of the advisory lock applies events.
-        let mut lock: Option<sqlx::pool::PoolConnection<sqlx::Any>> = None;
+        // On PostgreSQL, only the holder of the advisory lock applies events. The lock lives on a
+        // connection detached from the pool: dropping it ends the session and frees the lock.
+        let mut session: Option<AnyConnection> = None;
+        let mut held = false;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -242,10 +244,18 @@ impl ProjectorEngine {
             let active = match self.inner.db.dialect {
                 Dialect::Sqlite => true,
                 Dialect::Postgres => {
-                    if lock.is_none() {
-                        lock = self.try_lock(name).await;
+                    if !held {
+                        if session.is_none() {
+                            session = self.inner.db.pool.acquire().await.ok().map(|c| c.detach());
+                        }
+                        if let Some(conn) = session.as_mut() {
+                            match try_advisory_lock(conn, name).await {
+                                Ok(locked) => held = locked,
+                                Err(_) => session = None,
+                            }
+                        }
                     }
-                    lock.is_some()
+                    held
                 }
             };
             let outcome = if active {
@@ -263,7 +273,9 @@ impl ProjectorEngine {
                 Err(StepError::Stopped) => return,
                 Err(StepError::Database(error)) => {
                     tracing::warn!(projection = name, %error, "projection worker could not reach the database; retrying");
-                    lock = None;
+                    // Dropping the session frees the lock; it is taken again on the next round.
+                    session = None;
+                    held = false;
                 }
             }
             let poll = if active {
@@ -277,16 +289,6 @@ impl ProjectorEngine {
                 _ = tokio::time::sleep(poll) => {}
             }
         }
-    }
-
-    async fn try_lock(&self, name: &str) -> Option<sqlx::pool::PoolConnection<sqlx::Any>> {
-        let mut conn = self.inner.db.pool.acquire().await.ok()?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(lock_key(name))
-            .fetch_one(&mut *conn)
-            .await
-            .ok()?;
-        locked.then_some(conn)
     }
 
     /// Applies at most one batch. Returns the number of events applied.
@@ -561,6 +563,14 @@ impl From<sqlx::Error> for StepError {
     fn from(e: sqlx::Error) -> Self {
         StepError::Database(e)
     }
+}
+
+/// Tries to take the projection's session-level advisory lock on `conn`.
+async fn try_advisory_lock(conn: &mut AnyConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(lock_key(name))
+        .fetch_one(conn)
+        .await
 }
 
 /// A stable advisory-lock key per projection (FNV-1a).

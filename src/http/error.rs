@@ -45,6 +45,27 @@ pub enum AppError {
     /// 409 `invalid_state`, with the current status.
     #[error("invalid state {0}")]
     InvalidState(String),
+    /// 409 `conflict`: generic; reserved, no v1 endpoint emits it.
+    #[error("conflict")]
+    Conflict,
+    /// 409 `idempotency_key_reused`: same key, different request.
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
+    /// 409 `idempotency_key_in_progress`: same key while the first request runs.
+    #[error("idempotency key in progress")]
+    IdempotencyKeyInProgress,
+    /// 409 `upload_incomplete`: confirm before the blob is fully uploaded.
+    #[error("upload incomplete")]
+    UploadIncomplete,
+    /// 422 `size_mismatch`: uploaded length differs from `size_bytes`.
+    #[error("size mismatch")]
+    SizeMismatch { expected: u64, actual: u64 },
+    /// 422 `checksum_mismatch`: SHA-256 differs from the declared one.
+    #[error("checksum mismatch")]
+    ChecksumMismatch { expected: String, actual: String },
+    /// 429 `rate_limited`, with `Retry-After`.
+    #[error("rate limited")]
+    RateLimited { retry_after: u64 },
     /// 409 `concurrency_conflict`.
     #[error("concurrency conflict")]
     ConcurrencyConflict,
@@ -92,9 +113,17 @@ impl AppError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::EmailTaken | Self::InvalidState(_) | Self::ConcurrencyConflict => {
-                StatusCode::CONFLICT
+            Self::EmailTaken
+            | Self::InvalidState(_)
+            | Self::ConcurrencyConflict
+            | Self::Conflict
+            | Self::IdempotencyKeyReused
+            | Self::IdempotencyKeyInProgress
+            | Self::UploadIncomplete => StatusCode::CONFLICT,
+            Self::SizeMismatch { .. } | Self::ChecksumMismatch { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
             }
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -168,6 +197,37 @@ impl AppError {
                 json!({}),
             ),
             Self::Internal(_) => ("internal", "Internal server error.".into(), json!({})),
+            Self::Conflict => ("conflict", "Conflict.".into(), json!({})),
+            Self::IdempotencyKeyReused => (
+                "idempotency_key_reused",
+                "This Idempotency-Key was used for a different request.".into(),
+                json!({}),
+            ),
+            Self::IdempotencyKeyInProgress => (
+                "idempotency_key_in_progress",
+                "A request with this Idempotency-Key is still running.".into(),
+                json!({}),
+            ),
+            Self::UploadIncomplete => (
+                "upload_incomplete",
+                "The upload has not completed.".into(),
+                json!({}),
+            ),
+            Self::SizeMismatch { expected, actual } => (
+                "size_mismatch",
+                "The uploaded size differs from size_bytes.".into(),
+                json!({ "expected": expected, "actual": actual }),
+            ),
+            Self::ChecksumMismatch { expected, actual } => (
+                "checksum_mismatch",
+                "The uploaded SHA-256 differs from checksum_sha256.".into(),
+                json!({ "expected": expected, "actual": actual }),
+            ),
+            Self::RateLimited { retry_after } => (
+                "rate_limited",
+                "Too many requests.".into(),
+                json!({ "retry_after": retry_after }),
+            ),
         }
     }
 }
@@ -191,6 +251,9 @@ impl IntoResponse for AppError {
                 if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
                     headers.insert(header::ALLOW, value);
                 }
+            }
+            Self::RateLimited { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
         }
@@ -244,5 +307,123 @@ impl From<aggregates::user::UserError> for AppError {
 impl From<aggregates::tenant::TenantError> for AppError {
     fn from(error: aggregates::tenant::TenantError) -> Self {
         Self::internal(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SPEC's error-code table, row by row.
+    #[test]
+    fn every_error_maps_to_its_code_and_status() {
+        let table: Vec<(AppError, &str, u16)> = vec![
+            (AppError::bad_request("x"), "invalid_request", 400),
+            (AppError::InvalidCursor, "invalid_cursor", 400),
+            (AppError::Unauthorized, "unauthorized", 401),
+            (AppError::InvalidCredentials, "invalid_credentials", 401),
+            (AppError::Forbidden("x".into()), "forbidden", 403),
+            (AppError::NotFound, "not_found", 404),
+            (
+                AppError::MethodNotAllowed(vec!["GET".into()]),
+                "method_not_allowed",
+                405,
+            ),
+            (AppError::Conflict, "conflict", 409),
+            (AppError::EmailTaken, "email_taken", 409),
+            (
+                AppError::InvalidState("staged".into()),
+                "invalid_state",
+                409,
+            ),
+            (AppError::ConcurrencyConflict, "concurrency_conflict", 409),
+            (
+                AppError::IdempotencyKeyReused,
+                "idempotency_key_reused",
+                409,
+            ),
+            (
+                AppError::IdempotencyKeyInProgress,
+                "idempotency_key_in_progress",
+                409,
+            ),
+            (AppError::UploadIncomplete, "upload_incomplete", 409),
+            (
+                AppError::PayloadTooLarge { limit: 1 },
+                "payload_too_large",
+                413,
+            ),
+            (
+                AppError::UnsupportedMediaType,
+                "unsupported_media_type",
+                415,
+            ),
+            (
+                AppError::field("name", "is required"),
+                "validation_failed",
+                422,
+            ),
+            (
+                AppError::SizeMismatch {
+                    expected: 1,
+                    actual: 2,
+                },
+                "size_mismatch",
+                422,
+            ),
+            (
+                AppError::ChecksumMismatch {
+                    expected: "a".into(),
+                    actual: "b".into(),
+                },
+                "checksum_mismatch",
+                422,
+            ),
+            (
+                AppError::RateLimited { retry_after: 3 },
+                "rate_limited",
+                429,
+            ),
+            (AppError::internal("boom"), "internal", 500),
+            (AppError::Unavailable("down".into()), "unavailable", 503),
+        ];
+        for (error, code, status) in table {
+            assert_eq!(error.status().as_u16(), status, "{code}");
+            let (actual, _, details) = error.parts();
+            assert_eq!(actual, code);
+            assert!(details.is_object(), "{code}: details must be an object");
+        }
+    }
+
+    #[test]
+    fn internal_causes_never_reach_the_client() {
+        let (_, message, details) = AppError::internal("password=hunter2").parts();
+        assert!(!message.contains("hunter2"));
+        assert_eq!(details, json!({}));
+    }
+
+    #[test]
+    fn detail_shapes_follow_the_spec() {
+        assert_eq!(
+            AppError::InvalidState("staged".into()).parts().2,
+            json!({"status": "staged"})
+        );
+        assert_eq!(
+            AppError::SizeMismatch {
+                expected: 3,
+                actual: 4
+            }
+            .parts()
+            .2,
+            json!({"expected": 3, "actual": 4})
+        );
+        assert_eq!(
+            AppError::RateLimited { retry_after: 7 }.parts().2,
+            json!({"retry_after": 7})
+        );
+        let response = AppError::RateLimited { retry_after: 7 }.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        let response = AppError::Unauthorized.into_response();
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
     }
 }

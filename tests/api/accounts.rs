@@ -49,7 +49,7 @@ async fn signup_creates_an_owner_with_a_session_and_a_normalised_email() {
     assert_eq!(me["principal_type"], "user");
     assert_eq!(me["api_key_id"], json!(null));
     assert_eq!(me["is_platform_admin"], false);
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -107,7 +107,7 @@ async fn signup_names_every_invalid_field() {
     assert!(reply.body["error"]["details"]["fields"]
         .get("email")
         .is_some());
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -133,7 +133,7 @@ async fn passwords_are_never_trimmed_and_limited_to_8_to_128_characters() {
     .expect(201);
     app.login(&address, "spaced").await.expect(401);
     app.login(&address, "  spaced  ").await.expect(200);
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -150,7 +150,7 @@ async fn a_registered_email_is_taken_in_any_case() {
         .await
         .expect(409);
     assert_eq!(reply.code(), "email_taken");
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -196,7 +196,7 @@ async fn of_twenty_concurrent_signups_for_one_email_exactly_one_wins_and_losers_
     let winner = created[0].data();
     let tenant = table(&app.state, "SELECT tenant_id FROM tenants").await;
     assert_eq!(tenant[0][0], winner["tenant_id"].as_str().unwrap());
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -225,7 +225,7 @@ async fn login_opens_a_session_for_the_right_password_only() {
     assert!(missing.body["error"]["details"]["fields"]
         .get("password")
         .is_some());
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -253,7 +253,7 @@ async fn unknown_emails_take_as_long_as_wrong_passwords() {
             && wrong.as_secs_f64() > unknown.as_secs_f64() * 0.5,
         "median wrong password {wrong:?}, unknown email {unknown:?}"
     );
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -276,7 +276,7 @@ async fn logout_kills_the_token_at_once() {
         .await
         .expect(401);
     app.get("/v1/me", Some(&other)).await.expect(200);
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -327,7 +327,7 @@ async fn a_password_change_revokes_the_other_sessions_and_the_old_password() {
     app.get("/v1/me", Some(&other)).await.expect(401);
     app.login(&address, PASSWORD).await.expect(401);
     app.login(&address, "new password 1").await.expect(200);
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -340,7 +340,7 @@ async fn sessions_expire_after_their_ttl() {
     app.get("/v1/me", Some(&token)).await.expect(200);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     app.get("/v1/me", Some(&token)).await.expect(401);
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -398,7 +398,7 @@ async fn credentials_are_checked_as_the_spec_says() {
         .await
         .unwrap();
     reply(key).await.expect(401);
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -425,7 +425,7 @@ async fn secrets_are_stored_only_as_hashes() {
             );
         }
     }
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -458,7 +458,7 @@ async fn the_bootstrap_admin_is_created_and_holds_the_admin_scope() {
     )
     .await;
     assert_eq!(before[0][0], "1");
-    app.stop().await;
+    app.finish().await;
 
     // Creating the admin needs the password.
     let fresh = crate::helpers::fresh().await;

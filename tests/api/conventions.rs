@@ -30,7 +30,7 @@ async fn every_response_carries_its_request_id_in_body_and_header() {
         .await
         .unwrap();
     assert_ne!(sent.headers()["x-request-id"], "req_mine");
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -53,7 +53,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405_in_the_envelope() {
         .await
         .expect(405);
     assert!(reply.headers["allow"].to_str().unwrap().contains("GET"));
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -111,7 +111,7 @@ async fn request_bodies_are_checked_in_order() {
     send(b"{}".to_vec(), Some("application/json; charset=utf-8"))
         .await
         .expect(422);
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -131,7 +131,7 @@ async fn health_reports_the_store_and_every_projection() {
         assert_eq!(projection["lag"], 0, "{data}");
         assert!(projection["position"].as_i64().unwrap() >= 3, "{data}");
     }
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -140,5 +140,5 @@ async fn health_is_503_when_the_database_is_unreachable() {
     app.state.store.db.pool.close().await;
     let reply = app.get("/health", None).await.expect(503);
     assert_eq!(reply.code(), "unavailable");
-    app.stop().await;
+    app.finish().await;
 }

@@ -186,7 +186,7 @@ impl TestApp {
         .await
     }
 
-    /// Stops the server gracefully and drops its PostgreSQL database.
+    /// Stops the server gracefully; its database stays for a restart.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -194,8 +194,14 @@ impl TestApp {
         if let Some(handle) = self.handle.take() {
             let _ = handle.await;
         }
-        if let Some(url) = self.config.database_url.as_deref() {
-            drop_database(url).await;
+    }
+
+    /// Stops the server and drops its PostgreSQL database (the end of a test).
+    pub async fn finish(self) {
+        let url = self.config.database_url.clone();
+        self.stop().await;
+        if let Some(url) = url {
+            drop_database(&url).await;
         }
     }
 }

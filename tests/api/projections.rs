@@ -165,7 +165,7 @@ proptest! {
                 }
             }
             assert_read_models_equal_the_fold(&app).await;
-            app.stop().await;
+            app.finish().await;
         });
     }
 }
@@ -217,16 +217,11 @@ async fn no_event_is_skipped_or_applied_twice_with_a_slow_committer() {
     let committed = results.iter().filter(|r| r.is_ok()).count();
     assert!(committed > 0);
 
-    // The workers must wait for the slow transaction rather than read past it.
+    // The workers must wait for the slow transaction rather than read past it: every login
+    // committed after it began is held back until it commits.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let applied = app.state.store.engine.statuses().await.unwrap();
-    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(&store.db.pool)
-        .await
-        .unwrap();
-    for status in &applied {
-        assert!(status.events_applied < before + 1, "{status:?}");
-    }
+    let held_back = table(&app.state, "SELECT CAST(SUM(login_count) AS BIGINT) FROM users").await;
+    assert_eq!(held_back[0][0], "0", "events after an uncommitted one were applied");
     tx.commit().await.unwrap();
     store.engine.notify();
 
@@ -237,7 +232,7 @@ async fn no_event_is_skipped_or_applied_twice_with_a_slow_committer() {
     )
     .await;
     assert_eq!(logins[0][0], "1");
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -310,7 +305,7 @@ async fn a_failing_handler_stops_its_projection_at_the_event_and_is_reported() {
         "{}",
         reply.body
     );
-    app.stop().await;
+    app.finish().await;
 }
 
 #[tokio::test]
@@ -339,5 +334,82 @@ async fn a_changed_projection_version_rebuilds_it_at_start_up() {
     let app = spawn_with(config).await;
     settled(&app.state).await;
     assert_eq!(table(&app.state, USERS_SQL).await, live);
-    app.stop().await;
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_apply_every_event_exactly_once() {
+    let first = spawn_app().await;
+    let second = spawn_with(first.config.clone()).await;
+    for n in 0..4 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        app.signup(&email()).await;
+    }
+    let stores = [first.state.store.clone(), second.state.store.clone()];
+    let ids: Vec<String> = table(&first.state, "SELECT user_id FROM users")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    let writes = (0..40).map(|i| {
+        let store = stores[i % 2].clone();
+        let id = ids[i % ids.len()].clone();
+        async move {
+            store
+                .execute::<User>(&id, UserCommand::RecordLogin, &(), &Actor::system())
+                .await
+        }
+    });
+    for outcome in futures::future::join_all(writes).await {
+        match outcome {
+            Ok(_) | Err(CommandError::Conflict) => {}
+            Err(other) => panic!("command failed: {other}"),
+        }
+    }
+    assert_read_models_equal_the_fold(&first).await;
+    assert_read_models_equal_the_fold(&second).await;
+    second.stop().await;
+    first.finish().await;
+}
+
+#[tokio::test]
+async fn every_event_carries_its_metadata() {
+    let app = spawn_app().await;
+    let reply = app
+        .post(
+            "/v1/auth/signup",
+            None,
+            serde_json::json!({"email": email(), "password": PASSWORD, "display_name": "M", "tenant_name": "M"}),
+        )
+        .await
+        .expect(201);
+    let request_id = reply.body["request_id"].as_str().unwrap().to_owned();
+    let user_id = reply.data()["user_id"].as_str().unwrap().to_owned();
+    let tenant_id = reply.data()["tenant_id"].as_str().unwrap().to_owned();
+    settled(&app.state).await;
+    let events = log::read_after(&app.state.store.db, LogPosition::default(), 100)
+        .await
+        .unwrap();
+    let reserved = events
+        .iter()
+        .find(|e| e.event_type == "EmailReserved")
+        .unwrap();
+    assert_eq!(reserved.metadata.actor_type, "user");
+    assert_eq!(reserved.metadata.actor_id, user_id);
+    assert_eq!(
+        reserved.metadata.tenant_id.as_deref(),
+        Some(tenant_id.as_str())
+    );
+    assert_eq!(
+        reserved.metadata.request_id.as_deref(),
+        Some(request_id.as_str())
+    );
+    for event in &events {
+        assert!(
+            aggregates::timestamp::parse(&event.metadata.occurred_at).is_some(),
+            "{event:?}"
+        );
+        assert!(!event.metadata.actor_id.is_empty() && !event.metadata.actor_type.is_empty());
+    }
+    app.finish().await;
 }
