@@ -105,6 +105,10 @@ impl Application {
             accounts
                 .bootstrap_admin(email, state.config.bootstrap_admin_password.as_deref())
                 .await?;
+            // Serve only once the admin can log in.
+            if let Some(tail) = projections::log::tail(&state.store.db).await? {
+                state.store.settle(tail, Duration::from_secs(10)).await;
+            }
         }
         let listener = TcpListener::bind(state.config.bind)
             .await

@@ -160,3 +160,24 @@ pub async fn position_of(
     })
     .transpose()
 }
+
+/// The place of the last event in the global order (`None` when the log is empty).
+pub async fn tail(db: &Db) -> Result<Option<LogPosition>, sqlx::Error> {
+    let sql = match db.dialect {
+        Dialect::Sqlite => {
+            "SELECT 0 AS tx, global_position FROM events ORDER BY global_position DESC LIMIT 1"
+        }
+        Dialect::Postgres => {
+            "SELECT transaction_id::text::bigint AS tx, global_position FROM events \
+             ORDER BY transaction_id DESC, global_position DESC LIMIT 1"
+        }
+    };
+    let row = sqlx::query(sql).fetch_optional(&db.pool).await?;
+    row.map(|row| {
+        Ok(LogPosition {
+            tx: row.try_get("tx")?,
+            position: row.try_get("global_position")?,
+        })
+    })
+    .transpose()
+}

@@ -41,6 +41,12 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 AppError::bad_request("The request body could not be read.")
             }
         })?;
+        // A body sent without Content-Length is only measured here.
+        if bytes.len() as u64 > MAX_BODY_BYTES {
+            return Err(AppError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            });
+        }
         Ok(Self { bytes, is_json })
     }
 }

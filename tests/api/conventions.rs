@@ -142,3 +142,22 @@ async fn health_is_503_when_the_database_is_unreachable() {
     assert_eq!(reply.code(), "unavailable");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_chunked_body_over_one_mebibyte_is_413() {
+    let app = spawn_app().await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..17).map(|_| Ok(vec![b' '; 65_536])).collect();
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let response = app
+        .client
+        .post(format!("{}/v1/auth/signup", app.address))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let reply = reply(response).await.expect(413);
+    assert_eq!(reply.code(), "payload_too_large");
+    app.finish().await;
+}

@@ -220,8 +220,15 @@ async fn no_event_is_skipped_or_applied_twice_with_a_slow_committer() {
     // The workers must wait for the slow transaction rather than read past it: every login
     // committed after it began is held back until it commits.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let held_back = table(&app.state, "SELECT CAST(SUM(login_count) AS BIGINT) FROM users").await;
-    assert_eq!(held_back[0][0], "0", "events after an uncommitted one were applied");
+    let held_back = table(
+        &app.state,
+        "SELECT CAST(SUM(login_count) AS BIGINT) FROM users",
+    )
+    .await;
+    assert_eq!(
+        held_back[0][0], "0",
+        "events after an uncommitted one were applied"
+    );
     tx.commit().await.unwrap();
     store.engine.notify();
 
@@ -411,5 +418,50 @@ async fn every_event_carries_its_metadata() {
         );
         assert!(!event.metadata.actor_id.is_empty() && !event.metadata.actor_type.is_empty());
     }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn racing_commands_on_one_aggregate_never_lose_an_update() {
+    let app = spawn_app().await;
+    let store = app.state.store.clone();
+    let user = register(&store, 0).await;
+    let races = (0..30).map(|_| {
+        let store = store.clone();
+        let user = user.clone();
+        async move {
+            store
+                .execute::<User>(&user, UserCommand::RecordLogin, &(), &Actor::system())
+                .await
+        }
+    });
+    let outcomes = futures::future::join_all(races).await;
+    let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, Ok(_) | Err(CommandError::Conflict)),
+            "{:?}",
+            outcome.as_ref().err()
+        );
+    }
+    // Every acknowledged command is in the log exactly once; a refused one left nothing.
+    let logged = table(
+        &app.state,
+        &format!("SELECT COUNT(*) FROM events WHERE aggregate_id = '{user}' AND event_type = 'UserLoggedIn'"),
+    )
+    .await;
+    assert_eq!(logged[0][0], succeeded.to_string());
+    assert!(
+        succeeded >= 4,
+        "retries should let most racers through, got {succeeded}"
+    );
+    let sequences = table(
+        &app.state,
+        &format!("SELECT sequence FROM events WHERE aggregate_id = '{user}' ORDER BY sequence"),
+    )
+    .await;
+    let expected: Vec<Vec<String>> = (1..=sequences.len()).map(|n| vec![n.to_string()]).collect();
+    assert_eq!(sequences, expected, "sequences must be gapless");
+    assert_read_models_equal_the_fold(&app).await;
     app.finish().await;
 }
