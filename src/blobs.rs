@@ -100,8 +100,7 @@ impl Blobs {
             });
         }
         if let Some(rest) = storage_url.strip_prefix("s3://") {
-            // reqwest is built without a default TLS provider; S3 over https uses ring.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            install_crypto_provider();
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(BlobError::Store("s3:// needs a bucket".into()));
@@ -338,6 +337,12 @@ impl Blobs {
     }
 }
 
+/// reqwest is built without a default TLS provider (object_store would otherwise pull in a second
+/// crypto library); HTTPS clients in this process use ring. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The path of an object's bytes under this server's `/storage` routes.
 pub fn storage_path(object_id: &str) -> String {
     format!("/storage/objects/{object_id}")
@@ -427,6 +432,7 @@ mod tests {
             .upload_url("obj_s3", now, now + chrono::Duration::hours(1))
             .await
             .unwrap();
+        install_crypto_provider();
         let client = reqwest::Client::new();
         let response = client
             .put(&put.url)

@@ -54,7 +54,7 @@ impl Server {
         let server = Self {
             child,
             address: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
+            client: http_client(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while server
@@ -330,10 +330,7 @@ async fn a_server_killed_while_writing_catches_up_exactly_after_restart() {
             let address = server.address.clone();
             let acknowledged = acknowledged.clone();
             tokio::spawn(async move {
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(5))
-                    .build()
-                    .unwrap();
+                let client = http_client();
                 for _ in 0..200 {
                     let sent = client
                         .post(format!("{address}/v1/auth/login"))

@@ -88,10 +88,7 @@ pub async fn spawn_with(config: Config) -> TestApp {
     }));
     TestApp {
         address,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
+        client: http_client(),
         state,
         config,
         stop: Some(stop),
@@ -295,4 +292,13 @@ pub async fn drop_database(url: &str) {
         .await;
         let _ = conn.close().await;
     }
+}
+
+/// An HTTP client for the tests.
+pub fn http_client() -> reqwest::Client {
+    ipto::blobs::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
