@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::accounts::{Accounts, SignupCompletion};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::blobs::Blobs;
 use crate::signing::SigningKey;
 use crate::store::{self, EventPool, Store};
 
@@ -22,6 +23,7 @@ use crate::store::{self, EventPool, Store};
 pub struct AppState {
     pub store: Store,
     pub key: SigningKey,
+    pub blobs: Blobs,
     pub config: Arc<Config>,
 }
 
@@ -36,6 +38,8 @@ pub enum StartError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("blob store: {0}")]
+    Blobs(#[from] crate::blobs::BlobError),
     #[error("bootstrap admin: {0}")]
     Bootstrap(#[from] crate::accounts::BootstrapError),
 }
@@ -60,6 +64,17 @@ pub async fn open_store(config: &Config) -> Result<(Store, SigningKey), StartErr
         store: store.clone(),
     }));
     Ok((store, key))
+}
+
+/// Opens the configured blob store; signed local URLs point at `IPTO_PUBLIC_URL`, else at the
+/// bound address.
+pub fn open_blobs(config: &Config, key: &SigningKey, address: SocketAddr) -> Result<Blobs, StartError> {
+    let storage = config.storage_url.clone().unwrap_or_else(|| {
+        let dir = std::path::absolute(config.data_dir.join("blobs")).unwrap_or_else(|_| config.data_dir.join("blobs"));
+        format!("file://{}", dir.display())
+    });
+    let public = config.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
+    Ok(Blobs::open(&storage, &public, key.clone())?)
 }
 
 /// A built service, listening but not yet serving.
@@ -91,9 +106,15 @@ impl Application {
                 shutdown_rx,
             ));
         }
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| StartError::Bind(config.bind, e))?;
+        let address = listener.local_addr().map_err(|e| StartError::Bind(config.bind, e))?;
+        let blobs = open_blobs(&config, &key, address)?;
         let state = AppState {
             store,
             key,
+            blobs,
             config: Arc::new(config),
         };
         if let Some(email) = &state.config.bootstrap_admin_email {
@@ -110,9 +131,6 @@ impl Application {
                 state.store.settle(tail, Duration::from_secs(10)).await;
             }
         }
-        let listener = TcpListener::bind(state.config.bind)
-            .await
-            .map_err(|e| StartError::Bind(state.config.bind, e))?;
         Ok(Self {
             listener,
             state,

@@ -146,9 +146,11 @@ async fn signup(server: &Server, email: &str) {
 async fn open(fresh: &Fresh) -> ipto::AppState {
     let config = config(fresh);
     let (store, key) = ipto::app::open_store(&config).await.unwrap();
+    let blobs = ipto::app::open_blobs(&config, &key, config.bind).unwrap();
     ipto::AppState {
         store,
         key,
+        blobs,
         config: std::sync::Arc::new(config),
     }
 }
