@@ -113,6 +113,17 @@ prefixed_id!(
     "tnt"
 );
 
+prefixed_id!(
+    /// A dataset (`dset_`).
+    DatasetId,
+    "dset"
+);
+prefixed_id!(
+    /// An object (`obj_`).
+    ObjectId,
+    "obj"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

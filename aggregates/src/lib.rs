@@ -2,18 +2,25 @@
 //! services aggregates ask through. No I/O lives here.
 
 pub mod access;
+pub mod choice;
+pub mod dataset;
 pub mod email;
 pub mod email_reservation;
 pub mod ids;
+pub mod money;
+pub mod object;
 pub mod password;
 pub mod tenant;
 pub mod text;
 pub mod user;
 
 pub use access::{Role, Scope};
+pub use dataset::Dataset;
 pub use email::Email;
 pub use email_reservation::EmailReservation;
-pub use ids::{IdError, TenantId, UserId};
+pub use ids::{DatasetId, IdError, ObjectId, TenantId, UserId};
+pub use money::Price;
+pub use object::Object;
 pub use password::Password;
 pub use tenant::Tenant;
 pub use text::{DisplayName, TenantName, TextError};

@@ -1,0 +1,103 @@
+use crate::choice;
+use crate::text::{trimmed, TextError};
+
+choice!(
+    /// What a dataset holds.
+    SourceModality { Document => "document", Image => "image", Video => "video", Audio => "audio", Mixed => "mixed" }
+);
+choice!(
+    /// How a dataset earns.
+    MonetizationMode { Open => "open", Premium => "premium", OutcomeShare => "outcome_share" }
+);
+choice!(
+    /// How the unit price of a result is derived from `price_per_result`.
+    PricingModel { Fixed => "fixed", TimeDecay => "time_decay", DemandCurve => "demand_curve" }
+);
+choice!(
+    /// Who may find and use a dataset.
+    Visibility { Private => "private", Listed => "listed", Restricted => "restricted" }
+);
+choice!(
+    /// A dataset's lifecycle state (SPEC §4.2).
+    DatasetStatus {
+        Draft => "draft",
+        Active => "active",
+        Paused => "paused",
+        Suspended => "suspended",
+        PendingDeletion => "pending_deletion",
+        Deleted => "deleted",
+    }
+);
+
+impl MonetizationMode {
+    /// The default price per result, in micro-units.
+    pub fn default_price_micros(self) -> i64 {
+        match self {
+            MonetizationMode::Open => 10_000,
+            MonetizationMode::Premium => 50_000,
+            MonetizationMode::OutcomeShare => 5_000,
+        }
+    }
+}
+
+/// A dataset's name: trimmed, 1..=200 characters; need not be unique.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct DatasetName(String);
+
+impl DatasetName {
+    /// Trims and checks the length.
+    pub fn parse(raw: &str) -> Result<Self, TextError> {
+        trimmed(raw, 200).map(Self)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A dataset's description: at most 5000 characters, empty allowed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Description(String);
+
+impl Description {
+    /// Checks the length.
+    pub fn parse(raw: &str) -> Result<Self, TextError> {
+        if raw.chars().count() > 5000 {
+            Err(TextError::TooLong(5000))
+        } else {
+            Ok(Self(raw.to_owned()))
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_round_trip() {
+        for status in DatasetStatus::ALL {
+            assert_eq!(DatasetStatus::parse(status.as_str()), Some(*status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        assert_eq!(Visibility::parse("public"), None);
+        assert_eq!(MonetizationMode::expected(), "open|premium|outcome_share");
+    }
+
+    #[test]
+    fn names_and_descriptions_are_bounded() {
+        assert!(DatasetName::parse(&"x".repeat(200)).is_ok());
+        assert!(DatasetName::parse(&"x".repeat(201)).is_err());
+        assert!(DatasetName::parse("  ").is_err());
+        assert!(Description::parse("").is_ok());
+        assert!(Description::parse(&"é".repeat(5001)).is_err());
+    }
+}

@@ -1,0 +1,463 @@
+//! The object: one uploaded file, from upload through review to deletion (SPEC §4.1). The bytes
+//! live in the blob store; the service verifies them before it confirms.
+
+mod command;
+mod error;
+mod event;
+mod values;
+
+pub use command::ObjectCommand;
+pub use error::ObjectError;
+pub use event::ObjectEvent;
+pub use values::{
+    ContentType, Filename, ObjectFieldError, ObjectMetadata, ObjectStatus, Sha256Hex,
+};
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use crate::{DatasetId, ObjectId, TenantId};
+
+/// What was declared when the upload started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectDescriptor {
+    pub object_id: ObjectId,
+    pub dataset_id: DatasetId,
+    pub tenant_id: TenantId,
+    pub filename: Filename,
+    pub content_type: ContentType,
+    pub size_bytes: u64,
+    pub declared_sha256: Option<Sha256Hex>,
+    pub metadata: ObjectMetadata,
+}
+
+/// Object state, rebuilt from its events.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Object {
+    descriptor: Option<ObjectDescriptor>,
+    status: Option<ObjectStatus>,
+}
+
+impl Object {
+    /// The declared descriptor, unless never initiated.
+    pub fn descriptor(&self) -> Option<&ObjectDescriptor> {
+        self.descriptor.as_ref()
+    }
+
+    /// The status, unless never initiated.
+    pub fn status(&self) -> Option<ObjectStatus> {
+        self.status
+    }
+}
+
+impl Aggregate for Object {
+    const TYPE: &'static str = "object";
+    type Command = ObjectCommand;
+    type Event = ObjectEvent;
+    type Error = ObjectError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: ObjectCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), ObjectError> {
+        use ObjectStatus::*;
+        if let ObjectCommand::InitiateUpload {
+            descriptor,
+            upload_expires_at,
+        } = command
+        {
+            if self.descriptor.is_some() {
+                return Err(ObjectError::AlreadyExists);
+            }
+            sink.write(
+                ObjectEvent::ObjectUploadInitiated {
+                    descriptor,
+                    upload_expires_at,
+                },
+                self,
+            )
+            .await;
+            return Ok(());
+        }
+        let (Some(descriptor), Some(status)) = (&self.descriptor, self.status) else {
+            return Err(ObjectError::NotFound);
+        };
+        let (dataset_id, tenant_id, size_bytes) = (
+            descriptor.dataset_id.clone(),
+            descriptor.tenant_id.clone(),
+            descriptor.size_bytes,
+        );
+        let event = match command {
+            ObjectCommand::InitiateUpload { .. } => unreachable!("handled above"),
+            ObjectCommand::ConfirmUpload {
+                sha256,
+                uploaded_at,
+                review_expires_at,
+            } => match status {
+                PendingUpload => ObjectEvent::ObjectUploadConfirmed {
+                    dataset_id,
+                    tenant_id,
+                    size_bytes,
+                    sha256,
+                    uploaded_at,
+                    review_expires_at,
+                },
+                // A retried confirm answers with the current object.
+                Staged | Approved | Rejected => return Ok(()),
+                Cancelled | Deleted => return Err(ObjectError::InvalidState(status)),
+            },
+            ObjectCommand::CancelUpload => match status {
+                PendingUpload => ObjectEvent::ObjectUploadCancelled {
+                    dataset_id,
+                    tenant_id,
+                },
+                _ => return Err(ObjectError::InvalidState(status)),
+            },
+            ObjectCommand::Approve { note, reviewed_at } => match status {
+                Staged => ObjectEvent::ObjectApproved {
+                    dataset_id,
+                    tenant_id,
+                    size_bytes,
+                    note,
+                    reviewed_at,
+                },
+                _ => return Err(ObjectError::InvalidState(status)),
+            },
+            ObjectCommand::Reject {
+                reason,
+                reviewed_at,
+            } => match status {
+                Staged => ObjectEvent::ObjectRejected {
+                    dataset_id,
+                    tenant_id,
+                    reason,
+                    reviewed_at,
+                },
+                _ => return Err(ObjectError::InvalidState(status)),
+            },
+            ObjectCommand::ExpireReview { reviewed_at } => match status {
+                Staged => ObjectEvent::ObjectRejected {
+                    dataset_id,
+                    tenant_id,
+                    reason: ObjectEvent::REVIEW_EXPIRED.to_owned(),
+                    reviewed_at,
+                },
+                _ => return Err(ObjectError::InvalidState(status)),
+            },
+            ObjectCommand::Delete => match status {
+                PendingUpload | Staged | Approved | Rejected => ObjectEvent::ObjectDeleted {
+                    dataset_id,
+                    tenant_id,
+                    previous: status,
+                    size_bytes,
+                },
+                Cancelled | Deleted => return Err(ObjectError::InvalidState(status)),
+            },
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: ObjectEvent) {
+        use ObjectStatus::*;
+        let next = match event {
+            ObjectEvent::ObjectUploadInitiated { descriptor, .. } => {
+                self.descriptor = Some(descriptor);
+                PendingUpload
+            }
+            ObjectEvent::ObjectUploadConfirmed { .. } => Staged,
+            ObjectEvent::ObjectUploadCancelled { .. } => Cancelled,
+            ObjectEvent::ObjectApproved { .. } => Approved,
+            ObjectEvent::ObjectRejected { .. } => Rejected,
+            ObjectEvent::ObjectDeleted { .. } => Deleted,
+        };
+        self.status = Some(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+    use cqrs_es::test::TestFramework;
+    use ObjectStatus::*;
+
+    type ObjectTest = TestFramework<Object>;
+
+    fn descriptor() -> ObjectDescriptor {
+        ObjectDescriptor {
+            object_id: ObjectId::generate(),
+            dataset_id: DatasetId::generate(),
+            tenant_id: TenantId::generate(),
+            filename: Filename::parse("inv-001.txt").unwrap(),
+            content_type: ContentType::parse("text/plain").unwrap(),
+            size_bytes: 11,
+            declared_sha256: None,
+            metadata: ObjectMetadata::default(),
+        }
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    fn sha() -> Sha256Hex {
+        Sha256Hex::parse(&"ab".repeat(32)).unwrap()
+    }
+
+    /// The events that bring an object to `status`.
+    fn history(status: ObjectStatus) -> (ObjectDescriptor, Vec<ObjectEvent>) {
+        let d = descriptor();
+        let (ds, t) = (d.dataset_id.clone(), d.tenant_id.clone());
+        let mut events = vec![ObjectEvent::ObjectUploadInitiated {
+            descriptor: d.clone(),
+            upload_expires_at: at(3600),
+        }];
+        let confirmed = ObjectEvent::ObjectUploadConfirmed {
+            dataset_id: ds.clone(),
+            tenant_id: t.clone(),
+            size_bytes: 11,
+            sha256: sha(),
+            uploaded_at: at(10),
+            review_expires_at: at(10 + 7 * 86400),
+        };
+        match status {
+            PendingUpload => {}
+            Cancelled => events.push(ObjectEvent::ObjectUploadCancelled {
+                dataset_id: ds,
+                tenant_id: t,
+            }),
+            Staged => events.push(confirmed),
+            Approved => {
+                events.push(confirmed);
+                events.push(ObjectEvent::ObjectApproved {
+                    dataset_id: ds,
+                    tenant_id: t,
+                    size_bytes: 11,
+                    note: None,
+                    reviewed_at: at(20),
+                });
+            }
+            Rejected => {
+                events.push(confirmed);
+                events.push(ObjectEvent::ObjectRejected {
+                    dataset_id: ds,
+                    tenant_id: t,
+                    reason: "blurry".into(),
+                    reviewed_at: at(20),
+                });
+            }
+            Deleted => events.push(ObjectEvent::ObjectDeleted {
+                dataset_id: ds,
+                tenant_id: t,
+                previous: PendingUpload,
+                size_bytes: 11,
+            }),
+        }
+        (d, events)
+    }
+
+    #[test]
+    fn initiating_an_upload_records_the_declaration() {
+        let d = descriptor();
+        ObjectTest::with(())
+            .given_no_previous_events()
+            .when(ObjectCommand::InitiateUpload {
+                descriptor: d.clone(),
+                upload_expires_at: at(3600),
+            })
+            .then_expect_events(vec![ObjectEvent::ObjectUploadInitiated {
+                descriptor: d,
+                upload_expires_at: at(3600),
+            }]);
+    }
+
+    #[test]
+    fn initiating_over_an_existing_object_is_refused() {
+        let (d, events) = history(PendingUpload);
+        ObjectTest::with(())
+            .given(events)
+            .when(ObjectCommand::InitiateUpload {
+                descriptor: d,
+                upload_expires_at: at(1),
+            })
+            .then_expect_error(ObjectError::AlreadyExists);
+    }
+
+    #[test]
+    fn confirming_a_pending_upload_stages_it() {
+        let (d, events) = history(PendingUpload);
+        ObjectTest::with(())
+            .given(events)
+            .when(ObjectCommand::ConfirmUpload {
+                sha256: sha(),
+                uploaded_at: at(10),
+                review_expires_at: at(20),
+            })
+            .then_expect_events(vec![ObjectEvent::ObjectUploadConfirmed {
+                dataset_id: d.dataset_id,
+                tenant_id: d.tenant_id,
+                size_bytes: 11,
+                sha256: sha(),
+                uploaded_at: at(10),
+                review_expires_at: at(20),
+            }]);
+    }
+
+    #[test]
+    fn confirming_a_reviewed_or_staged_object_again_changes_nothing() {
+        for status in [Staged, Approved, Rejected] {
+            ObjectTest::with(())
+                .given(history(status).1)
+                .when(ObjectCommand::ConfirmUpload {
+                    sha256: sha(),
+                    uploaded_at: at(30),
+                    review_expires_at: at(40),
+                })
+                .then_expect_events(vec![]);
+        }
+    }
+
+    #[test]
+    fn confirming_a_cancelled_or_deleted_object_is_refused() {
+        for status in [Cancelled, Deleted] {
+            ObjectTest::with(())
+                .given(history(status).1)
+                .when(ObjectCommand::ConfirmUpload {
+                    sha256: sha(),
+                    uploaded_at: at(30),
+                    review_expires_at: at(40),
+                })
+                .then_expect_error(ObjectError::InvalidState(status));
+        }
+    }
+
+    #[test]
+    fn only_a_pending_upload_can_be_cancelled() {
+        let (d, events) = history(PendingUpload);
+        ObjectTest::with(())
+            .given(events)
+            .when(ObjectCommand::CancelUpload)
+            .then_expect_events(vec![ObjectEvent::ObjectUploadCancelled {
+                dataset_id: d.dataset_id,
+                tenant_id: d.tenant_id,
+            }]);
+        for status in [Staged, Approved, Rejected, Cancelled, Deleted] {
+            ObjectTest::with(())
+                .given(history(status).1)
+                .when(ObjectCommand::CancelUpload)
+                .then_expect_error(ObjectError::InvalidState(status));
+        }
+    }
+
+    #[test]
+    fn approving_a_staged_object_records_the_note() {
+        let (d, events) = history(Staged);
+        ObjectTest::with(())
+            .given(events)
+            .when(ObjectCommand::Approve {
+                note: Some("fine".into()),
+                reviewed_at: at(50),
+            })
+            .then_expect_events(vec![ObjectEvent::ObjectApproved {
+                dataset_id: d.dataset_id,
+                tenant_id: d.tenant_id,
+                size_bytes: 11,
+                note: Some("fine".into()),
+                reviewed_at: at(50),
+            }]);
+    }
+
+    #[test]
+    fn approving_or_rejecting_anything_but_a_staged_object_is_refused() {
+        for status in [PendingUpload, Approved, Rejected, Cancelled, Deleted] {
+            ObjectTest::with(())
+                .given(history(status).1)
+                .when(ObjectCommand::Approve {
+                    note: None,
+                    reviewed_at: at(50),
+                })
+                .then_expect_error(ObjectError::InvalidState(status));
+            ObjectTest::with(())
+                .given(history(status).1)
+                .when(ObjectCommand::Reject {
+                    reason: "no".into(),
+                    reviewed_at: at(50),
+                })
+                .then_expect_error(ObjectError::InvalidState(status));
+        }
+    }
+
+    #[test]
+    fn rejecting_a_staged_object_records_the_reason() {
+        let (d, events) = history(Staged);
+        ObjectTest::with(())
+            .given(events)
+            .when(ObjectCommand::Reject {
+                reason: "blurry".into(),
+                reviewed_at: at(50),
+            })
+            .then_expect_events(vec![ObjectEvent::ObjectRejected {
+                dataset_id: d.dataset_id,
+                tenant_id: d.tenant_id,
+                reason: "blurry".into(),
+                reviewed_at: at(50),
+            }]);
+    }
+
+    #[test]
+    fn an_expired_review_rejects_with_review_expired() {
+        let (d, events) = history(Staged);
+        ObjectTest::with(())
+            .given(events)
+            .when(ObjectCommand::ExpireReview {
+                reviewed_at: at(60),
+            })
+            .then_expect_events(vec![ObjectEvent::ObjectRejected {
+                dataset_id: d.dataset_id,
+                tenant_id: d.tenant_id,
+                reason: "review_expired".into(),
+                reviewed_at: at(60),
+            }]);
+        ObjectTest::with(())
+            .given(history(Approved).1)
+            .when(ObjectCommand::ExpireReview {
+                reviewed_at: at(60),
+            })
+            .then_expect_error(ObjectError::InvalidState(Approved));
+    }
+
+    #[test]
+    fn deleting_records_the_previous_status_and_size() {
+        for status in [PendingUpload, Staged, Approved, Rejected] {
+            let (d, events) = history(status);
+            ObjectTest::with(())
+                .given(events)
+                .when(ObjectCommand::Delete)
+                .then_expect_events(vec![ObjectEvent::ObjectDeleted {
+                    dataset_id: d.dataset_id,
+                    tenant_id: d.tenant_id,
+                    previous: status,
+                    size_bytes: 11,
+                }]);
+        }
+        for status in [Cancelled, Deleted] {
+            ObjectTest::with(())
+                .given(history(status).1)
+                .when(ObjectCommand::Delete)
+                .then_expect_error(ObjectError::InvalidState(status));
+        }
+    }
+
+    #[test]
+    fn commands_on_an_unknown_object_are_not_found() {
+        ObjectTest::with(())
+            .given_no_previous_events()
+            .when(ObjectCommand::Delete)
+            .then_expect_error(ObjectError::NotFound);
+    }
+}
