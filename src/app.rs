@@ -12,9 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::accounts::{Accounts, SignupCompletion};
+use crate::blobs::Blobs;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::blobs::Blobs;
 use crate::signing::SigningKey;
 use crate::store::{self, EventPool, Store};
 
@@ -25,6 +25,8 @@ pub struct AppState {
     pub key: SigningKey,
     pub blobs: Blobs,
     pub config: Arc<Config>,
+    /// Wakes the background jobs.
+    pub jobs: Arc<watch::Sender<u64>>,
 }
 
 /// Why the service could not start.
@@ -68,12 +70,20 @@ pub async fn open_store(config: &Config) -> Result<(Store, SigningKey), StartErr
 
 /// Opens the configured blob store; signed local URLs point at `IPTO_PUBLIC_URL`, else at the
 /// bound address.
-pub fn open_blobs(config: &Config, key: &SigningKey, address: SocketAddr) -> Result<Blobs, StartError> {
+pub fn open_blobs(
+    config: &Config,
+    key: &SigningKey,
+    address: SocketAddr,
+) -> Result<Blobs, StartError> {
     let storage = config.storage_url.clone().unwrap_or_else(|| {
-        let dir = std::path::absolute(config.data_dir.join("blobs")).unwrap_or_else(|_| config.data_dir.join("blobs"));
+        let dir = std::path::absolute(config.data_dir.join("blobs"))
+            .unwrap_or_else(|_| config.data_dir.join("blobs"));
         format!("file://{}", dir.display())
     });
-    let public = config.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
+    let public = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}"));
     Ok(Blobs::open(&storage, &public, key.clone())?)
 }
 
@@ -103,19 +113,22 @@ impl Application {
             workers.spawn(listen_for_events(
                 pool.clone(),
                 store.engine.clone(),
-                shutdown_rx,
+                shutdown_rx.clone(),
             ));
         }
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| StartError::Bind(config.bind, e))?;
-        let address = listener.local_addr().map_err(|e| StartError::Bind(config.bind, e))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(config.bind, e))?;
         let blobs = open_blobs(&config, &key, address)?;
         let state = AppState {
             store,
             key,
             blobs,
             config: Arc::new(config),
+            jobs: Arc::new(watch::channel(0).0),
         };
         if let Some(email) = &state.config.bootstrap_admin_email {
             let accounts = Accounts {
@@ -131,6 +144,7 @@ impl Application {
                 state.store.settle(tail, Duration::from_secs(10)).await;
             }
         }
+        workers.spawn(crate::jobs::run(state.clone(), shutdown_rx.clone()));
         Ok(Self {
             listener,
             state,

@@ -2,13 +2,17 @@
 //! pagination, credentials) and one router module per resource group.
 
 pub mod accounts;
+pub mod admin;
+pub mod datasets;
 pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod json;
 pub mod middleware;
+pub mod objects;
 pub mod pagination;
+pub mod storage;
 
 use axum::Router;
 
@@ -21,7 +25,14 @@ use crate::app::AppState;
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(health::routes())
-        .nest("/v1", accounts::routes())
+        .merge(storage::routes())
+        .nest(
+            "/v1",
+            accounts::routes()
+                .merge(datasets::routes())
+                .merge(objects::routes())
+                .merge(admin::routes()),
+        )
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .fallback(middleware::not_found)
         .with_state(state.clone());

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod jobs;
 pub mod signing;
 pub mod store;
 

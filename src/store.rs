@@ -387,6 +387,14 @@ impl Store {
         }
     }
 
+    /// Waits (bounded) until the projections have applied everything the current request wrote,
+    /// so a handler can answer from the read models.
+    pub async fn settle_request(&self) {
+        if let Some(position) = REQUEST.try_with(|r| r.written()).ok().flatten() {
+            self.settle(position, Duration::from_secs(5)).await;
+        }
+    }
+
     /// Waits (bounded) until every projection has applied `position`.
     pub async fn settle(&self, position: LogPosition, timeout: Duration) {
         if !self.engine.wait_for(position, timeout).await {

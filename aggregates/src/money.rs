@@ -1,25 +1,20 @@
 //! Money: exact decimals as integer micro-units (6 decimals), never floating point.
+//!
+//! Arithmetic only ever sees micro-units (`i64`). Floating point appears at exactly one place: a
+//! [`Price`] is serialized as a JSON number by converting its micro-units to `f64`. That is exact
+//! enough to be lossless: every price is at most 1,000,000 with 6 decimals (≤ 13 significant
+//! digits, well inside the 15.9 of an `f64`), so the shortest decimal that round-trips — the one
+//! serde_json prints — is the price itself, and reading it back rounds to the same micro-units.
+//! (serde_json prints values below 0.00001 in exponent form, e.g. `1e-6`; still the same number.)
 
 use std::fmt;
 
 /// Micro-units per unit.
 pub const MICROS: i64 = 1_000_000;
 
-/// A price per result in USD, 0..=1,000,000 with at most 6 decimals.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(transparent)]
+/// A price per result in USD, 0..=1,000,000 with at most 6 decimals. Serialized as a JSON number
+/// in units (`0.05`), read back from a number or a decimal string.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Price(i64);
 
 /// Why a price was refused.
@@ -68,6 +63,21 @@ impl Price {
         Ok(price)
     }
 
+    /// A price from a JSON number, e.g. the `price_per_result` of a request body.
+    ///
+    /// Without serde_json's `arbitrary_precision` the number's original text is gone; its
+    /// `to_string` is the shortest form of the parsed value, which uses exponent notation below
+    /// 0.00001 (`0.000001` reads back as `1e-6`). That text is expanded to plain notation before
+    /// the strict [`Price::parse`] rules apply, so signs and more than 6 decimals are still
+    /// refused. A literal exponent in the request (`1e-6`) is indistinguishable and accepted.
+    pub fn from_json_number(number: &serde_json::Number) -> Result<Self, PriceError> {
+        let text = number.to_string();
+        match plain_notation(&text) {
+            Some(plain) => Self::parse(&plain),
+            None => Self::parse(&text),
+        }
+    }
+
     /// A price from micro-units.
     pub fn from_micros(micros: i64) -> Self {
         Price(micros)
@@ -77,6 +87,37 @@ impl Price {
     pub fn micros(self) -> i64 {
         self.0
     }
+}
+
+/// Rewrites `d[.ddd]e[+-]x` as a plain decimal (`1.2e-6` → `0.0000012`); `None` without an
+/// exponent or when the text is not of that shape (then the caller's strict parse refuses it).
+fn plain_notation(text: &str) -> Option<String> {
+    let (mantissa, exponent) = text.split_once(['e', 'E'])?;
+    let exponent: i32 = exponent.strip_prefix('+').unwrap_or(exponent).parse().ok()?;
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() || !(whole.bytes().chain(fraction.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Anything this far out is refused by the range check or as too many decimals anyway; the
+    // bound keeps a hostile exponent from allocating.
+    if !(-40..=40).contains(&exponent) {
+        return Some(if exponent > 0 { "9".repeat(41) } else { "0.".to_owned() + &"0".repeat(41) + "1" });
+    }
+    let digits = format!("{whole}{fraction}");
+    let point = whole.len() as i32 + exponent;
+    let plain = if point <= 0 {
+        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+    } else if point as usize >= digits.len() {
+        format!("{digits}{}", "0".repeat(point as usize - digits.len()))
+    } else {
+        let (w, f) = digits.split_at(point as usize);
+        format!("{w}.{f}")
+    };
+    // `1.0e2` → `100` but `1.50e1` → `15.0`: drop the zeros the shift left after the point.
+    Some(match plain.split_once('.') {
+        Some((w, f)) if f.bytes().all(|b| b == b'0') => w.to_owned(),
+        _ => plain,
+    })
 }
 
 /// Formats micro-units in plain notation with trailing zeros dropped (`0.05`, `12`, `0.000001`).
@@ -92,7 +133,8 @@ pub fn format_micros(micros: i64) -> String {
     }
 }
 
-/// Micro-units as a JSON number (parsed from its exact decimal text, so it prints as written).
+/// Micro-units as a JSON number (parsed from its exact decimal text, so it prints as written —
+/// except below 0.00001, where serde_json's `f64` printer uses exponent form such as `1e-6`).
 pub fn json_number(micros: i64) -> serde_json::Value {
     serde_json::from_str(&format_micros(micros)).unwrap_or(serde_json::Value::Null)
 }
@@ -100,6 +142,51 @@ pub fn json_number(micros: i64) -> serde_json::Value {
 impl fmt::Display for Price {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&format_micros(self.0))
+    }
+}
+
+impl serde::Serialize for Price {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Whole amounts as integers (`2`, not `2.0`); the rest through f64, see the module docs.
+        if self.0 % MICROS == 0 {
+            serializer.serialize_i64(self.0 / MICROS)
+        } else {
+            serializer.serialize_f64(self.0 as f64 / MICROS as f64)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Price {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Price;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a price: a number or decimal string, 0..=1000000 with ≤6 decimals")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Price, E> {
+                Price::from_json_number(&v.into()).map_err(E::custom)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Price, E> {
+                Price::from_json_number(&v.into()).map_err(E::custom)
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Price, E> {
+                let number = serde_json::Number::from_f64(v)
+                    .ok_or_else(|| E::custom(PriceError::Malformed))?;
+                Price::from_json_number(&number).map_err(E::custom)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Price, E> {
+                Price::parse(v).map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -132,7 +219,113 @@ mod tests {
         assert_eq!(json_number(50_000).to_string(), "0.05");
     }
 
+    fn number(text: &str) -> serde_json::Number {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn json_numbers_are_held_to_the_same_rules() {
+        assert_eq!(Price::from_json_number(&number("0.05")).unwrap().micros(), 50_000);
+        assert_eq!(Price::from_json_number(&number("0.000001")).unwrap().micros(), 1);
+        assert_eq!(Price::from_json_number(&number("0.0000012")).unwrap().micros(), 1);
+        assert_eq!(Price::from_json_number(&number("1000000")).unwrap(), Price::MAX);
+        assert_eq!(Price::from_json_number(&number("1000000.0")).unwrap(), Price::MAX);
+        assert_eq!(Price::from_json_number(&number("15")).unwrap().micros(), 15 * MICROS);
+        for bad in ["-1", "-0.5", "-0", "0.0000001", "0.1234567"] {
+            assert_eq!(Price::from_json_number(&number(bad)), Err(PriceError::Malformed), "{bad}");
+        }
+        for big in ["1000001", "1000000.5", "1e16", "1e300"] {
+            assert_eq!(Price::from_json_number(&number(big)), Err(PriceError::TooLarge), "{big}");
+        }
+    }
+
+    #[test]
+    fn a_seven_decimal_number_is_refused_even_when_it_reads_as_an_exponent() {
+        assert_eq!(
+            Price::from_json_number(&number("0.0000015")),
+            Err(PriceError::Malformed)
+        );
+    }
+
+    #[test]
+    fn exponents_expand_to_plain_decimals() {
+        assert_eq!(plain_notation("1e-6").as_deref(), Some("0.000001"));
+        assert_eq!(plain_notation("1.2e-6").as_deref(), Some("0.0000012"));
+        assert_eq!(plain_notation("1e+16").as_deref(), Some("10000000000000000"));
+        assert_eq!(plain_notation("1.50e1").as_deref(), Some("15"));
+        assert_eq!(plain_notation("1.25e1").as_deref(), Some("12.5"));
+        assert_eq!(plain_notation("0.05"), None);
+        assert_eq!(plain_notation("-1e-6"), None);
+    }
+
+    #[test]
+    fn prices_serialize_as_json_numbers_in_units() {
+        let json = |raw: &str| serde_json::to_string(&Price::parse(raw).unwrap()).unwrap();
+        assert_eq!(json("0.05"), "0.05");
+        assert_eq!(json("2"), "2");
+        assert_eq!(json("123456.789012"), "123456.789012");
+        assert_eq!(json("1000000"), "1000000");
+        let read = |text: &str| serde_json::from_str::<Price>(text);
+        assert_eq!(read("0.05").unwrap().micros(), 50_000);
+        assert_eq!(read("\"0.05\"").unwrap().micros(), 50_000);
+        assert!(read("-1").is_err());
+        assert!(read("1000001").is_err());
+        assert!(read("\"1e-6\"").is_err(), "strings follow the strict pattern");
+    }
+
+    #[test]
+    fn default_prices_follow_the_monetization_mode() {
+        use crate::dataset::MonetizationMode::*;
+        assert_eq!(Open.default_price(), Price::parse("0.01").unwrap());
+        assert_eq!(Premium.default_price(), Price::parse("0.05").unwrap());
+        assert_eq!(OutcomeShare.default_price(), Price::parse("0.005").unwrap());
+    }
+
     proptest! {
+        #[test]
+        fn serde_round_trips_through_json(micros in 0i64..=1_000_000 * MICROS) {
+            let price = Price::from_micros(micros);
+            let text = serde_json::to_string(&price).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Price>(&text).unwrap(), price);
+            let number: serde_json::Number = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(Price::from_json_number(&number).unwrap(), price);
+        }
+
+        #[test]
+        fn ordering_is_numeric_ordering(
+            a in 0i64..=1_000_000 * MICROS,
+            b in 0i64..=1_000_000 * MICROS,
+            zeros in 0usize..3,
+        ) {
+            // Leading zeros and a padded fraction denote the same amount.
+            let padded = |m: i64| format!("{}{}.{:06}", "0".repeat(zeros), m / MICROS, m % MICROS);
+            let (pa, pb) = (Price::parse(&padded(a)).unwrap(), Price::parse(&padded(b)).unwrap());
+            prop_assert_eq!(pa.cmp(&pb), a.cmp(&b));
+            prop_assert_eq!(pa, Price::from_micros(a));
+        }
+
+        #[test]
+        fn more_than_six_decimals_are_refused(whole in 0u32..1000, fraction in "[0-9]{7,12}") {
+            prop_assert_eq!(Price::parse(&format!("{whole}.{fraction}")), Err(PriceError::Malformed));
+        }
+
+        #[test]
+        fn signs_exponents_and_stray_characters_are_refused(
+            digits in "[0-9]{1,6}(\\.[0-9]{1,6})?",
+            decoration in prop_oneof![
+                Just(("-", "")), Just(("+", "")), Just(("", "e2")), Just(("", "E-1")),
+                Just((" ", "")), Just(("", " ")), Just(("", ".")), Just((".", "")), Just(("$", "")),
+            ],
+        ) {
+            let raw = format!("{}{digits}{}", decoration.0, decoration.1);
+            prop_assert_eq!(Price::parse(&raw), Err(PriceError::Malformed));
+        }
+
+        #[test]
+        fn amounts_above_a_million_are_refused(micros in 1_000_000 * MICROS + 1..i64::MAX / 2) {
+            prop_assert_eq!(Price::parse(&format_micros(micros)), Err(PriceError::TooLarge));
+        }
+
         #[test]
         fn formatting_round_trips(micros in 0i64..=1_000_000 * MICROS) {
             let price = Price::from_micros(micros);

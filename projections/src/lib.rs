@@ -2,9 +2,11 @@
 //! and every read model, each with its tables, its event handler and its queries.
 
 pub mod accounts;
+pub mod datasets;
 pub mod db;
 pub mod engine;
 pub mod log;
+pub mod objects;
 
 pub use db::{Db, Dialect};
 pub use engine::{Projection, ProjectionError, ProjectionStatus, ProjectorEngine};
@@ -17,5 +19,8 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(accounts::TenantsProjection),
         Arc::new(accounts::UsersProjection),
+        Arc::new(datasets::DatasetsProjection),
+        Arc::new(datasets::EntitlementsProjection),
+        Arc::new(objects::ObjectsProjection),
     ]
 }

@@ -94,25 +94,24 @@ pub async fn read_after(
                 .await?
         }
     };
-    rows.into_iter()
-        .map(|row| {
-            let metadata: String = row.try_get("metadata")?;
-            Ok(StoredEvent {
-                cursor: LogPosition {
-                    tx: row.try_get("tx")?,
-                    position: row.try_get("global_position")?,
-                },
-                aggregate_type: row.try_get("aggregate_type")?,
-                aggregate_id: row.try_get("aggregate_id")?,
-                sequence: row.try_get("sequence")?,
-                event_type: row.try_get("event_type")?,
-                event_version: row.try_get("event_version")?,
-                payload: row.try_get("payload")?,
-                metadata: serde_json::from_str(&metadata)
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            })
-        })
-        .collect()
+    rows.into_iter().map(stored_event).collect()
+}
+
+fn stored_event(row: sqlx::any::AnyRow) -> Result<StoredEvent, sqlx::Error> {
+    let metadata: String = row.try_get("metadata")?;
+    Ok(StoredEvent {
+        cursor: LogPosition {
+            tx: row.try_get("tx")?,
+            position: row.try_get("global_position")?,
+        },
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: serde_json::from_str(&metadata).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+    })
 }
 
 /// The highest global position in the log (0 when empty).
@@ -180,4 +179,30 @@ pub async fn tail(db: &Db) -> Result<Option<LogPosition>, sqlx::Error> {
         })
     })
     .transpose()
+}
+
+/// One aggregate's events, by sequence.
+pub async fn events_of(
+    db: &Db,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let (tx, payload, metadata) = match db.dialect {
+        Dialect::Sqlite => ("0", "payload", "metadata"),
+        Dialect::Postgres => (
+            "transaction_id::text::bigint",
+            "payload::text",
+            "metadata::text",
+        ),
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {tx} AS tx, global_position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         {payload} AS payload, {metadata} AS metadata FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.into_iter().map(stored_event).collect()
 }

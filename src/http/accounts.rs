@@ -12,9 +12,9 @@ use crate::accounts::{Accounts, NewAccount, SessionGrant};
 use crate::app::AppState;
 use crate::auth::PrincipalKind;
 use crate::http::envelope;
-use crate::http::error::{AppError, FieldErrors};
+use crate::http::error::AppError;
 use crate::http::extract::Auth;
-use crate::http::json::{AppJson, JsonBody};
+use crate::http::json::{AppJson, Fields, JsonBody};
 
 /// Routes under `/v1`.
 pub fn routes() -> Router<AppState> {
@@ -31,38 +31,6 @@ fn accounts(state: &AppState) -> Accounts<'_> {
         store: &state.store,
         key: &state.key,
         session_ttl_seconds: state.config.session_ttl_seconds,
-    }
-}
-
-/// Collects per-field validation failures so one response names them all.
-#[derive(Default)]
-struct Fields(FieldErrors);
-
-impl Fields {
-    fn check<T, E: std::fmt::Display>(
-        &mut self,
-        field: &str,
-        value: Option<Result<T, E>>,
-    ) -> Option<T> {
-        match value {
-            None => {
-                self.0.insert(field.into(), "is required".into());
-                None
-            }
-            Some(Err(e)) => {
-                self.0.insert(field.into(), e.to_string());
-                None
-            }
-            Some(Ok(v)) => Some(v),
-        }
-    }
-
-    fn finish(self) -> Result<(), AppError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(AppError::Validation(self.0))
-        }
     }
 }
 

@@ -310,6 +310,32 @@ impl From<aggregates::tenant::TenantError> for AppError {
     }
 }
 
+impl From<aggregates::dataset::DatasetError> for AppError {
+    fn from(error: aggregates::dataset::DatasetError) -> Self {
+        use aggregates::dataset::DatasetError;
+        match error {
+            DatasetError::NotFound | DatasetError::NotEntitled => Self::NotFound,
+            DatasetError::InvalidState(status) => Self::InvalidState(status.as_str().to_owned()),
+            DatasetError::StatusNotAllowed(_) => {
+                Self::field("status", "must be draft, active or paused")
+            }
+            DatasetError::OwnTenant => Self::field("tenant_id", "must be another tenant"),
+            DatasetError::AlreadyExists => Self::internal(error),
+        }
+    }
+}
+
+impl From<aggregates::object::ObjectError> for AppError {
+    fn from(error: aggregates::object::ObjectError) -> Self {
+        use aggregates::object::ObjectError;
+        match error {
+            ObjectError::NotFound => Self::NotFound,
+            ObjectError::InvalidState(status) => Self::InvalidState(status.as_str().to_owned()),
+            ObjectError::AlreadyExists => Self::internal(error),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

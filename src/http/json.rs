@@ -94,6 +94,57 @@ impl JsonBody {
     }
 }
 
+/// Collects per-field validation failures so one response names them all.
+#[derive(Default)]
+pub struct Fields(pub FieldErrors);
+
+impl Fields {
+    /// Records a missing (`None`) or invalid value under `field`; returns the valid one.
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        value: Option<Result<T, E>>,
+    ) -> Option<T> {
+        match value {
+            None => {
+                self.0.insert(field.into(), "is required".into());
+                None
+            }
+            Some(Err(e)) => {
+                self.0.insert(field.into(), e.to_string());
+                None
+            }
+            Some(Ok(v)) => Some(v),
+        }
+    }
+
+    /// Records an error for an optional field that was present but invalid.
+    pub fn optional<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        value: Option<Result<T, E>>,
+    ) -> Option<T> {
+        match value {
+            None => None,
+            some => self.check(field, some),
+        }
+    }
+
+    /// Records a reason directly.
+    pub fn fail(&mut self, field: &str, reason: impl Into<String>) {
+        self.0.insert(field.into(), reason.into());
+    }
+
+    /// 422 with every recorded field, or Ok.
+    pub fn finish(self) -> Result<(), AppError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Validation(self.0))
+        }
+    }
+}
+
 /// A JSON object body parsed into `T` at extraction (for routes without credentials).
 pub struct AppJson<T>(pub T);
 

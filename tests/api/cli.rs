@@ -152,6 +152,7 @@ async fn open(fresh: &Fresh) -> ipto::AppState {
         key,
         blobs,
         config: std::sync::Arc::new(config),
+        jobs: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
     }
 }
 

@@ -302,3 +302,96 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// Starts the application with a bootstrap platform admin; returns the app and the admin's token.
+pub async fn spawn_with_admin(mut config: Config) -> (TestApp, String) {
+    config.bootstrap_admin_email = Some("admin@platform.test".into());
+    config.bootstrap_admin_password = Some("admin password 1".into());
+    let app = spawn_with(config).await;
+    let token = app
+        .login("admin@platform.test", "admin password 1")
+        .await
+        .expect(200)
+        .data()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (app, token)
+}
+
+impl TestApp {
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::PATCH, path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::DELETE, path, token, None).await
+    }
+
+    /// Creates a dataset with these fields over `{"name": "Data"}`; returns its id.
+    pub async fn dataset(&self, token: &str, fields: Value) -> String {
+        let mut body = json!({"name": "Data"});
+        for (k, v) in fields.as_object().cloned().unwrap_or_default() {
+            body[k] = v;
+        }
+        let reply = self
+            .post("/v1/datasets", Some(token), body)
+            .await
+            .expect(201);
+        reply.data()["dataset_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Initiates an upload of `bytes`; returns `(object_id, upload_url)`.
+    pub async fn initiate(&self, token: &str, dataset_id: &str, bytes: &[u8]) -> (String, String) {
+        let reply = self
+            .post(
+                &format!("/v1/datasets/{dataset_id}/objects/upload"),
+                Some(token),
+                json!({"filename": "notes.txt", "content_type": "text/plain", "size_bytes": bytes.len()}),
+            )
+            .await
+            .expect(201);
+        (
+            reply.data()["object_id"].as_str().unwrap().to_owned(),
+            reply.data()["upload_url"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// PUTs bytes to a signed URL; returns the status.
+    pub async fn put_bytes(&self, url: &str, bytes: &[u8]) -> Reply {
+        reply(
+            self.client
+                .put(url)
+                .body(bytes.to_vec())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Initiates, uploads and confirms an object; returns its id.
+    pub async fn staged_object(&self, token: &str, dataset_id: &str, bytes: &[u8]) -> String {
+        let (object_id, url) = self.initiate(token, dataset_id, bytes).await;
+        let put = self.put_bytes(&url, bytes).await;
+        assert!(put.status.is_success(), "upload failed: {}", put.status);
+        self.post(
+            &format!("/v1/objects/{object_id}/confirm"),
+            Some(token),
+            json!({}),
+        )
+        .await
+        .expect(200);
+        object_id
+    }
+}
+
+/// A test server whose blobs live in S3 when `IPTO_TEST_S3_BUCKET` is set (else `None`).
+pub fn s3_config(fresh: &Fresh) -> Option<Config> {
+    let bucket = std::env::var("IPTO_TEST_S3_BUCKET")
+        .ok()
+        .filter(|b| !b.is_empty())?;
+    let mut config = config(fresh);
+    config.storage_url = Some(format!("s3://{bucket}/{}", uuid::Uuid::new_v4().simple()));
+    Some(config)
+}

@@ -4,5 +4,7 @@
 mod accounts;
 mod cli;
 mod conventions;
+mod datasets;
 mod helpers;
+mod objects;
 mod projections;

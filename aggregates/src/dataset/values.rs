@@ -1,4 +1,7 @@
+//! A dataset's value objects: its name, description and closed sets of terms.
+
 use crate::choice;
+use crate::money::Price;
 use crate::text::{trimmed, TextError};
 
 choice!(
@@ -37,6 +40,11 @@ impl MonetizationMode {
             MonetizationMode::Premium => 50_000,
             MonetizationMode::OutcomeShare => 5_000,
         }
+    }
+
+    /// The default price per result: open 0.01, premium 0.05, outcome_share 0.005.
+    pub fn default_price(self) -> Price {
+        Price::from_micros(self.default_price_micros())
     }
 }
 

@@ -1,0 +1,358 @@
+//! Objects: the three-step upload, listing, download URLs and deletion (SPEC §3.4).
+
+use std::collections::BTreeMap;
+
+use aggregates::object::{
+    ContentType, Filename, ObjectCommand, ObjectDescriptor, ObjectMetadata, ObjectStatus, Sha256Hex,
+};
+use aggregates::{DatasetId, Object, ObjectId, Scope, TenantId};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use chrono::Duration;
+use projections::objects::{self as read, ObjectRow};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::http::datasets::{own_dataset, sort_key};
+use crate::http::envelope;
+use crate::http::error::AppError;
+use crate::http::extract::Auth;
+use crate::http::json::{Fields, JsonBody};
+use crate::http::pagination::{self, PageQuery};
+
+/// How long an upload URL stays valid.
+const UPLOAD_TTL: Duration = Duration::hours(1);
+/// How long a download or preview URL stays valid.
+pub const DOWNLOAD_TTL: Duration = Duration::minutes(15);
+/// How long a staged object waits for review.
+const REVIEW_WINDOW: Duration = Duration::days(7);
+
+/// Routes under `/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/datasets/{dataset_id}/objects/upload", post(initiate))
+        .route("/datasets/{dataset_id}/objects", get(list))
+        .route("/objects/{id}", get(show).delete(remove))
+        .route("/objects/{id}/confirm", post(confirm))
+        .route("/objects/{id}/upload", delete(cancel))
+        .route("/objects/{id}/download", get(download))
+}
+
+/// The SPEC's Object.
+pub fn object_json(row: &ObjectRow) -> Value {
+    json!({
+        "object_id": row.object_id,
+        "dataset_id": row.dataset_id,
+        "tenant_id": row.tenant_id,
+        "filename": row.filename,
+        "content_type": row.content_type,
+        "size_bytes": row.size_bytes,
+        "checksum_sha256": row.checksum_sha256,
+        "metadata": row.metadata,
+        "status": row.status,
+        "review_state": row.review_state,
+        "rejection_reason": row.rejection_reason,
+        "created_at": row.created_at,
+        "uploaded_at": row.uploaded_at,
+        "review_expires_at": row.review_expires_at,
+        "reviewed_at": row.reviewed_at,
+    })
+}
+
+/// The caller's own object whose dataset is not deleted, with the dataset's status.
+async fn own_object(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<(ObjectRow, String), AppError> {
+    ObjectId::parse(id).map_err(|_| AppError::NotFound)?;
+    let object = read::object(&state.store.db, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if object.tenant_id != principal.tenant_id {
+        return Err(AppError::NotFound);
+    }
+    let dataset = projections::datasets::dataset(&state.store.db, &object.dataset_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if dataset.status == "deleted" {
+        return Err(AppError::NotFound);
+    }
+    Ok((object, dataset.status))
+}
+
+/// Re-reads an object after the request's writes are projected.
+pub async fn reload(state: &AppState, id: &str) -> Result<ObjectRow, AppError> {
+    state.store.settle_request().await;
+    read::object(&state.store.db, id)
+        .await?
+        .ok_or_else(|| AppError::internal("object missing from read model"))
+}
+
+#[derive(Deserialize)]
+struct InitiateBody {
+    filename: Option<String>,
+    content_type: Option<String>,
+    size_bytes: Option<u64>,
+    checksum_sha256: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+async fn initiate(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(dataset_id): Path<String>,
+    body: JsonBody,
+) -> Result<Response, AppError> {
+    principal.require(Scope::ObjectsWrite)?;
+    let body: InitiateBody = body.parse()?;
+    let mut fields = Fields::default();
+    let filename = fields.check("filename", body.filename.map(|f| Filename::parse(&f)));
+    let content_type = fields.check(
+        "content_type",
+        body.content_type.map(|c| ContentType::parse(&c)),
+    );
+    let max = state.config.max_object_bytes;
+    let size_bytes = fields.check(
+        "size_bytes",
+        body.size_bytes.map(|n| {
+            if (1..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!("must be from 1 to {max}"))
+            }
+        }),
+    );
+    let declared = fields.optional(
+        "checksum_sha256",
+        body.checksum_sha256.map(|c| Sha256Hex::parse(&c)),
+    );
+    let metadata = match ObjectMetadata::parse(body.metadata.unwrap_or_default()) {
+        Ok(m) => Some(m),
+        Err((key, error)) => {
+            let path = key.map_or("metadata".to_owned(), |k| format!("metadata.{k}"));
+            fields.fail(&path, error.to_string());
+            None
+        }
+    };
+    fields.finish()?;
+    let dataset = own_dataset(&state, &principal, &dataset_id).await?;
+    if dataset.status == "pending_deletion" {
+        return Err(AppError::InvalidState(dataset.status));
+    }
+    let (Some(filename), Some(content_type), Some(size_bytes), Some(metadata)) =
+        (filename, content_type, size_bytes, metadata)
+    else {
+        return Err(AppError::internal("validation passed without values"));
+    };
+    let now = state.store.clock.now();
+    let expires_at = now + UPLOAD_TTL;
+    let descriptor = ObjectDescriptor {
+        object_id: ObjectId::generate(),
+        dataset_id: DatasetId::parse(&dataset_id).map_err(|_| AppError::NotFound)?,
+        tenant_id: TenantId::parse(&principal.tenant_id).map_err(AppError::internal)?,
+        filename,
+        content_type,
+        size_bytes,
+        declared_sha256: declared,
+        metadata,
+    };
+    let object_id = descriptor.object_id.to_string();
+    state
+        .store
+        .execute::<Object>(
+            &object_id,
+            ObjectCommand::InitiateUpload {
+                descriptor,
+                upload_expires_at: expires_at,
+            },
+            &(),
+            &principal.actor(),
+        )
+        .await?;
+    let url = state.blobs.upload_url(&object_id, now, expires_at).await?;
+    Ok(envelope::created(json!({
+        "object_id": object_id,
+        "upload_url": url.url,
+        "upload_method": "PUT",
+        "upload_headers": {},
+        "expires_at": aggregates::timestamp::format(expires_at),
+    })))
+}
+
+async fn confirm(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    principal.require(Scope::ObjectsWrite)?;
+    let (object, dataset_status) = own_object(&state, &principal, &id).await?;
+    match object.status.as_str() {
+        "pending_upload" => {}
+        "staged" | "approved" | "rejected" => return Ok(envelope::ok(object_json(&object))),
+        other => return Err(AppError::InvalidState(other.to_owned())),
+    }
+    if dataset_status == "pending_deletion" {
+        return Err(AppError::InvalidState(dataset_status));
+    }
+    let Some(stored) = state.blobs.size(&id).await? else {
+        return Err(AppError::UploadIncomplete);
+    };
+    let expected = object.size_bytes as u64;
+    if stored != expected {
+        state.blobs.delete(&id).await?;
+        return Err(AppError::SizeMismatch {
+            expected,
+            actual: stored,
+        });
+    }
+    let (length, digest) = state.blobs.digest(&id).await?;
+    if length != expected {
+        state.blobs.delete(&id).await?;
+        return Err(AppError::SizeMismatch {
+            expected,
+            actual: length,
+        });
+    }
+    if let Some(declared) = &object.declared_sha256 {
+        if *declared != digest {
+            state.blobs.delete(&id).await?;
+            return Err(AppError::ChecksumMismatch {
+                expected: declared.clone(),
+                actual: digest,
+            });
+        }
+    }
+    let uploaded_at = state.store.clock.now();
+    let command = ObjectCommand::ConfirmUpload {
+        sha256: Sha256Hex::parse(&digest).map_err(AppError::internal)?,
+        uploaded_at,
+        review_expires_at: uploaded_at + REVIEW_WINDOW,
+    };
+    state
+        .store
+        .execute::<Object>(&id, command, &(), &principal.actor())
+        .await?;
+    Ok(envelope::ok(object_json(&reload(&state, &id).await?)))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    principal.require(Scope::ObjectsWrite)?;
+    own_object(&state, &principal, &id).await?;
+    state
+        .store
+        .execute::<Object>(&id, ObjectCommand::CancelUpload, &(), &principal.actor())
+        .await?;
+    state.blobs.delete(&id).await?;
+    Ok(envelope::ok(object_json(&reload(&state, &id).await?)))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    principal.require(Scope::ObjectsWrite)?;
+    own_object(&state, &principal, &id).await?;
+    state
+        .store
+        .execute::<Object>(&id, ObjectCommand::Delete, &(), &principal.actor())
+        .await?;
+    state.blobs.delete(&id).await?;
+    Ok(envelope::ok(object_json(&reload(&state, &id).await?)))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    principal.require(Scope::DatasetsRead)?;
+    Ok(envelope::ok(object_json(
+        &own_object(&state, &principal, &id).await?.0,
+    )))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(dataset_id): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, AppError> {
+    principal.require(Scope::DatasetsRead)?;
+    let status = query.status.filter(|s| !s.is_empty());
+    if status
+        .as_deref()
+        .is_some_and(|s| ObjectStatus::parse(s).is_none())
+    {
+        return Err(AppError::field(
+            "status",
+            format!("must be one of {}", ObjectStatus::expected()),
+        ));
+    }
+    own_dataset(&state, &principal, &dataset_id).await?;
+    let scope = format!(
+        "objects?dataset={dataset_id}&status={}",
+        status.as_deref().unwrap_or("")
+    );
+    let page = query.page.page(&state.key, &scope, 20, 100)?;
+    let after = page.after.as_ref().map(sort_key).transpose()?;
+    let rows = read::dataset_objects(
+        &state.store.db,
+        &dataset_id,
+        status.as_deref(),
+        after,
+        page.limit,
+    )
+    .await?;
+    let (rows, next) = pagination::finish(rows, &page, &state.key, &scope, |r| {
+        json!([r.created_at, r.object_id])
+    });
+    let items: Vec<Value> = rows.iter().map(object_json).collect();
+    Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
+}
+
+async fn download(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    principal.require(Scope::DatasetsRead)?;
+    // Buyers' downloads are metered; until metering exists only the owner downloads.
+    let (object, dataset_status) = own_object(&state, &principal, &id).await?;
+    if !matches!(object.status.as_str(), "staged" | "approved")
+        || dataset_status == "pending_deletion"
+    {
+        return Err(AppError::InvalidState(object.status));
+    }
+    let now = state.store.clock.now();
+    let url = state
+        .blobs
+        .download_url(&id, now, now + DOWNLOAD_TTL)
+        .await?;
+    Ok(envelope::ok(json!({
+        "download_url": url.url,
+        "expires_at": aggregates::timestamp::format(url.expires_at),
+        "filename": object.filename,
+        "content_type": object.content_type,
+        "size_bytes": object.size_bytes,
+        "charged_amount": 0,
+        "currency": "USD",
+        "access_id": null,
+    })))
+}
