@@ -192,7 +192,7 @@ impl Application {
         if drained.is_err() {
             workers.abort_all();
         }
-        state.store.engine.clear();
+        state.store.engine.shut_down().await;
         state.store.close().await;
         served
     }

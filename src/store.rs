@@ -37,13 +37,13 @@ pub async fn connect(url: &str) -> Result<(EventPool, Db), sqlx::Error> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
-            .max_connections(10)
+            .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(60))
             .connect_with(options)
             .await?;
         let any = AnyPoolOptions::new()
-            .max_connections(12)
+            .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(60))
             .connect(url)

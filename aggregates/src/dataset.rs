@@ -100,13 +100,14 @@ impl Aggregate for Dataset {
         let event = match command {
             DatasetCommand::Create { .. } => unreachable!("handled above"),
             DatasetCommand::Update(patch) => {
-                if matches!(status, Suspended | PendingDeletion) {
-                    return Err(DatasetError::InvalidState(status));
-                }
+                // Validation (422) before state (409), as in SPEC §1.11.
                 if let Some(target) = patch.status {
                     if !matches!(target, Draft | Active | Paused) {
                         return Err(DatasetError::StatusNotAllowed(target));
                     }
+                }
+                if matches!(status, Suspended | PendingDeletion) {
+                    return Err(DatasetError::InvalidState(status));
                 }
                 let (updated, new_status, changed) = patch.apply(&profile, status);
                 if changed.is_empty() {
@@ -190,6 +191,7 @@ impl Aggregate for Dataset {
 mod tests {
     use super::*;
     use cqrs_es::test::TestFramework;
+    use cqrs_es::DomainEvent;
     use DatasetStatus::*;
 
     type DatasetTest = TestFramework<Dataset>;
@@ -440,5 +442,394 @@ mod tests {
                 tenant_id: TenantId::generate(),
             })
             .then_expect_error(DatasetError::InvalidState(PendingDeletion));
+    }
+
+    fn every_command_but_create() -> Vec<DatasetCommand> {
+        vec![
+            DatasetCommand::Update(DatasetPatch {
+                name: Some(DatasetName::parse("Other").unwrap()),
+                ..DatasetPatch::default()
+            }),
+            DatasetCommand::RequestDeletion,
+            DatasetCommand::CompleteDeletion,
+            DatasetCommand::Suspend,
+            DatasetCommand::GrantEntitlement {
+                tenant_id: TenantId::generate(),
+            },
+            DatasetCommand::RevokeEntitlement {
+                tenant_id: TenantId::generate(),
+            },
+        ]
+    }
+
+    fn state_after(events: Vec<DatasetEvent>) -> Dataset {
+        let mut dataset = Dataset::default();
+        events.into_iter().for_each(|e| dataset.apply(e));
+        dataset
+    }
+
+    #[test]
+    fn creating_a_dataset_as_active_records_it() {
+        let profile = profile();
+        DatasetTest::with(())
+            .given_no_previous_events()
+            .when(DatasetCommand::Create {
+                profile: profile.clone(),
+                status: Active,
+            })
+            .then_expect_events(vec![DatasetEvent::DatasetCreated {
+                profile,
+                status: Active,
+            }]);
+    }
+
+    #[test]
+    fn creating_a_dataset_in_a_status_clients_cannot_set_is_refused() {
+        for status in [Suspended, PendingDeletion, Deleted] {
+            DatasetTest::with(())
+                .given_no_previous_events()
+                .when(DatasetCommand::Create {
+                    profile: profile(),
+                    status,
+                })
+                .then_expect_error(DatasetError::StatusNotAllowed(status));
+        }
+    }
+
+    #[test]
+    fn creating_over_a_deleted_dataset_is_refused() {
+        let (profile, events) = created(Deleted);
+        DatasetTest::with(())
+            .given(events)
+            .when(DatasetCommand::Create {
+                profile,
+                status: Active,
+            })
+            .then_expect_error(DatasetError::AlreadyExists);
+    }
+
+    #[test]
+    fn every_command_on_an_unknown_dataset_is_not_found() {
+        for command in every_command_but_create() {
+            DatasetTest::with(())
+                .given_no_previous_events()
+                .when(command)
+                .then_expect_error(DatasetError::NotFound);
+        }
+    }
+
+    #[test]
+    fn every_command_on_a_deleted_dataset_is_not_found() {
+        for command in every_command_but_create() {
+            DatasetTest::with(())
+                .given(created(Deleted).1)
+                .when(command)
+                .then_expect_error(DatasetError::NotFound);
+        }
+    }
+
+    #[test]
+    fn the_status_moves_freely_between_draft_active_and_paused() {
+        for from in [Draft, Active, Paused] {
+            for to in [Draft, Active, Paused] {
+                let (profile, events) = created(from);
+                let patch = DatasetPatch {
+                    status: Some(to),
+                    ..DatasetPatch::default()
+                };
+                let expected = if from == to {
+                    vec![]
+                } else {
+                    vec![DatasetEvent::DatasetUpdated {
+                        profile,
+                        status: to,
+                        changed: vec!["status".into()],
+                    }]
+                };
+                DatasetTest::with(())
+                    .given(events)
+                    .when(DatasetCommand::Update(patch))
+                    .then_expect_events(expected);
+            }
+        }
+    }
+
+    #[test]
+    fn a_patch_records_every_field_it_changes_and_the_complete_result() {
+        let (profile, events) = created(Active);
+        let expected = DatasetProfile {
+            name: DatasetName::parse("Receipts").unwrap(),
+            description: Description::parse("Scanned receipts").unwrap(),
+            source_modality: SourceModality::Image,
+            monetization_mode: MonetizationMode::OutcomeShare,
+            pricing_model: PricingModel::DemandCurve,
+            visibility: Visibility::Restricted,
+            price_per_result: Price::parse("1.5").unwrap(),
+            ..profile
+        };
+        let patch = DatasetPatch {
+            name: Some(expected.name.clone()),
+            description: Some(expected.description.clone()),
+            source_modality: Some(expected.source_modality),
+            monetization_mode: Some(expected.monetization_mode),
+            pricing_model: Some(expected.pricing_model),
+            visibility: Some(expected.visibility),
+            price_per_result: Some(expected.price_per_result),
+            status: Some(Draft),
+        };
+        let changed = [
+            "name",
+            "description",
+            "source_modality",
+            "monetization_mode",
+            "pricing_model",
+            "visibility",
+            "price_per_result",
+            "status",
+        ];
+        DatasetTest::with(())
+            .given(events)
+            .when(DatasetCommand::Update(patch))
+            .then_expect_events(vec![DatasetEvent::DatasetUpdated {
+                profile: expected,
+                status: Draft,
+                changed: changed.iter().map(|f| f.to_string()).collect(),
+            }]);
+    }
+
+    #[test]
+    fn changing_the_monetization_mode_keeps_the_price() {
+        let (profile, events) = created(Active);
+        let patch = DatasetPatch {
+            monetization_mode: Some(MonetizationMode::Open),
+            ..DatasetPatch::default()
+        };
+        let expected = DatasetProfile {
+            monetization_mode: MonetizationMode::Open,
+            ..profile.clone()
+        };
+        assert_eq!(expected.price_per_result, profile.price_per_result);
+        DatasetTest::with(())
+            .given(events)
+            .when(DatasetCommand::Update(patch))
+            .then_expect_events(vec![DatasetEvent::DatasetUpdated {
+                profile: expected,
+                status: Active,
+                changed: vec!["monetization_mode".into()],
+            }]);
+    }
+
+    #[test]
+    fn an_empty_patch_records_nothing() {
+        DatasetTest::with(())
+            .given(created(Paused).1)
+            .when(DatasetCommand::Update(DatasetPatch::default()))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn patching_a_suspended_dataset_is_refused() {
+        let patch = DatasetPatch {
+            name: Some(DatasetName::parse("Renamed").unwrap()),
+            ..DatasetPatch::default()
+        };
+        DatasetTest::with(())
+            .given(created(Suspended).1)
+            .when(DatasetCommand::Update(patch))
+            .then_expect_error(DatasetError::InvalidState(Suspended));
+    }
+
+    #[test]
+    fn an_unsettable_status_is_refused_before_the_state_is_considered() {
+        for target in [Suspended, PendingDeletion, Deleted] {
+            let patch = DatasetPatch {
+                status: Some(target),
+                ..DatasetPatch::default()
+            };
+            DatasetTest::with(())
+                .given(created(PendingDeletion).1)
+                .when(DatasetCommand::Update(patch))
+                .then_expect_error(DatasetError::StatusNotAllowed(target));
+        }
+    }
+
+    #[test]
+    fn deleting_a_dataset_twice_is_refused() {
+        DatasetTest::with(())
+            .given(created(PendingDeletion).1)
+            .when(DatasetCommand::RequestDeletion)
+            .then_expect_error(DatasetError::InvalidState(PendingDeletion));
+    }
+
+    #[test]
+    fn deletion_cannot_complete_before_it_was_requested() {
+        for status in [Draft, Active, Paused, Suspended] {
+            DatasetTest::with(())
+                .given(created(status).1)
+                .when(DatasetCommand::CompleteDeletion)
+                .then_expect_error(DatasetError::InvalidState(status));
+        }
+    }
+
+    #[test]
+    fn any_live_status_can_be_suspended() {
+        for status in [Draft, Active, Paused] {
+            let (profile, events) = created(status);
+            DatasetTest::with(())
+                .given(events)
+                .when(DatasetCommand::Suspend)
+                .then_expect_events(vec![DatasetEvent::DatasetSuspended {
+                    tenant_id: profile.tenant_id,
+                }]);
+        }
+    }
+
+    #[test]
+    fn suspending_a_suspended_or_deleting_dataset_is_refused() {
+        for status in [Suspended, PendingDeletion] {
+            DatasetTest::with(())
+                .given(created(status).1)
+                .when(DatasetCommand::Suspend)
+                .then_expect_error(DatasetError::InvalidState(status));
+        }
+    }
+
+    #[test]
+    fn entitlements_can_be_granted_in_every_status_but_pending_deletion() {
+        for status in [Draft, Active, Paused, Suspended] {
+            let buyer = TenantId::generate();
+            DatasetTest::with(())
+                .given(created(status).1)
+                .when(DatasetCommand::GrantEntitlement {
+                    tenant_id: buyer.clone(),
+                })
+                .then_expect_events(vec![DatasetEvent::EntitlementGranted { tenant_id: buyer }]);
+        }
+    }
+
+    #[test]
+    fn entitling_the_own_tenant_is_refused() {
+        let (profile, events) = created(Active);
+        DatasetTest::with(())
+            .given(events)
+            .when(DatasetCommand::GrantEntitlement {
+                tenant_id: profile.tenant_id,
+            })
+            .then_expect_error(DatasetError::OwnTenant);
+    }
+
+    #[test]
+    fn revoking_a_revoked_entitlement_is_not_found() {
+        let (_, mut events) = created(Active);
+        let buyer = TenantId::generate();
+        events.push(DatasetEvent::EntitlementGranted {
+            tenant_id: buyer.clone(),
+        });
+        events.push(DatasetEvent::EntitlementRevoked {
+            tenant_id: buyer.clone(),
+        });
+        DatasetTest::with(())
+            .given(events)
+            .when(DatasetCommand::RevokeEntitlement { tenant_id: buyer })
+            .then_expect_error(DatasetError::NotEntitled);
+    }
+
+    #[test]
+    fn the_state_tracks_status_profile_and_entitlements() {
+        let (profile, mut events) = created(Active);
+        let buyer = TenantId::generate();
+        events.push(DatasetEvent::EntitlementGranted {
+            tenant_id: buyer.clone(),
+        });
+        let dataset = state_after(events.clone());
+        assert_eq!(dataset.status(), Some(Active));
+        assert_eq!(dataset.profile(), Some(&profile));
+        assert!(dataset.entitlements().contains(&buyer));
+
+        events.push(DatasetEvent::DatasetDeletionRequested {
+            tenant_id: profile.tenant_id.clone(),
+        });
+        events.push(DatasetEvent::DatasetDeleted {
+            tenant_id: profile.tenant_id,
+        });
+        let dataset = state_after(events);
+        assert_eq!(dataset.status(), Some(Deleted));
+        assert!(dataset.entitlements().is_empty(), "cleanup removes them");
+    }
+
+    #[test]
+    fn event_types_are_the_variant_names_at_version_one() {
+        let (profile, mut events) = created(Deleted);
+        events.push(DatasetEvent::DatasetUpdated {
+            profile: profile.clone(),
+            status: Paused,
+            changed: vec!["status".into()],
+        });
+        events.push(DatasetEvent::DatasetSuspended {
+            tenant_id: profile.tenant_id.clone(),
+        });
+        events.push(DatasetEvent::EntitlementGranted {
+            tenant_id: profile.tenant_id.clone(),
+        });
+        events.push(DatasetEvent::EntitlementRevoked {
+            tenant_id: profile.tenant_id,
+        });
+        let mut names = Vec::new();
+        for event in events {
+            assert_eq!(event.event_version(), "1.0");
+            let json = serde_json::to_value(&event).unwrap();
+            let variant = json.as_object().unwrap().keys().next().unwrap().clone();
+            assert_eq!(event.event_type(), variant);
+            names.push(event.event_type());
+        }
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 7);
+    }
+
+    #[test]
+    fn created_events_carry_the_price_as_a_json_number() {
+        let profile = profile();
+        let json = serde_json::to_value(DatasetEvent::DatasetCreated {
+            profile,
+            status: Active,
+        })
+        .unwrap();
+        assert_eq!(
+            json["DatasetCreated"]["profile"]["price_per_result"],
+            serde_json::json!(0.05)
+        );
+    }
+
+    #[test]
+    fn events_survive_the_event_stores_json_round_trip() {
+        for price in [
+            "0",
+            "0.000001",
+            "0.000012",
+            "0.05",
+            "2",
+            "123456.789012",
+            "1000000",
+        ] {
+            let event = DatasetEvent::DatasetCreated {
+                profile: DatasetProfile {
+                    price_per_result: Price::parse(price).unwrap(),
+                    ..profile()
+                },
+                status: Draft,
+            };
+            let value = serde_json::to_value(&event).unwrap();
+            assert_eq!(
+                serde_json::from_value::<DatasetEvent>(value.clone()).unwrap(),
+                event
+            );
+            let text = value.to_string();
+            assert_eq!(
+                serde_json::from_str::<DatasetEvent>(&text).unwrap(),
+                event,
+                "{text}"
+            );
+        }
     }
 }

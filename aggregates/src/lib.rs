@@ -15,12 +15,17 @@ pub mod text;
 pub mod user;
 
 pub use access::{Role, Scope};
-pub use dataset::Dataset;
+pub use dataset::{
+    Dataset, DatasetName, DatasetStatus, Description, MonetizationMode, PricingModel,
+    SourceModality, Visibility,
+};
 pub use email::Email;
 pub use email_reservation::EmailReservation;
 pub use ids::{DatasetId, IdError, ObjectId, TenantId, UserId};
-pub use money::Price;
-pub use object::Object;
+pub use money::{Price, PriceError};
+pub use object::{
+    ContentType, Filename, Object, ObjectFieldError, ObjectMetadata, ObjectStatus, Sha256Hex,
+};
 pub use password::Password;
 pub use tenant::Tenant;
 pub use text::{DisplayName, TenantName, TextError};

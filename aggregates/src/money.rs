@@ -93,7 +93,11 @@ impl Price {
 /// exponent or when the text is not of that shape (then the caller's strict parse refuses it).
 fn plain_notation(text: &str) -> Option<String> {
     let (mantissa, exponent) = text.split_once(['e', 'E'])?;
-    let exponent: i32 = exponent.strip_prefix('+').unwrap_or(exponent).parse().ok()?;
+    let exponent: i32 = exponent
+        .strip_prefix('+')
+        .unwrap_or(exponent)
+        .parse()
+        .ok()?;
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     if whole.is_empty() || !(whole.bytes().chain(fraction.bytes())).all(|b| b.is_ascii_digit()) {
         return None;
@@ -101,7 +105,11 @@ fn plain_notation(text: &str) -> Option<String> {
     // Anything this far out is refused by the range check or as too many decimals anyway; the
     // bound keeps a hostile exponent from allocating.
     if !(-40..=40).contains(&exponent) {
-        return Some(if exponent > 0 { "9".repeat(41) } else { "0.".to_owned() + &"0".repeat(41) + "1" });
+        return Some(if exponent > 0 {
+            "9".repeat(41)
+        } else {
+            "0.".to_owned() + &"0".repeat(41) + "1"
+        });
     }
     let digits = format!("{whole}{fraction}");
     let point = whole.len() as i32 + exponent;
@@ -225,24 +233,54 @@ mod tests {
 
     #[test]
     fn json_numbers_are_held_to_the_same_rules() {
-        assert_eq!(Price::from_json_number(&number("0.05")).unwrap().micros(), 50_000);
-        assert_eq!(Price::from_json_number(&number("0.000001")).unwrap().micros(), 1);
-        assert_eq!(Price::from_json_number(&number("0.0000012")).unwrap().micros(), 1);
-        assert_eq!(Price::from_json_number(&number("1000000")).unwrap(), Price::MAX);
-        assert_eq!(Price::from_json_number(&number("1000000.0")).unwrap(), Price::MAX);
-        assert_eq!(Price::from_json_number(&number("15")).unwrap().micros(), 15 * MICROS);
+        assert_eq!(
+            Price::from_json_number(&number("0.05")).unwrap().micros(),
+            50_000
+        );
+        assert_eq!(
+            Price::from_json_number(&number("0.000001"))
+                .unwrap()
+                .micros(),
+            1
+        );
+        assert_eq!(
+            Price::from_json_number(&number("0.000012"))
+                .unwrap()
+                .micros(),
+            12
+        );
+        assert_eq!(
+            Price::from_json_number(&number("1000000")).unwrap(),
+            Price::MAX
+        );
+        assert_eq!(
+            Price::from_json_number(&number("1000000.0")).unwrap(),
+            Price::MAX
+        );
+        assert_eq!(
+            Price::from_json_number(&number("15")).unwrap().micros(),
+            15 * MICROS
+        );
         for bad in ["-1", "-0.5", "-0", "0.0000001", "0.1234567"] {
-            assert_eq!(Price::from_json_number(&number(bad)), Err(PriceError::Malformed), "{bad}");
+            assert_eq!(
+                Price::from_json_number(&number(bad)),
+                Err(PriceError::Malformed),
+                "{bad}"
+            );
         }
         for big in ["1000001", "1000000.5", "1e16", "1e300"] {
-            assert_eq!(Price::from_json_number(&number(big)), Err(PriceError::TooLarge), "{big}");
+            assert_eq!(
+                Price::from_json_number(&number(big)),
+                Err(PriceError::TooLarge),
+                "{big}"
+            );
         }
     }
 
     #[test]
     fn a_seven_decimal_number_is_refused_even_when_it_reads_as_an_exponent() {
         assert_eq!(
-            Price::from_json_number(&number("0.0000015")),
+            Price::from_json_number(&number("0.0000012")),
             Err(PriceError::Malformed)
         );
     }
@@ -251,7 +289,10 @@ mod tests {
     fn exponents_expand_to_plain_decimals() {
         assert_eq!(plain_notation("1e-6").as_deref(), Some("0.000001"));
         assert_eq!(plain_notation("1.2e-6").as_deref(), Some("0.0000012"));
-        assert_eq!(plain_notation("1e+16").as_deref(), Some("10000000000000000"));
+        assert_eq!(
+            plain_notation("1e+16").as_deref(),
+            Some("10000000000000000")
+        );
         assert_eq!(plain_notation("1.50e1").as_deref(), Some("15"));
         assert_eq!(plain_notation("1.25e1").as_deref(), Some("12.5"));
         assert_eq!(plain_notation("0.05"), None);
@@ -270,7 +311,10 @@ mod tests {
         assert_eq!(read("\"0.05\"").unwrap().micros(), 50_000);
         assert!(read("-1").is_err());
         assert!(read("1000001").is_err());
-        assert!(read("\"1e-6\"").is_err(), "strings follow the strict pattern");
+        assert!(
+            read("\"1e-6\"").is_err(),
+            "strings follow the strict pattern"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub use values::{
     ContentType, Filename, ObjectFieldError, ObjectMetadata, ObjectStatus, Sha256Hex,
 };
 
+use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -34,9 +35,18 @@ pub struct ObjectDescriptor {
 
 /// Object state, rebuilt from its events.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Object {
     descriptor: Option<ObjectDescriptor>,
     status: Option<ObjectStatus>,
+    upload_expires_at: Option<DateTime<Utc>>,
+    checksum_sha256: Option<Sha256Hex>,
+    uploaded_at: Option<DateTime<Utc>>,
+    review_expires_at: Option<DateTime<Utc>>,
+    review_state: Option<ObjectStatus>,
+    reviewed_at: Option<DateTime<Utc>>,
+    review_note: Option<String>,
+    rejection_reason: Option<String>,
 }
 
 impl Object {
@@ -48,6 +58,46 @@ impl Object {
     /// The status, unless never initiated.
     pub fn status(&self) -> Option<ObjectStatus> {
         self.status
+    }
+
+    /// When the signed upload URL expires.
+    pub fn upload_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.upload_expires_at
+    }
+
+    /// The server-computed digest, from confirmation on.
+    pub fn checksum_sha256(&self) -> Option<&Sha256Hex> {
+        self.checksum_sha256.as_ref()
+    }
+
+    /// When the upload was confirmed.
+    pub fn uploaded_at(&self) -> Option<DateTime<Utc>> {
+        self.uploaded_at
+    }
+
+    /// When an unreviewed upload is rejected as `review_expired`.
+    pub fn review_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.review_expires_at
+    }
+
+    /// `staged`, `approved` or `rejected` once confirmed; a deleted object keeps its last value.
+    pub fn review_state(&self) -> Option<ObjectStatus> {
+        self.review_state
+    }
+
+    /// When it was approved, rejected or its review expired.
+    pub fn reviewed_at(&self) -> Option<DateTime<Utc>> {
+        self.reviewed_at
+    }
+
+    /// The reviewer's note on approval.
+    pub fn review_note(&self) -> Option<&str> {
+        self.review_note.as_deref()
+    }
+
+    /// The reason (or `review_expired`) while the review state is `rejected`.
+    pub fn rejection_reason(&self) -> Option<&str> {
+        self.rejection_reason.as_deref()
     }
 }
 
@@ -165,14 +215,45 @@ impl Aggregate for Object {
     fn apply(&mut self, event: ObjectEvent) {
         use ObjectStatus::*;
         let next = match event {
-            ObjectEvent::ObjectUploadInitiated { descriptor, .. } => {
+            ObjectEvent::ObjectUploadInitiated {
+                descriptor,
+                upload_expires_at,
+            } => {
                 self.descriptor = Some(descriptor);
+                self.upload_expires_at = Some(upload_expires_at);
                 PendingUpload
             }
-            ObjectEvent::ObjectUploadConfirmed { .. } => Staged,
+            ObjectEvent::ObjectUploadConfirmed {
+                sha256,
+                uploaded_at,
+                review_expires_at,
+                ..
+            } => {
+                self.checksum_sha256 = Some(sha256);
+                self.uploaded_at = Some(uploaded_at);
+                self.review_expires_at = Some(review_expires_at);
+                self.review_state = Some(Staged);
+                Staged
+            }
             ObjectEvent::ObjectUploadCancelled { .. } => Cancelled,
-            ObjectEvent::ObjectApproved { .. } => Approved,
-            ObjectEvent::ObjectRejected { .. } => Rejected,
+            ObjectEvent::ObjectApproved {
+                note, reviewed_at, ..
+            } => {
+                self.review_state = Some(Approved);
+                self.reviewed_at = Some(reviewed_at);
+                self.review_note = note;
+                Approved
+            }
+            ObjectEvent::ObjectRejected {
+                reason,
+                reviewed_at,
+                ..
+            } => {
+                self.review_state = Some(Rejected);
+                self.reviewed_at = Some(reviewed_at);
+                self.rejection_reason = Some(reason);
+                Rejected
+            }
             ObjectEvent::ObjectDeleted { .. } => Deleted,
         };
         self.status = Some(next);
@@ -182,8 +263,8 @@ impl Aggregate for Object {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, Utc};
     use cqrs_es::test::TestFramework;
+    use cqrs_es::DomainEvent;
     use ObjectStatus::*;
 
     type ObjectTest = TestFramework<Object>;
@@ -455,9 +536,200 @@ mod tests {
 
     #[test]
     fn commands_on_an_unknown_object_are_not_found() {
+        for command in every_command_but_initiate() {
+            ObjectTest::with(())
+                .given_no_previous_events()
+                .when(command)
+                .then_expect_error(ObjectError::NotFound);
+        }
+    }
+
+    #[test]
+    fn initiating_over_a_deleted_object_is_still_refused() {
+        let (d, events) = history(Deleted);
         ObjectTest::with(())
-            .given_no_previous_events()
-            .when(ObjectCommand::Delete)
-            .then_expect_error(ObjectError::NotFound);
+            .given(events)
+            .when(ObjectCommand::InitiateUpload {
+                descriptor: d,
+                upload_expires_at: at(1),
+            })
+            .then_expect_error(ObjectError::AlreadyExists);
+    }
+
+    #[test]
+    fn approving_a_rejected_object_is_refused() {
+        ObjectTest::with(())
+            .given(history(Rejected).1)
+            .when(ObjectCommand::Approve {
+                note: None,
+                reviewed_at: at(50),
+            })
+            .then_expect_error(ObjectError::InvalidState(Rejected));
+    }
+
+    #[test]
+    fn rejecting_an_approved_object_is_refused() {
+        ObjectTest::with(())
+            .given(history(Approved).1)
+            .when(ObjectCommand::Reject {
+                reason: "late".into(),
+                reviewed_at: at(50),
+            })
+            .then_expect_error(ObjectError::InvalidState(Approved));
+    }
+
+    #[test]
+    fn confirming_a_staged_object_again_changes_nothing() {
+        ObjectTest::with(())
+            .given(history(Staged).1)
+            .when(ObjectCommand::ConfirmUpload {
+                sha256: Sha256Hex::parse(&"cd".repeat(32)).unwrap(),
+                uploaded_at: at(30),
+                review_expires_at: at(40),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn an_approval_after_the_review_expired_is_refused() {
+        let (d, mut events) = history(Staged);
+        events.push(ObjectEvent::ObjectRejected {
+            dataset_id: d.dataset_id,
+            tenant_id: d.tenant_id,
+            reason: ObjectEvent::REVIEW_EXPIRED.into(),
+            reviewed_at: at(60),
+        });
+        ObjectTest::with(())
+            .given(events)
+            .when(ObjectCommand::Approve {
+                note: None,
+                reviewed_at: at(61),
+            })
+            .then_expect_error(ObjectError::InvalidState(Rejected));
+    }
+
+    #[test]
+    fn only_a_staged_review_can_expire() {
+        for status in [PendingUpload, Approved, Rejected, Cancelled, Deleted] {
+            ObjectTest::with(())
+                .given(history(status).1)
+                .when(ObjectCommand::ExpireReview {
+                    reviewed_at: at(60),
+                })
+                .then_expect_error(ObjectError::InvalidState(status));
+        }
+    }
+
+    #[test]
+    fn a_deleted_object_refuses_every_further_command() {
+        for command in every_command_but_initiate() {
+            ObjectTest::with(())
+                .given(history(Deleted).1)
+                .when(command)
+                .then_expect_error(ObjectError::InvalidState(Deleted));
+        }
+    }
+
+    #[test]
+    fn a_cancelled_object_refuses_every_further_command() {
+        for command in every_command_but_initiate() {
+            ObjectTest::with(())
+                .given(history(Cancelled).1)
+                .when(command)
+                .then_expect_error(ObjectError::InvalidState(Cancelled));
+        }
+    }
+
+    #[test]
+    fn the_state_exposes_what_the_service_answers_with() {
+        let mut object = Object::default();
+        let (_, events) = history(PendingUpload);
+        events.into_iter().for_each(|e| object.apply(e));
+        assert_eq!(object.status(), Some(PendingUpload));
+        assert_eq!(object.review_state(), None);
+        assert_eq!(object.checksum_sha256(), None);
+        assert_eq!(object.upload_expires_at(), Some(at(3600)));
+
+        let (_, events) = history(Rejected);
+        let mut object = Object::default();
+        events.into_iter().for_each(|e| object.apply(e));
+        assert_eq!(object.status(), Some(Rejected));
+        assert_eq!(object.review_state(), Some(Rejected));
+        assert_eq!(object.checksum_sha256(), Some(&sha()));
+        assert_eq!(object.uploaded_at(), Some(at(10)));
+        assert_eq!(object.review_expires_at(), Some(at(10 + 7 * 86400)));
+        assert_eq!(object.reviewed_at(), Some(at(20)));
+        assert_eq!(object.rejection_reason(), Some("blurry"));
+
+        let d = object.descriptor().cloned().unwrap();
+        object.apply(ObjectEvent::ObjectDeleted {
+            dataset_id: d.dataset_id,
+            tenant_id: d.tenant_id,
+            previous: Rejected,
+            size_bytes: 11,
+        });
+        assert_eq!(object.status(), Some(Deleted));
+        assert_eq!(object.review_state(), Some(Rejected), "kept after deletion");
+        assert_eq!(object.rejection_reason(), Some("blurry"));
+    }
+
+    #[test]
+    fn an_approval_records_its_note_in_the_state() {
+        let (_, events) = history(Approved);
+        let mut object = Object::default();
+        events.into_iter().for_each(|e| object.apply(e));
+        assert_eq!(object.review_state(), Some(Approved));
+        assert_eq!(object.review_note(), None);
+        assert_eq!(object.rejection_reason(), None);
+    }
+
+    #[test]
+    fn event_types_are_the_variant_names_at_version_one() {
+        let mut names = Vec::new();
+        for status in [PendingUpload, Cancelled, Approved, Rejected, Deleted] {
+            for event in history(status).1 {
+                assert_eq!(event.event_version(), "1.0");
+                let json = serde_json::to_value(&event).unwrap();
+                let variant = json.as_object().unwrap().keys().next().unwrap().clone();
+                assert_eq!(event.event_type(), variant);
+                names.push(event.event_type());
+            }
+        }
+        names.sort();
+        names.dedup();
+        assert_eq!(
+            names,
+            [
+                "ObjectApproved",
+                "ObjectDeleted",
+                "ObjectRejected",
+                "ObjectUploadCancelled",
+                "ObjectUploadConfirmed",
+                "ObjectUploadInitiated"
+            ]
+        );
+    }
+
+    fn every_command_but_initiate() -> Vec<ObjectCommand> {
+        vec![
+            ObjectCommand::ConfirmUpload {
+                sha256: sha(),
+                uploaded_at: at(30),
+                review_expires_at: at(40),
+            },
+            ObjectCommand::CancelUpload,
+            ObjectCommand::Approve {
+                note: None,
+                reviewed_at: at(50),
+            },
+            ObjectCommand::Reject {
+                reason: "no".into(),
+                reviewed_at: at(50),
+            },
+            ObjectCommand::ExpireReview {
+                reviewed_at: at(60),
+            },
+            ObjectCommand::Delete,
+        ]
     }
 }

@@ -105,6 +105,7 @@ pub struct ProjectorEngine {
 }
 
 struct Inner {
+    locks: LockSession,
     db: Db,
     projections: std::sync::RwLock<Vec<Arc<dyn Projection>>>,
     wake: watch::Sender<u64>,
@@ -124,6 +125,7 @@ impl ProjectorEngine {
         let (progress, _) = watch::channel(HashMap::new());
         Self {
             inner: Arc::new(Inner {
+                locks: LockSession::default(),
                 db,
                 projections: std::sync::RwLock::new(projections),
                 wake,
@@ -142,7 +144,14 @@ impl ProjectorEngine {
             .push(projection);
     }
 
-    /// Forgets every projection (at shutdown, to release reactors that hold the engine).
+    /// Forgets every projection (at shutdown, to release reactors that hold the engine) and frees
+    /// this instance's advisory locks.
+    pub async fn shut_down(&self) {
+        self.inner.locks.reset().await;
+        self.clear();
+    }
+
+    /// Forgets every projection (to release reactors that hold the engine).
     pub fn clear(&self) {
         self.inner
             .projections
@@ -233,10 +242,8 @@ impl ProjectorEngine {
     ) {
         let name = projection.name();
         let mut wake = self.inner.wake.subscribe();
-        // On PostgreSQL, only the holder of the advisory lock applies events. The lock lives on a
-        // connection detached from the pool: dropping it ends the session and frees the lock.
-        let mut session: Option<AnyConnection> = None;
-        let mut held = false;
+        // On PostgreSQL, only the holder of the projection's advisory lock applies events.
+        let mut held: Option<u64> = None;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -244,18 +251,10 @@ impl ProjectorEngine {
             let active = match self.inner.db.dialect {
                 Dialect::Sqlite => true,
                 Dialect::Postgres => {
-                    if !held {
-                        if session.is_none() {
-                            session = self.inner.db.pool.acquire().await.ok().map(|c| c.detach());
-                        }
-                        if let Some(conn) = session.as_mut() {
-                            match try_advisory_lock(conn, name).await {
-                                Ok(locked) => held = locked,
-                                Err(_) => session = None,
-                            }
-                        }
+                    if !held.is_some_and(|generation| self.inner.locks.is_current(generation)) {
+                        held = self.inner.locks.try_lock(&self.inner.db, name).await;
                     }
-                    held
+                    held.is_some()
                 }
             };
             let outcome = if active {
@@ -273,9 +272,9 @@ impl ProjectorEngine {
                 Err(StepError::Stopped) => return,
                 Err(StepError::Database(error)) => {
                     tracing::warn!(projection = name, %error, "projection worker could not reach the database; retrying");
-                    // Dropping the session frees the lock; it is taken again on the next round.
-                    session = None;
-                    held = false;
+                    // Closing the session frees its locks; they are taken again on the next round.
+                    self.inner.locks.reset().await;
+                    held = None;
                 }
             }
             let poll = if active {
@@ -562,6 +561,57 @@ enum StepError {
 impl From<sqlx::Error> for StepError {
     fn from(e: sqlx::Error) -> Self {
         StepError::Database(e)
+    }
+}
+
+/// One connection, detached from the pool, holds this instance's session-level advisory locks (one
+/// per projection it applies). Closing it frees them all; the generation tells workers their lock
+/// went with it.
+#[derive(Default)]
+struct LockSession {
+    inner: tokio::sync::Mutex<(u64, Option<AnyConnection>)>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl LockSession {
+    /// Takes the projection's lock; `Some(generation)` when held.
+    async fn try_lock(&self, db: &Db, name: &str) -> Option<u64> {
+        let mut guard = self.inner.lock().await;
+        if guard.1.is_none() {
+            guard.1 = Some(db.pool.acquire().await.ok()?.detach());
+            guard.0 += 1;
+            self.generation
+                .store(guard.0, std::sync::atomic::Ordering::SeqCst);
+        }
+        let generation = guard.0;
+        let conn = guard.1.as_mut()?;
+        match try_advisory_lock(conn, name).await {
+            Ok(true) => Some(generation),
+            Ok(false) => None,
+            Err(_) => {
+                guard.1 = None;
+                guard.0 += 1;
+                self.generation
+                    .store(guard.0, std::sync::atomic::Ordering::SeqCst);
+                None
+            }
+        }
+    }
+
+    /// Whether a lock taken in `generation` is still held.
+    fn is_current(&self, generation: u64) -> bool {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation
+    }
+
+    /// Closes the session, freeing every lock.
+    async fn reset(&self) {
+        let mut guard = self.inner.lock().await;
+        if let Some(conn) = guard.1.take() {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        guard.0 += 1;
+        self.generation
+            .store(guard.0, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

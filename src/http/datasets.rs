@@ -94,12 +94,12 @@ fn parse_choice<T>(
 
 /// `price_per_result` as a JSON number or string (SPEC §1.6).
 fn parse_price(fields: &mut Fields, raw: Option<Value>) -> Option<Price> {
-    let text = match raw? {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s,
+    let parsed = match raw? {
+        Value::Number(n) => Price::from_json_number(&n),
+        Value::String(s) => Price::parse(&s),
         _ => unreachable!("rejected as a wrong type before"),
     };
-    fields.optional("price_per_result", Some(Price::parse(&text)))
+    fields.optional("price_per_result", Some(parsed))
 }
 
 /// A number or a string, else the wrong JSON type (400).

@@ -334,11 +334,11 @@ async fn a_password_change_revokes_the_other_sessions_and_the_old_password() {
 async fn sessions_expire_after_their_ttl() {
     let fresh = fresh().await;
     let mut config = config(&fresh);
-    config.session_ttl_seconds = 1;
+    config.session_ttl_seconds = 4;
     let app = spawn_with(config).await;
     let (token, _, _) = app.signup(&email()).await;
     app.get("/v1/me", Some(&token)).await.expect(200);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tokio::time::sleep(Duration::from_millis(4300)).await;
     app.get("/v1/me", Some(&token)).await.expect(401);
     app.finish().await;
 }

@@ -312,6 +312,20 @@ async fn deleting_a_dataset_cascades_to_its_objects_and_then_hides_it() {
     assert_eq!(status[0][0], "deleted");
     let listed = app.get("/v1/datasets", Some(&token)).await.expect(200);
     assert!(listed.data()["items"].as_array().unwrap().is_empty());
+    let log = table(
+        &app.state,
+        &format!("SELECT event_type FROM events WHERE aggregate_id = '{id}' ORDER BY sequence"),
+    )
+    .await;
+    let types: Vec<&str> = log.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "DatasetCreated",
+            "DatasetDeletionRequested",
+            "DatasetDeleted"
+        ]
+    );
     app.finish().await;
 }
 

@@ -8,10 +8,12 @@ use crate::{DatasetId, TenantId};
 /// Facts about an object; each carries its dataset and tenant for the projections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ObjectEvent {
+    /// An upload was started: everything declared, and when the signed URL expires.
     ObjectUploadInitiated {
         descriptor: ObjectDescriptor,
         upload_expires_at: DateTime<Utc>,
     },
+    /// The bytes were verified and the object is staged for review; `sha256` is the server's.
     ObjectUploadConfirmed {
         dataset_id: DatasetId,
         tenant_id: TenantId,
@@ -20,10 +22,12 @@ pub enum ObjectEvent {
         uploaded_at: DateTime<Utc>,
         review_expires_at: DateTime<Utc>,
     },
+    /// A pending upload was abandoned.
     ObjectUploadCancelled {
         dataset_id: DatasetId,
         tenant_id: TenantId,
     },
+    /// A platform admin approved it; it is searchable and downloadable from now on.
     ObjectApproved {
         dataset_id: DatasetId,
         tenant_id: TenantId,
@@ -38,6 +42,7 @@ pub enum ObjectEvent {
         reason: String,
         reviewed_at: DateTime<Utc>,
     },
+    /// Deleted by the owner or the dataset cleanup; `previous` tells projections what to undo.
     ObjectDeleted {
         dataset_id: DatasetId,
         tenant_id: TenantId,

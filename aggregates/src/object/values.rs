@@ -1,3 +1,6 @@
+//! An object's value objects: its status, file name, media type, digest and metadata, each parsed
+//! at the boundary with the reason a client sees in `details.fields`.
+
 use std::collections::BTreeMap;
 
 use crate::choice;
@@ -17,18 +20,25 @@ choice!(
 /// Why an object field was refused (the message is the `details.fields` reason).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ObjectFieldError {
+    /// Empty or longer than the maximum (422).
     #[error("must be 1 to {0} characters")]
     Length(usize),
+    /// A path separator, a control character, or `.`/`..` (422).
     #[error("must not contain '/', '\\\\' or control characters, nor be '.' or '..'")]
     IllegalFilename,
+    /// Not `type/subtype[; param=value]…` in RFC 6838 characters, or over 255 (422).
     #[error("must be a media type such as text/plain")]
     MediaType,
+    /// Not 64 hexadecimal characters (422).
     #[error("must be 64 hexadecimal characters")]
     Sha256,
+    /// More than 50 metadata entries (422).
     #[error("at most 50 entries")]
     TooManyEntries,
+    /// A metadata key is empty or over 64 characters (422).
     #[error("keys must be 1 to 64 characters")]
     MetadataKey,
+    /// A metadata value is over 1024 characters (422).
     #[error("values must be at most 1024 characters")]
     MetadataValue,
 }
@@ -39,6 +49,10 @@ pub enum ObjectFieldError {
 pub struct Filename(String);
 
 impl Filename {
+    /// Maximum length in Unicode scalar values.
+    pub const MAX_LEN: usize = 255;
+
+    /// Checks the name as given (not trimmed: spaces are legal in file names).
     pub fn parse(raw: &str) -> Result<Self, ObjectFieldError> {
         let n = raw.chars().count();
         if n == 0 || n > 255 {
@@ -51,6 +65,7 @@ impl Filename {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The value as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -62,6 +77,7 @@ impl Filename {
 pub struct ContentType(String);
 
 impl ContentType {
+    /// Trims and checks the media type; parameters are kept as given.
     pub fn parse(raw: &str) -> Result<Self, ObjectFieldError> {
         let value = raw.trim();
         if value.is_empty() || value.chars().count() > 255 {
@@ -93,6 +109,7 @@ impl ContentType {
         }
     }
 
+    /// The value as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -104,6 +121,7 @@ impl ContentType {
 pub struct Sha256Hex(String);
 
 impl Sha256Hex {
+    /// Accepts 64 hex characters in any case and normalises them to lowercase.
     pub fn parse(raw: &str) -> Result<Self, ObjectFieldError> {
         if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(Self(raw.to_ascii_lowercase()))
@@ -112,6 +130,7 @@ impl Sha256Hex {
         }
     }
 
+    /// The value as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -142,6 +161,7 @@ impl ObjectMetadata {
         Ok(Self(map))
     }
 
+    /// The entries, ordered by key.
     pub fn entries(&self) -> &BTreeMap<String, String> {
         &self.0
     }
@@ -224,6 +244,67 @@ mod tests {
             let _ = Filename::parse(&raw);
             let _ = ContentType::parse(&raw);
             let _ = Sha256Hex::parse(&raw);
+        }
+
+        #[test]
+        fn names_without_forbidden_characters_are_kept_as_given(raw in "[^/\\\\\\x00-\\x1f\\x7f]{1,255}") {
+            prop_assume!(raw != "." && raw != "..");
+            let name = Filename::parse(&raw).unwrap();
+            prop_assert_eq!(name.as_str(), raw.as_str());
+        }
+
+        #[test]
+        fn any_forbidden_character_refuses_a_name(
+            prefix in "[a-z]{0,20}",
+            bad in prop_oneof![Just('/'), Just('\\'), Just('\u{7f}'), (0u8..0x20).prop_map(char::from)],
+            suffix in "[a-z]{0,20}",
+        ) {
+            prop_assert_eq!(
+                Filename::parse(&format!("{prefix}{bad}{suffix}")),
+                Err(ObjectFieldError::IllegalFilename)
+            );
+        }
+
+        #[test]
+        fn long_names_are_refused(n in 256usize..400) {
+            prop_assert_eq!(Filename::parse(&"é".repeat(n)), Err(ObjectFieldError::Length(255)));
+        }
+
+        #[test]
+        fn well_formed_media_types_are_trimmed_and_kept(
+            kind in "[a-z0-9][a-z0-9!#$&^_.+-]{0,20}",
+            sub in "[a-z0-9][a-z0-9!#$&^_.+-]{0,20}",
+            params in proptest::collection::vec(("[a-z][a-z0-9-]{0,10}", "[a-zA-Z0-9-]{1,10}"), 0..3),
+        ) {
+            let mut raw = format!("{kind}/{sub}");
+            for (key, value) in &params {
+                raw.push_str(&format!("; {key}={value}"));
+            }
+            let parsed = ContentType::parse(&format!("  {raw}\t")).unwrap();
+            prop_assert_eq!(parsed.as_str(), raw.as_str());
+        }
+
+        #[test]
+        fn media_types_with_spaces_or_slashes_in_names_are_refused(
+            kind in "[a-z]{1,10}",
+            sub in "[a-z]{1,10}",
+            bad in prop_oneof![Just(' '), Just('/'), Just('('), Just('@'), Just(',')],
+        ) {
+            let raw = format!("{kind}/{sub}{bad}x");
+            prop_assert!(ContentType::parse(&raw).is_err());
+        }
+
+        #[test]
+        fn metadata_is_accepted_exactly_within_its_bounds(
+            entries in 0usize..60,
+            key_len in 1usize..70,
+            value_len in 0usize..1030,
+        ) {
+            let map: BTreeMap<String, String> = (0..entries)
+                .map(|i| (format!("{i:0>width$}", width = key_len), "v".repeat(value_len)))
+                .collect();
+            let within = entries <= 50 && (entries == 0 || (key_len <= 64 && value_len <= 1024));
+            prop_assert_eq!(ObjectMetadata::parse(map).is_ok(), within);
         }
 
         #[test]
