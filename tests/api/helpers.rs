@@ -196,7 +196,9 @@ impl TestApp {
     /// Stops the server and drops its PostgreSQL database (the end of a test).
     pub async fn finish(self) {
         let url = self.config.database_url.clone();
+        let data_dir = self.config.data_dir.clone();
         self.stop().await;
+        let _ = std::fs::remove_dir_all(data_dir);
         if let Some(url) = url {
             drop_database(&url).await;
         }
