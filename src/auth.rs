@@ -233,6 +233,118 @@ impl Sessions<'_> {
     }
 }
 
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const PREFIX_ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// A new API key: `(prefix, full key)` where the key is `ipto_{prefix}_{secret}`, the prefix 8
+/// characters of `[a-z0-9]` and the secret 40 base62 characters (≈238 random bits).
+pub fn new_api_key() -> (String, String) {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    let prefix: String = (0..8)
+        .map(|_| PREFIX_ALPHABET[rng.gen_range(0..PREFIX_ALPHABET.len())] as char)
+        .collect();
+    let secret: String = (0..40)
+        .map(|_| BASE62[rng.gen_range(0..BASE62.len())] as char)
+        .collect();
+    let key = format!("ipto_{prefix}_{secret}");
+    (prefix, key)
+}
+
+/// Splits `ipto_{prefix}_{secret}` into prefix and secret, checking their shapes.
+pub fn split_api_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("ipto_")?;
+    let (prefix, secret) = rest.split_once('_')?;
+    let prefix_ok = prefix.len() == 8 && prefix.bytes().all(|b| PREFIX_ALPHABET.contains(&b));
+    let secret_ok =
+        secret.len() >= 32 && secret.len() <= 256 && secret.bytes().all(|b| BASE62.contains(&b));
+    (prefix_ok && secret_ok).then_some((prefix, secret))
+}
+
+/// API keys in the operational `api_key_secrets` table and the `api_keys` read model.
+pub struct ApiKeys<'a> {
+    pub db: &'a Db,
+    pub key: &'a SigningKey,
+}
+
+impl ApiKeys<'_> {
+    /// Stores the HMAC of a new key's secret under its prefix (before the key's event exists).
+    pub async fn store_secret(
+        &self,
+        api_key_id: &str,
+        prefix: &str,
+        full_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let (_, secret) = split_api_key(full_key).expect("generated keys are well formed");
+        sqlx::query("INSERT INTO api_key_secrets (api_key_id, key_prefix, secret_hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(api_key_id)
+            .bind(prefix)
+            .bind(self.key.hmac_hex(secret.as_bytes()))
+            .bind(aggregates::timestamp::format(now))
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The principal of a live key, if any. Compares the secret's HMAC in constant time, refuses
+    /// revoked and expired keys, and refreshes `last_used_at` at most once a minute.
+    pub async fn resolve(
+        &self,
+        full_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Principal>, AppError> {
+        use subtle::ConstantTimeEq;
+        let Some((prefix, secret)) = split_api_key(full_key) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT api_key_id, secret_hash FROM api_key_secrets WHERE key_prefix = $1",
+        )
+        .bind(prefix)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        let presented = self.key.hmac_hex(secret.as_bytes());
+        let Some(row) = row else { return Ok(None) };
+        let stored: String = row.try_get("secret_hash")?;
+        if !bool::from(presented.as_bytes().ct_eq(stored.as_bytes())) {
+            return Ok(None);
+        }
+        let api_key_id: String = row.try_get("api_key_id")?;
+        let Some(key) = projections::api_keys::key(self.db, &api_key_id).await? else {
+            return Ok(None);
+        };
+        let now_text = aggregates::timestamp::format(now);
+        if key.status(&now_text) != "active" {
+            return Ok(None);
+        }
+        let minute_ago = aggregates::timestamp::format(now - Duration::seconds(60));
+        if key
+            .last_used_at
+            .as_deref()
+            .is_none_or(|used| used <= minute_ago.as_str())
+        {
+            sqlx::query(
+                "INSERT INTO api_key_usage (api_key_id, last_used_at) VALUES ($1, $2) \
+                 ON CONFLICT (api_key_id) DO UPDATE SET last_used_at = excluded.last_used_at \
+                 WHERE api_key_usage.last_used_at <= $3",
+            )
+            .bind(&api_key_id)
+            .bind(&now_text)
+            .bind(&minute_ago)
+            .execute(&self.db.pool)
+            .await?;
+        }
+        Ok(Some(Principal {
+            tenant_id: key.tenant_id,
+            kind: PrincipalKind::ApiKey { api_key_id },
+            scopes: key.scopes,
+            roles: Vec::new(),
+            is_platform_admin: false,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +360,22 @@ mod tests {
             .await
             .unwrap());
         assert!(!verify_password("correct horse".into(), None).await.unwrap());
+    }
+
+    #[test]
+    fn generated_api_keys_have_the_spec_shape_and_split_back() {
+        let (prefix, key) = new_api_key();
+        assert_eq!(key.len(), "ipto_".len() + 8 + 1 + 40);
+        assert_eq!(split_api_key(&key).map(|(p, _)| p), Some(prefix.as_str()));
+        assert_ne!(new_api_key().1, key);
+        for bad in [
+            "ipto_ABCDEFGH_".to_owned() + &"a".repeat(40),
+            format!("ipto_abcdefgh_{}", "a".repeat(31)),
+            "ipto_abc_x".into(),
+            format!("sess_abcdefgh_{}", "a".repeat(40)),
+        ] {
+            assert!(split_api_key(&bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

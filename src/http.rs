@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod api_keys;
 pub mod datasets;
 pub mod envelope;
 pub mod error;
@@ -31,7 +32,8 @@ pub fn router(state: AppState) -> Router {
             accounts::routes()
                 .merge(datasets::routes())
                 .merge(objects::routes())
-                .merge(admin::routes()),
+                .merge(admin::routes())
+                .merge(api_keys::routes()),
         )
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .fallback(middleware::not_found)

@@ -124,6 +124,17 @@ prefixed_id!(
     "obj"
 );
 
+prefixed_id!(
+    /// An API key's public id (`key_`), not its secret.
+    ApiKeyId,
+    "key"
+);
+prefixed_id!(
+    /// A dataset grant on an API key (`grt_`).
+    GrantId,
+    "grt"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

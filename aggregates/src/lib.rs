@@ -2,6 +2,7 @@
 //! services aggregates ask through. No I/O lives here.
 
 pub mod access;
+pub mod api_key;
 pub mod choice;
 pub mod dataset;
 pub mod email;
@@ -15,13 +16,14 @@ pub mod text;
 pub mod user;
 
 pub use access::{Role, Scope};
+pub use api_key::ApiKey;
 pub use dataset::{
     Dataset, DatasetName, DatasetStatus, Description, MonetizationMode, PricingModel,
     SourceModality, Visibility,
 };
 pub use email::Email;
 pub use email_reservation::EmailReservation;
-pub use ids::{DatasetId, IdError, ObjectId, TenantId, UserId};
+pub use ids::{ApiKeyId, DatasetId, GrantId, IdError, ObjectId, TenantId, UserId};
 pub use money::{Price, PriceError};
 pub use object::{
     ContentType, Filename, Object, ObjectFieldError, ObjectMetadata, ObjectStatus, Sha256Hex,

@@ -2,6 +2,7 @@
 //! and every read model, each with its tables, its event handler and its queries.
 
 pub mod accounts;
+pub mod api_keys;
 pub mod datasets;
 pub mod db;
 pub mod engine;
@@ -22,5 +23,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(datasets::DatasetsProjection),
         Arc::new(datasets::EntitlementsProjection),
         Arc::new(objects::ObjectsProjection),
+        Arc::new(api_keys::ApiKeysProjection),
     ]
 }

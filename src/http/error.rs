@@ -336,6 +336,20 @@ impl From<aggregates::object::ObjectError> for AppError {
     }
 }
 
+impl From<aggregates::api_key::ApiKeyError> for AppError {
+    fn from(error: aggregates::api_key::ApiKeyError) -> Self {
+        use aggregates::api_key::ApiKeyError;
+        match error {
+            ApiKeyError::NotFound | ApiKeyError::GrantNotFound => Self::NotFound,
+            ApiKeyError::InvalidScopes => {
+                Self::field("scopes", "must be non-empty and exclude admin:*")
+            }
+            ApiKeyError::Revoked => Self::InvalidState("revoked".into()),
+            ApiKeyError::AlreadyExists => Self::internal(error),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 use crate::app::AppState;
-use crate::auth::{Principal, Sessions};
+use crate::auth::{ApiKeys, Principal, Sessions};
 use crate::http::error::AppError;
 
 /// The authenticated principal of a request.
@@ -41,11 +41,14 @@ impl FromRequestParts<AppState> for Auth {
                 }
                 token.trim().to_owned()
             }
-            (None, Some(value)) => value
-                .to_str()
-                .map_err(|_| AppError::Unauthorized)?
-                .trim()
-                .to_owned(),
+            (None, Some(value)) => {
+                let key = value.to_str().map_err(|_| AppError::Unauthorized)?.trim();
+                // X-API-Key carries API keys only.
+                if !key.starts_with("ipto_") {
+                    return Err(AppError::Unauthorized);
+                }
+                key.to_owned()
+            }
             (None, None) => return Err(AppError::Unauthorized),
         };
         let now = state.store.clock.now();
@@ -56,9 +59,14 @@ impl FromRequestParts<AppState> for Auth {
             }
             .resolve(&token, now)
             .await?
+        } else if token.starts_with("ipto_") {
+            ApiKeys {
+                db: &state.store.db,
+                key: &state.key,
+            }
+            .resolve(&token, now)
+            .await?
         } else {
-            // API keys (`ipto_…`) are issued by the API-key resource; until one exists every
-            // key is unknown.
             None
         };
         principal.map(Auth).ok_or(AppError::Unauthorized)

@@ -2,6 +2,7 @@
 //! (SQLite by default, PostgreSQL when `IPTO_TEST_DATABASE_URL` is set).
 
 mod accounts;
+mod api_keys;
 mod cli;
 mod conventions;
 mod datasets;

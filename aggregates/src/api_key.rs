@@ -1,0 +1,282 @@
+//! The API key: a credential for agents, with scopes, an access mode and dataset grants. Its secret
+//! never enters the log; only an HMAC of it is kept, outside the log.
+
+mod command;
+mod error;
+mod event;
+
+pub use command::ApiKeyCommand;
+pub use error::ApiKeyError;
+pub use event::ApiKeyEvent;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use crate::{choice, ApiKeyId, DatasetId, GrantId, Scope, TenantId};
+
+choice!(
+    /// Which datasets a key may search and download.
+    AccessMode { AllAvailable => "all_available", AllowList => "allow_list" }
+);
+
+/// What a key is, as created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyProfile {
+    pub api_key_id: ApiKeyId,
+    pub tenant_id: TenantId,
+    /// `usr_…` or `key_…` of the principal that created it.
+    pub created_by: String,
+    pub name: String,
+    /// The public 8-character prefix of the key.
+    pub key_prefix: String,
+    pub scopes: Vec<Scope>,
+    pub dataset_access_mode: AccessMode,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// API-key state, rebuilt from its events.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ApiKey {
+    profile: Option<KeyProfile>,
+    revoked_at: Option<DateTime<Utc>>,
+    grants: BTreeMap<GrantId, DatasetId>,
+}
+
+impl ApiKey {
+    /// The profile, unless never created.
+    pub fn profile(&self) -> Option<&KeyProfile> {
+        self.profile.as_ref()
+    }
+
+    /// When it was revoked, if it was.
+    pub fn revoked_at(&self) -> Option<DateTime<Utc>> {
+        self.revoked_at
+    }
+
+    /// Grant ids and their datasets.
+    pub fn grants(&self) -> &BTreeMap<GrantId, DatasetId> {
+        &self.grants
+    }
+
+    /// The grant for a dataset, if any.
+    pub fn grant_for(&self, dataset_id: &DatasetId) -> Option<&GrantId> {
+        self.grants
+            .iter()
+            .find(|(_, d)| *d == dataset_id)
+            .map(|(g, _)| g)
+    }
+}
+
+impl Aggregate for ApiKey {
+    const TYPE: &'static str = "api_key";
+    type Command = ApiKeyCommand;
+    type Event = ApiKeyEvent;
+    type Error = ApiKeyError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: ApiKeyCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), ApiKeyError> {
+        if let ApiKeyCommand::Create(profile) = command {
+            if self.profile.is_some() {
+                return Err(ApiKeyError::AlreadyExists);
+            }
+            if profile.scopes.is_empty() || profile.scopes.contains(&Scope::Admin) {
+                return Err(ApiKeyError::InvalidScopes);
+            }
+            sink.write(ApiKeyEvent::ApiKeyCreated(profile), self).await;
+            return Ok(());
+        }
+        if self.profile.is_none() {
+            return Err(ApiKeyError::NotFound);
+        }
+        let event = match command {
+            ApiKeyCommand::Create(_) => unreachable!("handled above"),
+            // Revoking again changes nothing (`revoked_at` stays).
+            ApiKeyCommand::Revoke { .. } if self.revoked_at.is_some() => return Ok(()),
+            ApiKeyCommand::Revoke { at } => ApiKeyEvent::ApiKeyRevoked { revoked_at: at },
+            ApiKeyCommand::AddGrant { .. } if self.revoked_at.is_some() => {
+                return Err(ApiKeyError::Revoked)
+            }
+            ApiKeyCommand::AddGrant { dataset_id, .. } if self.grant_for(&dataset_id).is_some() => {
+                return Ok(())
+            }
+            ApiKeyCommand::AddGrant {
+                grant_id,
+                dataset_id,
+            } => ApiKeyEvent::ApiKeyGrantAdded {
+                grant_id,
+                dataset_id,
+            },
+            ApiKeyCommand::RemoveGrant { grant_id } => match self.grants.get(&grant_id) {
+                Some(dataset_id) => ApiKeyEvent::ApiKeyGrantRemoved {
+                    grant_id,
+                    dataset_id: dataset_id.clone(),
+                },
+                None => return Err(ApiKeyError::GrantNotFound),
+            },
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: ApiKeyEvent) {
+        match event {
+            ApiKeyEvent::ApiKeyCreated(profile) => self.profile = Some(profile),
+            ApiKeyEvent::ApiKeyRevoked { revoked_at } => self.revoked_at = Some(revoked_at),
+            ApiKeyEvent::ApiKeyGrantAdded {
+                grant_id,
+                dataset_id,
+            } => {
+                self.grants.insert(grant_id, dataset_id);
+            }
+            ApiKeyEvent::ApiKeyGrantRemoved { grant_id, .. } => {
+                self.grants.remove(&grant_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+
+    type KeyTest = TestFramework<ApiKey>;
+
+    fn profile(scopes: Vec<Scope>) -> KeyProfile {
+        KeyProfile {
+            api_key_id: ApiKeyId::generate(),
+            tenant_id: TenantId::generate(),
+            created_by: "usr_x".into(),
+            name: "agent".into(),
+            key_prefix: "abcd1234".into(),
+            scopes,
+            dataset_access_mode: AccessMode::AllowList,
+            expires_at: None,
+        }
+    }
+
+    fn created() -> Vec<ApiKeyEvent> {
+        vec![ApiKeyEvent::ApiKeyCreated(profile(vec![
+            Scope::SearchQuery,
+        ]))]
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn creating_a_key_records_its_profile() {
+        let p = profile(vec![Scope::DatasetsRead]);
+        KeyTest::with(())
+            .given_no_previous_events()
+            .when(ApiKeyCommand::Create(p.clone()))
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyCreated(p)]);
+    }
+
+    #[test]
+    fn a_key_without_scopes_or_with_admin_scope_is_refused() {
+        for scopes in [vec![], vec![Scope::Admin]] {
+            KeyTest::with(())
+                .given_no_previous_events()
+                .when(ApiKeyCommand::Create(profile(scopes)))
+                .then_expect_error(ApiKeyError::InvalidScopes);
+        }
+    }
+
+    #[test]
+    fn revoking_is_recorded_once() {
+        KeyTest::with(())
+            .given(created())
+            .when(ApiKeyCommand::Revoke { at: at() })
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyRevoked { revoked_at: at() }]);
+        let mut revoked = created();
+        revoked.push(ApiKeyEvent::ApiKeyRevoked { revoked_at: at() });
+        KeyTest::with(())
+            .given(revoked)
+            .when(ApiKeyCommand::Revoke { at: at() })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_dataset_is_granted_once() {
+        let (grant_id, dataset_id) = (GrantId::generate(), DatasetId::generate());
+        KeyTest::with(())
+            .given(created())
+            .when(ApiKeyCommand::AddGrant {
+                grant_id: grant_id.clone(),
+                dataset_id: dataset_id.clone(),
+            })
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyGrantAdded {
+                grant_id: grant_id.clone(),
+                dataset_id: dataset_id.clone(),
+            }]);
+        let mut granted = created();
+        granted.push(ApiKeyEvent::ApiKeyGrantAdded {
+            grant_id,
+            dataset_id: dataset_id.clone(),
+        });
+        KeyTest::with(())
+            .given(granted)
+            .when(ApiKeyCommand::AddGrant {
+                grant_id: GrantId::generate(),
+                dataset_id,
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn granting_on_a_revoked_key_is_refused() {
+        let mut revoked = created();
+        revoked.push(ApiKeyEvent::ApiKeyRevoked { revoked_at: at() });
+        KeyTest::with(())
+            .given(revoked)
+            .when(ApiKeyCommand::AddGrant {
+                grant_id: GrantId::generate(),
+                dataset_id: DatasetId::generate(),
+            })
+            .then_expect_error(ApiKeyError::Revoked);
+    }
+
+    #[test]
+    fn removing_a_grant_names_its_dataset_and_an_unknown_grant_is_refused() {
+        let (grant_id, dataset_id) = (GrantId::generate(), DatasetId::generate());
+        let mut granted = created();
+        granted.push(ApiKeyEvent::ApiKeyGrantAdded {
+            grant_id: grant_id.clone(),
+            dataset_id: dataset_id.clone(),
+        });
+        KeyTest::with(())
+            .given(granted)
+            .when(ApiKeyCommand::RemoveGrant {
+                grant_id: grant_id.clone(),
+            })
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyGrantRemoved {
+                grant_id,
+                dataset_id,
+            }]);
+        KeyTest::with(())
+            .given(created())
+            .when(ApiKeyCommand::RemoveGrant {
+                grant_id: GrantId::generate(),
+            })
+            .then_expect_error(ApiKeyError::GrantNotFound);
+    }
+
+    #[test]
+    fn commands_on_an_unknown_key_are_not_found() {
+        KeyTest::with(())
+            .given_no_previous_events()
+            .when(ApiKeyCommand::Revoke { at: at() })
+            .then_expect_error(ApiKeyError::NotFound);
+    }
+}

@@ -1,0 +1,209 @@
+//! API keys and their dataset grants, without secrets.
+
+use aggregates::api_key::ApiKeyEvent;
+use aggregates::{timestamp, ApiKey, Scope};
+use async_trait::async_trait;
+use cqrs_es::Aggregate;
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::{Db, Projection, ProjectionError, StoredEvent};
+
+/// The `api_keys` and `api_key_grants` tables.
+pub struct ApiKeysProjection;
+
+#[async_trait]
+impl Projection for ApiKeysProjection {
+    fn name(&self) -> &'static str {
+        "api_keys"
+    }
+    fn version(&self) -> i64 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["api_keys", "api_key_grants"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type != ApiKey::TYPE {
+            return Ok(());
+        }
+        let at = &event.metadata.occurred_at;
+        let id = &event.aggregate_id;
+        let changed = match event.decode::<ApiKeyEvent>()? {
+            ApiKeyEvent::ApiKeyCreated(p) => {
+                let scopes: Vec<&str> = p.scopes.iter().map(|s| s.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO api_keys (api_key_id, tenant_id, name, key_prefix, scopes, dataset_access_mode, \
+                     created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(p.api_key_id.as_str())
+                .bind(p.tenant_id.as_str())
+                .bind(&p.name)
+                .bind(&p.key_prefix)
+                .bind(scopes.join(","))
+                .bind(p.dataset_access_mode.as_str())
+                .bind(at)
+                .bind(p.expires_at.map(timestamp::format))
+                .execute(conn)
+                .await?
+            }
+            ApiKeyEvent::ApiKeyRevoked { revoked_at } => {
+                sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE api_key_id = $2")
+                    .bind(timestamp::format(revoked_at))
+                    .bind(id)
+                    .execute(conn)
+                    .await?
+            }
+            ApiKeyEvent::ApiKeyGrantAdded { grant_id, dataset_id } => {
+                sqlx::query("INSERT INTO api_key_grants (grant_id, api_key_id, dataset_id, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(grant_id.as_str())
+                    .bind(id)
+                    .bind(dataset_id.as_str())
+                    .bind(at)
+                    .execute(conn)
+                    .await?
+            }
+            ApiKeyEvent::ApiKeyGrantRemoved { grant_id, .. } => {
+                sqlx::query("DELETE FROM api_key_grants WHERE grant_id = $1")
+                    .bind(grant_id.as_str())
+                    .execute(conn)
+                    .await?
+            }
+        };
+        if changed.rows_affected() != 1 {
+            return Err(ProjectionError::Inconsistent(format!(
+                "no api key row for {} {id}",
+                event.event_type
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A row of `api_keys`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApiKeyRow {
+    pub api_key_id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub key_prefix: String,
+    pub scopes: Vec<Scope>,
+    pub dataset_access_mode: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+impl ApiKeyRow {
+    /// `active`, `revoked` or `expired` at `now` (RFC 3339).
+    pub fn status(&self, now: &str) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.as_deref().is_some_and(|e| e <= now) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
+const KEY_SELECT: &str =
+    "SELECT k.api_key_id, k.tenant_id, k.name, k.key_prefix, k.scopes, k.dataset_access_mode, \
+     k.created_at, k.expires_at, k.revoked_at, u.last_used_at \
+     FROM api_keys k LEFT JOIN api_key_usage u ON u.api_key_id = k.api_key_id";
+
+fn key_row(row: &AnyRow) -> Result<ApiKeyRow, sqlx::Error> {
+    let scopes: String = row.try_get("scopes")?;
+    Ok(ApiKeyRow {
+        api_key_id: row.try_get("api_key_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        key_prefix: row.try_get("key_prefix")?,
+        scopes: scopes.split(',').filter_map(Scope::parse).collect(),
+        dataset_access_mode: row.try_get("dataset_access_mode")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+/// A key by id.
+pub async fn key(db: &Db, api_key_id: &str) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    let row = sqlx::query(&format!("{KEY_SELECT} WHERE k.api_key_id = $1"))
+        .bind(api_key_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.as_ref().map(key_row).transpose()
+}
+
+/// A tenant's keys, newest first; fetches `limit + 1` after `(created_at, id)`.
+pub async fn tenant_keys(
+    db: &Db,
+    tenant_id: &str,
+    after: Option<(String, String)>,
+    limit: usize,
+) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
+    let rows = sqlx::query(&format!(
+        "{KEY_SELECT} WHERE k.tenant_id = $1 AND (k.created_at < $2 OR (k.created_at = $2 AND k.api_key_id < $3)) \
+         ORDER BY k.created_at DESC, k.api_key_id DESC LIMIT $4"
+    ))
+    .bind(tenant_id)
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit as i64 + 1)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(key_row).collect()
+}
+
+/// A grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GrantRow {
+    pub grant_id: String,
+    pub api_key_id: String,
+    pub dataset_id: String,
+    pub created_at: String,
+}
+
+/// A key's grants, oldest first.
+pub async fn grants(db: &Db, api_key_id: &str) -> Result<Vec<GrantRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT grant_id, api_key_id, dataset_id, created_at FROM api_key_grants WHERE api_key_id = $1 \
+         ORDER BY created_at, grant_id",
+    )
+    .bind(api_key_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(GrantRow {
+                grant_id: r.try_get("grant_id")?,
+                api_key_id: r.try_get("api_key_id")?,
+                dataset_id: r.try_get("dataset_id")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Grants on a dataset, as `(api_key_id, grant_id)` (for the deletion cascade).
+pub async fn grants_on(db: &Db, dataset_id: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT api_key_id, grant_id FROM api_key_grants WHERE dataset_id = $1 ORDER BY grant_id",
+    )
+    .bind(dataset_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
