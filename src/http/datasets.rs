@@ -336,8 +336,10 @@ async fn remove(
             &principal.actor(),
         )
         .await?;
+    // The cleanup job reads the read model: wake it once the deletion is projected.
+    let row = reload(&state, &id).await?;
     crate::jobs::wake(&state);
-    Ok(envelope::ok(dataset_json(&reload(&state, &id).await?)))
+    Ok(envelope::ok(dataset_json(&row)))
 }
 
 fn entitlement_json(row: &read::EntitlementRow) -> Value {
