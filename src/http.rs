@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod api_keys;
+pub mod buyer;
 pub mod datasets;
 pub mod envelope;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod middleware;
 pub mod objects;
 pub mod pagination;
 pub mod storage;
+pub mod window;
 
 use axum::Router;
 
@@ -33,7 +35,8 @@ pub fn router(state: AppState) -> Router {
                 .merge(datasets::routes())
                 .merge(objects::routes())
                 .merge(admin::routes())
-                .merge(api_keys::routes()),
+                .merge(api_keys::routes())
+                .merge(buyer::routes()),
         )
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .fallback(middleware::not_found)

@@ -135,6 +135,12 @@ prefixed_id!(
     "grt"
 );
 
+prefixed_id!(
+    /// A metered access: one charged retrieval or download (`acc_`).
+    AccessId,
+    "acc"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod email;
 pub mod email_reservation;
 pub mod ids;
+pub mod metering;
 pub mod money;
 pub mod object;
 pub mod password;
@@ -23,7 +24,7 @@ pub use dataset::{
 };
 pub use email::Email;
 pub use email_reservation::EmailReservation;
-pub use ids::{ApiKeyId, DatasetId, GrantId, IdError, ObjectId, TenantId, UserId};
+pub use ids::{AccessId, ApiKeyId, DatasetId, GrantId, IdError, ObjectId, TenantId, UserId};
 pub use money::{Price, PriceError};
 pub use object::{
     ContentType, Filename, Object, ObjectFieldError, ObjectMetadata, ObjectStatus, Sha256Hex,

@@ -1,6 +1,7 @@
 //! The read side of ipto: the projector engine (ordered, checkpointed catch-up over the event log)
 //! and every read model, each with its tables, its event handler and its queries.
 
+pub mod accesses;
 pub mod accounts;
 pub mod api_keys;
 pub mod datasets;
@@ -24,5 +25,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(datasets::EntitlementsProjection),
         Arc::new(objects::ObjectsProjection),
         Arc::new(api_keys::ApiKeysProjection),
+        Arc::new(accesses::AccessesProjection),
     ]
 }

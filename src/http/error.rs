@@ -350,6 +350,12 @@ impl From<aggregates::api_key::ApiKeyError> for AppError {
     }
 }
 
+impl From<aggregates::metering::DownloadError> for AppError {
+    fn from(error: aggregates::metering::DownloadError) -> Self {
+        Self::internal(error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

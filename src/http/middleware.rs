@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -54,10 +54,6 @@ async fn handle(state: &AppState, request: Request, next: Next) -> Response {
         }
         .into_response();
     }
-    let is_command = matches!(
-        *request.method(),
-        Method::POST | Method::PATCH | Method::PUT | Method::DELETE
-    );
     let response = next.run(request).await;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED && !is_json(&response) {
         let allowed = response
@@ -73,7 +69,8 @@ async fn handle(state: &AppState, request: Request, next: Next) -> Response {
             .unwrap_or_default();
         return AppError::MethodNotAllowed(allowed).into_response();
     }
-    if is_command && response.status().is_success() {
+    // Any successful request that wrote (commands, and metered GETs such as downloads) waits.
+    if response.status().is_success() {
         if let Some(position) = REQUEST.with(|r| r.written()) {
             state.store.settle(position, READ_YOUR_WRITES_WAIT).await;
         }

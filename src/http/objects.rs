@@ -2,21 +2,24 @@
 
 use std::collections::BTreeMap;
 
+use aggregates::metering::{download_price_micros, Charge, Download, DownloadCommand};
+use aggregates::money::json_number;
 use aggregates::object::{
     ContentType, Filename, ObjectCommand, ObjectDescriptor, ObjectMetadata, ObjectStatus, Sha256Hex,
 };
-use aggregates::{DatasetId, Object, ObjectId, Scope, TenantId};
+use aggregates::{AccessId, DatasetId, Object, ObjectId, Scope, TenantId};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use chrono::Duration;
+use projections::datasets::DatasetRow;
 use projections::objects::{self as read, ObjectRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
-use crate::auth::Principal;
+use crate::auth::{Principal, PrincipalKind};
 use crate::http::datasets::{own_dataset, sort_key};
 use crate::http::envelope;
 use crate::http::error::AppError;
@@ -333,14 +336,49 @@ async fn download(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     principal.require(Scope::DatasetsRead)?;
-    // Buyers' downloads are metered; until metering exists only the owner downloads.
-    let (object, dataset_status) = own_object(&state, &principal, &id).await?;
-    if !matches!(object.status.as_str(), "staged" | "approved")
-        || dataset_status == "pending_deletion"
-    {
-        return Err(AppError::InvalidState(object.status));
-    }
+    ObjectId::parse(&id).map_err(|_| AppError::NotFound)?;
+    let object = read::object(&state.store.db, &id)
+        .await?
+        .ok_or(AppError::NotFound)?;
     let now = state.store.clock.now();
+    let (charged_micros, access_id) = if object.tenant_id == principal.tenant_id {
+        // The owner downloads staged or approved objects, free and unrecorded.
+        let (object, dataset_status) = own_object(&state, &principal, &id).await?;
+        if !matches!(object.status.as_str(), "staged" | "approved")
+            || dataset_status == "pending_deletion"
+        {
+            return Err(AppError::InvalidState(object.status));
+        }
+        (0, None)
+    } else {
+        let dataset = buyer_dataset(&state, &principal, &object).await?;
+        let access_id = AccessId::generate();
+        let charge = Charge {
+            access_id: access_id.to_string(),
+            buyer_tenant_id: TenantId::parse(&principal.tenant_id).map_err(AppError::internal)?,
+            api_key_id: match &principal.kind {
+                PrincipalKind::ApiKey { api_key_id } => Some(api_key_id.clone()),
+                PrincipalKind::User { .. } => None,
+            },
+            provider_tenant_id: TenantId::parse(&dataset.tenant_id).map_err(AppError::internal)?,
+            dataset_id: DatasetId::parse(&dataset.dataset_id).map_err(AppError::internal)?,
+            object_id: ObjectId::parse(&id).map_err(AppError::internal)?,
+            amount_micros: download_price_micros(dataset.price_micros),
+            fee_bps: state.config.platform_fee_bps,
+            occurred_at: now,
+        };
+        let amount = charge.amount_micros;
+        state
+            .store
+            .execute::<Download>(
+                access_id.as_str(),
+                DownloadCommand::Charge(charge),
+                &(),
+                &principal.actor(),
+            )
+            .await?;
+        (amount, Some(access_id.to_string()))
+    };
     let url = state
         .blobs
         .download_url(&id, now, now + DOWNLOAD_TTL)
@@ -351,8 +389,44 @@ async fn download(
         "filename": object.filename,
         "content_type": object.content_type,
         "size_bytes": object.size_bytes,
-        "charged_amount": 0,
+        "charged_amount": json_number(charged_micros),
         "currency": "USD",
-        "access_id": null,
+        "access_id": access_id,
     })))
+}
+
+/// For a buyer: the object's dataset if the object is approved, the dataset accessible (SPEC §2.8)
+/// and, for an `allow_list` key, granted. Anything else is 404.
+async fn buyer_dataset(
+    state: &AppState,
+    principal: &Principal,
+    object: &ObjectRow,
+) -> Result<DatasetRow, AppError> {
+    if object.status != "approved" {
+        return Err(AppError::NotFound);
+    }
+    let dataset = projections::datasets::dataset(&state.store.db, &object.dataset_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let entitled = projections::datasets::is_entitled(
+        &state.store.db,
+        &dataset.dataset_id,
+        &principal.tenant_id,
+    )
+    .await?;
+    if !projections::datasets::accessible(&dataset, &principal.tenant_id, entitled) {
+        return Err(AppError::NotFound);
+    }
+    if let PrincipalKind::ApiKey { api_key_id } = &principal.kind {
+        let key = projections::api_keys::key(&state.store.db, api_key_id)
+            .await?
+            .ok_or(AppError::NotFound)?;
+        if key.dataset_access_mode == "allow_list" {
+            let grants = projections::api_keys::grants(&state.store.db, api_key_id).await?;
+            if !grants.iter().any(|g| g.dataset_id == dataset.dataset_id) {
+                return Err(AppError::NotFound);
+            }
+        }
+    }
+    Ok(dataset)
 }

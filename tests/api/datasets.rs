@@ -307,6 +307,7 @@ async fn deleting_a_dataset_cascades_to_its_objects_and_then_hides_it() {
         None,
         "the blob was removed"
     );
+    settled(&app.state).await;
     let status = table(
         &app.state,
         &format!("SELECT status FROM objects WHERE object_id = '{object}'"),

@@ -7,5 +7,6 @@ mod cli;
 mod conventions;
 mod datasets;
 mod helpers;
+mod metering;
 mod objects;
 mod projections;

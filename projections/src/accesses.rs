@@ -1,0 +1,134 @@
+//! Metered accesses: every charge (downloads now, search retrievals later), for buyers' activity,
+//! spend and providers' revenue.
+
+use aggregates::metering::{Download, DownloadEvent};
+use aggregates::timestamp;
+use async_trait::async_trait;
+use cqrs_es::Aggregate;
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+
+use crate::{Db, Projection, ProjectionError, StoredEvent};
+
+/// The `accesses` table.
+pub struct AccessesProjection;
+
+#[async_trait]
+impl Projection for AccessesProjection {
+    fn name(&self) -> &'static str {
+        "accesses"
+    }
+    fn version(&self) -> i64 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["accesses"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type != Download::TYPE {
+            return Ok(());
+        }
+        let DownloadEvent::DownloadCharged(c) = event.decode()?;
+        sqlx::query(
+            "INSERT INTO accesses (access_id, kind, buyer_tenant_id, provider_tenant_id, dataset_id, object_id, \
+             api_key_id, search_activity_id, charged_micros, fee_bps, occurred_at) \
+             VALUES ($1, 'download', $2, $3, $4, $5, $6, NULL, $7, $8, $9)",
+        )
+        .bind(&c.access_id)
+        .bind(c.buyer_tenant_id.as_str())
+        .bind(c.provider_tenant_id.as_str())
+        .bind(c.dataset_id.as_str())
+        .bind(c.object_id.as_str())
+        .bind(c.api_key_id)
+        .bind(c.amount_micros)
+        .bind(i64::from(c.fee_bps))
+        .bind(timestamp::format(c.occurred_at))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// An access as buyers see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AccessRow {
+    pub access_id: String,
+    pub kind: String,
+    pub dataset_id: String,
+    pub object_id: String,
+    pub api_key_id: Option<String>,
+    pub search_activity_id: Option<String>,
+    pub charged_micros: i64,
+    pub occurred_at: String,
+}
+
+/// Filters of the buyer's access listing.
+#[derive(Clone, Debug, Default)]
+pub struct AccessFilter {
+    pub api_key_id: Option<String>,
+    pub kind: Option<String>,
+    pub dataset_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+const ACCESS_WHERE: &str = "WHERE buyer_tenant_id = $1 AND ($2 = '' OR api_key_id = $2) AND ($3 = '' OR kind = $3) \
+     AND ($4 = '' OR dataset_id = $4) AND ($5 = '' OR occurred_at >= $5) AND ($6 = '' OR occurred_at < $6)";
+
+/// A buyer tenant's accesses, newest first, and how many match in all.
+pub async fn buyer_accesses(
+    db: &Db,
+    tenant_id: &str,
+    filter: &AccessFilter,
+    after: Option<(String, String)>,
+    limit: usize,
+) -> Result<(Vec<AccessRow>, i64), sqlx::Error> {
+    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let rows = sqlx::query(&format!(
+        "SELECT access_id, kind, dataset_id, object_id, api_key_id, search_activity_id, charged_micros, occurred_at \
+         FROM accesses {ACCESS_WHERE} AND (occurred_at < $7 OR (occurred_at = $7 AND access_id < $8)) \
+         ORDER BY occurred_at DESC, access_id DESC LIMIT $9"
+    ))
+    .bind(tenant_id)
+    .bind(text(&filter.api_key_id))
+    .bind(text(&filter.kind))
+    .bind(text(&filter.dataset_id))
+    .bind(text(&filter.from))
+    .bind(text(&filter.to))
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit as i64 + 1)
+    .fetch_all(&db.pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM accesses {ACCESS_WHERE}"))
+        .bind(tenant_id)
+        .bind(text(&filter.api_key_id))
+        .bind(text(&filter.kind))
+        .bind(text(&filter.dataset_id))
+        .bind(text(&filter.from))
+        .bind(text(&filter.to))
+        .fetch_one(&db.pool)
+        .await?;
+    let items = rows
+        .iter()
+        .map(|r| {
+            Ok(AccessRow {
+                access_id: r.try_get("access_id")?,
+                kind: r.try_get("kind")?,
+                dataset_id: r.try_get("dataset_id")?,
+                object_id: r.try_get("object_id")?,
+                api_key_id: r.try_get("api_key_id")?,
+                search_activity_id: r.try_get("search_activity_id")?,
+                charged_micros: r.try_get("charged_micros")?,
+                occurred_at: r.try_get("occurred_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok((items, total))
+}

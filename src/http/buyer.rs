@@ -1,0 +1,92 @@
+//! The buyer's view of its metered use (SPEC §3.8).
+
+use aggregates::money::json_number;
+use aggregates::Scope;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use projections::accesses::{self as read, AccessFilter};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::http::datasets::sort_key;
+use crate::http::envelope;
+use crate::http::error::AppError;
+use crate::http::extract::Auth;
+use crate::http::pagination::{self, PageQuery};
+use crate::http::window;
+
+/// Routes under `/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/agent/activity/accesses", get(accesses))
+}
+
+#[derive(Deserialize)]
+struct AccessQuery {
+    api_key_id: Option<String>,
+    kind: Option<String>,
+    dataset_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
+async fn accesses(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Query(query): Query<AccessQuery>,
+) -> Result<Response, AppError> {
+    principal.require(Scope::UsageRead)?;
+    let kind = query.kind.filter(|k| !k.is_empty());
+    if kind
+        .as_deref()
+        .is_some_and(|k| k != "retrieval" && k != "download")
+    {
+        return Err(AppError::field("kind", "must be retrieval or download"));
+    }
+    let (from, to) = window::optional(query.from.as_deref(), query.to.as_deref())?;
+    let filter = AccessFilter {
+        api_key_id: query.api_key_id.filter(|k| !k.is_empty()),
+        kind,
+        dataset_id: query.dataset_id.filter(|d| !d.is_empty()),
+        from: from.map(aggregates::timestamp::format),
+        to: to.map(aggregates::timestamp::format),
+    };
+    let scope = format!(
+        "accesses?key={}&kind={}&dataset={}&from={}&to={}",
+        filter.api_key_id.as_deref().unwrap_or(""),
+        filter.kind.as_deref().unwrap_or(""),
+        filter.dataset_id.as_deref().unwrap_or(""),
+        filter.from.as_deref().unwrap_or(""),
+        filter.to.as_deref().unwrap_or(""),
+    );
+    let page = query.page.page(&state.key, &scope, 20, 100)?;
+    let after = page.after.as_ref().map(sort_key).transpose()?;
+    let (rows, total) = read::buyer_accesses(
+        &state.store.db,
+        &principal.tenant_id,
+        &filter,
+        after,
+        page.limit,
+    )
+    .await?;
+    let (rows, next) = pagination::finish(rows, &page, &state.key, &scope, |r| {
+        json!([r.occurred_at, r.access_id])
+    });
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "access_id": r.access_id, "kind": r.kind, "dataset_id": r.dataset_id, "object_id": r.object_id,
+                "api_key_id": r.api_key_id, "search_activity_id": r.search_activity_id,
+                "charged_amount": json_number(r.charged_micros), "currency": "USD", "occurred_at": r.occurred_at,
+            })
+        })
+        .collect();
+    Ok(envelope::ok(
+        json!({ "accesses": items, "total": total, "next_cursor": next }),
+    ))
+}

@@ -1,0 +1,202 @@
+//! Buyer downloads: access rules, charges and the access activity.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A seller's approved object in a dataset with these fields; returns (seller token, dataset, object).
+async fn approved(
+    app: &TestApp,
+    admin: &str,
+    fields: serde_json::Value,
+) -> (String, String, String) {
+    let (seller, _, tenant) = app.signup(&email()).await;
+    let dataset = app.dataset(&seller, fields).await;
+    let object = app.staged_object(&seller, &dataset, b"priced bytes").await;
+    app.post(
+        &format!("/v1/admin/review/objects/{tenant}/{object}/approve"),
+        Some(admin),
+        json!({}),
+    )
+    .await
+    .expect(200);
+    (seller, dataset, object)
+}
+
+#[tokio::test]
+async fn buyers_pay_ten_results_per_download_and_see_each_access() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (seller, dataset, object) = approved(
+        &app,
+        &admin,
+        json!({"visibility": "listed", "monetization_mode": "premium"}),
+    )
+    .await;
+    let (buyer, _, _) = app.signup(&email()).await;
+    let path = format!("/v1/objects/{object}/download");
+
+    let first = app.get(&path, Some(&buyer)).await.expect(200);
+    assert_eq!(first.data()["charged_amount"], json!(0.5));
+    assert_eq!(first.data()["currency"], "USD");
+    let access = first.data()["access_id"].as_str().unwrap().to_owned();
+    assert!(access.starts_with("acc_"));
+    let bytes = app
+        .client
+        .get(first.data()["download_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes.as_ref(), b"priced bytes");
+    let second = app.get(&path, Some(&buyer)).await.expect(200);
+    assert_ne!(
+        second.data()["access_id"],
+        access.as_str(),
+        "every download is charged again"
+    );
+
+    let own = app.get(&path, Some(&seller)).await.expect(200);
+    assert_eq!(own.data()["charged_amount"], json!(0));
+    assert_eq!(own.data()["access_id"], json!(null));
+
+    let listed = app
+        .get("/v1/agent/activity/accesses", Some(&buyer))
+        .await
+        .expect(200);
+    assert_eq!(listed.data()["total"], 2);
+    let first_listed = &listed.data()["accesses"][1];
+    assert_eq!(first_listed["access_id"], access.as_str());
+    assert_eq!(first_listed["kind"], "download");
+    assert_eq!(first_listed["dataset_id"], dataset.as_str());
+    assert_eq!(first_listed["charged_amount"], json!(0.5));
+    assert_eq!(first_listed["search_activity_id"], json!(null));
+    let none = app
+        .get("/v1/agent/activity/accesses?kind=retrieval", Some(&buyer))
+        .await
+        .expect(200);
+    assert_eq!(none.data()["total"], 0);
+    app.get("/v1/agent/activity/accesses?kind=other", Some(&buyer))
+        .await
+        .expect(422);
+    app.get(
+        "/v1/agent/activity/accesses?from=2026-02-02&to=2026-02-01",
+        Some(&buyer),
+    )
+    .await
+    .expect(422);
+    let sellers = app
+        .get("/v1/agent/activity/accesses", Some(&seller))
+        .await
+        .expect(200);
+    assert_eq!(
+        sellers.data()["total"],
+        0,
+        "the owner's own download is not recorded"
+    );
+
+    let charges = table(
+        &app.state,
+        "SELECT CAST(payload AS TEXT) FROM events WHERE event_type = 'DownloadCharged'",
+    )
+    .await;
+    assert_eq!(charges.len(), 2);
+    let charge: serde_json::Value = serde_json::from_str(&charges[0][0]).unwrap();
+    assert_eq!(charge["DownloadCharged"]["fee_bps"], 2000);
+    assert_eq!(charge["DownloadCharged"]["amount_micros"], 500000);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn only_approved_objects_of_accessible_datasets_can_be_bought() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (buyer, _, buyer_tenant) = app.signup(&email()).await;
+    let (_, _, private) = approved(&app, &admin, json!({})).await;
+    app.get(&format!("/v1/objects/{private}/download"), Some(&buyer))
+        .await
+        .expect(404);
+    let (seller, restricted_set, restricted) =
+        approved(&app, &admin, json!({"visibility": "restricted"})).await;
+    app.get(&format!("/v1/objects/{restricted}/download"), Some(&buyer))
+        .await
+        .expect(404);
+    app.post(
+        &format!("/v1/datasets/{restricted_set}/entitlements"),
+        Some(&seller),
+        json!({"tenant_id": buyer_tenant}),
+    )
+    .await
+    .expect(201);
+    app.get(&format!("/v1/objects/{restricted}/download"), Some(&buyer))
+        .await
+        .expect(200);
+    // A staged object of a listed dataset is not for sale.
+    let listed = app.dataset(&seller, json!({"visibility": "listed"})).await;
+    let staged = app.staged_object(&seller, &listed, b"s").await;
+    app.get(&format!("/v1/objects/{staged}/download"), Some(&buyer))
+        .await
+        .expect(404);
+    // A paused dataset is not for sale either.
+    app.patch(
+        &format!("/v1/datasets/{restricted_set}"),
+        Some(&seller),
+        json!({"status": "paused"}),
+    )
+    .await
+    .expect(200);
+    app.get(&format!("/v1/objects/{restricted}/download"), Some(&buyer))
+        .await
+        .expect(404);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn an_allow_list_key_buys_only_from_granted_datasets() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (_, dataset, object) = approved(&app, &admin, json!({"visibility": "listed"})).await;
+    let (buyer, _, _) = app.signup(&email()).await;
+    let reply = app
+        .post("/v1/api-keys", Some(&buyer), json!({"name": "agent", "scopes": ["datasets:read", "usage:read"], "dataset_access_mode": "allow_list"}))
+        .await
+        .expect(201);
+    let (key_id, key) = (
+        reply.data()["api_key_id"].as_str().unwrap().to_owned(),
+        reply.data()["key"].as_str().unwrap().to_owned(),
+    );
+    let open = app
+        .post(
+            "/v1/api-keys",
+            Some(&buyer),
+            json!({"name": "open", "scopes": ["datasets:read"]}),
+        )
+        .await
+        .expect(201);
+    let open_key = open.data()["key"].as_str().unwrap().to_owned();
+
+    let path = format!("/v1/objects/{object}/download");
+    app.get(&path, Some(&key)).await.expect(404);
+    app.get(&path, Some(&open_key)).await.expect(200);
+    app.post(
+        &format!("/v1/api-keys/{key_id}/grants"),
+        Some(&buyer),
+        json!({"dataset_id": dataset}),
+    )
+    .await
+    .expect(201);
+    let bought = app.get(&path, Some(&key)).await.expect(200);
+    assert_eq!(bought.data()["charged_amount"], json!(0.1));
+    let mine = app
+        .get(
+            &format!("/v1/agent/activity/accesses?api_key_id={key_id}"),
+            Some(&key),
+        )
+        .await
+        .expect(200);
+    assert_eq!(mine.data()["total"], 1);
+    assert_eq!(mine.data()["accesses"][0]["api_key_id"], key_id.as_str());
+    app.finish().await;
+}
