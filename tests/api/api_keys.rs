@@ -97,6 +97,10 @@ async fn a_key_is_shown_once_and_authenticates_both_ways() {
     let forged = format!("ipto_{prefix}_{}", "A".repeat(40));
     me_with_key(&app, &forged).await.expect(401);
     me_with_key(&app, "ipto_short").await.expect(401);
+    // Admin routes refuse every key.
+    app.get("/v1/admin/review/queue", Some(&full))
+        .await
+        .expect(403);
     // Session-only endpoints refuse keys.
     let logout = app
         .call(Method::POST, "/v1/auth/logout", Some(&full), None)

@@ -586,3 +586,27 @@ async fn staged_objects_past_their_review_window_are_rejected_as_review_expired(
     assert!(actor[0][0].contains("\"system\""), "{}", actor[0][0]);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn an_expired_upload_url_is_refused() {
+    let fresh = fresh().await;
+    let mut now = config(&fresh);
+    now.session_ttl_seconds = 30 * 86_400;
+    let app = spawn_with(now.clone()).await;
+    let (token, _, _) = app.signup(&email()).await;
+    let dataset_id = app.dataset(&token, json!({})).await;
+    let (id, url) = app.initiate(&token, &dataset_id, b"late").await;
+    app.stop().await;
+
+    // Two hours later the one-hour URL no longer works, and nothing is stored.
+    let mut later = now;
+    later.clock_offset_seconds = 2 * 3600;
+    let app = spawn_with(later).await;
+    let port_fixed = url.replacen(url.split("/storage/").next().unwrap(), &app.address, 1);
+    assert_eq!(
+        app.put_bytes(&port_fixed, b"late").await.expect(403).code(),
+        "forbidden"
+    );
+    assert_eq!(app.state.blobs.size(&id).await.unwrap(), None);
+    app.finish().await;
+}
