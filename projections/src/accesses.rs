@@ -132,3 +132,92 @@ pub async fn buyer_accesses(
         .collect::<Result<_, sqlx::Error>>()?;
     Ok((items, total))
 }
+
+/// Sum of a tenant's charges as buyer (`buyer_tenant_id`) or provider (`provider_tenant_id`) in
+/// `[from, to)`; open ends when empty.
+pub async fn total(
+    db: &Db,
+    side: Side,
+    tenant_id: &str,
+    from: &str,
+    to: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT CAST(COALESCE(SUM(charged_micros), 0) AS BIGINT) FROM accesses \
+         WHERE {} = $1 AND ($2 = '' OR occurred_at >= $2) AND ($3 = '' OR occurred_at < $3)",
+        side.column()
+    ))
+    .bind(tenant_id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(&db.pool)
+    .await
+}
+
+/// Which side of a charge a tenant is on.
+#[derive(Clone, Copy, Debug)]
+pub enum Side {
+    Buyer,
+    Provider,
+}
+
+impl Side {
+    fn column(self) -> &'static str {
+        match self {
+            Side::Buyer => "buyer_tenant_id",
+            Side::Provider => "provider_tenant_id",
+        }
+    }
+}
+
+/// A buyer's spend per UTC date (`YYYY-MM-DD`) in `[from, to)`, days with charges only.
+pub async fn spend_by_day(
+    db: &Db,
+    tenant_id: &str,
+    from: &str,
+    to: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT SUBSTR(occurred_at, 1, 10) AS day, CAST(SUM(charged_micros) AS BIGINT) AS amount FROM accesses \
+         WHERE buyer_tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3 \
+         GROUP BY SUBSTR(occurred_at, 1, 10) ORDER BY day",
+    )
+    .bind(tenant_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("day")?, r.try_get("amount")?)))
+        .collect()
+}
+
+/// A buyer's spend per dataset in `[from, to)`: `(dataset_id, dataset_name, amount)`, amount desc
+/// then id.
+pub async fn spend_by_dataset(
+    db: &Db,
+    tenant_id: &str,
+    from: &str,
+    to: &str,
+) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT a.dataset_id, COALESCE(MAX(d.name), '') AS dataset_name, CAST(SUM(a.charged_micros) AS BIGINT) AS amount \
+         FROM accesses a LEFT JOIN datasets d ON d.dataset_id = a.dataset_id \
+         WHERE a.buyer_tenant_id = $1 AND a.occurred_at >= $2 AND a.occurred_at < $3 \
+         GROUP BY a.dataset_id ORDER BY amount DESC, a.dataset_id",
+    )
+    .bind(tenant_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("dataset_id")?,
+                r.try_get("dataset_name")?,
+                r.try_get("amount")?,
+            ))
+        })
+        .collect()
+}

@@ -20,7 +20,9 @@ use crate::http::window;
 
 /// Routes under `/v1`.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/agent/activity/accesses", get(accesses))
+    Router::new()
+        .route("/agent/activity/accesses", get(accesses))
+        .route("/agent/spend", get(spend))
 }
 
 #[derive(Deserialize)]
@@ -89,4 +91,46 @@ async fn accesses(
     Ok(envelope::ok(
         json!({ "accesses": items, "total": total, "next_cursor": next }),
     ))
+}
+
+#[derive(Deserialize)]
+struct WindowQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn spend(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Query(query): Query<WindowQuery>,
+) -> Result<Response, AppError> {
+    principal.require(Scope::BillingRead)?;
+    let (from, to) = window::with_default(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        state.store.clock.now(),
+    )?;
+    let (from_text, to_text) = (
+        aggregates::timestamp::format(from),
+        aggregates::timestamp::format(to),
+    );
+    let db = &state.store.db;
+    let days = read::spend_by_day(db, &principal.tenant_id, &from_text, &to_text).await?;
+    let by_day: Vec<Value> = window::dates(from, to)
+        .into_iter()
+        .map(|date| {
+            let amount = days.iter().find(|(d, _)| *d == date).map_or(0, |(_, a)| *a);
+            json!({ "date": date, "amount": json_number(amount) })
+        })
+        .collect();
+    let datasets = read::spend_by_dataset(db, &principal.tenant_id, &from_text, &to_text).await?;
+    let total: i64 = days.iter().map(|(_, a)| a).sum();
+    let by_dataset: Vec<Value> = datasets
+        .iter()
+        .map(|(id, name, amount)| json!({ "dataset_id": id, "dataset_name": name, "amount": json_number(*amount) }))
+        .collect();
+    Ok(envelope::ok(json!({
+        "total_amount": json_number(total), "currency": "USD", "from": from_text, "to": to_text,
+        "by_day": by_day, "by_dataset": by_dataset,
+    })))
 }

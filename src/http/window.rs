@@ -51,9 +51,63 @@ pub fn optional(from: Option<&str>, to: Option<&str>) -> Result<Window, AppError
     Ok((from, to))
 }
 
+/// A window with the default (SPEC §1.8): `to` = start of tomorrow UTC, `from` = `to` − 30 days;
+/// at most 366 days (daily series).
+pub fn with_default(
+    from: Option<&str>,
+    to: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), AppError> {
+    let (from, to) = optional(from, to)?;
+    let tomorrow = (now.date_naive() + Duration::days(1))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
+    let to = to.unwrap_or(tomorrow);
+    let from = from.unwrap_or(to - Duration::days(30));
+    if from >= to {
+        return Err(AppError::field("from", "must be before to"));
+    }
+    if to - from > Duration::days(366) {
+        return Err(AppError::field(
+            "to",
+            "the window may span at most 366 days",
+        ));
+    }
+    Ok((from, to))
+}
+
+/// Every UTC date (`YYYY-MM-DD`) of `[from, to)`.
+pub fn dates(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
+    let mut day = from.date_naive();
+    let mut out = Vec::new();
+    while day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc() < to {
+        out.push(day.format("%Y-%m-%d").to_string());
+        day += Duration::days(1);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_window_is_the_last_30_utc_days_with_today() {
+        let now = aggregates::timestamp::parse("2026-11-29T05:00:00Z").unwrap();
+        let (from, to) = with_default(None, None, now).unwrap();
+        assert_eq!(
+            aggregates::timestamp::format(to),
+            "2026-11-30T00:00:00.000000Z"
+        );
+        assert_eq!(
+            aggregates::timestamp::format(from),
+            "2026-10-31T00:00:00.000000Z"
+        );
+        assert_eq!(dates(from, to).len(), 30);
+        assert_eq!(dates(from, to).last().unwrap(), "2026-11-29");
+        assert!(with_default(Some("2025-01-01"), Some("2026-11-01"), now).is_err());
+    }
 
     #[test]
     fn dates_cover_whole_utc_days() {

@@ -200,3 +200,92 @@ async fn an_allow_list_key_buys_only_from_granted_datasets() {
     assert_eq!(mine.data()["accesses"][0]["api_key_id"], key_id.as_str());
     app.finish().await;
 }
+
+#[tokio::test]
+async fn spend_and_revenue_add_up_across_buyer_and_provider() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (seller, dataset, object) = approved(
+        &app,
+        &admin,
+        json!({"name": "Invoices", "visibility": "listed", "price_per_result": "0.012345"}),
+    )
+    .await;
+    let (buyer, _, _) = app.signup(&email()).await;
+    for _ in 0..3 {
+        app.get(&format!("/v1/objects/{object}/download"), Some(&buyer))
+            .await
+            .expect(200);
+    }
+    let spend = app.get("/v1/agent/spend", Some(&buyer)).await.expect(200);
+    let data = spend.data();
+    assert_eq!(data["total_amount"], json!(0.37035));
+    assert_eq!(data["currency"], "USD");
+    let days = data["by_day"].as_array().unwrap();
+    assert_eq!(days.len(), 30, "the default window is the last 30 UTC days");
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert_eq!(days.last().unwrap()["date"], today.as_str());
+    assert_eq!(days.last().unwrap()["amount"], json!(0.37035));
+    assert_eq!(days[0]["amount"], json!(0));
+    assert_eq!(
+        data["by_dataset"],
+        json!([{"dataset_id": dataset, "dataset_name": "Invoices", "amount": 0.37035}])
+    );
+    assert!(data["from"]
+        .as_str()
+        .unwrap()
+        .ends_with("T00:00:00.000000Z"));
+
+    let empty = app
+        .get(
+            "/v1/agent/spend?from=2020-01-01&to=2020-01-31",
+            Some(&buyer),
+        )
+        .await
+        .expect(200);
+    assert_eq!(empty.data()["total_amount"], json!(0));
+    assert_eq!(empty.data()["by_day"].as_array().unwrap().len(), 31);
+    app.get(
+        "/v1/agent/spend?from=2020-01-01&to=2021-06-01",
+        Some(&buyer),
+    )
+    .await
+    .expect(422);
+    app.get("/v1/agent/spend?from=soon", Some(&buyer))
+        .await
+        .expect(422);
+
+    let dashboard = app
+        .get("/v1/provider/dashboard", Some(&seller))
+        .await
+        .expect(200);
+    let d = dashboard.data();
+    assert_eq!(
+        d["total_revenue"],
+        json!(0.37035),
+        "buyer spend equals provider revenue"
+    );
+    assert_eq!(d["revenue_last_30_days"], json!(0.37035));
+    assert_eq!(
+        (d["total_datasets"].as_i64(), d["total_objects"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        (
+            d["objects_approved"].as_i64(),
+            d["objects_pending_review"].as_i64(),
+            d["objects_rejected"].as_i64()
+        ),
+        (Some(1), Some(0), Some(0))
+    );
+    assert_eq!(
+        d["total_storage_bytes"].as_i64(),
+        Some(b"priced bytes".len() as i64)
+    );
+    let buyers_view = app
+        .get("/v1/provider/dashboard", Some(&buyer))
+        .await
+        .expect(200);
+    assert_eq!(buyers_view.data()["total_revenue"], json!(0));
+    app.finish().await;
+}
