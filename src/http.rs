@@ -14,6 +14,7 @@ pub mod json;
 pub mod middleware;
 pub mod objects;
 pub mod pagination;
+pub mod payouts;
 pub mod provider;
 pub mod storage;
 pub mod window;
@@ -38,7 +39,8 @@ pub fn router(state: AppState) -> Router {
                 .merge(admin::routes())
                 .merge(api_keys::routes())
                 .merge(buyer::routes())
-                .merge(provider::routes()),
+                .merge(provider::routes())
+                .merge(payouts::routes()),
         )
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .fallback(middleware::not_found)

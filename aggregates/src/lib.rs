@@ -12,6 +12,7 @@ pub mod metering;
 pub mod money;
 pub mod object;
 pub mod password;
+pub mod payout;
 pub mod tenant;
 pub mod text;
 pub mod user;

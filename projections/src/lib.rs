@@ -9,6 +9,7 @@ pub mod db;
 pub mod engine;
 pub mod log;
 pub mod objects;
+pub mod payouts;
 
 pub use db::{Db, Dialect};
 pub use engine::{Projection, ProjectionError, ProjectionStatus, ProjectorEngine};
@@ -26,5 +27,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(objects::ObjectsProjection),
         Arc::new(api_keys::ApiKeysProjection),
         Arc::new(accesses::AccessesProjection),
+        Arc::new(payouts::PayoutsProjection),
     ]
 }

@@ -289,3 +289,119 @@ async fn spend_and_revenue_add_up_across_buyer_and_provider() {
     assert_eq!(buyers_view.data()["total_revenue"], json!(0));
     app.finish().await;
 }
+
+#[tokio::test]
+async fn monthly_statements_sum_the_charges_and_are_paid_once_after_the_month() {
+    let fresh = fresh().await;
+    let mut now = config(&fresh);
+    now.session_ttl_seconds = 90 * 86_400;
+    let (app, admin) = spawn_with_admin(now.clone()).await;
+    let (seller, _, object) = approved(
+        &app,
+        &admin,
+        json!({"visibility": "listed", "monetization_mode": "premium"}),
+    )
+    .await;
+    let (buyer, _, _) = app.signup(&email()).await;
+    for _ in 0..2 {
+        app.get(&format!("/v1/objects/{object}/download"), Some(&buyer))
+            .await
+            .expect(200);
+    }
+    let payouts = app
+        .get("/v1/provider/payouts", Some(&seller))
+        .await
+        .expect(200);
+    let items = payouts.data()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1);
+    let s = &items[0];
+    assert!(s["statement_id"].as_str().unwrap().starts_with("stmt_"));
+    assert_eq!(
+        (
+            s["gross_amount"].clone(),
+            s["platform_fee"].clone(),
+            s["net_amount"].clone()
+        ),
+        (json!(1), json!(0.2), json!(0.8))
+    );
+    assert_eq!(s["line_count"], 2);
+    assert_eq!(s["status"], "open");
+    assert_eq!(s["paid_at"], json!(null));
+    let month = chrono::Utc::now()
+        .format("%Y-%m-01T00:00:00.000000Z")
+        .to_string();
+    assert_eq!(s["period_start"], month.as_str());
+    let id = s["statement_id"].as_str().unwrap().to_owned();
+    let none = app
+        .get("/v1/provider/payouts", Some(&buyer))
+        .await
+        .expect(200);
+    assert!(none.data()["items"].as_array().unwrap().is_empty());
+
+    let mark = format!("/v1/admin/payouts/{id}/mark-paid");
+    assert_eq!(
+        app.post(&mark, Some(&admin), json!({}))
+            .await
+            .expect(409)
+            .code(),
+        "invalid_state"
+    );
+    app.post(&mark, Some(&seller), json!({})).await.expect(403);
+    app.post(
+        "/v1/admin/payouts/stmt_00000000000000000000000000/mark-paid",
+        Some(&admin),
+        json!({}),
+    )
+    .await
+    .expect(404);
+
+    // The statement id and amounts survive a rebuild of the read model.
+    let payouts_projection = app.state.store.engine.projection("payouts").unwrap();
+    app.state
+        .store
+        .engine
+        .rebuild(payouts_projection.as_ref(), |_, _| {})
+        .await
+        .unwrap();
+    let rebuilt = app
+        .get("/v1/provider/payouts", Some(&seller))
+        .await
+        .expect(200);
+    assert_eq!(rebuilt.data()["items"][0], items[0]);
+    app.stop().await;
+
+    // Forty days later the month is over: pending, then paid once.
+    let mut later = now;
+    later.clock_offset_seconds = 40 * 86_400;
+    let (app, admin) = spawn_with_admin(later).await;
+    let pending = app
+        .get("/v1/admin/payouts?status=pending", Some(&admin))
+        .await
+        .expect(200);
+    assert_eq!(pending.data()["items"][0]["statement_id"], id.as_str());
+    assert_eq!(pending.data()["items"][0]["tenant_name"], "Test Tenant");
+    let paid = app.post(&mark, Some(&admin), json!({})).await.expect(200);
+    assert_eq!(paid.data()["status"], "paid");
+    assert!(paid.data()["paid_at"].is_string());
+    assert_eq!(
+        app.post(&mark, Some(&admin), json!({}))
+            .await
+            .expect(409)
+            .code(),
+        "invalid_state"
+    );
+    let listed = app
+        .get("/v1/admin/payouts?status=paid", Some(&admin))
+        .await
+        .expect(200);
+    assert_eq!(listed.data()["items"].as_array().unwrap().len(), 1);
+    let open = app
+        .get("/v1/admin/payouts?status=open", Some(&admin))
+        .await
+        .expect(200);
+    assert!(open.data()["items"].as_array().unwrap().is_empty());
+    app.get("/v1/admin/payouts?status=late", Some(&admin))
+        .await
+        .expect(422);
+    app.finish().await;
+}

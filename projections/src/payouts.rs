@@ -1,0 +1,186 @@
+//! Payout statements: each charge lands in its provider's statement for the UTC month of the
+//! charge; an admin's `PayoutStatementPaid` sets `paid_at`.
+
+use aggregates::metering::{Download, DownloadEvent};
+use aggregates::payout::{fee_micros, month_of, statement_id, PayoutEvent, PayoutStatement};
+use aggregates::timestamp;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use serde::Serialize;
+use sha2::Digest;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::{Db, Projection, ProjectionError, StoredEvent};
+
+/// The statement id of a provider's month (stable across rebuilds).
+pub fn statement_for(tenant_id: &str, at: DateTime<Utc>) -> (String, DateTime<Utc>, DateTime<Utc>) {
+    let (start, end) = month_of(at);
+    let id = statement_id(tenant_id, start, |bytes| sha2::Sha256::digest(bytes).into());
+    (id, start, end)
+}
+
+/// The `payout_statements` table.
+pub struct PayoutsProjection;
+
+#[async_trait]
+impl Projection for PayoutsProjection {
+    fn name(&self) -> &'static str {
+        "payouts"
+    }
+    fn version(&self) -> i64 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["payout_statements"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type == Download::TYPE {
+            let DownloadEvent::DownloadCharged(c) = event.decode()?;
+            let (id, start, end) = statement_for(c.provider_tenant_id.as_str(), c.occurred_at);
+            sqlx::query(
+                "INSERT INTO payout_statements (statement_id, tenant_id, period_start, period_end, gross_micros, \
+                 fee_basis, line_count) VALUES ($1, $2, $3, $4, $5, $6, 1) \
+                 ON CONFLICT (statement_id) DO UPDATE SET gross_micros = payout_statements.gross_micros + excluded.gross_micros, \
+                 fee_basis = payout_statements.fee_basis + excluded.fee_basis, line_count = payout_statements.line_count + 1",
+            )
+            .bind(&id)
+            .bind(c.provider_tenant_id.as_str())
+            .bind(timestamp::format(start))
+            .bind(timestamp::format(end))
+            .bind(c.amount_micros)
+            .bind(c.amount_micros * i64::from(c.fee_bps))
+            .execute(conn)
+            .await?;
+        } else if event.aggregate_type == PayoutStatement::TYPE {
+            let PayoutEvent::PayoutStatementPaid { paid_at } = event.decode()?;
+            let changed =
+                sqlx::query("UPDATE payout_statements SET paid_at = $1 WHERE statement_id = $2")
+                    .bind(timestamp::format(paid_at))
+                    .bind(&event.aggregate_id)
+                    .execute(conn)
+                    .await?;
+            if changed.rows_affected() != 1 {
+                return Err(ProjectionError::Inconsistent(format!(
+                    "no statement {}",
+                    event.aggregate_id
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A statement as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatementRow {
+    pub statement_id: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub period_start: String,
+    pub period_end: String,
+    pub gross_micros: i64,
+    pub fee_micros: i64,
+    pub line_count: i64,
+    pub paid_at: Option<String>,
+}
+
+impl StatementRow {
+    /// `open` until the period ends, then `pending`, then `paid`.
+    pub fn status(&self, now: &str) -> &'static str {
+        if self.paid_at.is_some() {
+            "paid"
+        } else if now < self.period_end.as_str() {
+            "open"
+        } else {
+            "pending"
+        }
+    }
+}
+
+const STATEMENT_SELECT: &str =
+    "SELECT s.statement_id, s.tenant_id, COALESCE(t.name, '') AS tenant_name, s.period_start, \
+     s.period_end, s.gross_micros, s.fee_basis, s.line_count, s.paid_at \
+     FROM payout_statements s LEFT JOIN tenants t ON t.tenant_id = s.tenant_id";
+
+fn statement_row(row: &AnyRow) -> Result<StatementRow, sqlx::Error> {
+    Ok(StatementRow {
+        statement_id: row.try_get("statement_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        tenant_name: row.try_get("tenant_name")?,
+        period_start: row.try_get("period_start")?,
+        period_end: row.try_get("period_end")?,
+        gross_micros: row.try_get("gross_micros")?,
+        fee_micros: fee_micros(row.try_get("fee_basis")?),
+        line_count: row.try_get("line_count")?,
+        paid_at: row.try_get("paid_at")?,
+    })
+}
+
+/// One statement.
+pub async fn statement(db: &Db, statement_id: &str) -> Result<Option<StatementRow>, sqlx::Error> {
+    let row = sqlx::query(&format!("{STATEMENT_SELECT} WHERE s.statement_id = $1"))
+        .bind(statement_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.as_ref().map(statement_row).transpose()
+}
+
+/// Statements, newest period first (ties by id), optionally one tenant's; `after` is the previous
+/// page's last `(period_start, statement_id)`. Fetches `limit + 1` rows. Status filters apply after.
+pub async fn statements(
+    db: &Db,
+    tenant_id: Option<&str>,
+    after: Option<(String, String)>,
+    limit: usize,
+) -> Result<Vec<StatementRow>, sqlx::Error> {
+    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
+    let rows = sqlx::query(&format!(
+        "{STATEMENT_SELECT} WHERE ($1 = '' OR s.tenant_id = $1) \
+         AND (s.period_start < $2 OR (s.period_start = $2 AND s.statement_id < $3)) \
+         ORDER BY s.period_start DESC, s.statement_id DESC LIMIT $4"
+    ))
+    .bind(tenant_id.unwrap_or(""))
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit as i64 + 1)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(statement_row).collect()
+}
+
+/// Statements in a status at `now` (for the admin's filter), same order and paging.
+pub async fn statements_in_status(
+    db: &Db,
+    tenant_id: Option<&str>,
+    status: &str,
+    now: &str,
+    after: Option<(String, String)>,
+    limit: usize,
+) -> Result<Vec<StatementRow>, sqlx::Error> {
+    let condition = match status {
+        "paid" => "s.paid_at IS NOT NULL",
+        "open" => "s.paid_at IS NULL AND s.period_end > $5",
+        _ => "s.paid_at IS NULL AND s.period_end <= $5",
+    };
+    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
+    let rows = sqlx::query(&format!(
+        "{STATEMENT_SELECT} WHERE ($1 = '' OR s.tenant_id = $1) AND ($5 = $5) AND {condition} \
+         AND (s.period_start < $2 OR (s.period_start = $2 AND s.statement_id < $3)) \
+         ORDER BY s.period_start DESC, s.statement_id DESC LIMIT $4"
+    ))
+    .bind(tenant_id.unwrap_or(""))
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit as i64 + 1)
+    .bind(now)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(statement_row).collect()
+}
