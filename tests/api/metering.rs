@@ -405,3 +405,168 @@ async fn monthly_statements_sum_the_charges_and_are_paid_once_after_the_month() 
         .expect(422);
     app.finish().await;
 }
+
+mod money_invariants {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use crate::helpers::*;
+
+    /// Sums of the raw `DownloadCharged` events: per buyer, per provider, and the fee basis per provider.
+    async fn from_the_log(
+        app: &TestApp,
+    ) -> (
+        BTreeMap<String, i64>,
+        BTreeMap<String, i64>,
+        BTreeMap<String, i64>,
+    ) {
+        let rows = table(
+            &app.state,
+            "SELECT CAST(payload AS TEXT) FROM events WHERE event_type = 'DownloadCharged'",
+        )
+        .await;
+        let (mut buyers, mut providers, mut fees) =
+            (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        for row in rows {
+            let charge: serde_json::Value = serde_json::from_str(&row[0]).unwrap();
+            let c = &charge["DownloadCharged"];
+            let amount = c["amount_micros"].as_i64().unwrap();
+            *buyers
+                .entry(c["buyer_tenant_id"].as_str().unwrap().to_owned())
+                .or_insert(0) += amount;
+            let provider = c["provider_tenant_id"].as_str().unwrap().to_owned();
+            *providers.entry(provider.clone()).or_insert(0) += amount;
+            *fees.entry(provider).or_insert(0) += amount * c["fee_bps"].as_i64().unwrap();
+        }
+        (buyers, providers, fees)
+    }
+
+    fn micros(value: &serde_json::Value) -> i64 {
+        let text = value.to_string();
+        aggregates::Price::parse(&text)
+            .map(|p| p.micros())
+            .unwrap_or_else(|_| panic!("not an amount: {text}"))
+    }
+
+    /// What the API reports: per tenant (spend, revenue, Σ statement gross, Σ statement fee).
+    async fn reported(
+        app: &TestApp,
+        tokens: &[(String, String)],
+    ) -> BTreeMap<String, (i64, i64, i64, i64)> {
+        let mut out = BTreeMap::new();
+        for (token, tenant) in tokens {
+            let spend = app
+                .get("/v1/agent/spend?from=2000-01-01&to=2000-12-31", Some(token))
+                .await
+                .expect(200);
+            assert_eq!(micros(&spend.data()["total_amount"]), 0);
+            let today = chrono::Utc::now().date_naive();
+            let from = (today - chrono::Duration::days(3)).format("%Y-%m-%d");
+            let spend = app
+                .get(
+                    &format!("/v1/agent/spend?from={from}&to={today}"),
+                    Some(token),
+                )
+                .await
+                .expect(200);
+            let days: i64 = spend.data()["by_day"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| micros(&d["amount"]))
+                .sum();
+            let datasets: i64 = spend.data()["by_dataset"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| micros(&d["amount"]))
+                .sum();
+            let total = micros(&spend.data()["total_amount"]);
+            assert_eq!(
+                (days, datasets),
+                (total, total),
+                "by_day and by_dataset add up to the total"
+            );
+            let revenue = micros(
+                &app.get("/v1/provider/dashboard", Some(token))
+                    .await
+                    .expect(200)
+                    .data()["total_revenue"],
+            );
+            let statements = app
+                .get("/v1/provider/payouts?limit=100", Some(token))
+                .await
+                .expect(200);
+            let (mut gross, mut fee) = (0, 0);
+            for s in statements.data()["items"].as_array().unwrap() {
+                let (g, f, n) = (
+                    micros(&s["gross_amount"]),
+                    micros(&s["platform_fee"]),
+                    micros(&s["net_amount"]),
+                );
+                assert_eq!(n, g - f, "net = gross - fee");
+                gross += g;
+                fee += f;
+            }
+            out.insert(tenant.clone(), (total, revenue, gross, fee));
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3, ..ProptestConfig::default() })]
+
+        #[test]
+        fn spend_revenue_and_statements_agree_with_the_log_and_survive_rebuilds(
+            prices in prop::collection::vec(0u32..2_000_000, 1..4),
+            downloads in prop::collection::vec((0usize..3, 0usize..4), 1..12),
+        ) {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let fresh = fresh().await;
+                let (app, admin) = spawn_with_admin(config(&fresh)).await;
+                let mut tenants = Vec::new();
+                for _ in 0..3 {
+                    let (token, _, tenant) = app.signup(&email()).await;
+                    tenants.push((token, tenant));
+                }
+                // Each price becomes a listed dataset of tenant i % 3 with one approved object.
+                let mut objects = Vec::new();
+                for (i, price) in prices.iter().enumerate() {
+                    let (token, tenant) = &tenants[i % 3];
+                    let price = aggregates::money::format_micros(i64::from(*price));
+                    let dataset = app.dataset(token, json!({"visibility": "listed", "price_per_result": price})).await;
+                    let object = app.staged_object(token, &dataset, b"x").await;
+                    app.post(&format!("/v1/admin/review/objects/{tenant}/{object}/approve"), Some(&admin), json!({})).await.expect(200);
+                    objects.push(object);
+                }
+                for (buyer, object) in &downloads {
+                    let object = &objects[object % objects.len()];
+                    app.get(&format!("/v1/objects/{object}/download"), Some(&tenants[*buyer].0)).await.expect(200);
+                }
+                let (buyers, providers, fees) = from_the_log(&app).await;
+                let report = reported(&app, &tenants).await;
+                let mut spend_total = 0;
+                let mut revenue_total = 0;
+                for (tenant, (spend, revenue, gross, fee)) in &report {
+                    assert_eq!(*spend, *buyers.get(tenant).unwrap_or(&0), "spend = log");
+                    assert_eq!(*revenue, *providers.get(tenant).unwrap_or(&0), "revenue = log");
+                    assert_eq!(*gross, *revenue, "statements = revenue");
+                    // One month here, so the statement fee is round6 of the whole basis.
+                    assert_eq!(*fee, aggregates::payout::fee_micros(*fees.get(tenant).unwrap_or(&0)));
+                    spend_total += spend;
+                    revenue_total += revenue;
+                }
+                assert_eq!(spend_total, revenue_total, "all spend = all revenue");
+
+                for projection in app.state.store.engine.projections().into_iter().filter(|p| !p.is_reactor()) {
+                    app.state.store.engine.rebuild(projection.as_ref(), |_, _| {}).await.unwrap();
+                }
+                assert_eq!(reported(&app, &tenants).await, report, "figures survive a rebuild");
+                app.finish().await;
+            });
+        }
+    }
+}
