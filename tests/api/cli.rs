@@ -40,17 +40,31 @@ struct Server {
 
 impl Server {
     async fn start(fresh: &Fresh) -> Self {
+        Self::start_logging(fresh, None).await
+    }
+
+    /// Starts the server; with `log`, its stderr goes to that file at debug level.
+    async fn start_logging(fresh: &Fresh, log: Option<&std::path::Path>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = ipto(fresh, &["serve"])
+        let mut command = ipto(fresh, &["serve"]);
+        command
             .env("IPTO_BIND", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        match log {
+            Some(path) => {
+                command
+                    .env("IPTO_LOG", "debug")
+                    .stderr(std::fs::File::create(path).unwrap());
+            }
+            None => {
+                command.stderr(Stdio::null());
+            }
+        }
+        let child = command.spawn().unwrap();
         let server = Self {
             child,
             address: format!("http://127.0.0.1:{port}"),
@@ -390,4 +404,87 @@ async fn a_server_killed_while_writing_catches_up_exactly_after_restart() {
         .status
         .success());
     assert_eq!(read_models(&state).await, live);
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_log() {
+    let fresh = fresh().await;
+    let log = fresh.data_dir.join("server.log");
+    let server = Server::start_logging(&fresh, Some(&log)).await;
+    let password = "unique password 7f3a";
+    let signup = server
+        .post("/v1/auth/signup", json!({"email": "logs@example.com", "password": password, "display_name": "L", "tenant_name": "L"}))
+        .await
+        .unwrap()
+        .expect(201);
+    let token = signup.data()["session_token"].as_str().unwrap().to_owned();
+    let login = server
+        .post(
+            "/v1/auth/login",
+            json!({"email": "logs@example.com", "password": password}),
+        )
+        .await
+        .unwrap()
+        .expect(200);
+    let second = login.data()["session_token"].as_str().unwrap().to_owned();
+    server
+        .post(
+            "/v1/auth/login",
+            json!({"email": "logs@example.com", "password": "wrong password 9"}),
+        )
+        .await
+        .unwrap()
+        .expect(401);
+    let created = reply(
+        server
+            .client
+            .post(format!("{}/v1/api-keys", server.address))
+            .bearer_auth(&token)
+            .json(&json!({"name": "k", "scopes": ["datasets:read"]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .expect(201);
+    let key = created.data()["key"].as_str().unwrap().to_owned();
+    reply(
+        server
+            .client
+            .get(format!("{}/v1/me", server.address))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .expect(200);
+    reply(
+        server
+            .client
+            .post(format!("{}/v1/auth/logout", server.address))
+            .bearer_auth(&second)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .expect(200);
+    server.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("served"), "the log was captured");
+    let secret = key.rsplit('_').next().unwrap();
+    for needle in [
+        password,
+        "wrong password 9",
+        token.as_str(),
+        second.as_str(),
+        key.as_str(),
+        secret,
+    ] {
+        assert!(
+            !text.contains(needle),
+            "the log contains a secret: {needle}"
+        );
+    }
 }
