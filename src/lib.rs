@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod signing;
 pub mod store;
 

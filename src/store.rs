@@ -265,6 +265,7 @@ pub struct Store {
     pub db: Db,
     pub engine: ProjectorEngine,
     pub clock: Clock,
+    pub metrics: Arc<crate::metrics::Metrics>,
     logs: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
 }
 
@@ -276,6 +277,7 @@ impl Store {
             db,
             engine,
             clock,
+            metrics: Arc::default(),
             logs: Arc::default(),
         }
     }
@@ -304,6 +306,30 @@ impl Store {
     /// optimistic lock reloads the aggregate and decides again (the aggregate re-checks every
     /// rule), up to three times.
     pub async fn execute<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        services: &A::Services,
+        actor: &Actor,
+    ) -> Result<Committed<A>, CommandError<A::Error>>
+    where
+        A: Aggregate + 'static,
+        A::Command: Clone,
+    {
+        let outcome = self
+            .decide_and_append::<A>(id, command, services, actor)
+            .await;
+        let (label, events) = match &outcome {
+            Ok(committed) => ("ok", committed.events.len()),
+            Err(CommandError::Rejected(_)) => ("rejected", 0),
+            Err(CommandError::Conflict) => ("conflict", 0),
+            Err(_) => ("error", 0),
+        };
+        self.metrics.command(A::TYPE, label, events);
+        outcome
+    }
+
+    async fn decide_and_append<A>(
         &self,
         id: &str,
         command: A::Command,

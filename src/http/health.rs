@@ -18,7 +18,9 @@ pub const LAG_THRESHOLD: i64 = 1000;
 
 /// Routes outside `/v1`.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
 }
 
 #[derive(Serialize)]
@@ -72,4 +74,26 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
         store: state.store.db.dialect.as_str(),
         projections,
     })
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<axum::response::Response, AppError> {
+    use axum::response::IntoResponse;
+    let head = projections::log::head(&state.store.db).await?;
+    let positions: Vec<(String, i64)> = state
+        .store
+        .engine
+        .statuses()
+        .await?
+        .into_iter()
+        .map(|s| (s.name, s.position))
+        .collect();
+    let body = state.store.metrics.render(head, &positions);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response())
 }

@@ -29,11 +29,13 @@ pub async fn conventions(State(state): State<AppState>, request: Request, next: 
     REQUEST
         .scope(scope, async move {
             let started = std::time::Instant::now();
+            let method = request.method().to_string();
             let mut response = handle(&state, request, next).await;
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert("x-request-id", value);
             }
             let route = REQUEST.with(|r| r.route()).unwrap_or_else(|| "unmatched".into());
+            state.store.metrics.request(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
             tracing::info!(%route, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "served");
             response
         })

@@ -161,3 +161,34 @@ async fn a_chunked_body_over_one_mebibyte_is_413() {
     assert_eq!(reply.code(), "payload_too_large");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_text() {
+    let app = spawn_app().await;
+    app.signup(&email()).await;
+    app.get("/v1/me", None).await.expect(401);
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4"
+    );
+    let text = response.text().await.unwrap();
+    for line in [
+        "ipto_http_requests_total{method=\"POST\",route=\"/v1/auth/signup\",status=\"201\"} 1",
+        "ipto_http_requests_total{method=\"GET\",route=\"/v1/me\",status=\"401\"} 1",
+        "ipto_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/auth/signup\"} 1",
+        "ipto_commands_total{aggregate=\"email_reservation\",outcome=\"ok\"} 1",
+        "ipto_projection_lag_events{projection=\"users\"} 0",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    assert!(text.contains("ipto_events_appended_total "));
+    assert!(text.contains("ipto_event_log_head 3"));
+    app.finish().await;
+}
