@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod json;
 pub mod middleware;
 pub mod objects;
@@ -43,6 +44,10 @@ pub fn router(state: AppState) -> Router {
                 .merge(payouts::routes()),
         )
         .route_layer(axum::middleware::from_fn(middleware::record_route))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
         .fallback(middleware::not_found)
         .with_state(state.clone());
     Router::new()

@@ -31,7 +31,9 @@ pub async fn conventions(State(state): State<AppState>, request: Request, next: 
             let started = std::time::Instant::now();
             let method = request.method().to_string();
             let mut response = handle(&state, request, next).await;
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
+            // A replayed response keeps the request id it was first answered with.
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            if let (false, Ok(value)) = (replayed, HeaderValue::from_str(&request_id)) {
                 response.headers_mut().insert("x-request-id", value);
             }
             let route = REQUEST.with(|r| r.route()).unwrap_or_else(|| "unmatched".into());

@@ -192,3 +192,100 @@ async fn metrics_are_served_in_prometheus_text() {
     assert!(text.contains("ipto_event_log_head 3"));
     app.finish().await;
 }
+
+async fn post_with_key(app: &TestApp, token: &str, key: &str, body: serde_json::Value) -> Reply {
+    let response = app
+        .client
+        .post(format!("{}/v1/datasets", app.address))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    reply(response).await
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer_and_executes_nothing_again() {
+    let app = spawn_app().await;
+    let (token, _, _) = app.signup(&email()).await;
+    let first = post_with_key(
+        &app,
+        &token,
+        "create-1",
+        json!({"name": "Once", "visibility": "listed"}),
+    )
+    .await
+    .expect(201);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    // Key order and whitespace do not matter.
+    let again = post_with_key(
+        &app,
+        &token,
+        "create-1",
+        json!({"visibility": "listed", "name": "Once"}),
+    )
+    .await
+    .expect(201);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(
+        again.body, first.body,
+        "replayed unchanged, request id included"
+    );
+    assert_eq!(
+        again.headers["x-request-id"],
+        first.body["request_id"].as_str().unwrap()
+    );
+    let created = table(
+        &app.state,
+        "SELECT COUNT(*) FROM events WHERE event_type = 'DatasetCreated'",
+    )
+    .await;
+    assert_eq!(created[0][0], "1");
+
+    let reused = post_with_key(&app, &token, "create-1", json!({"name": "Other"}))
+        .await
+        .expect(409);
+    assert_eq!(reused.code(), "idempotency_key_reused");
+    // Another credential has its own keys.
+    let (other, _, _) = app.signup(&email()).await;
+    post_with_key(&app, &other, "create-1", json!({"name": "Theirs"}))
+        .await
+        .expect(201);
+    // A 422 is not saved: the key stays usable.
+    post_with_key(&app, &token, "create-2", json!({"name": ""}))
+        .await
+        .expect(422);
+    post_with_key(&app, &token, "create-2", json!({"name": "Fixed"}))
+        .await
+        .expect(201);
+    // A malformed key is 400.
+    post_with_key(&app, &token, &"x".repeat(256), json!({"name": "n"}))
+        .await
+        .expect(400);
+    post_with_key(&app, &token, "tab\tkey", json!({"name": "n"}))
+        .await
+        .expect(400);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_key_whose_first_request_still_runs_is_409_in_progress() {
+    let app = spawn_app().await;
+    let (token, _, _) = app.signup(&email()).await;
+    let first = post_with_key(&app, &token, "busy", json!({"name": "A"}))
+        .await
+        .expect(201);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    // Simulate a first request that has not finished: the record is back in progress.
+    sqlx::query("UPDATE idempotency_keys SET state = 'in_progress' WHERE idem_key = 'busy'")
+        .execute(&app.state.store.db.pool)
+        .await
+        .unwrap();
+    let busy = post_with_key(&app, &token, "busy", json!({"name": "A"}))
+        .await
+        .expect(409);
+    assert_eq!(busy.code(), "idempotency_key_in_progress");
+    app.finish().await;
+}

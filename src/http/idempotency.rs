@@ -1,0 +1,167 @@
+//! `Idempotency-Key` on authenticated POSTs (SPEC §1.9). The first request with a key runs and, if
+//! it ends 2xx, 404 or 409, its status and body are saved; a repeat with the same method, path and
+//! JSON-equal body replays them with `Idempotent-Replayed: true` and executes nothing. Another
+//! request under the same key is 409 `idempotency_key_reused`; a repeat while the first still runs
+//! is 409 `idempotency_key_in_progress`. Records live in the database (restarts, several
+//! instances), scoped per credential, for 24 hours.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sqlx::Row;
+
+use crate::app::AppState;
+use crate::http::error::AppError;
+use crate::http::json::MAX_BODY_BYTES;
+
+/// How long a key is remembered.
+const RETENTION_HOURS: i64 = 24;
+
+/// The middleware.
+pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let applies = request.method() == Method::POST
+        && path.starts_with("/v1/")
+        && path != "/v1/auth/signup"
+        && path != "/v1/auth/login";
+    let Some(raw_key) = request.headers().get("idempotency-key").cloned() else {
+        return next.run(request).await;
+    };
+    if !applies {
+        return next.run(request).await;
+    }
+    match run(&state, raw_key, path, request, next).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn run(
+    state: &AppState,
+    raw_key: HeaderValue,
+    path: String,
+    request: Request,
+    next: Next,
+) -> Result<Response, Response> {
+    let key = raw_key
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        .ok_or_else(|| {
+            AppError::bad_request("Idempotency-Key must be 1 to 255 printable ASCII characters.")
+                .into_response()
+        })?
+        .to_owned();
+    let credential = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .or_else(|| request.headers().get("x-api-key"))
+        .map(|v| v.as_bytes().to_vec());
+    // Without a credential the request is refused anyway (401), and nothing is saved.
+    let Some(credential) = credential else {
+        return Ok(next.run(request).await);
+    };
+    let scope = state.key.hmac_hex(&credential);
+    let (parts, body) = request.into_parts();
+    let bytes = to_bytes(body, MAX_BODY_BYTES as usize).await.map_err(|_| {
+        AppError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        }
+        .into_response()
+    })?;
+    let canonical = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+    let request_hash = state
+        .key
+        .hmac_hex(format!("POST\n{path}\n{canonical}").as_bytes());
+    let db = &state.store.db;
+    let now = state.store.clock.now();
+    let expired = aggregates::timestamp::format(now - chrono::Duration::hours(RETENTION_HOURS));
+    let internal = |e: sqlx::Error| AppError::from(e).into_response();
+
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND created_at < $3",
+    )
+    .bind(&scope)
+    .bind(&key)
+    .bind(&expired)
+    .execute(&db.pool)
+    .await
+    .map_err(internal)?;
+    let reserved = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, created_at) \
+         VALUES ($1, $2, $3, 'in_progress', $4) ON CONFLICT (scope, idem_key) DO NOTHING",
+    )
+    .bind(&scope)
+    .bind(&key)
+    .bind(&request_hash)
+    .bind(aggregates::timestamp::format(now))
+    .execute(&db.pool)
+    .await
+    .map_err(internal)?;
+    if reserved.rows_affected() == 0 {
+        let row = sqlx::query("SELECT request_hash, state, status, headers, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
+            .bind(&scope)
+            .bind(&key)
+            .fetch_one(&db.pool)
+            .await
+            .map_err(internal)?;
+        let stored_hash: String = row.try_get("request_hash").map_err(internal)?;
+        if stored_hash != request_hash {
+            return Err(AppError::IdempotencyKeyReused.into_response());
+        }
+        if row.try_get::<String, _>("state").map_err(internal)? != "done" {
+            return Err(AppError::IdempotencyKeyInProgress.into_response());
+        }
+        let status: i64 = row.try_get("status").map_err(internal)?;
+        let request_id: Option<String> = row.try_get("headers").map_err(internal)?;
+        let body: Option<String> = row.try_get("body").map_err(internal)?;
+        let mut response = Response::builder()
+            .status(StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotent-replayed", "true");
+        if let Some(id) = request_id {
+            response = response.header("x-request-id", id);
+        }
+        return response
+            .body(Body::from(body.unwrap_or_default()))
+            .map_err(|e| AppError::internal(e).into_response());
+    }
+
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let status = response.status();
+    let keep =
+        status.is_success() || status == StatusCode::NOT_FOUND || status == StatusCode::CONFLICT;
+    if !keep {
+        let _ = sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
+            .bind(&scope)
+            .bind(&key)
+            .execute(&db.pool)
+            .await;
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| AppError::internal(e).into_response())?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let request_id = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["request_id"].as_str().map(str::to_owned));
+    sqlx::query(
+        "UPDATE idempotency_keys SET state = 'done', status = $1, headers = $2, body = $3 WHERE scope = $4 AND idem_key = $5",
+    )
+    .bind(i64::from(status.as_u16()))
+    .bind(request_id)
+    .bind(&text)
+    .bind(&scope)
+    .bind(&key)
+    .execute(&db.pool)
+    .await
+    .map_err(internal)?;
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
