@@ -27,6 +27,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Wakes the background jobs.
     pub jobs: Arc<watch::Sender<u64>>,
+    /// Request counters of this instance.
+    pub limits: Arc<crate::ratelimit::RateLimiter>,
 }
 
 /// Why the service could not start.
@@ -129,6 +131,7 @@ impl Application {
             blobs,
             config: Arc::new(config),
             jobs: Arc::new(watch::channel(0).0),
+            limits: Arc::default(),
         };
         if let Some(email) = &state.config.bootstrap_admin_email {
             let accounts = Accounts {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod ratelimit;
 pub mod signing;
 pub mod store;
 

@@ -218,6 +218,8 @@ tokio::task_local! {
 #[derive(Debug, Default)]
 pub struct RequestScope {
     pub request_id: String,
+    /// The rate-limit bucket that applied, for the `RateLimit` headers.
+    pub quota: Mutex<Option<crate::ratelimit::Quota>>,
     written: Mutex<Option<LogPosition>>,
     route: Mutex<Option<String>>,
 }
@@ -227,6 +229,7 @@ impl RequestScope {
     pub fn new(request_id: String) -> Self {
         Self {
             request_id,
+            quota: Mutex::new(None),
             written: Mutex::new(None),
             route: Mutex::new(None),
         }

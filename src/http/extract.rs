@@ -69,6 +69,19 @@ impl FromRequestParts<AppState> for Auth {
         } else {
             None
         };
-        principal.map(Auth).ok_or(AppError::Unauthorized)
+        let principal = principal.ok_or(AppError::Unauthorized)?;
+        // The per-credential bucket (SPEC §1.10), after credential validity and before scopes.
+        let quota = state.limits.take(
+            &format!("credential:{}", state.key.hmac_hex(token.as_bytes())),
+            state.config.rate_limit_per_minute,
+            now,
+        );
+        let _ = crate::store::REQUEST.try_with(|r| *r.quota.lock().expect("lock") = Some(quota));
+        if !quota.allowed {
+            return Err(AppError::RateLimited {
+                retry_after: quota.reset,
+            });
+        }
+        Ok(Auth(principal))
     }
 }

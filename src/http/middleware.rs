@@ -36,6 +36,15 @@ pub async fn conventions(State(state): State<AppState>, request: Request, next: 
             if let (false, Ok(value)) = (replayed, HeaderValue::from_str(&request_id)) {
                 response.headers_mut().insert("x-request-id", value);
             }
+            if let Some(quota) = REQUEST.with(|r| *r.quota.lock().expect("lock")) {
+                let headers = response.headers_mut();
+                let policy = format!("\"default\";q={};w=60", quota.limit);
+                let state_now = format!("\"default\";r={};t={}", quota.remaining, quota.reset);
+                if let (Ok(policy), Ok(now)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state_now)) {
+                    headers.insert("ratelimit-policy", policy);
+                    headers.insert("ratelimit", now);
+                }
+            }
             let route = REQUEST.with(|r| r.route()).unwrap_or_else(|| "unmatched".into());
             state.store.metrics.request(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
             tracing::info!(%route, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "served");

@@ -19,7 +19,9 @@ fn ipto(fresh: &Fresh, args: &[&str]) -> Command {
         .env("IPTO_DATA_DIR", &fresh.data_dir)
         .env("IPTO_DATABASE_URL", &fresh.database_url)
         .env("IPTO_SIGNING_KEY", "test signing key")
-        .env("IPTO_LOG", "warn");
+        .env("IPTO_LOG", "warn")
+        .env("IPTO_RATE_LIMIT_PER_MINUTE", "100000")
+        .env("IPTO_AUTH_RATE_LIMIT_PER_MINUTE", "100000");
     command
 }
 
@@ -167,6 +169,7 @@ async fn open(fresh: &Fresh) -> ipto::AppState {
         blobs,
         config: std::sync::Arc::new(config),
         jobs: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+        limits: std::sync::Arc::default(),
     }
 }
 
