@@ -7,8 +7,9 @@ use std::time::Instant;
 use projections::log::{self, LogPosition};
 
 use crate::accounts::Accounts;
-use crate::app::{open_store, StartError};
+use crate::app::{open_blobs, open_store, StartError};
 use crate::config::Config;
+use crate::search::{self, Indexer, SearchIndex};
 
 /// A subcommand failed; the message goes to stderr and the exit code is 1.
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +52,72 @@ pub async fn projections_status(config: &Config) -> Result<(), CliError> {
             status.name, status.position, head, lag, state
         );
     }
+    // The search index is this machine's own; its cursor is in the index directory.
+    let dir = config.index_dir();
+    let (position, state) = match SearchIndex::stored_cursor(&dir) {
+        Some(cursor) => (cursor.position, "ok (local index)".to_owned()),
+        None => (0, format!("no index at {}", dir.display())),
+    };
+    let _ = writeln!(
+        out,
+        "{:<24} {:>12} {:>12} {:>10}  {}",
+        search::NAME,
+        position,
+        head,
+        (head - position).max(0),
+        state
+    );
     store.close().await;
     Ok(())
 }
 
+/// Rebuilds this machine's search index from the log; the index must not be open in a server.
+async fn rebuild_search_index(
+    config: &Config,
+    store: &crate::store::Store,
+    key: &crate::signing::SigningKey,
+) -> Result<u64, CliError> {
+    let index = SearchIndex::open(&config.index_dir())
+        .map_err(|e| CliError::Failed(format!("{e}; stop the server to rebuild it")))?;
+    let blobs = open_blobs(config, key, config.bind)?;
+    let indexer = Indexer::new(
+        std::sync::Arc::new(index),
+        store.db.clone(),
+        blobs,
+        store.engine.clone(),
+    );
+    let tty = std::io::stderr().is_terminal();
+    let mut last_draw = Instant::now();
+    let count = indexer
+        .rebuild(|done, total| {
+            if tty && (last_draw.elapsed().as_millis() > 100 || done == total) {
+                last_draw = Instant::now();
+                draw_progress(search::NAME, done, total);
+            }
+        })
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if tty {
+        eprintln!();
+    }
+    eprintln!(
+        "rebuilt {}: {count} events, {} chunks",
+        search::NAME,
+        indexer.index.document_count()
+    );
+    Ok(count)
+}
+
 /// `ipto projections rebuild NAME | --all`.
 pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<(), CliError> {
-    let (store, _) = open_store(config).await?;
+    let (store, key) = open_store(config).await?;
+    if name == Some(search::NAME) {
+        let started = Instant::now();
+        let outcome = rebuild_search_index(config, &store, &key).await;
+        store.close().await;
+        print_rate(outcome?, started);
+        return Ok(());
+    }
     let targets: Vec<_> = match name {
         None => store
             .engine
@@ -97,6 +157,19 @@ pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<
         replayed += count;
         eprintln!("rebuilt {label}: {count} events");
     }
+    if name.is_none() {
+        // A running server holds its index; `--all` still rebuilds every shared read model.
+        match rebuild_search_index(config, &store, &key).await {
+            Ok(count) => replayed += count,
+            Err(e) => eprintln!("skipped {}: {e}", search::NAME),
+        }
+    }
+    store.close().await;
+    print_rate(replayed, started);
+    Ok(())
+}
+
+fn print_rate(replayed: u64, started: Instant) {
     let seconds = started.elapsed().as_secs_f64();
     let rate = if seconds > 0.0 {
         replayed as f64 / seconds
@@ -104,8 +177,6 @@ pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<
         0.0
     };
     println!("replayed {replayed} events in {seconds:.2}s ({rate:.0} events/s)");
-    store.close().await;
-    Ok(())
 }
 
 fn draw_progress(label: &str, done: u64, total: u64) {

@@ -17,6 +17,7 @@ pub mod objects;
 pub mod pagination;
 pub mod payouts;
 pub mod provider;
+pub mod search;
 pub mod storage;
 pub mod window;
 
@@ -41,7 +42,8 @@ pub fn router(state: AppState) -> Router {
                 .merge(api_keys::routes())
                 .merge(buyer::routes())
                 .merge(provider::routes())
-                .merge(payouts::routes()),
+                .merge(payouts::routes())
+                .merge(search::routes()),
         )
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .layer(axum::middleware::from_fn_with_state(

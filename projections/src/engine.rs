@@ -108,6 +108,8 @@ struct Inner {
     locks: LockSession,
     db: Db,
     projections: std::sync::RwLock<Vec<Arc<dyn Projection>>>,
+    /// Read models each instance keeps for itself outside the database (the search index).
+    locals: std::sync::RwLock<Vec<&'static str>>,
     wake: watch::Sender<u64>,
     progress: watch::Sender<HashMap<&'static str, Progress>>,
 }
@@ -128,6 +130,7 @@ impl ProjectorEngine {
                 locks: LockSession::default(),
                 db,
                 projections: std::sync::RwLock::new(projections),
+                locals: std::sync::RwLock::new(Vec::new()),
                 wake,
                 progress,
             }),
@@ -144,6 +147,23 @@ impl ProjectorEngine {
             .push(projection);
     }
 
+    /// Registers a read model this instance keeps outside the database, with its own cursor. Its
+    /// worker follows the log itself and reports with [`ProjectorEngine::report_local`]; waits for
+    /// read-your-writes include it.
+    pub fn register_local(&self, name: &'static str) {
+        self.inner.locals.write().expect("lock poisoned").push(name);
+    }
+
+    /// Where a local read model has got to, and whether it stopped on an error.
+    pub fn report_local(&self, name: &'static str, cursor: LogPosition, failed: bool) {
+        self.publish(name, cursor, failed);
+    }
+
+    /// A receiver of wake-ups: it changes whenever the log has grown.
+    pub fn wake_ups(&self) -> watch::Receiver<u64> {
+        self.inner.wake.subscribe()
+    }
+
     /// Forgets every projection (at shutdown, to release reactors that hold the engine) and frees
     /// this instance's advisory locks.
     pub async fn shut_down(&self) {
@@ -158,6 +178,7 @@ impl ProjectorEngine {
             .write()
             .expect("lock poisoned")
             .clear();
+        self.inner.locals.write().expect("lock poisoned").clear();
     }
 
     /// The projections, in report order.
@@ -418,10 +439,15 @@ impl ProjectorEngine {
         loop {
             let reached = {
                 let map = progress.borrow_and_update();
-                self.projections().iter().all(|p| {
-                    map.get(p.name())
-                        .is_some_and(|s| s.failed || s.cursor >= target)
-                })
+                let locals = self.inner.locals.read().expect("lock poisoned").clone();
+                self.projections()
+                    .iter()
+                    .map(|p| p.name())
+                    .chain(locals)
+                    .all(|name| {
+                        map.get(name)
+                            .is_some_and(|s| s.failed || s.cursor >= target)
+                    })
             };
             if reached {
                 return true;

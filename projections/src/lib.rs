@@ -10,6 +10,7 @@ pub mod engine;
 pub mod log;
 pub mod objects;
 pub mod payouts;
+pub mod searches;
 
 pub use db::{Db, Dialect};
 pub use engine::{Projection, ProjectionError, ProjectionStatus, ProjectorEngine};
@@ -28,5 +29,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(api_keys::ApiKeysProjection),
         Arc::new(accesses::AccessesProjection),
         Arc::new(payouts::PayoutsProjection),
+        Arc::new(searches::SearchesProjection),
     ]
 }

@@ -163,6 +163,14 @@ async fn open(fresh: &Fresh) -> ipto::AppState {
     let config = config(fresh);
     let (store, key) = ipto::app::open_store(&config).await.unwrap();
     let blobs = ipto::app::open_blobs(&config, &key, config.bind).unwrap();
+    // An index of its own: the server's (or the CLI's) holds the default directory.
+    let index = ipto::search::SearchIndex::open(&fresh.data_dir.join("inspection-index")).unwrap();
+    let search = ipto::search::Indexer::new(
+        std::sync::Arc::new(index),
+        store.db.clone(),
+        blobs.clone(),
+        store.engine.clone(),
+    );
     ipto::AppState {
         store,
         key,
@@ -170,6 +178,7 @@ async fn open(fresh: &Fresh) -> ipto::AppState {
         config: std::sync::Arc::new(config),
         jobs: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
         limits: std::sync::Arc::default(),
+        search,
     }
 }
 
@@ -493,7 +502,7 @@ async fn secrets_never_reach_the_log() {
 }
 
 /// Every read model, whole, in key order.
-const ALL_READ_MODELS: [&str; 9] = [
+const ALL_READ_MODELS: [&str; 11] = [
     "SELECT * FROM tenants ORDER BY tenant_id",
     "SELECT * FROM users ORDER BY user_id",
     "SELECT * FROM datasets ORDER BY dataset_id",
@@ -503,6 +512,8 @@ const ALL_READ_MODELS: [&str; 9] = [
     "SELECT * FROM api_key_grants ORDER BY grant_id",
     "SELECT * FROM accesses ORDER BY access_id",
     "SELECT * FROM payout_statements ORDER BY statement_id",
+    "SELECT * FROM search_activities ORDER BY search_activity_id",
+    "SELECT * FROM search_appearances ORDER BY search_activity_id, dataset_id",
 ];
 
 #[tokio::test]
@@ -583,6 +594,21 @@ async fn rebuild_all_reproduces_every_read_model_after_a_full_workload() {
     app.get(&format!("/v1/objects/{approved}/download"), Some(&buyer))
         .await
         .expect(200);
+    let searched = app
+        .post(
+            "/v1/search",
+            Some(&buyer),
+            json!({"query": "approved OR removed"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        searched.data()["results"][0]["object_id"],
+        approved.as_str()
+    );
+    app.post("/v1/search", Some(&seller), json!({"query": "approved"}))
+        .await
+        .expect(200);
     app.delete(&format!("/v1/datasets/{doomed}"), Some(&seller))
         .await
         .expect(200);
@@ -613,9 +639,37 @@ async fn rebuild_all_reproduces_every_read_model_after_a_full_workload() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("rebuilt search"),
+        "the stopped server's index is rebuilt too"
+    );
     let state = open(&fresh).await;
     for (sql, before) in ALL_READ_MODELS.iter().zip(&live) {
         assert_eq!(&table(&state, sql).await, before, "{sql}");
     }
     state.store.close().await;
+    drop(state);
+    // The rebuilt index answers as the live one did.
+    let app = spawn_with(config(&fresh)).await;
+    let again = app
+        .post(
+            "/v1/search",
+            Some(&buyer),
+            json!({"query": "approved OR removed"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again.data()["results"], {
+        let mut results = searched.data()["results"].clone();
+        for (old, new) in results
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .zip(again.data()["results"].as_array().unwrap())
+        {
+            old["retrieval_event_id"] = new["retrieval_event_id"].clone();
+        }
+        results
+    });
+    app.finish().await;
 }

@@ -10,3 +10,4 @@ mod helpers;
 mod metering;
 mod objects;
 mod projections;
+mod search;
