@@ -301,9 +301,17 @@ async fn rebuild_all_gives_read_models_identical_to_the_live_ones() {
     );
     assert!(stdout(&output).contains("events/s"));
     assert_eq!(read_models(&state).await, live);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("skipped search"),
+        "a running server's index is left to it"
+    );
+    // The index belongs to the running server: rebuilding it alone is refused.
+    let busy = run(&fresh, &["projections", "rebuild", "search"]);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("stop the server"));
     let statuses = run(&fresh, &["projections", "status"]);
     let text = stdout(&statuses);
-    for name in ["NAME", "tenants", "users", "signup_completion"] {
+    for name in ["NAME", "tenants", "users", "signup_completion", "search"] {
         assert!(text.contains(name), "{text}");
     }
     server.stop();
