@@ -352,7 +352,8 @@ impl ProjectorEngine {
         Err(StepError::Stopped)
     }
 
-    /// One transaction: the events, then the checkpoint if nobody moved it meanwhile.
+    /// One transaction: claim the batch by moving the checkpoint if nobody moved it meanwhile, then
+    /// apply the events.
     async fn apply_batch(
         &self,
         projection: &dyn Projection,
@@ -381,14 +382,9 @@ impl ProjectorEngine {
             .begin_write()
             .await
             .map_err(|e| (first, e.into()))?;
-        if !projection.is_reactor() {
-            for event in events {
-                projection
-                    .apply(&mut tx, event)
-                    .await
-                    .map_err(|e| (event.cursor.position, e))?;
-            }
-        }
+        // Claim the batch first: the conditional update takes the checkpoint row's lock, so a
+        // concurrent worker or rebuild waits here and then finds the cursor moved, instead of
+        // applying the same events into the same tables and tripping over our rows.
         let last = events[events.len() - 1].cursor;
         let highest = events.iter().map(|e| e.cursor.position).max().unwrap_or(0);
         let moved = sqlx::query(
@@ -411,6 +407,14 @@ impl ProjectorEngine {
         .map_err(|e| (first, e.into()))?;
         if moved.rows_affected() == 0 {
             return Ok(None);
+        }
+        if !projection.is_reactor() {
+            for event in events {
+                projection
+                    .apply(&mut tx, event)
+                    .await
+                    .map_err(|e| (event.cursor.position, e))?;
+            }
         }
         tx.commit().await.map_err(|e| (first, e.into()))?;
         Ok(Some(last))
@@ -506,11 +510,8 @@ impl ProjectorEngine {
     /// Empties a projection's tables and resets its checkpoint, in one transaction.
     pub async fn reset(&self, projection: &dyn Projection) -> Result<(), sqlx::Error> {
         let mut tx = self.inner.db.begin_write().await?;
-        for table in projection.tables() {
-            sqlx::query(&format!("DELETE FROM {table}"))
-                .execute(&mut *tx)
-                .await?;
-        }
+        // The checkpoint first: its row lock waits out a worker's batch in flight (whose rows the
+        // deletes below then see) and makes any later batch find the cursor moved.
         sqlx::query(
             "INSERT INTO projection_checkpoints (name, version, cursor_tx, cursor_position, position, events_applied, updated_at) \
              VALUES ($1, $2, 0, 0, 0, 0, $3) \
@@ -522,6 +523,11 @@ impl ProjectorEngine {
         .bind(now())
         .execute(&mut *tx)
         .await?;
+        for table in projection.tables() {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         self.publish(projection.name(), LogPosition::default(), false);
         Ok(())
