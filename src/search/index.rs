@@ -248,6 +248,11 @@ impl SearchIndex {
         Ok(())
     }
 
+    /// Moves the cursor past events that changed nothing in the index, without writing.
+    pub fn advance(&self, cursor: LogPosition) {
+        *self.cursor.lock().expect("lock poisoned") = cursor;
+    }
+
     /// Drops what was staged since the last commit (after a failed batch).
     pub fn rollback(&self) -> Result<(), IndexError> {
         let mut writer = self.writer.lock().expect("lock poisoned");

@@ -92,6 +92,9 @@ impl Indexer {
         let mut failures = 0u32;
         loop {
             if *shutdown.borrow() {
+                // Store the cursor of batches that changed nothing, to spare the next start.
+                let (index, cursor) = (self.index.clone(), self.index.cursor());
+                let _ = tokio::task::spawn_blocking(move || index.commit(cursor)).await;
                 return;
             }
             let pause = match self.step(LIVE_BATCH).await {
@@ -127,13 +130,20 @@ impl Indexer {
             self.report_ok(cursor);
             return Ok(0);
         };
+        let mut changed = false;
         for event in &events {
-            self.apply(event).await?;
+            changed |= self.apply(event).await?;
         }
-        let index = self.index.clone();
-        tokio::task::spawn_blocking(move || index.commit(last))
-            .await
-            .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
+        if changed {
+            let index = self.index.clone();
+            tokio::task::spawn_blocking(move || index.commit(last))
+                .await
+                .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
+        } else {
+            // Nothing to write: the stored cursor may lag behind events that change nothing
+            // here, which a restart then reads again at no cost.
+            self.index.advance(last);
+        }
         let highest = events.iter().map(|e| e.cursor.position).max().unwrap_or(0);
         self.highest
             .fetch_max(highest, std::sync::atomic::Ordering::Relaxed);
@@ -146,9 +156,10 @@ impl Indexer {
         self.engine.report_local(NAME, cursor, false);
     }
 
-    async fn apply(&self, event: &StoredEvent) -> Result<(), IndexerError> {
+    /// Stages what the event changes in the index; whether it changed anything.
+    async fn apply(&self, event: &StoredEvent) -> Result<bool, IndexerError> {
         if event.aggregate_type != Object::TYPE {
-            return Ok(());
+            return Ok(false);
         }
         match event.decode::<ObjectEvent>()? {
             ObjectEvent::ObjectApproved { .. } => {
@@ -157,11 +168,14 @@ impl Indexer {
                 tokio::task::spawn_blocking(move || index.stage_object(&object))
                     .await
                     .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
+                Ok(true)
             }
-            ObjectEvent::ObjectDeleted { .. } => self.index.stage_removal(&event.aggregate_id),
-            _ => {}
+            ObjectEvent::ObjectDeleted { .. } => {
+                self.index.stage_removal(&event.aggregate_id);
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     /// What is indexed of an approved object: its declared fields, read from its own first event
@@ -205,6 +219,11 @@ impl Indexer {
         loop {
             let n = self.step(REBUILD_BATCH).await? as u64;
             if n == 0 {
+                // Store the exact cursor, even if the last batches changed nothing.
+                let (index, cursor) = (self.index.clone(), self.index.cursor());
+                tokio::task::spawn_blocking(move || index.commit(cursor))
+                    .await
+                    .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
                 return Ok(done);
             }
             done += n;
