@@ -8,6 +8,7 @@ pub mod buyer;
 pub mod datasets;
 pub mod envelope;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
@@ -41,7 +42,8 @@ pub fn router(state: AppState) -> Router {
                 .merge(api_keys::routes())
                 .merge(buyer::routes())
                 .merge(provider::routes())
-                .merge(payouts::routes()),
+                .merge(payouts::routes())
+                .merge(events::routes()),
         )
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .layer(axum::middleware::from_fn_with_state(

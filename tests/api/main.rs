@@ -3,6 +3,7 @@
 
 mod accounts;
 mod api_keys;
+mod audit;
 mod cli;
 mod conventions;
 mod datasets;
