@@ -35,14 +35,12 @@ impl Projection for AuditOrderProjection {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        // A batch applied by a losing concurrent worker (a CLI catch-up or rebuild racing the
-        // server's worker) meets the winner's rows: it inserts nothing and its conditional
-        // checkpoint update then rolls it back, instead of failing on the unique keys.
-        // (`WHERE 1 = 1` lets SQLite parse `ON CONFLICT` after `INSERT … SELECT`.)
+        // The next number after the batch's own earlier rows: batches are applied in walk order,
+        // one at a time (a concurrent batch that collides on the unique keys loses the
+        // checkpoint race and starts over).
         sqlx::query(
             "INSERT INTO audit_order (position, global_position, aggregate_type, aggregate_id) \
-             SELECT COALESCE(MAX(position), 0) + 1, $1, $2, $3 FROM audit_order WHERE 1 = 1 \
-             ON CONFLICT DO NOTHING",
+             SELECT COALESCE(MAX(position), 0) + 1, $1, $2, $3 FROM audit_order",
         )
         .bind(event.cursor.position)
         .bind(&event.aggregate_type)

@@ -318,6 +318,12 @@ impl ProjectorEngine {
                 // Someone else moved the checkpoint (another worker or a rebuild): start over.
                 Ok(None) => return Ok(0),
                 Err((position, error)) => {
+                    // A batch read before another worker (or a rebuild) committed the same events
+                    // collides with that worker's rows; the checkpoint has moved, so this is a lost
+                    // race to start over from, not a failure of the projection.
+                    if self.status_of(projection.name()).await?.cursor != checkpoint.cursor {
+                        return Ok(0);
+                    }
                     tracing::warn!(projection = projection.name(), position, attempt, %error, "projection batch failed");
                     last_error = Some((position, error));
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;

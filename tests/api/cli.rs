@@ -425,6 +425,63 @@ async fn events_export_matches_the_admin_endpoint_and_numbers_new_events_itself(
 }
 
 #[tokio::test]
+async fn exporting_while_the_server_writes_leaves_the_audit_order_whole() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (_, user, _) = app.signup(&email()).await;
+    // The export numbers events itself while the server's worker does the same: whichever loses a
+    // batch must give it up, not fail the projection or number an event twice.
+    let store = app.state.store.clone();
+    let writer = tokio::spawn(async move {
+        for _ in 0..300 {
+            store
+                .execute::<aggregates::User>(
+                    &user,
+                    aggregates::user::UserCommand::RecordLogin,
+                    &(),
+                    &ipto::store::Actor::system(),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let target = Fresh {
+        data_dir: fresh.data_dir.clone(),
+        database_url: fresh.database_url.clone(),
+    };
+    let exports = tokio::task::spawn_blocking(move || {
+        (0..6)
+            .map(|_| run(&target, &["events", "export"]).status.success())
+            .collect::<Vec<_>>()
+    });
+    writer.await.unwrap();
+    assert!(exports.await.unwrap().into_iter().all(|ok| ok));
+    settled(&app.state).await;
+    let health = app.get("/health", None).await.expect(200);
+    assert_eq!(
+        health.data()["projections"]["audit_order"]["state"],
+        "ok",
+        "{}",
+        health.body
+    );
+    let events = table(&app.state, "SELECT COUNT(*) FROM events").await[0][0].clone();
+    let numbered = table(
+        &app.state,
+        "SELECT COUNT(*), COUNT(DISTINCT global_position), MIN(position), MAX(position) FROM audit_order",
+    )
+    .await;
+    assert_eq!(
+        numbered[0],
+        [events.clone(), events.clone(), "1".into(), events]
+    );
+    let everything = endpoint_events(&app, &admin, "").await;
+    app.stop().await;
+    assert_eq!(export(&fresh, &[]), everything);
+    let _ = std::fs::remove_dir_all(&fresh.data_dir);
+    drop_database(&fresh.database_url).await;
+}
+
+#[tokio::test]
 async fn a_server_killed_while_writing_catches_up_exactly_after_restart() {
     let fresh = fresh().await;
     let server = Server::start(&fresh).await;
