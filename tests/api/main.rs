@@ -11,3 +11,4 @@ mod helpers;
 mod metering;
 mod objects;
 mod projections;
+mod security;
