@@ -1,6 +1,6 @@
 //! The audit log (SPEC §3.14): `GET /v1/admin/events`, platform-admin sessions only.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::audit::{event_json, AGGREGATE_TYPES};
 use crate::http::envelope;
 use crate::http::error::{AppError, FieldErrors};
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Query};
 use crate::http::pagination;
 
 /// Routes under `/v1`.
