@@ -516,12 +516,14 @@ async fn fixture(app: &TestApp, admin: String) -> Fixture {
     }
 }
 
-/// Every `(path, body)` a probe stands for: one per combination of the id sets it names.
+/// Every `(path, body)` a probe's path and body stand for: one per combination of the id sets
+/// they name.
 fn expand(
     ids: &BTreeMap<&'static str, Vec<String>>,
-    probe: &Probe,
+    path: &str,
+    body: Option<&str>,
 ) -> Vec<(String, Option<Value>)> {
-    let mut calls = vec![(probe.path.to_owned(), probe.body.unwrap_or("").to_owned())];
+    let mut calls = vec![(path.to_owned(), body.unwrap_or("").to_owned())];
     for (set, values) in ids {
         let marker = format!("<{set}>");
         calls = calls
@@ -616,7 +618,7 @@ async fn another_tenants_ids_are_not_found_on_every_route_and_change_nothing() {
     let before = snapshot(&app).await;
     let mut calls = 0;
     for probe in BOLA_SWEEP {
-        for (path, body) in expand(&f.ids, probe) {
+        for (path, body) in expand(&f.ids, probe.path, probe.body) {
             for (who, token) in [("B's session", &f.b), ("B's key", &f.b_key)] {
                 let reply = app
                     .call(method(probe.method), &path, Some(token), body.clone())
@@ -628,8 +630,7 @@ async fn another_tenants_ids_are_not_found_on_every_route_and_change_nothing() {
         }
     }
     for query in QUERY_SWEEP {
-        let row = probe("GET", "", query, None, 200);
-        for (path, _) in expand(&f.ids, &row) {
+        for (path, _) in expand(&f.ids, query, None) {
             for token in [&f.b, &f.b_key] {
                 let reply = app.get(&path, Some(token)).await.expect(200);
                 assert_eq!(reply.data()["total"], 0, "{path}: {}", reply.body);
@@ -665,7 +666,7 @@ async fn admin_routes_refuse_normal_sessions_every_api_key_and_no_credential() {
 
     let before = snapshot(&app).await;
     for probe in ADMIN_ROUTES {
-        for (path, body) in expand(&f.ids, probe) {
+        for (path, body) in expand(&f.ids, probe.path, probe.body) {
             let none = app
                 .call(method(probe.method), &path, None, body.clone())
                 .await;
@@ -689,6 +690,19 @@ async fn admin_routes_refuse_normal_sessions_every_api_key_and_no_credential() {
             }
         }
     }
+    // Even the admin names an object with its own tenant: another tenant's id is 404.
+    for probe in ADMIN_ROUTES
+        .iter()
+        .filter(|p| p.path.contains("/<tenant>/"))
+    {
+        let mismatched = probe.path.replace("<tenant>", "<entitled>");
+        for (path, body) in expand(&f.ids, &mismatched, probe.body) {
+            let reply = app
+                .call(method(probe.method), &path, Some(&f.admin), body)
+                .await;
+            assert_refused(&reply, 404, &format!("admin, wrong tenant: {path}"));
+        }
+    }
     settled(&app.state).await;
     assert_eq!(
         snapshot(&app).await,
@@ -698,7 +712,7 @@ async fn admin_routes_refuse_normal_sessions_every_api_key_and_no_credential() {
 
     // The same calls work for the admin's session, so the refusals were about the credential.
     for probe in ADMIN_ROUTES {
-        for (path, body) in expand(&f.ids, probe) {
+        for (path, body) in expand(&f.ids, probe.path, probe.body) {
             let reply = app
                 .call(method(probe.method), &path, Some(&f.admin), body)
                 .await;
