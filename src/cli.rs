@@ -4,7 +4,8 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
-use projections::log::{self, LogPosition};
+use projections::audit::{self, AuditFilter, AuditOrderProjection};
+use projections::log;
 
 use crate::accounts::Accounts;
 use crate::app::{open_blobs, open_store, StartError};
@@ -220,24 +221,32 @@ pub async fn admin_promote(config: &Config, email: &str) -> Result<(), CliError>
     }
 }
 
-/// `ipto events export`: NDJSON in global order.
+/// `ipto events export`: NDJSON in the audit order, like `GET /v1/admin/events`. The `audit_order`
+/// projection is brought up to date first, so the export is complete even when no server ran
+/// since the last writes.
 pub async fn events_export(
     config: &Config,
     after: i64,
     aggregate_type: Option<&str>,
 ) -> Result<(), CliError> {
     let (store, _) = open_store(config).await?;
+    store
+        .engine
+        .catch_up(&AuditOrderProjection)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let filter = AuditFilter {
+        aggregate_type,
+        aggregate_id: None,
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut cursor = LogPosition::default();
+    let mut cursor = after;
     loop {
-        let batch = log::read_after(&store.db, cursor, 1000).await?;
+        let batch = audit::read_after(&store.db, cursor, filter, 1000).await?;
         let Some(last) = batch.last() else { break };
-        cursor = last.cursor;
-        for event in batch.iter().filter(|e| e.cursor.position > after) {
-            if aggregate_type.is_some_and(|t| t != event.aggregate_type) {
-                continue;
-            }
-            let line = crate::audit::event_json(event);
+        cursor = last.position;
+        for event in &batch {
+            let line = crate::audit::event_json(event.position, &event.event);
             writeln!(out, "{line}").map_err(|e| CliError::Failed(e.to_string()))?;
         }
     }

@@ -72,10 +72,10 @@ pub enum EventsCommand {
     /// Print the log as NDJSON, one event per line, ascending.
     Export {
         /// Only events after this position.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
         after: i64,
         /// Only events of this aggregate type.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::audit::AGGREGATE_TYPES))]
         aggregate_type: Option<String>,
     },
 }

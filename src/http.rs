@@ -8,6 +8,7 @@ pub mod buyer;
 pub mod datasets;
 pub mod envelope;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
@@ -43,7 +44,8 @@ pub fn router(state: AppState) -> Router {
                 .merge(buyer::routes())
                 .merge(provider::routes())
                 .merge(payouts::routes())
-                .merge(search::routes()),
+                .merge(search::routes())
+                .merge(events::routes()),
         )
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .layer(axum::middleware::from_fn_with_state(

@@ -208,33 +208,39 @@ impl ProjectorEngine {
     /// Creates missing checkpoints and rebuilds projections whose version changed.
     pub async fn prepare(&self) -> Result<(), sqlx::Error> {
         for projection in &self.projections() {
-            let stored: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
-                    .bind(projection.name())
-                    .fetch_optional(&self.inner.db.pool)
-                    .await?;
-            match stored {
-                Some(version) if version == projection.version() => {}
-                Some(version) => {
-                    tracing::info!(
-                        projection = projection.name(),
-                        from = version,
-                        to = projection.version(),
-                        "projection version changed; rebuilding"
-                    );
-                    self.reset(projection.as_ref()).await?;
-                }
-                None => {
-                    sqlx::query(
-                        "INSERT INTO projection_checkpoints (name, version, cursor_tx, cursor_position, position, events_applied, updated_at) \
-                         VALUES ($1, $2, 0, 0, 0, 0, $3) ON CONFLICT (name) DO NOTHING",
-                    )
-                    .bind(projection.name())
-                    .bind(projection.version())
-                    .bind(now())
-                    .execute(&self.inner.db.pool)
-                    .await?;
-                }
+            self.prepare_one(projection.as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the projection's checkpoint if missing, or rebuilds it if its version changed.
+    async fn prepare_one(&self, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+        let stored: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
+                .bind(projection.name())
+                .fetch_optional(&self.inner.db.pool)
+                .await?;
+        match stored {
+            Some(version) if version == projection.version() => {}
+            Some(version) => {
+                tracing::info!(
+                    projection = projection.name(),
+                    from = version,
+                    to = projection.version(),
+                    "projection version changed; rebuilding"
+                );
+                self.reset(projection).await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO projection_checkpoints (name, version, cursor_tx, cursor_position, position, events_applied, updated_at) \
+                     VALUES ($1, $2, 0, 0, 0, 0, $3) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(projection.name())
+                .bind(projection.version())
+                .bind(now())
+                .execute(&self.inner.db.pool)
+                .await?;
             }
         }
         Ok(())
@@ -333,6 +339,12 @@ impl ProjectorEngine {
                 // Someone else moved the checkpoint (another worker or a rebuild): start over.
                 Ok(None) => return Ok(0),
                 Err((position, error)) => {
+                    // A batch read before another worker (or a rebuild) committed the same events
+                    // collides with that worker's rows; the checkpoint has moved, so this is a lost
+                    // race to start over from, not a failure of the projection.
+                    if self.status_of(projection.name()).await?.cursor != checkpoint.cursor {
+                        return Ok(0);
+                    }
                     tracing::warn!(projection = projection.name(), position, attempt, %error, "projection batch failed");
                     last_error = Some((position, error));
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
@@ -538,9 +550,26 @@ impl ProjectorEngine {
     pub async fn rebuild(
         &self,
         projection: &dyn Projection,
-        mut progress: impl FnMut(u64, u64),
+        progress: impl FnMut(u64, u64),
     ) -> Result<u64, RebuildError> {
         self.reset(projection).await?;
+        self.replay(projection, progress).await
+    }
+
+    /// Applies whatever the log holds beyond the projection's checkpoint, outside the workers (a
+    /// CLI command that reads a read model while no server may be running). Returns the number of
+    /// events the projection has applied since its last reset.
+    pub async fn catch_up(&self, projection: &dyn Projection) -> Result<u64, RebuildError> {
+        self.prepare_one(projection).await?;
+        self.replay(projection, |_, _| {}).await
+    }
+
+    /// Steps a projection until it has read the whole log.
+    async fn replay(
+        &self,
+        projection: &dyn Projection,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, RebuildError> {
         let total = log::count(&self.inner.db).await? as u64;
         let mut done = 0u64;
         progress(0, total);

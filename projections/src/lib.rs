@@ -4,6 +4,7 @@
 pub mod accesses;
 pub mod accounts;
 pub mod api_keys;
+pub mod audit;
 pub mod datasets;
 pub mod db;
 pub mod engine;
@@ -30,5 +31,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(accesses::AccessesProjection),
         Arc::new(payouts::PayoutsProjection),
         Arc::new(searches::SearchesProjection),
+        Arc::new(audit::AuditOrderProjection),
     ]
 }

@@ -2,7 +2,7 @@
 
 use aggregates::object::ObjectCommand;
 use aggregates::{Object, ObjectId, TenantId};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::http::datasets::sort_key;
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::objects::{object_json, reload, DOWNLOAD_TTL};
 use crate::http::pagination::{self, PageQuery};

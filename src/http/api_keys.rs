@@ -2,7 +2,7 @@
 
 use aggregates::api_key::{AccessMode, ApiKeyCommand, KeyProfile};
 use aggregates::{ApiKey, ApiKeyId, DatasetId, GrantId, Scope, TenantId};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -15,7 +15,7 @@ use crate::auth::{new_api_key, ApiKeys, Principal};
 use crate::http::datasets::sort_key;
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::pagination::{self, PageQuery};
 

@@ -6,7 +6,7 @@ use aggregates::dataset::{
 };
 use aggregates::money::json_number;
 use aggregates::{Dataset, DatasetId, Price, Scope, TenantId};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get};
 use axum::Router;
@@ -18,7 +18,7 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::pagination::{self, PageQuery};
 

@@ -85,3 +85,52 @@ impl FromRequestParts<AppState> for Auth {
         Ok(Auth(principal))
     }
 }
+
+/// Path parameters, like `axum::extract::Path`, rejected through [`AppError`]: a parameter that
+/// cannot even be decoded (e.g. `%FF`) names no resource, so it is 404 like any malformed id
+/// (SPEC §1.1), in the error envelope.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            // A route whose handler does not match its template is a defect, not a bad id.
+            Err(rejection) if rejection.status().is_server_error() => {
+                Err(AppError::internal(rejection.body_text()))
+            }
+            Err(_) => Err(AppError::NotFound),
+        }
+    }
+}
+
+/// Query parameters, like `axum::extract::Query`, rejected through [`AppError`]: a query string
+/// that cannot be read (e.g. a parameter given twice) is 400 `invalid_request` in the envelope.
+/// Values are checked by the handlers (422).
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection| {
+                AppError::bad_request(format!(
+                    "The query string could not be read: {}",
+                    rejection.body_text()
+                ))
+            })
+    }
+}

@@ -8,7 +8,7 @@ use aggregates::object::{
     ContentType, Filename, ObjectCommand, ObjectDescriptor, ObjectMetadata, ObjectStatus, Sha256Hex,
 };
 use aggregates::{AccessId, DatasetId, Object, ObjectId, Scope, TenantId};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -23,7 +23,7 @@ use crate::auth::{Principal, PrincipalKind};
 use crate::http::datasets::{own_dataset, sort_key};
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::pagination::{self, PageQuery};
 

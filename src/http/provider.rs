@@ -2,7 +2,7 @@
 
 use aggregates::money::json_number;
 use aggregates::Scope;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::http::datasets::own_dataset;
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path, Query};
 use crate::http::window;
 
 /// Routes under `/v1`.
