@@ -29,6 +29,8 @@ const INDEX_VERSION: u32 = 1;
 const WRITER_HEAP_BYTES: usize = 64 * 1024 * 1024;
 /// At most this many terms stand for one trailing wildcard, per field.
 const MAX_PREFIX_TERMS: usize = 1024;
+/// The file whose lock marks the index as open in a process.
+const LOCK_FILE: &str = "ipto-index.lock";
 /// Snippets are at most this many characters.
 const SNIPPET_CHARS: usize = 200;
 
@@ -92,6 +94,8 @@ pub struct Hit {
 
 /// The index of this instance.
 pub struct SearchIndex {
+    /// Held while the index is open; a second process gets [`IndexError::InUse`].
+    _lock: std::fs::File,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
     fields: Fields,
@@ -111,12 +115,22 @@ impl SearchIndex {
     /// writer lock.
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
         std::fs::create_dir_all(dir)?;
+        // Our own lock, taken before anything is read or wiped and never deleted: tantivy's
+        // writer lock file would go with a wiped directory.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))?;
+        if lock.try_lock().is_err() {
+            return Err(IndexError::InUse(dir.display().to_string()));
+        }
         let (schema, fields) = schema();
         let existing = if dir.join("meta.json").exists() {
             let index = Index::open_in_dir(dir)?;
-            let payload = stored_payload(&index);
-            match payload {
-                Some(p) if p.version == INDEX_VERSION && index.schema() == schema => Some(index),
+            let version = stored_payload(&index).map_or(INDEX_VERSION, |p| p.version);
+            match version {
+                INDEX_VERSION if index.schema() == schema => Some(index),
                 _ => {
                     tracing::info!(dir = %dir.display(), "search index of another version; rebuilding it");
                     None
@@ -125,11 +139,15 @@ impl SearchIndex {
         } else {
             None
         };
+        let fresh = existing.is_none();
         let index = match existing {
             Some(index) => index,
             None => {
                 for entry in std::fs::read_dir(dir)? {
                     let path = entry?.path();
+                    if path.file_name() == Some(std::ffi::OsStr::new(LOCK_FILE)) {
+                        continue;
+                    }
                     if path.is_dir() {
                         std::fs::remove_dir_all(&path)?;
                     } else {
@@ -139,7 +157,7 @@ impl SearchIndex {
                 Index::create_in_dir(dir, schema)?
             }
         };
-        let writer = index
+        let mut writer = index
             .writer_with_num_threads(1, WRITER_HEAP_BYTES)
             .map_err(|e| match e {
                 tantivy::TantivyError::LockFailure(..) => {
@@ -147,6 +165,12 @@ impl SearchIndex {
                 }
                 other => other.into(),
             })?;
+        if fresh {
+            // A new index records its version and the start of the log at once.
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&payload_text(LogPosition::default()));
+            prepared.commit()?;
+        }
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -154,6 +178,7 @@ impl SearchIndex {
         let analyzer = index.tokenizer_for_field(fields.body)?;
         let cursor = stored_payload(&index).map(|p| p.cursor).unwrap_or_default();
         Ok(Self {
+            _lock: lock,
             reader,
             writer: Mutex::new(writer),
             fields,
@@ -235,12 +260,7 @@ impl SearchIndex {
         {
             let mut writer = self.writer.lock().expect("lock poisoned");
             let mut prepared = writer.prepare_commit()?;
-            let payload = serde_json::to_string(&Payload {
-                version: INDEX_VERSION,
-                cursor,
-            })
-            .expect("a payload serialises");
-            prepared.set_payload(&payload);
+            prepared.set_payload(&payload_text(cursor));
             prepared.commit()?;
         }
         self.reader.reload()?;
@@ -524,6 +544,14 @@ fn expand(searcher: &Searcher, field: Field, prefix: &str) -> Result<Vec<Term>, 
         .collect())
 }
 
+fn payload_text(cursor: LogPosition) -> String {
+    serde_json::to_string(&Payload {
+        version: INDEX_VERSION,
+        cursor,
+    })
+    .expect("a payload serialises")
+}
+
 fn stored_payload(index: &Index) -> Option<Payload> {
     let metas = index.load_metas().ok()?;
     serde_json::from_str(metas.payload.as_deref()?).ok()
@@ -531,4 +559,74 @@ fn stored_payload(index: &Index) -> Option<Payload> {
 
 fn text_of(doc: &TantivyDocument, field: Field) -> &str {
     doc.get_first(field).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(id: &str, text: &str) -> IndexedObject {
+        IndexedObject {
+            object_id: id.into(),
+            dataset_id: "dset_a".into(),
+            filename: format!("{id}.txt"),
+            metadata: vec![("team".into(), "audit".into())],
+            text: Some(text.into()),
+        }
+    }
+
+    #[test]
+    fn an_open_index_is_locked_and_keeps_its_cursor_across_reopening() {
+        let dir = std::env::temp_dir().join(format!("ipto-index-{}", uuid::Uuid::new_v4()));
+        let index = SearchIndex::open(&dir).unwrap();
+        assert!(matches!(SearchIndex::open(&dir), Err(IndexError::InUse(_))));
+        index.stage_object(&object("obj_1", "alpha beta")).unwrap();
+        let cursor = LogPosition { tx: 0, position: 7 };
+        index.commit(cursor).unwrap();
+        let hits = index
+            .search(&Node::Term("beta".into()), &["dset_a".into()], 10)
+            .unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].locator, "chars:0-10");
+        drop(index);
+        assert_eq!(SearchIndex::stored_cursor(&dir), Some(cursor));
+        let reopened = SearchIndex::open(&dir).unwrap();
+        assert_eq!(reopened.cursor(), cursor);
+        assert_eq!(reopened.document_count(), 1);
+        // Another dataset's documents are never returned.
+        let other = reopened
+            .search(&Node::Term("beta".into()), &["dset_b".into()], 10)
+            .unwrap();
+        assert!(other.is_empty());
+        drop(reopened);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_long_text_is_cited_by_the_fragment_around_its_match() {
+        let dir = std::env::temp_dir().join(format!("ipto-index-{}", uuid::Uuid::new_v4()));
+        let index = SearchIndex::open(&dir).unwrap();
+        let text = format!(
+            "{} needle here {}",
+            "hay ".repeat(400),
+            "straw ".repeat(300)
+        );
+        index.stage_object(&object("obj_1", &text)).unwrap();
+        index.commit(LogPosition::default()).unwrap();
+        let hit = &index
+            .search(&Node::Term("needle".into()), &["dset_a".into()], 10)
+            .unwrap()[0];
+        let (from, to) = hit
+            .locator
+            .strip_prefix("chars:")
+            .and_then(|r| r.split_once('-'))
+            .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+            .unwrap();
+        let cited: String = text.chars().skip(from).take(to - from).collect();
+        assert_eq!(cited, hit.snippet);
+        assert!(hit.snippet.contains("needle"));
+        assert!(hit.snippet.chars().count() <= SNIPPET_CHARS);
+        drop(index);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -303,7 +303,8 @@ async fn rebuild_all_gives_read_models_identical_to_the_live_ones() {
     assert_eq!(read_models(&state).await, live);
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("skipped search"),
-        "a running server's index is left to it"
+        "a running server's index is left to it: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
     // The index belongs to the running server: rebuilding it alone is refused.
     let busy = run(&fresh, &["projections", "rebuild", "search"]);
