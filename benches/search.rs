@@ -146,7 +146,11 @@ impl Words {
             let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
             let word = &self.vocabulary[(u * u * u * self.vocabulary.len() as f64) as usize];
             out.push_str(word);
-            out.push(if self.next().is_multiple_of(12) { '\n' } else { ' ' });
+            out.push(if self.next().is_multiple_of(12) {
+                '\n'
+            } else {
+                ' '
+            });
         }
         out
     }
