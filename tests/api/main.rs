@@ -5,6 +5,7 @@ mod accounts;
 mod api_keys;
 mod cli;
 mod conventions;
+mod crash;
 mod datasets;
 mod helpers;
 mod metering;
