@@ -114,6 +114,8 @@ fn main() {
 async fn run() {
     ipto::blobs::install_crypto_provider();
     let settings = Settings::from_env();
+    // The code measured is the code at the start.
+    let revision = revision();
     assert!(
         settings.bin.exists(),
         "{} is missing: build it with `cargo build --release --bin ipto` (bench/run does)",
@@ -138,7 +140,7 @@ async fn run() {
 
     let results = Results {
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-        revision: revision(),
+        revision,
         command: "bench/run".into(),
         machine: machine(),
         settings: settings.describe(),
