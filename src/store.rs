@@ -34,8 +34,6 @@ pub enum EventPool {
 /// SQLite page cache per connection, in KiB (negative: a size, not a page count). The default
 /// 2 MiB makes every read-model update beyond the hottest pages a `pread` of the file.
 const SQLITE_CACHE_SIZE: &str = "-16384";
-/// SQLite reads pages through a memory map of this size instead of copying them per read.
-const SQLITE_MMAP_SIZE: &str = "268435456";
 
 /// Opens the database named by `url`, creating the SQLite file if missing.
 pub async fn connect(url: &str) -> Result<(EventPool, Db), sqlx::Error> {
@@ -60,8 +58,7 @@ pub async fn connect(url: &str) -> Result<(EventPool, Db), sqlx::Error> {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", SQLITE_CACHE_SIZE)
-            .pragma("mmap_size", SQLITE_MMAP_SIZE);
+            .pragma("cache_size", SQLITE_CACHE_SIZE);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -75,8 +72,6 @@ pub async fn connect(url: &str) -> Result<(EventPool, Db), sqlx::Error> {
                     sqlx::Executor::execute(&mut *conn, "PRAGMA busy_timeout = 10000").await?;
                     let cache = format!("PRAGMA cache_size = {SQLITE_CACHE_SIZE}");
                     sqlx::Executor::execute(&mut *conn, cache.as_str()).await?;
-                    let mmap = format!("PRAGMA mmap_size = {SQLITE_MMAP_SIZE}");
-                    sqlx::Executor::execute(&mut *conn, mmap.as_str()).await?;
                     Ok(())
                 })
             })
