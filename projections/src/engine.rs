@@ -30,7 +30,8 @@ use crate::{Db, Dialect};
 const LIVE_BATCH: i64 = 500;
 /// Events applied per transaction during a rebuild.
 const REBUILD_BATCH: i64 = 2000;
-/// Poll while committed events are held back by an older running transaction (PostgreSQL).
+/// First poll while committed events are held back by an older running transaction (PostgreSQL);
+/// it doubles while they stay hidden, up to the idle poll.
 const HELD_BACK_POLL: Duration = Duration::from_millis(5);
 /// Projections applying a rebuild batch at once on PostgreSQL (well below the pool size).
 const REBUILD_PARALLEL: usize = 4;
@@ -249,6 +250,8 @@ impl ProjectorEngine {
         let mut wake = self.inner.wake.subscribe();
         // On PostgreSQL, only the holder of the projection's advisory lock applies events.
         let mut held: Option<u64> = None;
+        // Consecutive looks at events held back by an older transaction; each waits twice as long.
+        let mut held_back_looks: u32 = 0;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -269,7 +272,10 @@ impl ProjectorEngine {
             };
             let mut held_back = false;
             match outcome {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n > 0 => {
+                    held_back_looks = 0;
+                    continue;
+                }
                 Ok(_) => {
                     if !active {
                         let _ = self.refresh_progress().await;
@@ -285,8 +291,9 @@ impl ProjectorEngine {
                     held = None;
                 }
             }
+            held_back_looks = if held_back { held_back_looks + 1 } else { 0 };
             let poll = if held_back {
-                HELD_BACK_POLL
+                (HELD_BACK_POLL * 2u32.pow(held_back_looks.min(8) - 1)).min(IDLE_POLL)
             } else if active {
                 IDLE_POLL
             } else {
