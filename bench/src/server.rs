@@ -150,12 +150,13 @@ pub fn serve_empty(address: &str) {
     });
 }
 
-/// Peak resident set size (VmHWM) of a process, in KiB, while it runs.
-pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// A field of `/proc/{pid}/status` in KiB while the process runs: `VmHWM` (peak resident set,
+/// file pages mapped by SQLite included) or `RssAnon` (resident anonymous memory now).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
 }
