@@ -139,15 +139,15 @@ pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut replayed = 0u64;
-    for projection in targets {
-        let label = projection.name();
+    if name.is_none() {
+        // One pass over the log feeds every projection.
         let mut last_draw = Instant::now();
-        let count = store
+        let counts = store
             .engine
-            .rebuild(projection.as_ref(), |done, total| {
+            .rebuild_all(&targets, |done, total| {
                 if tty && (last_draw.elapsed().as_millis() > 100 || done == total) {
                     last_draw = Instant::now();
-                    draw_progress(label, done, total);
+                    draw_progress("all projections", done, total);
                 }
             })
             .await
@@ -155,8 +155,30 @@ pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<
         if tty {
             eprintln!();
         }
-        replayed += count;
-        eprintln!("rebuilt {label}: {count} events");
+        for (projection, count) in targets.iter().zip(counts) {
+            replayed += count;
+            eprintln!("rebuilt {}: {count} events", projection.name());
+        }
+    } else {
+        for projection in targets {
+            let label = projection.name();
+            let mut last_draw = Instant::now();
+            let count = store
+                .engine
+                .rebuild(projection.as_ref(), |done, total| {
+                    if tty && (last_draw.elapsed().as_millis() > 100 || done == total) {
+                        last_draw = Instant::now();
+                        draw_progress(label, done, total);
+                    }
+                })
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            if tty {
+                eprintln!();
+            }
+            replayed += count;
+            eprintln!("rebuilt {label}: {count} events");
+        }
     }
     if name.is_none() {
         // A running server holds its index; `--all` still rebuilds every shared read model.

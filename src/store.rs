@@ -31,6 +31,10 @@ pub enum EventPool {
     Postgres(PgPool),
 }
 
+/// SQLite page cache per connection, in KiB (negative: a size, not a page count). The default
+/// 2 MiB makes every read-model update beyond the hottest pages a `pread` of the file.
+const SQLITE_CACHE_SIZE: &str = "-16384";
+
 /// Opens the database named by `url`, creating the SQLite file if missing.
 pub async fn connect(url: &str) -> Result<(EventPool, Db), sqlx::Error> {
     sqlx::any::install_default_drivers();
@@ -48,18 +52,13 @@ pub async fn connect(url: &str) -> Result<(EventPool, Db), sqlx::Error> {
             .idle_timeout(Duration::from_secs(60))
             .connect(url)
             .await?;
-        Ok((
-            EventPool::Postgres(pool),
-            Db {
-                pool: any,
-                dialect: Dialect::Postgres,
-            },
-        ))
+        Ok((EventPool::Postgres(pool), Db::new(any, Dialect::Postgres)))
     } else if url.starts_with("sqlite:") {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", SQLITE_CACHE_SIZE);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -71,18 +70,14 @@ pub async fn connect(url: &str) -> Result<(EventPool, Db), sqlx::Error> {
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::Executor::execute(&mut *conn, "PRAGMA busy_timeout = 10000").await?;
+                    let cache = format!("PRAGMA cache_size = {SQLITE_CACHE_SIZE}");
+                    sqlx::Executor::execute(&mut *conn, cache.as_str()).await?;
                     Ok(())
                 })
             })
             .connect(url)
             .await?;
-        Ok((
-            EventPool::Sqlite(pool),
-            Db {
-                pool: any,
-                dialect: Dialect::Sqlite,
-            },
-        ))
+        Ok((EventPool::Sqlite(pool), Db::new(any, Dialect::Sqlite)))
     } else {
         Err(sqlx::Error::Configuration(
             "IPTO_DATABASE_URL must start with sqlite: or postgres://".into(),
@@ -364,7 +359,11 @@ impl Store {
             }
             let mut state = A::default();
             std::mem::swap(&mut state, &mut context.aggregate);
-            match log.commit(events, context, self.metadata(actor)).await {
+            // On SQLite the append takes its turn with the projection workers' transactions.
+            let turn = self.db.write_turn().await;
+            let appended = log.commit(events, context, self.metadata(actor)).await;
+            drop(turn);
+            match appended {
                 Ok(committed) => {
                     self.engine.notify();
                     self.track(A::TYPE, id, committed.last().map(|e| e.sequence))

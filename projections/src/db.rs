@@ -1,8 +1,11 @@
 //! The read side's handle on the database: one `sqlx::Any` pool for both dialects, so read models
 //! are written once. Queries use `$n` parameters, which SQLite and PostgreSQL both accept.
 
-use sqlx::AnyPool;
-use sqlx::{Any, Transaction};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use sqlx::{Any, AnyConnection, AnyPool, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// Which SQL database holds the log and the read models.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,15 +31,74 @@ impl Dialect {
 pub struct Db {
     pub pool: AnyPool,
     pub dialect: Dialect,
+    /// SQLite admits one writer at a time; a writer that finds the file locked sleeps in SQLite's
+    /// busy handler (1, 2, 5, 10, 15 … ms), and a dozen writers woken by one commit (the command
+    /// and every projection worker) spend most of their time asleep. Writers of this process
+    /// take turns here instead, in arrival order; the busy handler remains for other processes.
+    writers: Arc<Mutex<()>>,
+}
+
+/// A write transaction; on SQLite it also holds this process's writer turn until it ends.
+/// Dereferences to the connection, like [`Transaction`].
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits, then gives the turn to the next writer.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back, then gives the turn to the next writer.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
 }
 
 impl Db {
-    /// Begins a transaction that will write. On SQLite it takes the write lock up front
-    /// (`BEGIN IMMEDIATE`), so a read inside it can never fail later with a stale snapshot.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.pool.begin().await,
+    /// A handle on `pool`.
+    pub fn new(pool: AnyPool, dialect: Dialect) -> Self {
+        Self {
+            pool,
+            dialect,
+            writers: Arc::default(),
         }
+    }
+
+    /// Waits for this process's writer turn on SQLite (`None` on PostgreSQL, whose writers do not
+    /// exclude each other). Hold it across a write transaction made outside [`Db::begin_write`],
+    /// such as the event store's commit.
+    pub async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
+        match self.dialect {
+            Dialect::Sqlite => Some(self.writers.clone().lock_owned().await),
+            Dialect::Postgres => None,
+        }
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the writer turn and then the write
+    /// lock up front (`BEGIN IMMEDIATE`), so a read inside it can never fail later with a stale
+    /// snapshot.
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = self.write_turn().await;
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _turn: turn })
     }
 }

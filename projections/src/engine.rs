@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use serde::Serialize;
 use sqlx::AnyConnection;
 use sqlx::Row;
@@ -29,6 +30,11 @@ use crate::{Db, Dialect};
 const LIVE_BATCH: i64 = 500;
 /// Events applied per transaction during a rebuild.
 const REBUILD_BATCH: i64 = 2000;
+/// First poll while committed events are held back by an older running transaction (PostgreSQL);
+/// it doubles while they stay hidden, up to the idle poll.
+const HELD_BACK_POLL: Duration = Duration::from_millis(5);
+/// Projections applying a rebuild batch at once on PostgreSQL (well below the pool size).
+const REBUILD_PARALLEL: usize = 4;
 /// Safety-net poll when no wake-up arrives.
 const IDLE_POLL: Duration = Duration::from_millis(1000);
 /// How long a replay waits for events an open transaction elsewhere still hides.
@@ -273,6 +279,8 @@ impl ProjectorEngine {
         let mut wake = self.inner.wake.subscribe();
         // On PostgreSQL, only the holder of the projection's advisory lock applies events.
         let mut held: Option<u64> = None;
+        // Consecutive looks at events held back by an older transaction; each waits twice as long.
+        let mut held_back_looks: u32 = 0;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -291,11 +299,17 @@ impl ProjectorEngine {
             } else {
                 Ok(0)
             };
+            let mut held_back = false;
             match outcome {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n > 0 => {
+                    held_back_looks = 0;
+                    continue;
+                }
                 Ok(_) => {
                     if !active {
                         let _ = self.refresh_progress().await;
+                    } else if self.inner.db.dialect == Dialect::Postgres {
+                        held_back = self.held_back(name).await;
                     }
                 }
                 Err(StepError::Stopped) => return,
@@ -306,7 +320,10 @@ impl ProjectorEngine {
                     held = None;
                 }
             }
-            let poll = if active {
+            held_back_looks = if held_back { held_back_looks + 1 } else { 0 };
+            let poll = if held_back {
+                (HELD_BACK_POLL * 2u32.pow(held_back_looks.min(8) - 1)).min(IDLE_POLL)
+            } else if active {
                 IDLE_POLL
             } else {
                 Duration::from_millis(100)
@@ -317,6 +334,17 @@ impl ProjectorEngine {
                 _ = tokio::time::sleep(poll) => {}
             }
         }
+    }
+
+    /// Whether the log holds events past the projection's cursor that the last read could not
+    /// see yet (PostgreSQL: a transaction older than them, often another worker's batch, was still
+    /// running). Their commit wakes nobody, since that transaction appended no event, so the worker
+    /// looks again soon instead of at the idle poll.
+    async fn held_back(&self, name: &str) -> bool {
+        let Some(progress) = self.inner.progress.borrow().get(name).copied() else {
+            return false;
+        };
+        matches!(log::tail(&self.inner.db).await, Ok(Some(tail)) if tail > progress.cursor)
     }
 
     /// Applies at most one batch. Returns the number of events applied.
@@ -331,9 +359,22 @@ impl ProjectorEngine {
             self.publish(projection.name(), checkpoint.cursor, false);
             return Ok(0);
         }
+        self.apply_with_retries(projection, &checkpoint, &events)
+            .await
+    }
+
+    /// Applies `events` (read after `checkpoint`) in one transaction, retrying a failed batch; after
+    /// the last attempt the failure is stored and the projection stops. Returns the number of
+    /// events applied: 0 if someone else moved the checkpoint meanwhile.
+    async fn apply_with_retries(
+        &self,
+        projection: &dyn Projection,
+        checkpoint: &ProjectionStatus,
+        events: &[StoredEvent],
+    ) -> Result<usize, StepError> {
         let mut last_error = None;
         for attempt in 1..=BATCH_ATTEMPTS {
-            match self.apply_batch(projection, &checkpoint, &events).await {
+            match self.apply_batch(projection, checkpoint, events).await {
                 Ok(Some(cursor)) => {
                     self.publish(projection.name(), cursor, false);
                     return Ok(events.len());
@@ -564,6 +605,83 @@ impl ProjectorEngine {
     pub async fn catch_up(&self, projection: &dyn Projection) -> Result<u64, RebuildError> {
         self.prepare_one(projection).await?;
         self.replay(projection, |_, _| {}).await
+    }
+
+    /// Clears these projections and replays the whole log into them, reading each batch of the
+    /// log once for all of them (a rebuild is bound by reading the log). Each projection applies
+    /// the batch in its own transaction with its own checkpoint, exactly as a worker would; one
+    /// whose checkpoint someone else moved meanwhile is finished alone. `progress(done, total)`
+    /// counts log events. Returns the number of events each projection replayed, in order.
+    pub async fn rebuild_all(
+        &self,
+        projections: &[Arc<dyn Projection>],
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Vec<u64>, RebuildError> {
+        let mut checkpoints = Vec::new();
+        for projection in projections {
+            self.reset(projection.as_ref()).await?;
+            checkpoints.push(Some(self.status_of(projection.name()).await?));
+        }
+        let total = log::count(&self.inner.db).await? as u64;
+        let mut cursor = LogPosition::default();
+        let mut done = 0u64;
+        progress(0, total);
+        loop {
+            let events = log::read_after(&self.inner.db, cursor, REBUILD_BATCH).await?;
+            let Some(last) = events.last().map(|e| e.cursor) else {
+                break;
+            };
+            // Projections write disjoint tables and checkpoints: on PostgreSQL several apply the
+            // batch at once, each in its own transaction, overlapping their round trips. SQLite
+            // has one writer, so there they take turns.
+            let parallel = match self.inner.db.dialect {
+                Dialect::Sqlite => 1,
+                Dialect::Postgres => REBUILD_PARALLEL,
+            };
+            let events = &events;
+            let outcomes: Vec<_> = futures::stream::iter(checkpoints.iter().zip(projections))
+                .map(|(checkpoint, projection)| async move {
+                    match checkpoint {
+                        Some(status) => Some(
+                            self.apply_with_retries(projection.as_ref(), status, events)
+                                .await,
+                        ),
+                        None => None,
+                    }
+                })
+                .buffered(parallel)
+                .collect()
+                .await;
+            for ((projection, checkpoint), outcome) in
+                projections.iter().zip(checkpoints.iter_mut()).zip(outcomes)
+            {
+                let (Some(status), Some(outcome)) = (checkpoint.as_mut(), outcome) else {
+                    continue;
+                };
+                match outcome {
+                    Ok(n) if n == events.len() => {
+                        status.cursor = last;
+                        status.events_applied += n as i64;
+                    }
+                    Ok(_) => *checkpoint = None,
+                    Err(StepError::Stopped) => {
+                        return Err(RebuildError::Failed(
+                            self.status_of(projection.name()).await?,
+                        ));
+                    }
+                    Err(StepError::Database(e)) => return Err(e.into()),
+                }
+            }
+            cursor = last;
+            done += events.len() as u64;
+            progress(done, total.max(done));
+        }
+        // Events appended during the pass, and projections that left it, are caught up one by one.
+        let mut counts = Vec::new();
+        for projection in projections {
+            counts.push(self.replay(projection.as_ref(), |_, _| {}).await?);
+        }
+        Ok(counts)
     }
 
     /// Steps a projection until it has read the whole log.

@@ -10,7 +10,7 @@ use crate::helpers::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipto");
 
-fn ipto(fresh: &Fresh, args: &[&str]) -> Command {
+pub(crate) fn ipto(fresh: &Fresh, args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
     command
         .args(args)
@@ -25,28 +25,37 @@ fn ipto(fresh: &Fresh, args: &[&str]) -> Command {
     command
 }
 
-fn run(fresh: &Fresh, args: &[&str]) -> Output {
+pub(crate) fn run(fresh: &Fresh, args: &[&str]) -> Output {
     ipto(fresh, args).output().expect("ipto runs")
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// A server process on a free port.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    address: String,
-    client: reqwest::Client,
+    pub(crate) address: String,
+    pub(crate) client: reqwest::Client,
 }
 
 impl Server {
-    async fn start(fresh: &Fresh) -> Self {
-        Self::start_logging(fresh, None).await
+    pub(crate) async fn start(fresh: &Fresh) -> Self {
+        Self::start_logging(fresh, None, &[]).await
+    }
+
+    /// Starts the server with these extra environment variables.
+    pub(crate) async fn start_with(fresh: &Fresh, env: &[(&str, &str)]) -> Self {
+        Self::start_logging(fresh, None, env).await
     }
 
     /// Starts the server; with `log`, its stderr goes to that file at debug level.
-    async fn start_logging(fresh: &Fresh, log: Option<&std::path::Path>) -> Self {
+    async fn start_logging(
+        fresh: &Fresh,
+        log: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -55,6 +64,7 @@ impl Server {
         let mut command = ipto(fresh, &["serve"]);
         command
             .env("IPTO_BIND", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null());
         match log {
             Some(path) => {
@@ -86,7 +96,7 @@ impl Server {
         server
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<Reply, reqwest::Error> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Result<Reply, reqwest::Error> {
         let response = self
             .client
             .post(format!("{}{path}", self.address))
@@ -97,7 +107,7 @@ impl Server {
     }
 
     /// Waits until every projection has caught up with the head.
-    async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let health = reply(
@@ -124,12 +134,12 @@ impl Server {
         }
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().unwrap(); // SIGKILL: no shutdown, no drain.
         self.child.wait().unwrap();
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         #[cfg(unix)]
         {
             let _ = Command::new("kill")
@@ -159,7 +169,7 @@ async fn signup(server: &Server, email: &str) {
 }
 
 /// Opens the store the way the CLI does, for assertions.
-async fn open(fresh: &Fresh) -> ipto::AppState {
+pub(crate) async fn open(fresh: &Fresh) -> ipto::AppState {
     let config = config(fresh);
     let (store, key) = ipto::app::open_store(&config).await.unwrap();
     let blobs = ipto::app::open_blobs(&config, &key, config.bind).unwrap();
@@ -583,7 +593,7 @@ async fn a_server_killed_while_writing_catches_up_exactly_after_restart() {
 async fn secrets_never_reach_the_log() {
     let fresh = fresh().await;
     let log = fresh.data_dir.join("server.log");
-    let server = Server::start_logging(&fresh, Some(&log)).await;
+    let server = Server::start_logging(&fresh, Some(&log), &[]).await;
     let password = "unique password 7f3a";
     let signup = server
         .post("/v1/auth/signup", json!({"email": "logs@example.com", "password": password, "display_name": "L", "tenant_name": "L"}))

@@ -6,6 +6,7 @@ mod api_keys;
 mod audit;
 mod cli;
 mod conventions;
+mod crash;
 mod datasets;
 mod helpers;
 mod metering;
