@@ -173,8 +173,13 @@ pub(crate) async fn open(fresh: &Fresh) -> ipto::AppState {
     let config = config(fresh);
     let (store, key) = ipto::app::open_store(&config).await.unwrap();
     let blobs = ipto::app::open_blobs(&config, &key, config.bind).unwrap();
-    // An index of its own: the server's (or the CLI's) holds the default directory.
-    let index = ipto::search::SearchIndex::open(&fresh.data_dir.join("inspection-index")).unwrap();
+    // An index of its own (one per call: several may be open at once); the server's, or the
+    // CLI's, holds the default directory.
+    let dir = fresh.data_dir.join(format!(
+        "inspection-index-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let index = ipto::search::SearchIndex::open(&dir).unwrap();
     let search = ipto::search::Indexer::new(
         std::sync::Arc::new(index),
         store.db.clone(),
