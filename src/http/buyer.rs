@@ -1,41 +1,170 @@
 //! The buyer's view of its metered use (SPEC §3.8).
 
+use crate::http::routes::Routes;
 use aggregates::money::json_number;
 use aggregates::Scope;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use projections::accesses::{self as read, AccessFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::http::datasets::sort_key;
 use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::Auth;
+use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
 use crate::http::window;
 
 /// Routes under `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/agent/activity/accesses", get(accesses))
         .route("/agent/spend", get(spend))
 }
 
-#[derive(Deserialize)]
+/// The operations of this module, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(accesses, spend))]
+pub struct Api;
+
+/// One metered access: a billed search result or download (SPEC §3.8).
+#[derive(ToSchema)]
+pub struct Access {
+    /// The access.
+    pub access_id: String,
+    /// `retrieval` or `download`.
+    #[schema(schema_with = access_kind)]
+    pub kind: String,
+    /// The dataset.
+    pub dataset_id: String,
+    /// The object.
+    pub object_id: String,
+    /// The key used, null for a session.
+    #[schema(required = true)]
+    pub api_key_id: Option<String>,
+    /// The search, null for downloads.
+    #[schema(required = true)]
+    pub search_activity_id: Option<String>,
+    /// The charge.
+    #[schema(schema_with = openapi::amount)]
+    pub charged_amount: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// When it happened.
+    #[schema(format = DateTime)]
+    pub occurred_at: String,
+}
+
+/// A page of accesses.
+#[derive(ToSchema)]
+pub struct AccessPage {
+    /// The accesses, newest first.
+    pub accesses: Vec<Access>,
+    /// All matches.
+    #[schema(minimum = 0)]
+    pub total: i64,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// The buyer's spend over a window.
+#[derive(ToSchema)]
+pub struct Spend {
+    /// Σ charges in the window.
+    #[schema(schema_with = openapi::amount)]
+    pub total_amount: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// The resolved start (inclusive).
+    #[schema(format = DateTime)]
+    pub from: String,
+    /// The resolved end (exclusive).
+    #[schema(format = DateTime)]
+    pub to: String,
+    /// One entry per UTC date of the window, ascending.
+    pub by_day: Vec<DailyAmount>,
+    /// Datasets with accesses in the window, amount desc, then id.
+    pub by_dataset: Vec<DatasetAmount>,
+}
+
+/// A day's amount.
+#[derive(ToSchema)]
+pub struct DailyAmount {
+    /// The UTC date.
+    #[schema(format = Date)]
+    pub date: String,
+    /// Σ charges that day.
+    #[schema(schema_with = openapi::amount)]
+    pub amount: f64,
+}
+
+/// A dataset's amount.
+#[derive(ToSchema)]
+pub struct DatasetAmount {
+    /// The dataset.
+    pub dataset_id: String,
+    /// Its name.
+    pub dataset_name: String,
+    /// Σ charges.
+    #[schema(schema_with = openapi::amount)]
+    pub amount: f64,
+}
+
+fn access_kind() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice("retrieval|download")
+}
+
+/// A window end: an RFC 3339 timestamp or a date `YYYY-MM-DD` (SPEC §1.8).
+pub fn window_end() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::schema(json!({ "anyOf": [
+        { "type": "string", "format": "date-time" },
+        { "type": "string", "format": "date" },
+    ] }))
+}
+
+/// The filters of the access list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AccessQuery {
+    /// Only this key's accesses.
     api_key_id: Option<String>,
+    /// `retrieval` or `download`.
+    #[param(schema_with = access_kind)]
     kind: Option<String>,
+    /// Only this dataset.
     dataset_id: Option<String>,
+    /// Start, inclusive (a date = 00:00Z that day).
+    #[param(schema_with = window_end)]
     from: Option<String>,
+    /// End, exclusive (a date = 00:00Z of the next day).
+    #[param(schema_with = window_end)]
     to: Option<String>,
+    #[param(ignore)]
     #[serde(flatten)]
     page: PageQuery,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agent/activity/accesses",
+    tag = "buyer",
+    summary = "The tenant's metered accesses as a buyer, newest first (usage:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(AccessQuery, PageQuery),
+    responses(
+        (status = 200, description = "A page of accesses.", body = AccessPage),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 422, description = "kind, from, to or limit is invalid, or from ≥ to."),
+    )
+)]
 async fn accesses(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -93,12 +222,31 @@ async fn accesses(
     ))
 }
 
-#[derive(Deserialize)]
-struct WindowQuery {
-    from: Option<String>,
-    to: Option<String>,
+/// A time window; by default the last 30 UTC days, today included (SPEC §1.8).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WindowQuery {
+    /// Start, inclusive (a date = 00:00Z that day).
+    #[param(schema_with = window_end)]
+    pub from: Option<String>,
+    /// End, exclusive (a date = 00:00Z of the next day).
+    #[param(schema_with = window_end)]
+    pub to: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agent/spend",
+    tag = "buyer",
+    summary = "The tenant's spend by day and by dataset over a window (billing:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(WindowQuery),
+    responses(
+        (status = 200, description = "The spend.", body = Spend),
+        (status = 422, description = "from or to is invalid, from ≥ to, or the window spans \
+            more than 366 days."),
+    )
+)]
 async fn spend(
     State(state): State<AppState>,
     Auth(principal): Auth,

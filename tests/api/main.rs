@@ -9,4 +9,5 @@ mod datasets;
 mod helpers;
 mod metering;
 mod objects;
+mod openapi;
 mod projections;
