@@ -3,7 +3,7 @@
 use crate::http::routes::Routes;
 use aggregates::object::ObjectCommand;
 use aggregates::{Object, ObjectId, TenantId};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use cqrs_es::Aggregate;
@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::http::datasets::sort_key;
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::objects::{object_json, reload, ObjectView, DOWNLOAD_TTL};
 use crate::http::openapi;

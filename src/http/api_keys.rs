@@ -3,7 +3,7 @@
 use crate::http::routes::Routes;
 use aggregates::api_key::{AccessMode, ApiKeyCommand, KeyProfile};
 use aggregates::{ApiKey, ApiKeyId, DatasetId, GrantId, Scope, TenantId};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use projections::api_keys::{self as read, ApiKeyRow, GrantRow};
@@ -16,7 +16,7 @@ use crate::auth::{new_api_key, ApiKeys, Principal};
 use crate::http::datasets::sort_key;
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
@@ -264,6 +264,7 @@ async fn reload(state: &AppState, id: &str) -> Result<ApiKeyRow, AppError> {
 
 /// A new key's body.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = KeyRequest)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     /// Trimmed, 1..=100 characters.
@@ -502,6 +503,7 @@ async fn revoke(
 
 /// A grant's body.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = KeyGrant)]
 #[serde(deny_unknown_fields)]
 struct GrantBody {
     /// An accessible dataset.

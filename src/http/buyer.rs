@@ -3,7 +3,7 @@
 use crate::http::routes::Routes;
 use aggregates::money::json_number;
 use aggregates::Scope;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use projections::accesses::{self as read, AccessFilter};
@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::http::datasets::sort_key;
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Query};
 use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
 use crate::http::window;

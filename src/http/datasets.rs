@@ -7,7 +7,7 @@ use aggregates::dataset::{
 };
 use aggregates::money::json_number;
 use aggregates::{Dataset, DatasetId, Price, Scope, TenantId};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get};
 use projections::datasets::{self as read, DatasetRow};
@@ -19,7 +19,7 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
@@ -701,6 +701,7 @@ fn entitlement_json(row: &read::EntitlementRow) -> Value {
 
 /// The body of an entitlement grant.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = EntitlementGrant)]
 #[serde(deny_unknown_fields)]
 struct GrantBody {
     /// Another tenant.

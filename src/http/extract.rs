@@ -1,9 +1,11 @@
-//! The credential extractor (SPEC §2.1): a session token or an API key, from `Authorization:
-//! Bearer …` or `X-API-Key`.
+//! Extractors whose rejections are SPEC errors: the credential (SPEC §2.1: a session token or an
+//! API key, from `Authorization: Bearer …` or `X-API-Key`), and path and query parameters, which
+//! replace axum's own so that a bad one is answered in the error envelope, never as plain text.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
 use crate::auth::{ApiKeys, Principal, Sessions};
@@ -83,5 +85,43 @@ impl FromRequestParts<AppState> for Auth {
             });
         }
         Ok(Auth(principal))
+    }
+}
+
+/// Path parameters; one that cannot be decoded (e.g. not UTF-8) names nothing that exists: 404.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|_| AppError::NotFound)
+    }
+}
+
+/// Query parameters (SPEC §1.5): unknown ones are ignored; one given twice is an invalid value
+/// (422 on that parameter).
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection| {
+                let text = rejection.body_text();
+                // serde names the parameter between backticks: "duplicate field `limit`".
+                match text.split('`').nth(1) {
+                    Some(name) if text.contains("duplicate field") => {
+                        AppError::field(name, "must be given at most once")
+                    }
+                    Some(name) => AppError::field(name, "is invalid"),
+                    None => AppError::field("query", "is invalid"),
+                }
+            })
     }
 }

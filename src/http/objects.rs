@@ -9,7 +9,7 @@ use aggregates::object::{
     ContentType, Filename, ObjectCommand, ObjectDescriptor, ObjectMetadata, ObjectStatus, Sha256Hex,
 };
 use aggregates::{AccessId, DatasetId, Object, ObjectId, Scope, TenantId};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use chrono::Duration;
@@ -24,7 +24,7 @@ use crate::auth::{Principal, PrincipalKind};
 use crate::http::datasets::{own_dataset, sort_key};
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
@@ -193,6 +193,7 @@ fn metadata_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 
 /// The body of an upload's start.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = UploadRequest)]
 #[serde(deny_unknown_fields)]
 struct InitiateBody {
     /// The file name.
@@ -203,6 +204,7 @@ struct InitiateBody {
     content_type: Option<String>,
     /// 1..=`IPTO_MAX_OBJECT_BYTES`.
     #[schema(required = true, value_type = i64, minimum = 1)]
+    #[serde(default, deserialize_with = "whole_number")]
     size_bytes: Option<u64>,
     /// 64 hex characters, any case; checked at confirm.
     #[schema(pattern = "^[0-9A-Fa-f]{64}$")]
@@ -210,6 +212,25 @@ struct InitiateBody {
     /// String → string metadata.
     #[schema(schema_with = metadata_schema)]
     metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A non-negative integer, also written with a zero fraction (`10.0`): JSON does not tell the two
+/// apart, and neither does JSON Schema's `integer`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("invalid type: {n}, expected a whole number"))
+            }),
+    }
 }
 
 /// The query of an object list.

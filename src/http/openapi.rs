@@ -69,13 +69,29 @@ pub fn document(config: &Config) -> Value {
         crate::http::provider::Api::openapi(),
         crate::http::payouts::Api::openapi(),
     ] {
+        check_distinct_schemas(&doc, &part);
         doc.merge(part);
     }
     let mut doc = serde_json::to_value(&doc).unwrap_or_default();
     apply_conventions(&mut doc);
-    doc["components"]["schemas"]["InitiateBody"]["properties"]["size_bytes"]["maximum"] =
+    doc["components"]["schemas"]["UploadRequest"]["properties"]["size_bytes"]["maximum"] =
         json!(config.max_object_bytes);
     doc
+}
+
+/// Two modules must not give different schemas one name: merging would keep only one of them.
+fn check_distinct_schemas(doc: &utoipa::openapi::OpenApi, part: &utoipa::openapi::OpenApi) {
+    let (Some(ours), Some(theirs)) = (&doc.components, &part.components) else {
+        return;
+    };
+    for (name, schema) in &theirs.schemas {
+        if let Some(existing) = ours.schemas.get(name) {
+            assert!(
+                serde_json::to_value(existing).ok() == serde_json::to_value(schema).ok(),
+                "two different schemas are named {name}"
+            );
+        }
+    }
 }
 
 /// Id prefixes by field or parameter name (SPEC §1.4).
@@ -333,7 +349,11 @@ fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
             response["content"] = json!({ "application/json": { "schema": {
                 "$ref": format!("#/components/schemas/{}", error_schema_name(code)) } } });
         } else if enveloped && (200..300).contains(&code) {
-            if let Some(content) = response["content"]["application/json"].as_object_mut() {
+            if let Some(content) = response
+                .get_mut("content")
+                .and_then(|c| c.get_mut("application/json"))
+                .and_then(Value::as_object_mut)
+            {
                 let data = content.remove("schema").unwrap_or(json!({}));
                 content.insert("schema".into(), envelope(data));
             }
@@ -355,6 +375,23 @@ fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
         }
         for name in names {
             headers[name] = json!({ "$ref": format!("#/components/headers/{name}") });
+        }
+    }
+    // An empty filter is no filter (`?status=` lists everything): say so for the parameters
+    // whose schema would refuse "" (closed sets and times; `limit` is a number and stays strict).
+    if let Some(parameters) = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut)
+    {
+        for parameter in parameters {
+            let constrained = ["enum", "format", "anyOf"]
+                .iter()
+                .any(|k| parameter["schema"].get(*k).is_some());
+            if parameter["in"] == "query" && parameter["name"] != "limit" && constrained {
+                let schema = parameter["schema"].take();
+                parameter["schema"] =
+                    json!({ "anyOf": [schema, { "type": "string", "maxLength": 0 }] });
+            }
         }
     }
     if authenticated && method == "post" {

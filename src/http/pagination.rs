@@ -49,9 +49,11 @@ impl PageQuery {
                     AppError::field("limit", format!("must be an integer from 1 to {max_limit}"))
                 })?,
         };
+        // An empty cursor is no cursor, as empty filters are no filters.
         let after = self
             .cursor
             .as_deref()
+            .filter(|raw| !raw.is_empty())
             .map(|raw| open(key, scope, raw))
             .transpose()?;
         Ok(Page { limit, after })

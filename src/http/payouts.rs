@@ -4,7 +4,7 @@ use crate::http::routes::Routes;
 use aggregates::money::json_number;
 use aggregates::payout::{PayoutCommand, PayoutError, PayoutStatement};
 use aggregates::Scope;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use projections::payouts::{self as read, StatementRow};
@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::http::datasets::sort_key;
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path, Query};
 use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
 

@@ -140,6 +140,10 @@ async fn path_parameters_match_the_templates_and_operations_are_complete() {
             let Some(operation) = item.get(*method) else {
                 continue;
             };
+            assert!(
+                operation.get("parameters").is_none_or(Value::is_array),
+                "{method} {path}: parameters must be a list"
+            );
             let declared: BTreeSet<&str> = operation["parameters"]
                 .as_array()
                 .into_iter()
