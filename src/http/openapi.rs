@@ -292,6 +292,190 @@ fn apply_conventions(doc: &mut Value) {
         }
     }
     add_id_patterns(doc);
+    add_links(doc);
+}
+
+/// A linked operation: method, path, and each path parameter with the JSON pointer into the
+/// linking response's body that supplies it.
+type LinkTarget = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// Where an answer's ids lead: `(method, path, status) → (method, path, [(parameter, source)])`.
+/// Clients (and stateful testers) follow them from a created resource to its operations.
+const LINKS: &[(&str, &str, &str, &[LinkTarget])] = &[
+    (
+        "post",
+        "/v1/datasets",
+        "201",
+        &[
+            ("get", "/v1/datasets/{id}", &[("id", "/data/dataset_id")]),
+            ("patch", "/v1/datasets/{id}", &[("id", "/data/dataset_id")]),
+            ("delete", "/v1/datasets/{id}", &[("id", "/data/dataset_id")]),
+            (
+                "get",
+                "/v1/datasets/{dataset_id}/objects",
+                &[("dataset_id", "/data/dataset_id")],
+            ),
+            (
+                "post",
+                "/v1/datasets/{dataset_id}/objects/upload",
+                &[("dataset_id", "/data/dataset_id")],
+            ),
+            (
+                "get",
+                "/v1/datasets/{id}/entitlements",
+                &[("id", "/data/dataset_id")],
+            ),
+            (
+                "post",
+                "/v1/datasets/{id}/entitlements",
+                &[("id", "/data/dataset_id")],
+            ),
+        ],
+    ),
+    (
+        "post",
+        "/v1/datasets/{id}/entitlements",
+        "201",
+        &[(
+            "delete",
+            "/v1/datasets/{id}/entitlements/{tenant_id}",
+            &[("id", "/data/dataset_id"), ("tenant_id", "/data/tenant_id")],
+        )],
+    ),
+    (
+        "post",
+        "/v1/datasets/{dataset_id}/objects/upload",
+        "201",
+        &[
+            ("get", "/v1/objects/{id}", &[("id", "/data/object_id")]),
+            (
+                "post",
+                "/v1/objects/{id}/confirm",
+                &[("id", "/data/object_id")],
+            ),
+            (
+                "delete",
+                "/v1/objects/{id}/upload",
+                &[("id", "/data/object_id")],
+            ),
+            ("delete", "/v1/objects/{id}", &[("id", "/data/object_id")]),
+            (
+                "get",
+                "/v1/objects/{id}/download",
+                &[("id", "/data/object_id")],
+            ),
+        ],
+    ),
+    (
+        "post",
+        "/v1/api-keys",
+        "201",
+        &[
+            ("get", "/v1/api-keys/{id}", &[("id", "/data/api_key_id")]),
+            ("delete", "/v1/api-keys/{id}", &[("id", "/data/api_key_id")]),
+            (
+                "post",
+                "/v1/api-keys/{id}/grants",
+                &[("id", "/data/api_key_id")],
+            ),
+        ],
+    ),
+    (
+        "post",
+        "/v1/api-keys/{id}/grants",
+        "201",
+        &[(
+            "delete",
+            "/v1/api-keys/{id}/grants/{grant_id}",
+            &[("id", "/data/api_key_id"), ("grant_id", "/data/grant_id")],
+        )],
+    ),
+    (
+        "get",
+        "/v1/admin/review/queue",
+        "200",
+        &[
+            (
+                "get",
+                "/v1/admin/review/objects/{tenant_id}/{object_id}",
+                &[
+                    ("tenant_id", "/data/items/0/tenant_id"),
+                    ("object_id", "/data/items/0/object_id"),
+                ],
+            ),
+            (
+                "post",
+                "/v1/admin/review/objects/{tenant_id}/{object_id}/approve",
+                &[
+                    ("tenant_id", "/data/items/0/tenant_id"),
+                    ("object_id", "/data/items/0/object_id"),
+                ],
+            ),
+            (
+                "post",
+                "/v1/admin/review/objects/{tenant_id}/{object_id}/reject",
+                &[
+                    ("tenant_id", "/data/items/0/tenant_id"),
+                    ("object_id", "/data/items/0/object_id"),
+                ],
+            ),
+            (
+                "get",
+                "/v1/admin/review/objects/{tenant_id}/{object_id}/preview",
+                &[
+                    ("tenant_id", "/data/items/0/tenant_id"),
+                    ("object_id", "/data/items/0/object_id"),
+                ],
+            ),
+        ],
+    ),
+    (
+        "get",
+        "/v1/admin/payouts",
+        "200",
+        &[(
+            "post",
+            "/v1/admin/payouts/{statement_id}/mark-paid",
+            &[("statement_id", "/data/items/0/statement_id")],
+        )],
+    ),
+];
+
+/// Adds [`LINKS`] to the responses they start from, naming targets by operation id.
+fn add_links(doc: &mut Value) {
+    for (method, path, status, targets) in LINKS {
+        let mut links = Map::new();
+        for (target_method, target_path, parameters) in *targets {
+            let operation_id = doc["paths"][target_path][target_method]["operationId"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("a link leads to {target_method} {target_path}"));
+            let parameters: Map<String, Value> = parameters
+                .iter()
+                .map(|(name, pointer)| {
+                    (
+                        (*name).to_owned(),
+                        json!(format!("$response.body#{pointer}")),
+                    )
+                })
+                .collect();
+            links.insert(
+                operation_id.clone(),
+                json!({ "operationId": operation_id, "parameters": parameters }),
+            );
+        }
+        let response = doc["paths"]
+            .get_mut(*path)
+            .and_then(|item| item.get_mut(*method))
+            .and_then(|operation| operation["responses"].get_mut(*status))
+            .and_then(Value::as_object_mut)
+            .unwrap_or_else(|| panic!("links start from {method} {path} {status}"));
+        response.insert("links".into(), Value::Object(links));
+    }
 }
 
 fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {

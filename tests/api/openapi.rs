@@ -152,6 +152,23 @@ async fn path_parameters_match_the_templates_and_operations_are_complete() {
                 .map(|p| p["name"].as_str().unwrap())
                 .collect();
             assert_eq!(declared, in_template, "{method} {path}");
+            for response in operation["responses"].as_object().unwrap().values() {
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    let target = link["operationId"].as_str().unwrap();
+                    assert!(
+                        doc["paths"]
+                            .as_object()
+                            .unwrap()
+                            .values()
+                            .any(|item| METHODS.iter().any(|m| item[*m]["operationId"] == target)),
+                        "{method} {path}: link to unknown {target}"
+                    );
+                }
+            }
             let id = operation["operationId"].as_str().unwrap().to_owned();
             assert!(ids.insert(id.clone()), "operationId {id} repeats");
             let responses = operation["responses"].as_object().unwrap();
