@@ -141,7 +141,8 @@ fn name_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     openapi::trimmed(100, false)
 }
 
-/// `^[^@\s]+@[^@\s]+\.[^@\s]+$` (SPEC §3.1), with `\s` spelled out as in [`openapi::NOT_BLANK`].
+/// `^[^@\s]+@[^@\s]+\.[^@\s]+$` (SPEC §3.1), with `\s` spelled out (and U+0000 excluded) as in
+/// [`openapi::NOT_BLANK`].
 fn email_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     let part = format!("{}+", openapi::NOT_BLANK.replacen("[^", "[^@", 1));
     openapi::schema(json!({

@@ -292,7 +292,79 @@ fn apply_conventions(doc: &mut Value) {
         }
     }
     add_id_patterns(doc);
+    forbid_nul(doc);
     add_links(doc);
+}
+
+/// Says of every free-text string a request carries (body fields, query parameters) that it holds
+/// no U+0000; strings with a pattern, a format or a closed set say it already.
+fn forbid_nul(doc: &mut Value) {
+    let mut bodies = Vec::new();
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for item in paths.values_mut() {
+            for method in METHODS {
+                let Some(operation) = item.get_mut(*method) else {
+                    continue;
+                };
+                if let Some(name) = operation["requestBody"]["content"]["application/json"]
+                    ["schema"]["$ref"]
+                    .as_str()
+                    .and_then(|r| r.rsplit('/').next())
+                {
+                    bodies.push(name.to_owned());
+                }
+                if let Some(parameters) = operation
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut)
+                {
+                    for parameter in parameters.iter_mut().filter(|p| p["in"] == "query") {
+                        if let Some(schema) = parameter.get_mut("schema") {
+                            set_no_nul(schema);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for name in bodies {
+        if let Some(schema) = doc["components"]["schemas"].get_mut(&name) {
+            set_no_nul(schema);
+        }
+    }
+}
+
+fn set_no_nul(schema: &mut Value) {
+    let Some(map) = schema.as_object_mut() else {
+        return;
+    };
+    let is_string = match map.get("type") {
+        Some(Value::String(t)) => t == "string",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+        _ => false,
+    };
+    if is_string
+        && !["pattern", "format", "enum"]
+            .iter()
+            .any(|k| map.contains_key(*k))
+    {
+        map.insert("pattern".into(), json!(NO_NUL));
+    }
+    for (key, child) in map.iter_mut() {
+        match key.as_str() {
+            "properties" => child
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|p| p.values_mut())
+                .for_each(set_no_nul),
+            "items" | "additionalProperties" | "propertyNames" => set_no_nul(child),
+            "oneOf" | "anyOf" | "allOf" => child
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .for_each(set_no_nul),
+            _ => {}
+        }
+    }
 }
 
 /// A linked operation: method, path, and each path parameter with the JSON pointer into the
@@ -682,9 +754,13 @@ pub fn trimmed(max: usize, nullable: bool) -> utoipa::openapi::RefOr<utoipa::ope
     } else {
         json!("string")
     };
-    schema(json!({ "type": kind, "minLength": 1, "maxLength": max, "pattern": NOT_BLANK }))
+    let pattern = format!("^[^\\x00]*{NOT_BLANK}[^\\x00]*$");
+    schema(json!({ "type": kind, "minLength": 1, "maxLength": max, "pattern": pattern }))
 }
 
-/// Matches a string holding at least one character that is not white space.
+/// One character that is neither white space nor U+0000 (no text may hold U+0000).
 pub const NOT_BLANK: &str =
-    "[^\\t\\n\\x0B\\f\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]";
+    "[^\\x00\\t\\n\\x0B\\f\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]";
+
+/// Text without U+0000, which no request may carry (PostgreSQL cannot store it).
+pub const NO_NUL: &str = "^[^\\x00]*$";

@@ -406,3 +406,32 @@ async fn a_whole_number_written_with_a_fraction_is_an_integer() {
     }
     app.finish().await;
 }
+
+#[tokio::test]
+async fn text_holding_nul_is_refused_on_every_store() {
+    let app = spawn_app().await;
+    let (token, _, _) = app.signup(&email()).await;
+    let reply = app
+        .post("/v1/datasets", Some(&token), json!({"name": "a\u{0}b"}))
+        .await
+        .expect(422);
+    assert!(reply.body["error"]["details"]["fields"]["name"].is_string());
+    let reply = app
+        .post(
+            "/v1/datasets",
+            Some(&token),
+            json!({"name": "a", "description": "x\u{0}"}),
+        )
+        .await
+        .expect(422);
+    assert!(reply.body["error"]["details"]["fields"]["description"].is_string());
+    let reply = app
+        .get("/v1/catalog/datasets?q=a%00b", Some(&token))
+        .await
+        .expect(422);
+    assert!(reply.body["error"]["details"]["fields"]["q"].is_string());
+    app.get("/v1/datasets/dset_%00", Some(&token))
+        .await
+        .expect(404);
+    app.finish().await;
+}
