@@ -331,7 +331,7 @@ struct ApproveBody {
         ("tenant_id" = String, Path, description = "The owner tenant."),
         ("object_id" = String, Path, description = "The object."),
     ),
-    request_body(content = ApproveBody, description = "Optional.", content_type = "application/json"),
+    request_body = ApproveBody,
     responses(
         (status = 200, description = "The object, approved.", body = ObjectView),
         (status = 404, description = "Unknown, or the tenant does not own it."),

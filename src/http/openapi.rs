@@ -293,6 +293,7 @@ fn apply_conventions(doc: &mut Value) {
     }
     add_id_patterns(doc);
     forbid_nul(doc);
+    optional_bodies(doc);
     add_links(doc);
 }
 
@@ -329,6 +330,33 @@ fn forbid_nul(doc: &mut Value) {
     for name in bodies {
         if let Some(schema) = doc["components"]["schemas"].get_mut(&name) {
             set_no_nul(schema);
+        }
+    }
+}
+
+/// An absent body counts as `{}` (SPEC §1.5), so a body none of whose fields is required may be
+/// left out altogether.
+fn optional_bodies(doc: &mut Value) {
+    let schemas = doc["components"]["schemas"].clone();
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        for method in METHODS {
+            let Some(body) = item
+                .get_mut(*method)
+                .and_then(|operation| operation.get_mut("requestBody"))
+            else {
+                continue;
+            };
+            let name = body["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .and_then(|r| r.rsplit('/').next())
+                .unwrap_or_default();
+            let required = schemas[name]["required"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty());
+            body["required"] = json!(required);
         }
     }
 }

@@ -212,7 +212,7 @@ async fn path_parameters_match_the_templates_and_operations_are_complete() {
 }
 
 #[tokio::test]
-async fn the_document_states_the_configured_upload_limit() {
+async fn the_document_states_the_upload_limit_and_which_bodies_may_be_left_out() {
     let fresh = crate::helpers::fresh().await;
     let mut config = crate::helpers::config(&fresh);
     config.max_object_bytes = 1234;
@@ -229,6 +229,12 @@ async fn the_document_states_the_configured_upload_limit() {
     assert_eq!(
         doc["components"]["schemas"][&schema]["properties"]["size_bytes"]["maximum"],
         1234
+    );
+    assert_eq!(upload["requestBody"]["required"], true);
+    // {} is a valid change and a valid approval, so the body may be left out (SPEC §1.5).
+    assert_eq!(
+        doc["paths"]["/v1/datasets/{id}"]["patch"]["requestBody"]["required"],
+        false
     );
     app.finish().await;
 }
