@@ -15,6 +15,7 @@ use crate::accounts::{Accounts, SignupCompletion};
 use crate::blobs::Blobs;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::search::{Indexer, SearchIndex};
 use crate::signing::SigningKey;
 use crate::store::{self, EventPool, Store};
 
@@ -29,6 +30,8 @@ pub struct AppState {
     pub jobs: Arc<watch::Sender<u64>>,
     /// Request counters of this instance.
     pub limits: Arc<crate::ratelimit::RateLimiter>,
+    /// This instance's search index and its indexer.
+    pub search: Indexer,
 }
 
 /// Why the service could not start.
@@ -46,6 +49,8 @@ pub enum StartError {
     Blobs(#[from] crate::blobs::BlobError),
     #[error("bootstrap admin: {0}")]
     Bootstrap(#[from] crate::accounts::BootstrapError),
+    #[error(transparent)]
+    Search(#[from] crate::search::IndexError),
 }
 
 /// Opens and migrates the store named by the configuration, with every projection registered but
@@ -125,6 +130,9 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError::Bind(config.bind, e))?;
         let blobs = open_blobs(&config, &key, address)?;
+        let index = Arc::new(SearchIndex::open(&config.index_dir())?);
+        let search = Indexer::new(index, store.db.clone(), blobs.clone(), store.engine.clone());
+        workers.spawn(search.clone().run(shutdown_rx.clone()));
         let state = AppState {
             store,
             key,
@@ -132,6 +140,7 @@ impl Application {
             config: Arc::new(config),
             jobs: Arc::new(watch::channel(0).0),
             limits: Arc::default(),
+            search,
         };
         if let Some(email) = &state.config.bootstrap_admin_email {
             let accounts = Accounts {

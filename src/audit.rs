@@ -1,10 +1,25 @@
-//! The log as auditors read it: one JSON object per event with its position and metadata.
+//! The log as auditors read it (`GET /v1/admin/events`, `ipto events export`): one JSON object per
+//! event with its place in the audit order (see [`projections::audit`]) and its metadata.
 
 use projections::StoredEvent;
 use serde_json::{json, Value};
 
-/// An event shaped like the items of `GET /v1/admin/events`.
-pub fn event_json(event: &StoredEvent) -> Value {
+/// The aggregate types an audit read can be filtered on: those of SPEC §3.14, and
+/// `email_reservation`, whose events the log also holds.
+pub const AGGREGATE_TYPES: &[&str] = &[
+    "tenant",
+    "user",
+    "dataset",
+    "object",
+    "api_key",
+    "search",
+    "access",
+    "payout_statement",
+    "email_reservation",
+];
+
+/// An event shaped like the items of `GET /v1/admin/events`, at audit position `position`.
+pub fn event_json(position: i64, event: &StoredEvent) -> Value {
     let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
     // cqrs-es stores the enum externally tagged: `{"Variant": {...}}`; auditors want the fields.
     let payload = match payload {
@@ -16,7 +31,7 @@ pub fn event_json(event: &StoredEvent) -> Value {
         other => other,
     };
     json!({
-        "position": event.cursor.position,
+        "position": position,
         "aggregate_type": event.aggregate_type,
         "aggregate_id": event.aggregate_id,
         "sequence": event.sequence,
@@ -29,4 +44,26 @@ pub fn event_json(event: &StoredEvent) -> Value {
             "occurred_at": event.metadata.occurred_at,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::Aggregate;
+
+    #[test]
+    fn every_aggregate_of_the_service_can_be_filtered_on() {
+        for kind in [
+            aggregates::Tenant::TYPE,
+            aggregates::User::TYPE,
+            aggregates::Dataset::TYPE,
+            aggregates::Object::TYPE,
+            aggregates::ApiKey::TYPE,
+            aggregates::metering::Download::TYPE,
+            aggregates::payout::PayoutStatement::TYPE,
+            aggregates::EmailReservation::TYPE,
+        ] {
+            assert!(AGGREGATE_TYPES.contains(&kind), "{kind}");
+        }
+    }
 }

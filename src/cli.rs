@@ -4,11 +4,13 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
-use projections::log::{self, LogPosition};
+use projections::audit::{self, AuditFilter, AuditOrderProjection};
+use projections::log;
 
 use crate::accounts::Accounts;
-use crate::app::{open_store, StartError};
+use crate::app::{open_blobs, open_store, StartError};
 use crate::config::Config;
+use crate::search::{self, Indexer, SearchIndex};
 
 /// A subcommand failed; the message goes to stderr and the exit code is 1.
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +53,72 @@ pub async fn projections_status(config: &Config) -> Result<(), CliError> {
             status.name, status.position, head, lag, state
         );
     }
+    // The search index is this machine's own; its cursor is in the index directory.
+    let dir = config.index_dir();
+    let (position, state) = match SearchIndex::stored_cursor(&dir) {
+        Some(cursor) => (cursor.position, "ok (local index)".to_owned()),
+        None => (0, format!("no index at {}", dir.display())),
+    };
+    let _ = writeln!(
+        out,
+        "{:<24} {:>12} {:>12} {:>10}  {}",
+        search::NAME,
+        position,
+        head,
+        (head - position).max(0),
+        state
+    );
     store.close().await;
     Ok(())
 }
 
+/// Rebuilds this machine's search index from the log; the index must not be open in a server.
+async fn rebuild_search_index(
+    config: &Config,
+    store: &crate::store::Store,
+    key: &crate::signing::SigningKey,
+) -> Result<u64, CliError> {
+    let index = SearchIndex::open(&config.index_dir())
+        .map_err(|e| CliError::Failed(format!("{e}; stop the server to rebuild it")))?;
+    let blobs = open_blobs(config, key, config.bind)?;
+    let indexer = Indexer::new(
+        std::sync::Arc::new(index),
+        store.db.clone(),
+        blobs,
+        store.engine.clone(),
+    );
+    let tty = std::io::stderr().is_terminal();
+    let mut last_draw = Instant::now();
+    let count = indexer
+        .rebuild(|done, total| {
+            if tty && (last_draw.elapsed().as_millis() > 100 || done == total) {
+                last_draw = Instant::now();
+                draw_progress(search::NAME, done, total);
+            }
+        })
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if tty {
+        eprintln!();
+    }
+    eprintln!(
+        "rebuilt {}: {count} events, {} chunks",
+        search::NAME,
+        indexer.index.document_count()
+    );
+    Ok(count)
+}
+
 /// `ipto projections rebuild NAME | --all`.
 pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<(), CliError> {
-    let (store, _) = open_store(config).await?;
+    let (store, key) = open_store(config).await?;
+    if name == Some(search::NAME) {
+        let started = Instant::now();
+        let outcome = rebuild_search_index(config, &store, &key).await;
+        store.close().await;
+        print_rate(outcome?, started);
+        return Ok(());
+    }
     let targets: Vec<_> = match name {
         None => store
             .engine
@@ -97,6 +158,19 @@ pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<
         replayed += count;
         eprintln!("rebuilt {label}: {count} events");
     }
+    if name.is_none() {
+        // A running server holds its index; `--all` still rebuilds every shared read model.
+        match rebuild_search_index(config, &store, &key).await {
+            Ok(count) => replayed += count,
+            Err(e) => eprintln!("skipped {}: {e}", search::NAME),
+        }
+    }
+    store.close().await;
+    print_rate(replayed, started);
+    Ok(())
+}
+
+fn print_rate(replayed: u64, started: Instant) {
     let seconds = started.elapsed().as_secs_f64();
     let rate = if seconds > 0.0 {
         replayed as f64 / seconds
@@ -104,8 +178,6 @@ pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<
         0.0
     };
     println!("replayed {replayed} events in {seconds:.2}s ({rate:.0} events/s)");
-    store.close().await;
-    Ok(())
 }
 
 fn draw_progress(label: &str, done: u64, total: u64) {
@@ -149,24 +221,32 @@ pub async fn admin_promote(config: &Config, email: &str) -> Result<(), CliError>
     }
 }
 
-/// `ipto events export`: NDJSON in global order.
+/// `ipto events export`: NDJSON in the audit order, like `GET /v1/admin/events`. The `audit_order`
+/// projection is brought up to date first, so the export is complete even when no server ran
+/// since the last writes.
 pub async fn events_export(
     config: &Config,
     after: i64,
     aggregate_type: Option<&str>,
 ) -> Result<(), CliError> {
     let (store, _) = open_store(config).await?;
+    store
+        .engine
+        .catch_up(&AuditOrderProjection)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let filter = AuditFilter {
+        aggregate_type,
+        aggregate_id: None,
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut cursor = LogPosition::default();
+    let mut cursor = after;
     loop {
-        let batch = log::read_after(&store.db, cursor, 1000).await?;
+        let batch = audit::read_after(&store.db, cursor, filter, 1000).await?;
         let Some(last) = batch.last() else { break };
-        cursor = last.cursor;
-        for event in batch.iter().filter(|e| e.cursor.position > after) {
-            if aggregate_type.is_some_and(|t| t != event.aggregate_type) {
-                continue;
-            }
-            let line = crate::audit::event_json(event);
+        cursor = last.position;
+        for event in &batch {
+            let line = crate::audit::event_json(event.position, &event.event);
             writeln!(out, "{line}").map_err(|e| CliError::Failed(e.to_string()))?;
         }
     }

@@ -72,10 +72,10 @@ pub enum EventsCommand {
     /// Print the log as NDJSON, one event per line, ascending.
     Export {
         /// Only events after this position.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
         after: i64,
         /// Only events of this aggregate type.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::audit::AGGREGATE_TYPES))]
         aggregate_type: Option<String>,
     },
 }
@@ -108,6 +108,10 @@ pub struct Config {
     /// Blob store (default `file://{DATA_DIR}/blobs`).
     #[arg(long, env = "IPTO_STORAGE_URL", global = true)]
     pub storage_url: Option<String>,
+    /// This instance's search index (default `{DATA_DIR}/index`); instances sharing a data
+    /// directory need one each.
+    #[arg(long, env = "IPTO_INDEX_DIR", global = true)]
+    pub index_dir: Option<PathBuf>,
     /// E-mail of the platform admin ensured at start-up.
     #[arg(long, env = "IPTO_BOOTSTRAP_ADMIN_EMAIL", global = true)]
     pub bootstrap_admin_email: Option<String>,
@@ -177,8 +181,16 @@ impl Config {
         let mut config = Cli::parse_from(["ipto"]).config;
         config.data_dir = data_dir.into();
         config.database_url = None;
+        config.index_dir = None;
         config.bootstrap_admin_email = None;
         config
+    }
+
+    /// The search index directory in force.
+    pub fn index_dir(&self) -> PathBuf {
+        self.index_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("index"))
     }
 
     /// The database URL in force.

@@ -8,6 +8,7 @@ pub mod buyer;
 pub mod datasets;
 pub mod envelope;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
@@ -19,6 +20,7 @@ pub mod pagination;
 pub mod payouts;
 pub mod provider;
 pub mod routes;
+pub mod search;
 pub mod storage;
 pub mod window;
 
@@ -42,7 +44,9 @@ pub fn routes() -> Routes {
                 .merge(api_keys::routes())
                 .merge(buyer::routes())
                 .merge(provider::routes())
-                .merge(payouts::routes()),
+                .merge(payouts::routes())
+                .merge(search::routes())
+                .merge(events::routes()),
         )
 }
 

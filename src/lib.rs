@@ -16,6 +16,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod ratelimit;
+pub mod search;
 pub mod signing;
 pub mod store;
 

@@ -140,6 +140,16 @@ prefixed_id!(
     AccessId,
     "acc"
 );
+prefixed_id!(
+    /// A search request as recorded (`sa_`).
+    SearchActivityId,
+    "sa"
+);
+prefixed_id!(
+    /// One result returned by a search (`ret_`).
+    RetrievalId,
+    "ret"
+);
 
 #[cfg(test)]
 mod tests {

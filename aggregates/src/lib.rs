@@ -13,6 +13,7 @@ pub mod money;
 pub mod object;
 pub mod password;
 pub mod payout;
+pub mod search;
 pub mod tenant;
 pub mod text;
 pub mod user;
@@ -25,7 +26,10 @@ pub use dataset::{
 };
 pub use email::Email;
 pub use email_reservation::EmailReservation;
-pub use ids::{AccessId, ApiKeyId, DatasetId, GrantId, IdError, ObjectId, TenantId, UserId};
+pub use ids::{
+    AccessId, ApiKeyId, DatasetId, GrantId, IdError, ObjectId, RetrievalId, SearchActivityId,
+    TenantId, UserId,
+};
 pub use money::{Price, PriceError};
 pub use object::{
     ContentType, Filename, Object, ObjectFieldError, ObjectMetadata, ObjectStatus, Sha256Hex,

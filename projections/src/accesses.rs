@@ -1,7 +1,8 @@
-//! Metered accesses: every charge (downloads now, search retrievals later), for buyers' activity,
-//! spend and providers' revenue.
+//! Metered accesses: every charge (search retrievals and downloads), for buyers' activity, spend,
+//! providers' revenue and dataset analytics.
 
-use aggregates::metering::{Download, DownloadEvent};
+use aggregates::metering::{Charge, Download, DownloadEvent};
+use aggregates::search::{Search, SearchEvent};
 use aggregates::timestamp;
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
@@ -19,7 +20,7 @@ impl Projection for AccessesProjection {
         "accesses"
     }
     fn version(&self) -> i64 {
-        1
+        2
     }
     fn tables(&self) -> &'static [&'static str] {
         &["accesses"]
@@ -30,28 +31,44 @@ impl Projection for AccessesProjection {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != Download::TYPE {
-            return Ok(());
+        if event.aggregate_type == Download::TYPE {
+            let DownloadEvent::DownloadCharged(c) = event.decode()?;
+            insert(conn, "download", &c, None).await?;
+        } else if event.aggregate_type == Search::TYPE {
+            let SearchEvent::SearchPerformed(record) = event.decode()?;
+            for charge in record.results.iter().filter_map(|r| r.charge.as_ref()) {
+                insert(conn, "retrieval", charge, Some(&event.aggregate_id)).await?;
+            }
         }
-        let DownloadEvent::DownloadCharged(c) = event.decode()?;
-        sqlx::query(
-            "INSERT INTO accesses (access_id, kind, buyer_tenant_id, provider_tenant_id, dataset_id, object_id, \
-             api_key_id, search_activity_id, charged_micros, fee_bps, occurred_at) \
-             VALUES ($1, 'download', $2, $3, $4, $5, $6, NULL, $7, $8, $9)",
-        )
-        .bind(&c.access_id)
-        .bind(c.buyer_tenant_id.as_str())
-        .bind(c.provider_tenant_id.as_str())
-        .bind(c.dataset_id.as_str())
-        .bind(c.object_id.as_str())
-        .bind(c.api_key_id)
-        .bind(c.amount_micros)
-        .bind(i64::from(c.fee_bps))
-        .bind(timestamp::format(c.occurred_at))
-        .execute(conn)
-        .await?;
         Ok(())
     }
+}
+
+async fn insert(
+    conn: &mut AnyConnection,
+    kind: &str,
+    c: &Charge,
+    search_activity_id: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO accesses (access_id, kind, buyer_tenant_id, provider_tenant_id, dataset_id, object_id, \
+         api_key_id, search_activity_id, charged_micros, fee_bps, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&c.access_id)
+    .bind(kind)
+    .bind(c.buyer_tenant_id.as_str())
+    .bind(c.provider_tenant_id.as_str())
+    .bind(c.dataset_id.as_str())
+    .bind(c.object_id.as_str())
+    .bind(c.api_key_id.clone())
+    .bind(search_activity_id.map(str::to_owned))
+    .bind(c.amount_micros)
+    .bind(i64::from(c.fee_bps))
+    .bind(timestamp::format(c.occurred_at))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// An access as buyers see it.
@@ -217,6 +234,87 @@ pub async fn spend_by_dataset(
                 r.try_get("dataset_id")?,
                 r.try_get("dataset_name")?,
                 r.try_get("amount")?,
+            ))
+        })
+        .collect()
+}
+
+/// How many accesses a buyer tenant has, all time.
+pub async fn buyer_count(db: &Db, tenant_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM accesses WHERE buyer_tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(&db.pool)
+        .await
+}
+
+/// A dataset's accesses in `[from, to)`, as its analytics report them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatasetUsage {
+    pub retrievals: i64,
+    pub downloads: i64,
+    pub unique_buyers: i64,
+    pub gross_micros: i64,
+    /// Σ amount × fee bps, from which the fee is rounded once.
+    pub fee_basis: i64,
+}
+
+/// Totals of a dataset's accesses in `[from, to)`.
+pub async fn dataset_usage(
+    db: &Db,
+    dataset_id: &str,
+    from: &str,
+    to: &str,
+) -> Result<DatasetUsage, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN kind = 'retrieval' THEN 1 ELSE 0 END), 0) AS BIGINT) AS retrievals, \
+         CAST(COALESCE(SUM(CASE WHEN kind = 'download' THEN 1 ELSE 0 END), 0) AS BIGINT) AS downloads, \
+         COUNT(DISTINCT buyer_tenant_id) AS unique_buyers, \
+         CAST(COALESCE(SUM(charged_micros), 0) AS BIGINT) AS gross, \
+         CAST(COALESCE(SUM(charged_micros * fee_bps), 0) AS BIGINT) AS fee_basis \
+         FROM accesses WHERE dataset_id = $1 AND occurred_at >= $2 AND occurred_at < $3",
+    )
+    .bind(dataset_id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(DatasetUsage {
+        retrievals: row.try_get("retrievals")?,
+        downloads: row.try_get("downloads")?,
+        unique_buyers: row.try_get("unique_buyers")?,
+        gross_micros: row.try_get("gross")?,
+        fee_basis: row.try_get("fee_basis")?,
+    })
+}
+
+/// A dataset's accesses per UTC date in `[from, to)`: `(date, retrievals, downloads, gross)`,
+/// days with accesses only.
+pub async fn dataset_daily(
+    db: &Db,
+    dataset_id: &str,
+    from: &str,
+    to: &str,
+) -> Result<Vec<(String, i64, i64, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT SUBSTR(occurred_at, 1, 10) AS day, \
+         CAST(SUM(CASE WHEN kind = 'retrieval' THEN 1 ELSE 0 END) AS BIGINT) AS retrievals, \
+         CAST(SUM(CASE WHEN kind = 'download' THEN 1 ELSE 0 END) AS BIGINT) AS downloads, \
+         CAST(SUM(charged_micros) AS BIGINT) AS gross \
+         FROM accesses WHERE dataset_id = $1 AND occurred_at >= $2 AND occurred_at < $3 \
+         GROUP BY SUBSTR(occurred_at, 1, 10) ORDER BY day",
+    )
+    .bind(dataset_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("day")?,
+                r.try_get("retrievals")?,
+                r.try_get("downloads")?,
+                r.try_get("gross")?,
             ))
         })
         .collect()

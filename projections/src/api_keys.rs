@@ -207,3 +207,21 @@ pub async fn grants_on(db: &Db, dataset_id: &str) -> Result<Vec<(String, String)
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
 }
+
+/// A tenant's keys: how many in all (revoked and expired included) and how many active at `now`.
+pub async fn tenant_key_counts(
+    db: &Db,
+    tenant_id: &str,
+    now: &str,
+) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS total, \
+         CAST(COALESCE(SUM(CASE WHEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) THEN 1 ELSE 0 END), 0) AS BIGINT) AS active \
+         FROM api_keys WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .bind(now)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok((row.try_get("total")?, row.try_get("active")?))
+}

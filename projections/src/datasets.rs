@@ -448,3 +448,17 @@ pub async fn provider_counts(db: &Db, tenant_id: &str) -> Result<ProviderCounts,
         objects_rejected: count("rejected")?,
     })
 }
+
+/// The active datasets `tenant` may search (SPEC §3.12): its own, and other tenants' that are
+/// `listed`, or `restricted` with an entitlement.
+pub async fn searchable(db: &Db, tenant_id: &str) -> Result<Vec<DatasetRow>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {DATASET_COLUMNS} FROM datasets d WHERE d.status = 'active' AND (d.tenant_id = $1 \
+         OR d.visibility = 'listed' OR (d.visibility = 'restricted' AND EXISTS \
+         (SELECT 1 FROM entitlements e WHERE e.dataset_id = d.dataset_id AND e.tenant_id = $1)))"
+    ))
+    .bind(tenant_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(dataset_row).collect()
+}

@@ -108,6 +108,8 @@ struct Inner {
     locks: LockSession,
     db: Db,
     projections: std::sync::RwLock<Vec<Arc<dyn Projection>>>,
+    /// Read models each instance keeps for itself outside the database (the search index).
+    locals: std::sync::RwLock<Vec<&'static str>>,
     wake: watch::Sender<u64>,
     progress: watch::Sender<HashMap<&'static str, Progress>>,
 }
@@ -128,6 +130,7 @@ impl ProjectorEngine {
                 locks: LockSession::default(),
                 db,
                 projections: std::sync::RwLock::new(projections),
+                locals: std::sync::RwLock::new(Vec::new()),
                 wake,
                 progress,
             }),
@@ -144,6 +147,23 @@ impl ProjectorEngine {
             .push(projection);
     }
 
+    /// Registers a read model this instance keeps outside the database, with its own cursor. Its
+    /// worker follows the log itself and reports with [`ProjectorEngine::report_local`]; waits for
+    /// read-your-writes include it.
+    pub fn register_local(&self, name: &'static str) {
+        self.inner.locals.write().expect("lock poisoned").push(name);
+    }
+
+    /// Where a local read model has got to, and whether it stopped on an error.
+    pub fn report_local(&self, name: &'static str, cursor: LogPosition, failed: bool) {
+        self.publish(name, cursor, failed);
+    }
+
+    /// A receiver of wake-ups: it changes whenever the log has grown.
+    pub fn wake_ups(&self) -> watch::Receiver<u64> {
+        self.inner.wake.subscribe()
+    }
+
     /// Forgets every projection (at shutdown, to release reactors that hold the engine) and frees
     /// this instance's advisory locks.
     pub async fn shut_down(&self) {
@@ -158,6 +178,7 @@ impl ProjectorEngine {
             .write()
             .expect("lock poisoned")
             .clear();
+        self.inner.locals.write().expect("lock poisoned").clear();
     }
 
     /// The projections, in report order.
@@ -187,33 +208,39 @@ impl ProjectorEngine {
     /// Creates missing checkpoints and rebuilds projections whose version changed.
     pub async fn prepare(&self) -> Result<(), sqlx::Error> {
         for projection in &self.projections() {
-            let stored: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
-                    .bind(projection.name())
-                    .fetch_optional(&self.inner.db.pool)
-                    .await?;
-            match stored {
-                Some(version) if version == projection.version() => {}
-                Some(version) => {
-                    tracing::info!(
-                        projection = projection.name(),
-                        from = version,
-                        to = projection.version(),
-                        "projection version changed; rebuilding"
-                    );
-                    self.reset(projection.as_ref()).await?;
-                }
-                None => {
-                    sqlx::query(
-                        "INSERT INTO projection_checkpoints (name, version, cursor_tx, cursor_position, position, events_applied, updated_at) \
-                         VALUES ($1, $2, 0, 0, 0, 0, $3) ON CONFLICT (name) DO NOTHING",
-                    )
-                    .bind(projection.name())
-                    .bind(projection.version())
-                    .bind(now())
-                    .execute(&self.inner.db.pool)
-                    .await?;
-                }
+            self.prepare_one(projection.as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the projection's checkpoint if missing, or rebuilds it if its version changed.
+    async fn prepare_one(&self, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+        let stored: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
+                .bind(projection.name())
+                .fetch_optional(&self.inner.db.pool)
+                .await?;
+        match stored {
+            Some(version) if version == projection.version() => {}
+            Some(version) => {
+                tracing::info!(
+                    projection = projection.name(),
+                    from = version,
+                    to = projection.version(),
+                    "projection version changed; rebuilding"
+                );
+                self.reset(projection).await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO projection_checkpoints (name, version, cursor_tx, cursor_position, position, events_applied, updated_at) \
+                     VALUES ($1, $2, 0, 0, 0, 0, $3) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(projection.name())
+                .bind(projection.version())
+                .bind(now())
+                .execute(&self.inner.db.pool)
+                .await?;
             }
         }
         Ok(())
@@ -312,6 +339,12 @@ impl ProjectorEngine {
                 // Someone else moved the checkpoint (another worker or a rebuild): start over.
                 Ok(None) => return Ok(0),
                 Err((position, error)) => {
+                    // A batch read before another worker (or a rebuild) committed the same events
+                    // collides with that worker's rows; the checkpoint has moved, so this is a lost
+                    // race to start over from, not a failure of the projection.
+                    if self.status_of(projection.name()).await?.cursor != checkpoint.cursor {
+                        return Ok(0);
+                    }
                     tracing::warn!(projection = projection.name(), position, attempt, %error, "projection batch failed");
                     last_error = Some((position, error));
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
@@ -331,7 +364,8 @@ impl ProjectorEngine {
         Err(StepError::Stopped)
     }
 
-    /// One transaction: the events, then the checkpoint if nobody moved it meanwhile.
+    /// One transaction: claim the batch by moving the checkpoint if nobody moved it meanwhile, then
+    /// apply the events.
     async fn apply_batch(
         &self,
         projection: &dyn Projection,
@@ -360,14 +394,9 @@ impl ProjectorEngine {
             .begin_write()
             .await
             .map_err(|e| (first, e.into()))?;
-        if !projection.is_reactor() {
-            for event in events {
-                projection
-                    .apply(&mut tx, event)
-                    .await
-                    .map_err(|e| (event.cursor.position, e))?;
-            }
-        }
+        // Claim the batch first: the conditional update takes the checkpoint row's lock, so a
+        // concurrent worker or rebuild waits here and then finds the cursor moved, instead of
+        // applying the same events into the same tables and tripping over our rows.
         let last = events[events.len() - 1].cursor;
         let highest = events.iter().map(|e| e.cursor.position).max().unwrap_or(0);
         let moved = sqlx::query(
@@ -390,6 +419,14 @@ impl ProjectorEngine {
         .map_err(|e| (first, e.into()))?;
         if moved.rows_affected() == 0 {
             return Ok(None);
+        }
+        if !projection.is_reactor() {
+            for event in events {
+                projection
+                    .apply(&mut tx, event)
+                    .await
+                    .map_err(|e| (event.cursor.position, e))?;
+            }
         }
         tx.commit().await.map_err(|e| (first, e.into()))?;
         Ok(Some(last))
@@ -418,10 +455,15 @@ impl ProjectorEngine {
         loop {
             let reached = {
                 let map = progress.borrow_and_update();
-                self.projections().iter().all(|p| {
-                    map.get(p.name())
-                        .is_some_and(|s| s.failed || s.cursor >= target)
-                })
+                let locals = self.inner.locals.read().expect("lock poisoned").clone();
+                self.projections()
+                    .iter()
+                    .map(|p| p.name())
+                    .chain(locals)
+                    .all(|name| {
+                        map.get(name)
+                            .is_some_and(|s| s.failed || s.cursor >= target)
+                    })
             };
             if reached {
                 return true;
@@ -480,11 +522,8 @@ impl ProjectorEngine {
     /// Empties a projection's tables and resets its checkpoint, in one transaction.
     pub async fn reset(&self, projection: &dyn Projection) -> Result<(), sqlx::Error> {
         let mut tx = self.inner.db.begin_write().await?;
-        for table in projection.tables() {
-            sqlx::query(&format!("DELETE FROM {table}"))
-                .execute(&mut *tx)
-                .await?;
-        }
+        // The checkpoint first: its row lock waits out a worker's batch in flight (whose rows the
+        // deletes below then see) and makes any later batch find the cursor moved.
         sqlx::query(
             "INSERT INTO projection_checkpoints (name, version, cursor_tx, cursor_position, position, events_applied, updated_at) \
              VALUES ($1, $2, 0, 0, 0, 0, $3) \
@@ -496,6 +535,11 @@ impl ProjectorEngine {
         .bind(now())
         .execute(&mut *tx)
         .await?;
+        for table in projection.tables() {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         self.publish(projection.name(), LogPosition::default(), false);
         Ok(())
@@ -506,9 +550,26 @@ impl ProjectorEngine {
     pub async fn rebuild(
         &self,
         projection: &dyn Projection,
-        mut progress: impl FnMut(u64, u64),
+        progress: impl FnMut(u64, u64),
     ) -> Result<u64, RebuildError> {
         self.reset(projection).await?;
+        self.replay(projection, progress).await
+    }
+
+    /// Applies whatever the log holds beyond the projection's checkpoint, outside the workers (a
+    /// CLI command that reads a read model while no server may be running). Returns the number of
+    /// events the projection has applied since its last reset.
+    pub async fn catch_up(&self, projection: &dyn Projection) -> Result<u64, RebuildError> {
+        self.prepare_one(projection).await?;
+        self.replay(projection, |_, _| {}).await
+    }
+
+    /// Steps a projection until it has read the whole log.
+    async fn replay(
+        &self,
+        projection: &dyn Projection,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, RebuildError> {
         let total = log::count(&self.inner.db).await? as u64;
         let mut done = 0u64;
         progress(0, total);

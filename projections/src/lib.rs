@@ -4,12 +4,14 @@
 pub mod accesses;
 pub mod accounts;
 pub mod api_keys;
+pub mod audit;
 pub mod datasets;
 pub mod db;
 pub mod engine;
 pub mod log;
 pub mod objects;
 pub mod payouts;
+pub mod searches;
 
 pub use db::{Db, Dialect};
 pub use engine::{Projection, ProjectionError, ProjectionStatus, ProjectorEngine};
@@ -28,5 +30,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(api_keys::ApiKeysProjection),
         Arc::new(accesses::AccessesProjection),
         Arc::new(payouts::PayoutsProjection),
+        Arc::new(searches::SearchesProjection),
+        Arc::new(audit::AuditOrderProjection),
     ]
 }

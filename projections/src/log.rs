@@ -97,7 +97,7 @@ pub async fn read_after(
     rows.into_iter().map(stored_event).collect()
 }
 
-fn stored_event(row: sqlx::any::AnyRow) -> Result<StoredEvent, sqlx::Error> {
+pub(crate) fn stored_event(row: sqlx::any::AnyRow) -> Result<StoredEvent, sqlx::Error> {
     let metadata: String = row.try_get("metadata")?;
     Ok(StoredEvent {
         cursor: LogPosition {

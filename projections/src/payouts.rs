@@ -1,8 +1,9 @@
 //! Payout statements: each charge lands in its provider's statement for the UTC month of the
 //! charge; an admin's `PayoutStatementPaid` sets `paid_at`.
 
-use aggregates::metering::{Download, DownloadEvent};
+use aggregates::metering::{Charge, Download, DownloadEvent};
 use aggregates::payout::{fee_micros, month_of, statement_id, PayoutEvent, PayoutStatement};
+use aggregates::search::{Search, SearchEvent};
 use aggregates::timestamp;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -30,7 +31,7 @@ impl Projection for PayoutsProjection {
         "payouts"
     }
     fn version(&self) -> i64 {
-        1
+        2
     }
     fn tables(&self) -> &'static [&'static str] {
         &["payout_statements"]
@@ -43,21 +44,12 @@ impl Projection for PayoutsProjection {
     ) -> Result<(), ProjectionError> {
         if event.aggregate_type == Download::TYPE {
             let DownloadEvent::DownloadCharged(c) = event.decode()?;
-            let (id, start, end) = statement_for(c.provider_tenant_id.as_str(), c.occurred_at);
-            sqlx::query(
-                "INSERT INTO payout_statements (statement_id, tenant_id, period_start, period_end, gross_micros, \
-                 fee_basis, line_count) VALUES ($1, $2, $3, $4, $5, $6, 1) \
-                 ON CONFLICT (statement_id) DO UPDATE SET gross_micros = payout_statements.gross_micros + excluded.gross_micros, \
-                 fee_basis = payout_statements.fee_basis + excluded.fee_basis, line_count = payout_statements.line_count + 1",
-            )
-            .bind(&id)
-            .bind(c.provider_tenant_id.as_str())
-            .bind(timestamp::format(start))
-            .bind(timestamp::format(end))
-            .bind(c.amount_micros)
-            .bind(c.amount_micros * i64::from(c.fee_bps))
-            .execute(conn)
-            .await?;
+            add_charge(conn, &c).await?;
+        } else if event.aggregate_type == Search::TYPE {
+            let SearchEvent::SearchPerformed(record) = event.decode()?;
+            for charge in record.results.iter().filter_map(|r| r.charge.as_ref()) {
+                add_charge(conn, charge).await?;
+            }
         } else if event.aggregate_type == PayoutStatement::TYPE {
             let PayoutEvent::PayoutStatementPaid { paid_at } = event.decode()?;
             let changed =
@@ -75,6 +67,26 @@ impl Projection for PayoutsProjection {
         }
         Ok(())
     }
+}
+
+/// Adds one charge to its provider's statement for the month, creating the statement.
+async fn add_charge(conn: &mut AnyConnection, c: &Charge) -> Result<(), sqlx::Error> {
+    let (id, start, end) = statement_for(c.provider_tenant_id.as_str(), c.occurred_at);
+    sqlx::query(
+        "INSERT INTO payout_statements (statement_id, tenant_id, period_start, period_end, gross_micros, \
+         fee_basis, line_count) VALUES ($1, $2, $3, $4, $5, $6, 1) \
+         ON CONFLICT (statement_id) DO UPDATE SET gross_micros = payout_statements.gross_micros + excluded.gross_micros, \
+         fee_basis = payout_statements.fee_basis + excluded.fee_basis, line_count = payout_statements.line_count + 1",
+    )
+    .bind(&id)
+    .bind(c.provider_tenant_id.as_str())
+    .bind(timestamp::format(start))
+    .bind(timestamp::format(end))
+    .bind(c.amount_micros)
+    .bind(c.amount_micros * i64::from(c.fee_bps))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// A statement as stored.

@@ -6,7 +6,8 @@ use aggregates::Scope;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use projections::accesses::{self as read, AccessFilter};
+use projections::accesses::{self as read, AccessFilter, Side};
+use projections::searches::SearchFilter;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -23,6 +24,8 @@ use crate::http::window;
 /// Routes under `/v1`.
 pub fn routes() -> Routes {
     Routes::new()
+        .route("/buyer/dashboard", get(dashboard))
+        .route("/agent/activity/searches", get(searches))
         .route("/agent/activity/accesses", get(accesses))
         .route("/agent/spend", get(spend))
 }
@@ -131,6 +134,89 @@ pub fn window_end() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 }
 
 /// The filters of the access list.
+async fn dashboard(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+) -> Result<Response, AppError> {
+    principal.require(Scope::UsageRead)?;
+    let db = &state.store.db;
+    let tenant = &principal.tenant_id;
+    let now = state.store.clock.now();
+    let (keys, active_keys) =
+        projections::api_keys::tenant_key_counts(db, tenant, &aggregates::timestamp::format(now))
+            .await?;
+    let searches = projections::searches::buyer_count(db, tenant).await?;
+    let accesses = read::buyer_count(db, tenant).await?;
+    let total = read::total(db, Side::Buyer, tenant, "", "").await?;
+    let month_ago = aggregates::timestamp::format(now - chrono::Duration::days(30));
+    let recent = read::total(db, Side::Buyer, tenant, &month_ago, "").await?;
+    Ok(envelope::ok(json!({
+        "api_key_count": keys,
+        "active_api_key_count": active_keys,
+        "search_count": searches,
+        "access_count": accesses,
+        "total_spend": json_number(total),
+        "spend_last_30_days": json_number(recent),
+        "currency": "USD",
+    })))
+}
+
+#[derive(Deserialize)]
+struct SearchActivityQuery {
+    api_key_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
+async fn searches(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Query(query): Query<SearchActivityQuery>,
+) -> Result<Response, AppError> {
+    principal.require(Scope::UsageRead)?;
+    let (from, to) = window::optional(query.from.as_deref(), query.to.as_deref())?;
+    let filter = SearchFilter {
+        api_key_id: query.api_key_id.filter(|k| !k.is_empty()),
+        from: from.map(aggregates::timestamp::format),
+        to: to.map(aggregates::timestamp::format),
+    };
+    let scope = format!(
+        "searches?key={}&from={}&to={}",
+        filter.api_key_id.as_deref().unwrap_or(""),
+        filter.from.as_deref().unwrap_or(""),
+        filter.to.as_deref().unwrap_or(""),
+    );
+    let page = query.page.page(&state.key, &scope, 20, 100)?;
+    let after = page.after.as_ref().map(sort_key).transpose()?;
+    let (rows, total) = projections::searches::buyer_searches(
+        &state.store.db,
+        &principal.tenant_id,
+        &filter,
+        after,
+        page.limit,
+    )
+    .await?;
+    let (rows, next) = pagination::finish(rows, &page, &state.key, &scope, |r| {
+        json!([r.occurred_at, r.search_activity_id])
+    });
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "search_activity_id": r.search_activity_id, "query_text": r.query_text,
+                "dataset_ids": r.dataset_ids, "result_count": r.result_count,
+                "charged_amount": json_number(r.charged_micros), "currency": "USD",
+                "api_key_id": r.api_key_id, "occurred_at": r.occurred_at,
+            })
+        })
+        .collect();
+    Ok(envelope::ok(
+        json!({ "searches": items, "total": total, "next_cursor": next }),
+    ))
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct AccessQuery {

@@ -36,6 +36,9 @@ pub enum AppError {
     /// 404 `not_found`.
     #[error("not found")]
     NotFound,
+    /// 404 `not_found` naming the dataset a request referred to (`details.dataset_id`).
+    #[error("dataset not found")]
+    DatasetNotFound(String),
     /// 405 `method_not_allowed`.
     #[error("method not allowed")]
     MethodNotAllowed(Vec<String>),
@@ -111,7 +114,7 @@ impl AppError {
             Self::InvalidRequest { .. } | Self::InvalidCursor => StatusCode::BAD_REQUEST,
             Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::DatasetNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::EmailTaken
             | Self::InvalidState(_)
@@ -156,6 +159,11 @@ impl AppError {
             ),
             Self::Forbidden(message) => ("forbidden", message.clone(), json!({})),
             Self::NotFound => ("not_found", "Resource not found.".into(), json!({})),
+            Self::DatasetNotFound(id) => (
+                "not_found",
+                "Dataset not found.".into(),
+                json!({ "dataset_id": id }),
+            ),
             Self::MethodNotAllowed(allowed) => (
                 "method_not_allowed",
                 "Method not allowed.".into(),
@@ -350,6 +358,13 @@ impl From<aggregates::api_key::ApiKeyError> for AppError {
     }
 }
 
+impl From<aggregates::search::SearchError> for AppError {
+    /// Every search error is the server's own inconsistency.
+    fn from(error: aggregates::search::SearchError) -> Self {
+        Self::internal(error)
+    }
+}
+
 impl From<aggregates::metering::DownloadError> for AppError {
     fn from(error: aggregates::metering::DownloadError) -> Self {
         Self::internal(error)
@@ -430,6 +445,7 @@ mod tests {
                 "rate_limited",
                 429,
             ),
+            (AppError::DatasetNotFound("dset_x".into()), "not_found", 404),
             (AppError::internal("boom"), "internal", 500),
             (AppError::Unavailable("down".into()), "unavailable", 503),
         ];

@@ -96,6 +96,23 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
             },
         );
     }
+    let index = state.search.status();
+    let lag = (head - index.position).max(0);
+    degraded |= lag > LAG_THRESHOLD || index.error.is_some();
+    projections.insert(
+        crate::search::NAME.to_owned(),
+        ProjectionHealth {
+            position: index.position,
+            lag,
+            state: if index.error.is_some() {
+                "failed"
+            } else {
+                "ok"
+            },
+            failed_position: None,
+            error: index.error,
+        },
+    );
     Ok(Health {
         status: if degraded { "degraded" } else { "ok" },
         version: env!("CARGO_PKG_VERSION"),
@@ -124,6 +141,10 @@ async fn metrics(State(state): State<AppState>) -> Result<axum::response::Respon
         .await?
         .into_iter()
         .map(|s| (s.name, s.position))
+        .chain([(
+            crate::search::NAME.to_owned(),
+            state.search.status().position,
+        )])
         .collect();
     let body = state.store.metrics.render(head, &positions);
     Ok((

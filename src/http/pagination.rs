@@ -39,16 +39,8 @@ impl PageQuery {
         default_limit: usize,
         max_limit: usize,
     ) -> Result<Page, AppError> {
-        let limit = match &self.limit {
-            None => default_limit,
-            Some(raw) => raw
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=max_limit).contains(n))
-                .ok_or_else(|| {
-                    AppError::field("limit", format!("must be an integer from 1 to {max_limit}"))
-                })?,
-        };
+        let limit = limit(self.limit.as_deref(), default_limit, max_limit)
+            .map_err(|reason| AppError::field("limit", reason))?;
         // An empty cursor is no cursor, as empty filters are no filters.
         let after = self
             .cursor
@@ -57,6 +49,19 @@ impl PageQuery {
             .map(|raw| open(key, scope, raw))
             .transpose()?;
         Ok(Page { limit, after })
+    }
+}
+
+/// A `limit` query value: `default_limit` when absent, else an integer in `1..=max_limit`; the
+/// reason it is refused otherwise.
+pub fn limit(raw: Option<&str>, default_limit: usize, max_limit: usize) -> Result<usize, String> {
+    match raw {
+        None => Ok(default_limit),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max_limit).contains(n))
+            .ok_or_else(|| format!("must be an integer from 1 to {max_limit}")),
     }
 }
 

@@ -7,18 +7,23 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use projections::accesses::{self, Side};
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
+use crate::http::datasets::own_dataset;
 use crate::http::envelope;
 use crate::http::error::AppError;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path, Query};
 use crate::http::openapi;
+use crate::http::window;
 
 /// Routes under `/v1`.
 pub fn routes() -> Routes {
-    Routes::new().route("/provider/dashboard", get(dashboard))
+    Routes::new()
+        .route("/provider/dashboard", get(dashboard))
+        .route("/provider/datasets/{id}/analytics", get(analytics))
 }
 
 /// The operations of this module, for the OpenAPI document.
@@ -87,5 +92,64 @@ async fn dashboard(
         "total_revenue": json_number(total),
         "revenue_last_30_days": json_number(recent),
         "currency": "USD",
+    })))
+}
+
+#[derive(Deserialize)]
+struct WindowQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn analytics(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+    Query(query): Query<WindowQuery>,
+) -> Result<Response, AppError> {
+    principal.require(Scope::UsageRead)?;
+    let dataset = own_dataset(&state, &principal, &id).await?;
+    let (from, to) = window::with_default(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        state.store.clock.now(),
+    )?;
+    let (from_text, to_text) = (
+        aggregates::timestamp::format(from),
+        aggregates::timestamp::format(to),
+    );
+    let db = &state.store.db;
+    let usage = accesses::dataset_usage(db, &id, &from_text, &to_text).await?;
+    let appearances = projections::searches::appearances(db, &id, &from_text, &to_text).await?;
+    let top = projections::searches::top_queries(db, &id, &from_text, &to_text).await?;
+    let days = accesses::dataset_daily(db, &id, &from_text, &to_text).await?;
+    let daily: Vec<Value> = window::dates(from, to)
+        .into_iter()
+        .map(|date| {
+            let (retrievals, downloads, gross) = days
+                .iter()
+                .find(|(d, ..)| *d == date)
+                .map_or((0, 0, 0), |(_, r, d, g)| (*r, *d, *g));
+            json!({ "date": date, "retrievals": retrievals, "downloads": downloads, "gross_revenue": json_number(gross) })
+        })
+        .collect();
+    let fee = aggregates::payout::fee_micros(usage.fee_basis);
+    Ok(envelope::ok(json!({
+        "dataset_id": dataset.dataset_id,
+        "dataset_name": dataset.name,
+        "object_count": dataset.object_count,
+        "active_object_count": dataset.active_object_count,
+        "storage_bytes": dataset.storage_bytes,
+        "search_appearances": appearances,
+        "retrievals": usage.retrievals,
+        "downloads": usage.downloads,
+        "unique_buyers": usage.unique_buyers,
+        "gross_revenue": json_number(usage.gross_micros),
+        "provider_earnings": json_number(usage.gross_micros - fee),
+        "currency": "USD",
+        "from": from_text,
+        "to": to_text,
+        "daily": daily,
+        "top_queries": top.iter().map(|(q, n)| json!({ "query": q, "count": n })).collect::<Vec<_>>(),
     })))
 }

@@ -4,7 +4,7 @@
 
 use crate::http::routes::Routes;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::blobs::{storage_path, BlobError};
 use crate::http::error::AppError;
+use crate::http::extract::{Path, Query};
 
 /// Routes outside `/v1`.
 pub fn routes() -> Routes {

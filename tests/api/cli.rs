@@ -163,6 +163,14 @@ async fn open(fresh: &Fresh) -> ipto::AppState {
     let config = config(fresh);
     let (store, key) = ipto::app::open_store(&config).await.unwrap();
     let blobs = ipto::app::open_blobs(&config, &key, config.bind).unwrap();
+    // An index of its own: the server's (or the CLI's) holds the default directory.
+    let index = ipto::search::SearchIndex::open(&fresh.data_dir.join("inspection-index")).unwrap();
+    let search = ipto::search::Indexer::new(
+        std::sync::Arc::new(index),
+        store.db.clone(),
+        blobs.clone(),
+        store.engine.clone(),
+    );
     ipto::AppState {
         store,
         key,
@@ -170,6 +178,7 @@ async fn open(fresh: &Fresh) -> ipto::AppState {
         config: std::sync::Arc::new(config),
         jobs: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
         limits: std::sync::Arc::default(),
+        search,
     }
 }
 
@@ -292,9 +301,18 @@ async fn rebuild_all_gives_read_models_identical_to_the_live_ones() {
     );
     assert!(stdout(&output).contains("events/s"));
     assert_eq!(read_models(&state).await, live);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("skipped search"),
+        "a running server's index is left to it: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The index belongs to the running server: rebuilding it alone is refused.
+    let busy = run(&fresh, &["projections", "rebuild", "search"]);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("stop the server"));
     let statuses = run(&fresh, &["projections", "status"]);
     let text = stdout(&statuses);
-    for name in ["NAME", "tenants", "users", "signup_completion"] {
+    for name in ["NAME", "tenants", "users", "signup_completion", "search"] {
         assert!(text.contains(name), "{text}");
     }
     server.stop();
@@ -332,6 +350,153 @@ async fn events_export_prints_the_log_as_ndjson_in_order_without_secrets() {
         &["events", "export", "--after", &positions[1].to_string()],
     );
     assert_eq!(stdout(&after).lines().count(), 1);
+}
+
+/// The admin endpoint's events, following `next_after`.
+async fn endpoint_events(app: &TestApp, admin: &str, filter: &str) -> Vec<Value> {
+    let mut after = 0;
+    let mut out = Vec::new();
+    loop {
+        let page = app
+            .get(
+                &format!("/v1/admin/events?after={after}&limit=100{filter}"),
+                Some(admin),
+            )
+            .await
+            .expect(200);
+        let events = page.data()["events"].as_array().unwrap().clone();
+        after = page.data()["next_after"].as_i64().unwrap();
+        if events.is_empty() {
+            return out;
+        }
+        out.extend(events);
+    }
+}
+
+fn export(fresh: &Fresh, args: &[&str]) -> Vec<Value> {
+    let output = run(fresh, &[&["events", "export"], args].concat());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn events_export_matches_the_admin_endpoint_and_numbers_new_events_itself() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (seller, seller_user, _) = app.signup(&email()).await;
+    let dataset = app.dataset(&seller, json!({})).await;
+    app.staged_object(&seller, &dataset, b"exported").await;
+    settled(&app.state).await;
+    let everything = endpoint_events(&app, &admin, "").await;
+    let datasets = endpoint_events(&app, &admin, "&aggregate_type=dataset").await;
+    assert!(everything.len() > 5 && !datasets.is_empty());
+    app.stop().await;
+
+    assert_eq!(export(&fresh, &[]), everything);
+    assert_eq!(export(&fresh, &["--aggregate-type", "dataset"]), datasets);
+    let middle = everything[4]["position"].as_i64().unwrap().to_string();
+    assert_eq!(export(&fresh, &["--after", &middle]), everything[5..]);
+    for bad in [
+        &["--aggregate-type", "nope"][..],
+        &["--after=-1"],
+        &["--after", "x"],
+    ] {
+        // Invalid values exit 1, like invalid configuration.
+        let output = run(&fresh, &[&["events", "export"], bad].concat());
+        assert_eq!(output.status.code(), Some(1), "{bad:?}");
+        assert!(output.stdout.is_empty());
+    }
+
+    // An event appended while no server runs is numbered by the export itself, after the rest.
+    let state = open(&fresh).await;
+    state
+        .store
+        .execute::<aggregates::User>(
+            &seller_user,
+            aggregates::user::UserCommand::RecordLogin,
+            &(),
+            &ipto::store::Actor::system(),
+        )
+        .await
+        .unwrap();
+    state.store.close().await;
+    let exported = export(&fresh, &[]);
+    assert_eq!(exported.len(), everything.len() + 1);
+    assert_eq!(exported[..everything.len()], everything);
+    let last = exported.last().unwrap();
+    assert_eq!(last["event_type"], "UserLoggedIn");
+    assert_eq!(last["aggregate_id"], seller_user.as_str());
+    assert!(
+        last["position"].as_i64().unwrap()
+            > everything.last().unwrap()["position"].as_i64().unwrap()
+    );
+    assert_eq!(export(&fresh, &[]), exported, "the numbering is stable");
+    let _ = std::fs::remove_dir_all(&fresh.data_dir);
+    drop_database(&fresh.database_url).await;
+}
+
+#[tokio::test]
+async fn exporting_while_the_server_writes_leaves_the_audit_order_whole() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (_, user, _) = app.signup(&email()).await;
+    // The export numbers events itself while the server's worker does the same: whichever loses a
+    // batch must give it up, not fail the projection or number an event twice.
+    let store = app.state.store.clone();
+    let writer = tokio::spawn(async move {
+        for _ in 0..300 {
+            store
+                .execute::<aggregates::User>(
+                    &user,
+                    aggregates::user::UserCommand::RecordLogin,
+                    &(),
+                    &ipto::store::Actor::system(),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let target = Fresh {
+        data_dir: fresh.data_dir.clone(),
+        database_url: fresh.database_url.clone(),
+    };
+    let exports = tokio::task::spawn_blocking(move || {
+        (0..6)
+            .map(|_| run(&target, &["events", "export"]).status.success())
+            .collect::<Vec<_>>()
+    });
+    writer.await.unwrap();
+    assert!(exports.await.unwrap().into_iter().all(|ok| ok));
+    settled(&app.state).await;
+    let health = app.get("/health", None).await.expect(200);
+    assert_eq!(
+        health.data()["projections"]["audit_order"]["state"],
+        "ok",
+        "{}",
+        health.body
+    );
+    let events = table(&app.state, "SELECT COUNT(*) FROM events").await[0][0].clone();
+    let numbered = table(
+        &app.state,
+        "SELECT COUNT(*), COUNT(DISTINCT global_position), MIN(position), MAX(position) FROM audit_order",
+    )
+    .await;
+    assert_eq!(
+        numbered[0],
+        [events.clone(), events.clone(), "1".into(), events]
+    );
+    let everything = endpoint_events(&app, &admin, "").await;
+    app.stop().await;
+    assert_eq!(export(&fresh, &[]), everything);
+    let _ = std::fs::remove_dir_all(&fresh.data_dir);
+    drop_database(&fresh.database_url).await;
 }
 
 #[tokio::test]
@@ -493,7 +658,7 @@ async fn secrets_never_reach_the_log() {
 }
 
 /// Every read model, whole, in key order.
-const ALL_READ_MODELS: [&str; 9] = [
+const ALL_READ_MODELS: [&str; 12] = [
     "SELECT * FROM tenants ORDER BY tenant_id",
     "SELECT * FROM users ORDER BY user_id",
     "SELECT * FROM datasets ORDER BY dataset_id",
@@ -503,6 +668,9 @@ const ALL_READ_MODELS: [&str; 9] = [
     "SELECT * FROM api_key_grants ORDER BY grant_id",
     "SELECT * FROM accesses ORDER BY access_id",
     "SELECT * FROM payout_statements ORDER BY statement_id",
+    "SELECT * FROM search_activities ORDER BY search_activity_id",
+    "SELECT * FROM search_appearances ORDER BY search_activity_id, dataset_id",
+    "SELECT * FROM audit_order ORDER BY position",
 ];
 
 #[tokio::test]
@@ -583,6 +751,21 @@ async fn rebuild_all_reproduces_every_read_model_after_a_full_workload() {
     app.get(&format!("/v1/objects/{approved}/download"), Some(&buyer))
         .await
         .expect(200);
+    let searched = app
+        .post(
+            "/v1/search",
+            Some(&buyer),
+            json!({"query": "approved OR removed"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        searched.data()["results"][0]["object_id"],
+        approved.as_str()
+    );
+    app.post("/v1/search", Some(&seller), json!({"query": "approved"}))
+        .await
+        .expect(200);
     app.delete(&format!("/v1/datasets/{doomed}"), Some(&seller))
         .await
         .expect(200);
@@ -613,9 +796,37 @@ async fn rebuild_all_reproduces_every_read_model_after_a_full_workload() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("rebuilt search"),
+        "the stopped server's index is rebuilt too"
+    );
     let state = open(&fresh).await;
     for (sql, before) in ALL_READ_MODELS.iter().zip(&live) {
         assert_eq!(&table(&state, sql).await, before, "{sql}");
     }
     state.store.close().await;
+    drop(state);
+    // The rebuilt index answers as the live one did.
+    let app = spawn_with(config(&fresh)).await;
+    let again = app
+        .post(
+            "/v1/search",
+            Some(&buyer),
+            json!({"query": "approved OR removed"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again.data()["results"], {
+        let mut results = searched.data()["results"].clone();
+        for (old, new) in results
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .zip(again.data()["results"].as_array().unwrap())
+        {
+            old["retrieval_event_id"] = new["retrieval_event_id"].clone();
+        }
+        results
+    });
+    app.finish().await;
 }

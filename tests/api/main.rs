@@ -3,6 +3,7 @@
 
 mod accounts;
 mod api_keys;
+mod audit;
 mod cli;
 mod conventions;
 mod datasets;
@@ -11,3 +12,5 @@ mod metering;
 mod objects;
 mod openapi;
 mod projections;
+mod search;
+mod security;

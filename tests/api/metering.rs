@@ -414,7 +414,7 @@ mod money_invariants {
 
     use crate::helpers::*;
 
-    /// Sums of the raw `DownloadCharged` events: per buyer, per provider, and the fee basis per provider.
+    /// Sums of the raw charges (`DownloadCharged`, and the charged results of `SearchPerformed`): per buyer, per provider, and the fee basis per provider.
     async fn from_the_log(
         app: &TestApp,
     ) -> (
@@ -429,9 +429,25 @@ mod money_invariants {
         .await;
         let (mut buyers, mut providers, mut fees) =
             (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        let mut charges = Vec::new();
         for row in rows {
             let charge: serde_json::Value = serde_json::from_str(&row[0]).unwrap();
-            let c = &charge["DownloadCharged"];
+            charges.push(charge["DownloadCharged"].clone());
+        }
+        let searches = table(
+            &app.state,
+            "SELECT CAST(payload AS TEXT) FROM events WHERE event_type = 'SearchPerformed'",
+        )
+        .await;
+        for row in searches {
+            let search: serde_json::Value = serde_json::from_str(&row[0]).unwrap();
+            for result in search["SearchPerformed"]["results"].as_array().unwrap() {
+                if !result["charge"].is_null() {
+                    charges.push(result["charge"].clone());
+                }
+            }
+        }
+        for c in &charges {
             let amount = c["amount_micros"].as_i64().unwrap();
             *buyers
                 .entry(c["buyer_tenant_id"].as_str().unwrap().to_owned())
@@ -510,6 +526,36 @@ mod money_invariants {
                 gross += g;
                 fee += f;
             }
+            // A buyer's total spend = Σ its search activities' charges + Σ its download charges.
+            let dashboard = app
+                .get("/v1/buyer/dashboard", Some(token))
+                .await
+                .expect(200);
+            assert_eq!(micros(&dashboard.data()["total_spend"]), total);
+            let searches = app
+                .get("/v1/agent/activity/searches?limit=100", Some(token))
+                .await
+                .expect(200);
+            let searched: i64 = searches.data()["searches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| micros(&s["charged_amount"]))
+                .sum();
+            let downloads = app
+                .get(
+                    "/v1/agent/activity/accesses?kind=download&limit=100",
+                    Some(token),
+                )
+                .await
+                .expect(200);
+            let downloaded: i64 = downloads.data()["accesses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| micros(&a["charged_amount"]))
+                .sum();
+            assert_eq!(searched + downloaded, total, "spend = searches + downloads");
             out.insert(tenant.clone(), (total, revenue, gross, fee));
         }
         out
@@ -520,8 +566,8 @@ mod money_invariants {
 
         #[test]
         fn spend_revenue_and_statements_agree_with_the_log_and_survive_rebuilds(
-            prices in prop::collection::vec(0u32..2_000_000, 1..4),
-            downloads in prop::collection::vec((0usize..3, 0usize..4), 1..12),
+            prices in prop::collection::vec((0u32..2_000_000, 0usize..3), 1..4),
+            uses in prop::collection::vec((0usize..3, 0usize..4, any::<bool>()), 1..12),
         ) {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async {
@@ -534,17 +580,25 @@ mod money_invariants {
                 }
                 // Each price becomes a listed dataset of tenant i % 3 with one approved object.
                 let mut objects = Vec::new();
-                for (i, price) in prices.iter().enumerate() {
+                for (i, (price, model)) in prices.iter().enumerate() {
                     let (token, tenant) = &tenants[i % 3];
                     let price = aggregates::money::format_micros(i64::from(*price));
-                    let dataset = app.dataset(token, json!({"visibility": "listed", "price_per_result": price})).await;
-                    let object = app.staged_object(token, &dataset, b"x").await;
+                    let model = ["fixed", "time_decay", "demand_curve"][*model];
+                    let dataset = app.dataset(token, json!({"visibility": "listed", "price_per_result": price, "pricing_model": model})).await;
+                    let object = app.staged_object(token, &dataset, format!("common word{i}").as_bytes()).await;
                     app.post(&format!("/v1/admin/review/objects/{tenant}/{object}/approve"), Some(&admin), json!({})).await.expect(200);
                     objects.push(object);
                 }
-                for (buyer, object) in &downloads {
-                    let object = &objects[object % objects.len()];
-                    app.get(&format!("/v1/objects/{object}/download"), Some(&tenants[*buyer].0)).await.expect(200);
+                // Downloads, and searches for one object's word or for the word all objects share.
+                for (buyer, n, search) in &uses {
+                    let token = &tenants[*buyer].0;
+                    let i = n % objects.len();
+                    if *search {
+                        let query = if n % 2 == 0 { "common".to_owned() } else { format!("word{i}") };
+                        app.post("/v1/search", Some(token), json!({"query": query})).await.expect(200);
+                    } else {
+                        app.get(&format!("/v1/objects/{}/download", objects[i]), Some(token)).await.expect(200);
+                    }
                 }
                 let (buyers, providers, fees) = from_the_log(&app).await;
                 let report = reported(&app, &tenants).await;

@@ -1,0 +1,201 @@
+//! Searches: `search_activities` (one row per search request, for buyers' activity and
+//! dashboards) and `search_appearances` (one row per search of another tenant that returned a
+//! dataset, for analytics and the demand-curve price).
+
+use aggregates::search::{Search, SearchEvent};
+use aggregates::timestamp;
+use async_trait::async_trait;
+use cqrs_es::Aggregate;
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+
+use crate::{Db, Projection, ProjectionError, StoredEvent};
+
+/// The `search_activities` and `search_appearances` tables.
+pub struct SearchesProjection;
+
+#[async_trait]
+impl Projection for SearchesProjection {
+    fn name(&self) -> &'static str {
+        "searches"
+    }
+    fn version(&self) -> i64 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["search_activities", "search_appearances"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type != Search::TYPE {
+            return Ok(());
+        }
+        let SearchEvent::SearchPerformed(record) = event.decode()?;
+        let occurred_at = timestamp::format(record.occurred_at);
+        let dataset_ids: Vec<&str> = record.dataset_ids.iter().map(|d| d.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO search_activities (search_activity_id, buyer_tenant_id, api_key_id, query_text, \
+             dataset_ids, result_count, charged_micros, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&event.aggregate_id)
+        .bind(record.buyer_tenant_id.as_str())
+        .bind(record.api_key_id.clone())
+        .bind(&record.query_text)
+        .bind(serde_json::to_string(&dataset_ids)?)
+        .bind(record.results.len() as i64)
+        .bind(record.charged_micros())
+        .bind(&occurred_at)
+        .execute(&mut *conn)
+        .await?;
+        let query = record.query_text.trim().to_lowercase();
+        for dataset_id in record.result_datasets() {
+            let foreign = record.results.iter().any(|r| {
+                &r.dataset_id == dataset_id && r.provider_tenant_id != record.buyer_tenant_id
+            });
+            if !foreign {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO search_appearances (search_activity_id, dataset_id, buyer_tenant_id, query_text, occurred_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&event.aggregate_id)
+            .bind(dataset_id.as_str())
+            .bind(record.buyer_tenant_id.as_str())
+            .bind(&query)
+            .bind(&occurred_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A search activity as buyers see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SearchActivityRow {
+    pub search_activity_id: String,
+    pub query_text: String,
+    pub dataset_ids: Vec<String>,
+    pub result_count: i64,
+    pub charged_micros: i64,
+    pub api_key_id: Option<String>,
+    pub occurred_at: String,
+}
+
+/// Filters of the buyer's search listing; empty strings are open.
+#[derive(Clone, Debug, Default)]
+pub struct SearchFilter {
+    pub api_key_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+const SEARCH_WHERE: &str = "WHERE buyer_tenant_id = $1 AND ($2 = '' OR api_key_id = $2) \
+     AND ($3 = '' OR occurred_at >= $3) AND ($4 = '' OR occurred_at < $4)";
+
+/// A buyer tenant's searches, newest first, after the `(occurred_at, id)` cursor, and how many
+/// match in all.
+pub async fn buyer_searches(
+    db: &Db,
+    tenant_id: &str,
+    filter: &SearchFilter,
+    after: Option<(String, String)>,
+    limit: usize,
+) -> Result<(Vec<SearchActivityRow>, i64), sqlx::Error> {
+    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let rows = sqlx::query(&format!(
+        "SELECT search_activity_id, query_text, dataset_ids, result_count, charged_micros, api_key_id, occurred_at \
+         FROM search_activities {SEARCH_WHERE} \
+         AND (occurred_at < $5 OR (occurred_at = $5 AND search_activity_id < $6)) \
+         ORDER BY occurred_at DESC, search_activity_id DESC LIMIT $7"
+    ))
+    .bind(tenant_id)
+    .bind(text(&filter.api_key_id))
+    .bind(text(&filter.from))
+    .bind(text(&filter.to))
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit as i64 + 1)
+    .fetch_all(&db.pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM search_activities {SEARCH_WHERE}"
+    ))
+    .bind(tenant_id)
+    .bind(text(&filter.api_key_id))
+    .bind(text(&filter.from))
+    .bind(text(&filter.to))
+    .fetch_one(&db.pool)
+    .await?;
+    let items = rows
+        .iter()
+        .map(|r| {
+            let ids: String = r.try_get("dataset_ids")?;
+            Ok(SearchActivityRow {
+                search_activity_id: r.try_get("search_activity_id")?,
+                query_text: r.try_get("query_text")?,
+                dataset_ids: serde_json::from_str(&ids)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                result_count: r.try_get("result_count")?,
+                charged_micros: r.try_get("charged_micros")?,
+                api_key_id: r.try_get("api_key_id")?,
+                occurred_at: r.try_get("occurred_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok((items, total))
+}
+
+/// How many searches a buyer tenant has made, all time.
+pub async fn buyer_count(db: &Db, tenant_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM search_activities WHERE buyer_tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(&db.pool)
+        .await
+}
+
+/// Searches by other tenants that returned the dataset in `[from, to)`.
+pub async fn appearances(
+    db: &Db,
+    dataset_id: &str,
+    from: &str,
+    to: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM search_appearances WHERE dataset_id = $1 AND occurred_at >= $2 AND occurred_at < $3",
+    )
+    .bind(dataset_id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(&db.pool)
+    .await
+}
+
+/// The ten most frequent (trimmed, lowercased) queries among the dataset's appearances in
+/// `[from, to)`: count desc, then query asc.
+pub async fn top_queries(
+    db: &Db,
+    dataset_id: &str,
+    from: &str,
+    to: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT query_text, COUNT(*) AS n FROM search_appearances \
+         WHERE dataset_id = $1 AND occurred_at >= $2 AND occurred_at < $3 \
+         GROUP BY query_text ORDER BY n DESC, query_text LIMIT 10",
+    )
+    .bind(dataset_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("query_text")?, r.try_get("n")?)))
+        .collect()
+}

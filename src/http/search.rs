@@ -1,0 +1,317 @@
+//! `POST /v1/search` (SPEC §3.12): lexical search over the approved objects of the datasets the
+//! caller may search, with every result from another tenant's dataset charged and the whole
+//! request recorded as one `SearchPerformed` event.
+
+use std::collections::{BTreeSet, HashMap};
+
+use aggregates::metering::Charge;
+use aggregates::money::json_number;
+use aggregates::search::{unit_price_micros, Retrieval, Search, SearchCommand, SearchRecord};
+use aggregates::{
+    AccessId, DatasetId, ObjectId, PricingModel, RetrievalId, Scope, SearchActivityId, TenantId,
+};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::post;
+use chrono::{DateTime, Utc};
+use projections::datasets::DatasetRow;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::auth::{Principal, PrincipalKind};
+use crate::http::envelope;
+use crate::http::error::AppError;
+use crate::http::extract::Auth;
+use crate::http::json::{Fields, JsonBody};
+use crate::http::routes::Routes;
+use crate::search::query::{self, Node};
+
+/// Longest accepted query, in characters.
+const MAX_QUERY_CHARS: usize = 1000;
+/// Most datasets a request may name.
+const MAX_DATASET_IDS: usize = 100;
+
+/// Routes under `/v1`.
+pub fn routes() -> Routes {
+    Routes::new().route("/search", post(search))
+}
+
+#[derive(Deserialize)]
+struct SearchBody {
+    query: Option<String>,
+    dataset_ids: Option<Vec<String>>,
+    retrieval_mode: Option<String>,
+    limit: Option<i64>,
+}
+
+/// A validated request.
+struct SearchRequest {
+    text: String,
+    query: Node,
+    dataset_ids: Option<Vec<String>>,
+    limit: usize,
+}
+
+fn validate(body: SearchBody) -> Result<SearchRequest, AppError> {
+    let mut fields = Fields::default();
+    let text = body.query.map(|q| q.trim().to_owned());
+    let parsed = match &text {
+        None => {
+            fields.fail("query", "is required");
+            None
+        }
+        Some(t) if t.is_empty() => {
+            fields.fail("query", "must not be empty");
+            None
+        }
+        Some(t) if t.chars().count() > MAX_QUERY_CHARS => {
+            fields.fail(
+                "query",
+                format!("must be at most {MAX_QUERY_CHARS} characters"),
+            );
+            None
+        }
+        Some(t) => match query::parse(t) {
+            Ok(node) => Some(node),
+            Err(e) => {
+                fields.fail("query", format!("invalid query syntax: {e}"));
+                None
+            }
+        },
+    };
+    let dataset_ids = body.dataset_ids.map(|ids| {
+        if ids.is_empty() || ids.len() > MAX_DATASET_IDS {
+            fields.fail(
+                "dataset_ids",
+                format!("must list 1 to {MAX_DATASET_IDS} datasets"),
+            );
+        }
+        let unique: BTreeSet<String> = ids.into_iter().collect();
+        unique.into_iter().collect::<Vec<_>>()
+    });
+    if let Some(mode) = &body.retrieval_mode {
+        if !matches!(mode.as_str(), "auto" | "lexical" | "hybrid" | "dense") {
+            fields.fail(
+                "retrieval_mode",
+                "must be one of auto, lexical, hybrid, dense",
+            );
+        }
+    }
+    let limit = body.limit.unwrap_or(10);
+    if !(1..=50).contains(&limit) {
+        fields.fail("limit", "must be between 1 and 50");
+    }
+    fields.finish()?;
+    Ok(SearchRequest {
+        text: text.unwrap_or_default(),
+        query: parsed.expect("validated"),
+        dataset_ids,
+        limit: limit as usize,
+    })
+}
+
+async fn search(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    body: JsonBody,
+) -> Result<Response, AppError> {
+    principal.require(Scope::SearchQuery)?;
+    let request = validate(body.parse()?)?;
+    let datasets = searchable(&state, &principal, request.dataset_ids.as_deref()).await?;
+    let ids: Vec<String> = datasets.keys().cloned().collect();
+    let index = state.search.index.clone();
+    let (node, limit) = (request.query.clone(), request.limit);
+    let hits = tokio::task::spawn_blocking(move || index.search(&node, &ids, limit))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)?;
+
+    let now = state.store.clock.now();
+    let buyer = TenantId::parse(&principal.tenant_id).map_err(AppError::internal)?;
+    let api_key_id = match &principal.kind {
+        PrincipalKind::ApiKey { api_key_id } => Some(api_key_id.clone()),
+        PrincipalKind::User { .. } => None,
+    };
+    let mut demand: HashMap<String, i64> = HashMap::new();
+    let mut retrievals = Vec::with_capacity(hits.len());
+    for hit in &hits {
+        let dataset = &datasets[&hit.dataset_id];
+        let provider = TenantId::parse(&dataset.tenant_id).map_err(AppError::internal)?;
+        let object_id = ObjectId::parse(&hit.object_id).map_err(AppError::internal)?;
+        let dataset_id = DatasetId::parse(&dataset.dataset_id).map_err(AppError::internal)?;
+        let charge = if provider == buyer {
+            None
+        } else {
+            let price = price(&state, dataset, &hit.object_id, now, &mut demand).await?;
+            Some(Charge {
+                access_id: AccessId::generate().to_string(),
+                buyer_tenant_id: buyer.clone(),
+                api_key_id: api_key_id.clone(),
+                provider_tenant_id: provider.clone(),
+                dataset_id: dataset_id.clone(),
+                object_id: object_id.clone(),
+                amount_micros: price,
+                fee_bps: state.config.platform_fee_bps,
+                occurred_at: now,
+            })
+        };
+        retrievals.push(Retrieval {
+            retrieval_event_id: RetrievalId::generate().to_string(),
+            object_id,
+            dataset_id,
+            provider_tenant_id: provider,
+            charge,
+        });
+    }
+    let record = SearchRecord {
+        buyer_tenant_id: buyer,
+        api_key_id,
+        query_text: request.text,
+        dataset_ids: match &request.dataset_ids {
+            Some(named) => named
+                .iter()
+                .map(|id| DatasetId::parse(id).map_err(AppError::internal))
+                .collect::<Result<_, _>>()?,
+            None => {
+                let mut ids: Vec<DatasetId> =
+                    retrievals.iter().map(|r| r.dataset_id.clone()).collect();
+                ids.sort();
+                ids.dedup();
+                ids
+            }
+        },
+        results: retrievals,
+        occurred_at: now,
+    };
+    let activity_id = SearchActivityId::generate();
+    state
+        .store
+        .execute::<Search>(
+            activity_id.as_str(),
+            SearchCommand::Record(record.clone()),
+            &(),
+            &principal.actor(),
+        )
+        .await?;
+
+    let results: Vec<Value> = hits
+        .iter()
+        .zip(&record.results)
+        .map(|(hit, retrieval)| {
+            let charged = retrieval.charge.as_ref().map_or(0, |c| c.amount_micros);
+            json!({
+                "object_id": hit.object_id,
+                "dataset_id": hit.dataset_id,
+                "dataset_name": datasets[&hit.dataset_id].name,
+                "filename": hit.filename,
+                "snippet": hit.snippet,
+                "score": (f64::from(hit.score) * 1e6).round() / 1e6,
+                "citation": { "object_id": hit.object_id, "locator": hit.locator },
+                "retrieval_event_id": retrieval.retrieval_event_id,
+                "billable": retrieval.charge.is_some(),
+                "charged_amount": json_number(charged),
+            })
+        })
+        .collect();
+    Ok(envelope::ok(json!({
+        "results": results,
+        "result_count": results.len(),
+        "charged_amount": json_number(record.charged_micros()),
+        "currency": "USD",
+        "search_activity_id": activity_id.to_string(),
+        "retrieval_mode_used": "lexical",
+    })))
+}
+
+/// The datasets this request searches, by id: accessible (SPEC §2.8), `active`, granted to an
+/// `allow_list` key, and among `named` if given. A named dataset the caller may not reach is 404.
+async fn searchable(
+    state: &AppState,
+    principal: &Principal,
+    named: Option<&[String]>,
+) -> Result<HashMap<String, DatasetRow>, AppError> {
+    let db = &state.store.db;
+    let granted: Option<BTreeSet<String>> = match &principal.kind {
+        PrincipalKind::ApiKey { api_key_id } => {
+            let key = projections::api_keys::key(db, api_key_id)
+                .await?
+                .ok_or(AppError::Unauthorized)?;
+            if key.dataset_access_mode == "allow_list" {
+                let grants = projections::api_keys::grants(db, api_key_id).await?;
+                Some(grants.into_iter().map(|g| g.dataset_id).collect())
+            } else {
+                None
+            }
+        }
+        PrincipalKind::User { .. } => None,
+    };
+    let allowed = |id: &str| granted.as_ref().is_none_or(|g| g.contains(id));
+    if let Some(named) = named {
+        for id in named {
+            let reachable = match projections::datasets::dataset(db, id).await? {
+                Some(dataset) if DatasetId::parse(id).is_ok() => {
+                    let entitled =
+                        projections::datasets::is_entitled(db, id, &principal.tenant_id).await?;
+                    projections::datasets::accessible(&dataset, &principal.tenant_id, entitled)
+                }
+                _ => false,
+            };
+            if !reachable || !allowed(id) {
+                return Err(AppError::DatasetNotFound(id.clone()));
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for dataset in projections::datasets::searchable(db, &principal.tenant_id).await? {
+        if allowed(&dataset.dataset_id) && named.is_none_or(|n| n.contains(&dataset.dataset_id)) {
+            out.insert(dataset.dataset_id.clone(), dataset);
+        }
+    }
+    Ok(out)
+}
+
+/// The unit price of one billable result from `dataset` (SPEC §5.3), served now.
+async fn price(
+    state: &AppState,
+    dataset: &DatasetRow,
+    object_id: &str,
+    now: DateTime<Utc>,
+    demand: &mut HashMap<String, i64>,
+) -> Result<i64, AppError> {
+    let model = PricingModel::parse(&dataset.pricing_model)
+        .ok_or_else(|| AppError::internal("unknown pricing model in read model"))?;
+    let db = &state.store.db;
+    let (age_days, appearances) = match model {
+        PricingModel::Fixed => (0, 0),
+        PricingModel::TimeDecay => {
+            let approved_at = projections::objects::object(db, object_id)
+                .await?
+                .and_then(|o| o.approved_at)
+                .and_then(|at| aggregates::timestamp::parse(&at))
+                .unwrap_or(now);
+            ((now - approved_at).num_seconds().max(0) / 86_400, 0)
+        }
+        PricingModel::DemandCurve => {
+            let n = match demand.get(&dataset.dataset_id) {
+                Some(n) => *n,
+                None => {
+                    let since = aggregates::timestamp::format(now - chrono::Duration::hours(24));
+                    let until = aggregates::timestamp::format(now);
+                    let n =
+                        projections::searches::appearances(db, &dataset.dataset_id, &since, &until)
+                            .await?;
+                    demand.insert(dataset.dataset_id.clone(), n);
+                    n
+                }
+            };
+            (0, n)
+        }
+    };
+    Ok(unit_price_micros(
+        model,
+        dataset.price_micros,
+        age_days,
+        appearances,
+    ))
+}

@@ -1,0 +1,632 @@
+//! The tantivy index (BM25) over approved objects: one document per chunk of extracted text, each
+//! carrying its object's filename and metadata so that every field can match. The cursor of the
+//! log position it reflects is stored in the index's own commit payload, so index and cursor move
+//! together and survive restarts.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use projections::LogPosition;
+use tantivy::collector::TopDocs;
+use tantivy::query::{
+    AllQuery, BooleanQuery, ConstScoreQuery, EmptyQuery, Occur, PhraseQuery, Query, TermQuery,
+    TermSetQuery,
+};
+use tantivy::schema::{Field, IndexRecordOption, Schema, Value, STORED, STRING, TEXT};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{
+    DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
+};
+
+use super::extract;
+use super::query::Node;
+
+/// Bump when the schema or what is indexed changes: an index of another version is rebuilt.
+const INDEX_VERSION: u32 = 1;
+/// Indexing memory budget (tantivy's minimum per thread is 15 MB).
+const WRITER_HEAP_BYTES: usize = 64 * 1024 * 1024;
+/// At most this many terms stand for one trailing wildcard, per field.
+const MAX_PREFIX_TERMS: usize = 1024;
+/// The file whose lock marks the index as open in a process.
+const LOCK_FILE: &str = "ipto-index.lock";
+/// Snippets are at most this many characters.
+const SNIPPET_CHARS: usize = 200;
+
+/// Why the index cannot do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// Another process holds the index's writer lock.
+    #[error("search index {0} is in use by another process")]
+    InUse(String),
+    #[error("search index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("search index: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    object_id: Field,
+    dataset_id: Field,
+    filename: Field,
+    meta: Field,
+    body: Field,
+    start: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let fields = Fields {
+        object_id: builder.add_text_field("object_id", STRING | STORED),
+        dataset_id: builder.add_text_field("dataset_id", STRING | STORED),
+        filename: builder.add_text_field("filename", TEXT | STORED),
+        meta: builder.add_text_field("meta", TEXT),
+        body: builder.add_text_field("body", TEXT | STORED),
+        start: builder.add_u64_field("start", STORED),
+    };
+    (builder.build(), fields)
+}
+
+/// What the index holds of one approved object.
+#[derive(Clone, Debug)]
+pub struct IndexedObject {
+    pub object_id: String,
+    pub dataset_id: String,
+    pub filename: String,
+    pub metadata: Vec<(String, String)>,
+    /// The extracted text, if the content type has any.
+    pub text: Option<String>,
+}
+
+/// One object found by a search, with its best-matching chunk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hit {
+    pub object_id: String,
+    pub dataset_id: String,
+    pub filename: String,
+    pub score: f32,
+    pub snippet: String,
+    /// `chars:{start}-{end}`, `filename` or `metadata`.
+    pub locator: String,
+}
+
+/// The index of this instance.
+pub struct SearchIndex {
+    /// Held while the index is open; a second process gets [`IndexError::InUse`].
+    _lock: std::fs::File,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    fields: Fields,
+    analyzer: TextAnalyzer,
+    dir: PathBuf,
+    cursor: Mutex<LogPosition>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Payload {
+    version: u32,
+    cursor: LogPosition,
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir`, creating it (or recreating one of another version), and takes its
+    /// writer lock.
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        std::fs::create_dir_all(dir)?;
+        // Our own lock, taken before anything is read or wiped and never deleted: tantivy's
+        // writer lock file would go with a wiped directory.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))?;
+        if lock.try_lock().is_err() {
+            return Err(IndexError::InUse(dir.display().to_string()));
+        }
+        let (schema, fields) = schema();
+        let existing = if dir.join("meta.json").exists() {
+            let index = Index::open_in_dir(dir)?;
+            let version = stored_payload(&index).map_or(INDEX_VERSION, |p| p.version);
+            match version {
+                INDEX_VERSION if index.schema() == schema => Some(index),
+                _ => {
+                    tracing::info!(dir = %dir.display(), "search index of another version; rebuilding it");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let fresh = existing.is_none();
+        let index = match existing {
+            Some(index) => index,
+            None => {
+                for entry in std::fs::read_dir(dir)? {
+                    let path = entry?.path();
+                    if path.file_name() == Some(std::ffi::OsStr::new(LOCK_FILE)) {
+                        continue;
+                    }
+                    if path.is_dir() {
+                        std::fs::remove_dir_all(&path)?;
+                    } else {
+                        std::fs::remove_file(&path)?;
+                    }
+                }
+                Index::create_in_dir(dir, schema)?
+            }
+        };
+        let mut writer = index
+            .writer_with_num_threads(1, WRITER_HEAP_BYTES)
+            .map_err(|e| match e {
+                tantivy::TantivyError::LockFailure(..) => {
+                    IndexError::InUse(dir.display().to_string())
+                }
+                other => other.into(),
+            })?;
+        if fresh {
+            // A new index records its version and the start of the log at once.
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&payload_text(LogPosition::default()));
+            prepared.commit()?;
+        }
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let analyzer = index.tokenizer_for_field(fields.body)?;
+        let cursor = stored_payload(&index).map(|p| p.cursor).unwrap_or_default();
+        Ok(Self {
+            _lock: lock,
+            reader,
+            writer: Mutex::new(writer),
+            fields,
+            analyzer,
+            dir: dir.to_owned(),
+            cursor: Mutex::new(cursor),
+        })
+    }
+
+    /// The log position of the last committed batch, as stored in an index directory (without
+    /// taking its lock; for `ipto projections status`). `None` if there is no index.
+    pub fn stored_cursor(dir: &Path) -> Option<LogPosition> {
+        if !dir.join("meta.json").exists() {
+            return None;
+        }
+        let index = Index::open_in_dir(dir).ok()?;
+        stored_payload(&index)
+            .filter(|p| p.version == INDEX_VERSION)
+            .map(|p| p.cursor)
+    }
+
+    /// Where the index is.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log position the committed index reflects.
+    pub fn cursor(&self) -> LogPosition {
+        *self.cursor.lock().expect("lock poisoned")
+    }
+
+    /// Stages an object's documents, replacing any it had.
+    pub fn stage_object(&self, object: &IndexedObject) -> Result<(), IndexError> {
+        let writer = self.writer.lock().expect("lock poisoned");
+        writer.delete_term(Term::from_field_text(
+            self.fields.object_id,
+            &object.object_id,
+        ));
+        let text = object.text.as_deref().unwrap_or("");
+        let mut pieces = extract::chunks(text);
+        if pieces.is_empty() {
+            pieces.push(extract::Chunk {
+                start: 0,
+                end: 0,
+                text: "",
+            });
+        }
+        for piece in pieces {
+            let mut doc = TantivyDocument::default();
+            doc.add_text(self.fields.object_id, &object.object_id);
+            doc.add_text(self.fields.dataset_id, &object.dataset_id);
+            doc.add_text(self.fields.filename, &object.filename);
+            for (key, value) in &object.metadata {
+                doc.add_text(self.fields.meta, format!("{key} {value}"));
+            }
+            doc.add_text(self.fields.body, piece.text);
+            doc.add_u64(self.fields.start, piece.start as u64);
+            writer.add_document(doc)?;
+        }
+        Ok(())
+    }
+
+    /// Stages the removal of an object's documents.
+    pub fn stage_removal(&self, object_id: &str) {
+        let writer = self.writer.lock().expect("lock poisoned");
+        writer.delete_term(Term::from_field_text(self.fields.object_id, object_id));
+    }
+
+    /// Stages the removal of every document (before a rebuild).
+    pub fn stage_clear(&self) -> Result<(), IndexError> {
+        let writer = self.writer.lock().expect("lock poisoned");
+        writer.delete_all_documents()?;
+        Ok(())
+    }
+
+    /// Commits what was staged together with the log position it reflects, and makes it visible
+    /// to searches.
+    pub fn commit(&self, cursor: LogPosition) -> Result<(), IndexError> {
+        {
+            let mut writer = self.writer.lock().expect("lock poisoned");
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&payload_text(cursor));
+            prepared.commit()?;
+        }
+        self.reader.reload()?;
+        *self.cursor.lock().expect("lock poisoned") = cursor;
+        Ok(())
+    }
+
+    /// Moves the cursor past events that changed nothing in the index, without writing.
+    pub fn advance(&self, cursor: LogPosition) {
+        *self.cursor.lock().expect("lock poisoned") = cursor;
+    }
+
+    /// Drops what was staged since the last commit (after a failed batch).
+    pub fn rollback(&self) -> Result<(), IndexError> {
+        let mut writer = self.writer.lock().expect("lock poisoned");
+        writer.rollback()?;
+        Ok(())
+    }
+
+    /// Documents in the committed index (chunks, not objects).
+    pub fn document_count(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// The best `limit` objects of the given datasets for the query: score desc, then object id.
+    pub fn search(
+        &self,
+        node: &Node,
+        datasets: &[String],
+        limit: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
+        if datasets.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let searcher = self.reader.searcher();
+        let user = self.query(&searcher, node)?;
+        let filter = TermSetQuery::new(
+            datasets
+                .iter()
+                .map(|d| Term::from_field_text(self.fields.dataset_id, d)),
+        );
+        let query = BooleanQuery::new(vec![
+            (Occur::Must, user.box_clone()),
+            (
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(filter), 0.0)),
+            ),
+        ]);
+        // Several chunks of one object may rank high: fetch more until `limit` objects are found
+        // or the matches run out.
+        let mut fetch = (limit * 8).max(64);
+        let best = loop {
+            let top = searcher.search(&query, &TopDocs::with_limit(fetch).order_by_score())?;
+            let exhausted = top.len() < fetch;
+            let mut best: Vec<(f32, String, DocAddress, TantivyDocument)> = Vec::new();
+            let mut seen = HashMap::new();
+            for (score, address) in top {
+                let doc: TantivyDocument = searcher.doc(address)?;
+                let object_id = text_of(&doc, self.fields.object_id).to_owned();
+                if seen.insert(object_id.clone(), ()).is_none() {
+                    best.push((score, object_id, address, doc));
+                }
+            }
+            if best.len() >= limit || exhausted || fetch >= 1 << 16 {
+                break best;
+            }
+            fetch *= 4;
+        };
+        let mut best = best;
+        best.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        best.truncate(limit);
+        let mut body_snippets = SnippetGenerator::create(&searcher, &*user, self.fields.body)?;
+        body_snippets.set_max_num_chars(SNIPPET_CHARS);
+        let filename_snippets = SnippetGenerator::create(&searcher, &*user, self.fields.filename)?;
+        let hits = best
+            .into_iter()
+            .map(|(score, object_id, _, doc)| {
+                let body = text_of(&doc, self.fields.body);
+                let filename = text_of(&doc, self.fields.filename).to_owned();
+                let start = doc
+                    .get_first(self.fields.start)
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0) as usize;
+                let snippet = body_snippets.snippet(body);
+                let (snippet, locator) = if !snippet.highlighted().is_empty() {
+                    let range = snippet.fragment_range();
+                    let from = start + body[..range.start].chars().count();
+                    let to = from + snippet.fragment().chars().count();
+                    (snippet.fragment().to_owned(), format!("chars:{from}-{to}"))
+                } else if !filename_snippets
+                    .snippet(&filename)
+                    .highlighted()
+                    .is_empty()
+                {
+                    (filename.clone(), "filename".to_owned())
+                } else if body.is_empty() || !highlightable(node) {
+                    // Nothing positive to point at (e.g. a pure negation): the start of the text.
+                    let head: String = body.chars().take(SNIPPET_CHARS).collect();
+                    if head.is_empty() {
+                        (filename.clone(), "metadata".to_owned())
+                    } else {
+                        let n = head.chars().count();
+                        (head, format!("chars:{start}-{}", start + n))
+                    }
+                } else {
+                    (filename.clone(), "metadata".to_owned())
+                };
+                Hit {
+                    object_id,
+                    dataset_id: text_of(&doc, self.fields.dataset_id).to_owned(),
+                    filename,
+                    score,
+                    snippet,
+                    locator,
+                }
+            })
+            .collect();
+        Ok(hits)
+    }
+
+    /// The tantivy query of a parsed query: each word, phrase or prefix matches the body, the
+    /// filename or the metadata.
+    fn query(&self, searcher: &Searcher, node: &Node) -> Result<Box<dyn Query>, IndexError> {
+        Ok(match node {
+            Node::Term(word) | Node::Phrase(word) => self.across_fields(|field| {
+                let terms = self.terms(field, word);
+                match terms.len() {
+                    0 => Box::new(EmptyQuery) as Box<dyn Query>,
+                    1 => Box::new(TermQuery::new(
+                        terms[0].clone(),
+                        IndexRecordOption::WithFreqs,
+                    )),
+                    _ => Box::new(PhraseQuery::new(terms)),
+                }
+            }),
+            Node::Prefix(word) => {
+                let mut per_field = Vec::new();
+                for field in self.text_fields() {
+                    let mut words = self.words(word);
+                    let Some(last) = words.pop() else {
+                        continue;
+                    };
+                    let terms: Vec<Term> = words
+                        .iter()
+                        .map(|w| Term::from_field_text(field, w))
+                        .collect();
+                    let expansions = expand(searcher, field, &last)?;
+                    if expansions.is_empty() {
+                        continue;
+                    }
+                    let query: Box<dyn Query> = if terms.is_empty() {
+                        Box::new(BooleanQuery::new(
+                            expansions
+                                .into_iter()
+                                .map(|t| {
+                                    (
+                                        Occur::Should,
+                                        Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs))
+                                            as Box<dyn Query>,
+                                    )
+                                })
+                                .collect(),
+                        ))
+                    } else {
+                        // `e-mai*`: the leading words as a phrase, then any expansion of the last.
+                        Box::new(BooleanQuery::new(
+                            expansions
+                                .into_iter()
+                                .map(|t| {
+                                    let mut phrase = terms.clone();
+                                    phrase.push(t);
+                                    (
+                                        Occur::Should,
+                                        Box::new(PhraseQuery::new(phrase)) as Box<dyn Query>,
+                                    )
+                                })
+                                .collect(),
+                        ))
+                    };
+                    per_field.push((Occur::Should, query));
+                }
+                Box::new(BooleanQuery::new(per_field))
+            }
+            Node::Not(inner) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
+                (Occur::MustNot, self.query(searcher, inner)?),
+            ])),
+            Node::And(all) => {
+                let mut clauses = Vec::new();
+                for child in all {
+                    match child {
+                        Node::Not(inner) => {
+                            clauses.push((Occur::MustNot, self.query(searcher, inner)?))
+                        }
+                        other => clauses.push((Occur::Must, self.query(searcher, other)?)),
+                    }
+                }
+                if !clauses.iter().any(|(occur, _)| *occur == Occur::Must) {
+                    clauses.push((Occur::Must, Box::new(AllQuery)));
+                }
+                Box::new(BooleanQuery::new(clauses))
+            }
+            Node::Or(any) => {
+                let mut clauses = Vec::new();
+                for child in any {
+                    clauses.push((Occur::Should, self.query(searcher, child)?));
+                }
+                Box::new(BooleanQuery::new(clauses))
+            }
+        })
+    }
+
+    fn text_fields(&self) -> [Field; 3] {
+        [self.fields.body, self.fields.filename, self.fields.meta]
+    }
+
+    fn across_fields(&self, per_field: impl Fn(Field) -> Box<dyn Query>) -> Box<dyn Query> {
+        Box::new(BooleanQuery::new(
+            self.text_fields()
+                .into_iter()
+                .map(|field| (Occur::Should, per_field(field)))
+                .collect(),
+        ))
+    }
+
+    /// The words of `text` as the index stores them (split, lowercased).
+    fn words(&self, text: &str) -> Vec<String> {
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(text);
+        let mut words = Vec::new();
+        while stream.advance() {
+            words.push(stream.token().text.clone());
+        }
+        words
+    }
+
+    fn terms(&self, field: Field, text: &str) -> Vec<Term> {
+        self.words(text)
+            .iter()
+            .map(|w| Term::from_field_text(field, w))
+            .collect()
+    }
+}
+
+/// Whether the query has any positive word (something a snippet can highlight).
+fn highlightable(node: &Node) -> bool {
+    match node {
+        Node::Term(_) | Node::Phrase(_) | Node::Prefix(_) => true,
+        Node::Not(_) => false,
+        Node::And(all) | Node::Or(all) => all.iter().any(highlightable),
+    }
+}
+
+/// The indexed terms of `field` starting with `prefix`, the first [`MAX_PREFIX_TERMS`] in order.
+fn expand(searcher: &Searcher, field: Field, prefix: &str) -> Result<Vec<Term>, IndexError> {
+    let mut found = BTreeSet::new();
+    for segment in searcher.segment_readers() {
+        let inverted = segment.inverted_index(field)?;
+        let mut stream = inverted
+            .terms()
+            .range()
+            .ge(prefix.as_bytes())
+            .into_stream()?;
+        while stream.advance() {
+            let key = stream.key();
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if let Ok(word) = std::str::from_utf8(key) {
+                found.insert(word.to_owned());
+            }
+            if found.len() >= MAX_PREFIX_TERMS {
+                break;
+            }
+        }
+    }
+    Ok(found
+        .into_iter()
+        .take(MAX_PREFIX_TERMS)
+        .map(|w| Term::from_field_text(field, &w))
+        .collect())
+}
+
+fn payload_text(cursor: LogPosition) -> String {
+    serde_json::to_string(&Payload {
+        version: INDEX_VERSION,
+        cursor,
+    })
+    .expect("a payload serialises")
+}
+
+fn stored_payload(index: &Index) -> Option<Payload> {
+    let metas = index.load_metas().ok()?;
+    serde_json::from_str(metas.payload.as_deref()?).ok()
+}
+
+fn text_of(doc: &TantivyDocument, field: Field) -> &str {
+    doc.get_first(field).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(id: &str, text: &str) -> IndexedObject {
+        IndexedObject {
+            object_id: id.into(),
+            dataset_id: "dset_a".into(),
+            filename: format!("{id}.txt"),
+            metadata: vec![("team".into(), "audit".into())],
+            text: Some(text.into()),
+        }
+    }
+
+    #[test]
+    fn an_open_index_is_locked_and_keeps_its_cursor_across_reopening() {
+        let dir = std::env::temp_dir().join(format!("ipto-index-{}", uuid::Uuid::new_v4()));
+        let index = SearchIndex::open(&dir).unwrap();
+        assert!(matches!(SearchIndex::open(&dir), Err(IndexError::InUse(_))));
+        index.stage_object(&object("obj_1", "alpha beta")).unwrap();
+        let cursor = LogPosition { tx: 0, position: 7 };
+        index.commit(cursor).unwrap();
+        let hits = index
+            .search(&Node::Term("beta".into()), &["dset_a".into()], 10)
+            .unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].locator, "chars:0-10");
+        drop(index);
+        assert_eq!(SearchIndex::stored_cursor(&dir), Some(cursor));
+        let reopened = SearchIndex::open(&dir).unwrap();
+        assert_eq!(reopened.cursor(), cursor);
+        assert_eq!(reopened.document_count(), 1);
+        // Another dataset's documents are never returned.
+        let other = reopened
+            .search(&Node::Term("beta".into()), &["dset_b".into()], 10)
+            .unwrap();
+        assert!(other.is_empty());
+        drop(reopened);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_long_text_is_cited_by_the_fragment_around_its_match() {
+        let dir = std::env::temp_dir().join(format!("ipto-index-{}", uuid::Uuid::new_v4()));
+        let index = SearchIndex::open(&dir).unwrap();
+        let text = format!(
+            "{} needle here {}",
+            "hay ".repeat(400),
+            "straw ".repeat(300)
+        );
+        index.stage_object(&object("obj_1", &text)).unwrap();
+        index.commit(LogPosition::default()).unwrap();
+        let hit = &index
+            .search(&Node::Term("needle".into()), &["dset_a".into()], 10)
+            .unwrap()[0];
+        let (from, to) = hit
+            .locator
+            .strip_prefix("chars:")
+            .and_then(|r| r.split_once('-'))
+            .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+            .unwrap();
+        let cited: String = text.chars().skip(from).take(to - from).collect();
+        assert_eq!(cited, hit.snippet);
+        assert!(hit.snippet.contains("needle"));
+        assert!(hit.snippet.chars().count() <= SNIPPET_CHARS);
+        drop(index);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,233 @@
+//! The search index's projector. Each instance keeps its own index on local disk, so the indexer
+//! does not use the shared checkpoint table: it follows the log from the cursor stored in the
+//! index's commit payload, applies a batch (approved objects in, deleted objects out), commits
+//! index and cursor together, and reports its progress to the engine so that read-your-writes
+//! waits for it like for any projection.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aggregates::object::ObjectEvent;
+use aggregates::Object;
+use cqrs_es::Aggregate;
+use projections::{log, Db, LogPosition, ProjectorEngine, StoredEvent};
+use tokio::sync::watch;
+
+use super::extract;
+use super::index::{IndexError, IndexedObject, SearchIndex};
+use crate::blobs::{BlobError, Blobs};
+
+/// The index's name in `/health`, `ipto projections` and the engine's progress.
+pub const NAME: &str = "search";
+/// Events per committed batch while following the log.
+const LIVE_BATCH: i64 = 500;
+/// Events per committed batch during a rebuild.
+const REBUILD_BATCH: i64 = 5000;
+/// Attempts at a batch before the index reports itself failed (it keeps retrying).
+const ATTEMPTS_BEFORE_FAILED: u32 = 3;
+
+/// Why a batch could not be indexed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("undecodable event: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("blob store: {0}")]
+    Blobs(#[from] BlobError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("no upload initiation for object {0}")]
+    Inconsistent(String),
+}
+
+/// The index's state, for `/health`.
+#[derive(Clone, Debug, Default)]
+pub struct IndexStatus {
+    /// Highest global position applied (on PostgreSQL the cursor's own position may be lower).
+    pub position: i64,
+    pub error: Option<String>,
+}
+
+/// Keeps one [`SearchIndex`] up to date with the log.
+#[derive(Clone)]
+pub struct Indexer {
+    pub index: Arc<SearchIndex>,
+    db: Db,
+    blobs: Blobs,
+    engine: ProjectorEngine,
+    error: Arc<Mutex<Option<String>>>,
+    highest: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Indexer {
+    /// An indexer of `index`; registers it with the engine so that waits include it.
+    pub fn new(index: Arc<SearchIndex>, db: Db, blobs: Blobs, engine: ProjectorEngine) -> Self {
+        engine.register_local(NAME);
+        engine.report_local(NAME, index.cursor(), false);
+        Self {
+            index,
+            db,
+            blobs,
+            engine,
+            error: Arc::default(),
+            highest: Arc::default(),
+        }
+    }
+
+    /// Where the index is and whether its last batch failed.
+    pub fn status(&self) -> IndexStatus {
+        IndexStatus {
+            position: self
+                .highest
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(self.index.cursor().position),
+            error: self.error.lock().expect("lock poisoned").clone(),
+        }
+    }
+
+    /// Follows the log until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut wake = self.engine.wake_ups();
+        let mut failures = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                // Store the cursor of batches that changed nothing, to spare the next start.
+                let (index, cursor) = (self.index.clone(), self.index.cursor());
+                let _ = tokio::task::spawn_blocking(move || index.commit(cursor)).await;
+                return;
+            }
+            let pause = match self.step(LIVE_BATCH).await {
+                Ok(n) if n > 0 => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => Duration::from_secs(1),
+                Err(error) => {
+                    failures += 1;
+                    let _ = self.index.rollback();
+                    tracing::warn!(index = NAME, attempt = failures, %error, "search index batch failed");
+                    if failures >= ATTEMPTS_BEFORE_FAILED {
+                        *self.error.lock().expect("lock poisoned") = Some(error.to_string());
+                        self.engine.report_local(NAME, self.index.cursor(), true);
+                    }
+                    Duration::from_millis(200 * u64::from(failures.min(25)))
+                }
+            };
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Indexes at most one batch and commits it. Returns the number of events read.
+    pub async fn step(&self, batch: i64) -> Result<usize, IndexerError> {
+        let cursor = self.index.cursor();
+        let events = log::read_after(&self.db, cursor, batch).await?;
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            self.report_ok(cursor);
+            return Ok(0);
+        };
+        let mut changed = false;
+        for event in &events {
+            changed |= self.apply(event).await?;
+        }
+        if changed {
+            let index = self.index.clone();
+            tokio::task::spawn_blocking(move || index.commit(last))
+                .await
+                .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
+        } else {
+            // Nothing to write: the stored cursor may lag behind events that change nothing
+            // here, which a restart then reads again at no cost.
+            self.index.advance(last);
+        }
+        let highest = events.iter().map(|e| e.cursor.position).max().unwrap_or(0);
+        self.highest
+            .fetch_max(highest, std::sync::atomic::Ordering::Relaxed);
+        self.report_ok(last);
+        Ok(events.len())
+    }
+
+    fn report_ok(&self, cursor: LogPosition) {
+        *self.error.lock().expect("lock poisoned") = None;
+        self.engine.report_local(NAME, cursor, false);
+    }
+
+    /// Stages what the event changes in the index; whether it changed anything.
+    async fn apply(&self, event: &StoredEvent) -> Result<bool, IndexerError> {
+        if event.aggregate_type != Object::TYPE {
+            return Ok(false);
+        }
+        match event.decode::<ObjectEvent>()? {
+            ObjectEvent::ObjectApproved { .. } => {
+                let object = self.describe(&event.aggregate_id).await?;
+                let index = self.index.clone();
+                tokio::task::spawn_blocking(move || index.stage_object(&object))
+                    .await
+                    .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
+                Ok(true)
+            }
+            ObjectEvent::ObjectDeleted { .. } => {
+                self.index.stage_removal(&event.aggregate_id);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// What is indexed of an approved object: its declared fields, read from its own first event
+    /// (they never change), and the text of its blob.
+    async fn describe(&self, object_id: &str) -> Result<IndexedObject, IndexerError> {
+        let history = log::events_of(&self.db, Object::TYPE, object_id).await?;
+        let descriptor = history
+            .iter()
+            .find_map(|e| match e.decode::<ObjectEvent>() {
+                Ok(ObjectEvent::ObjectUploadInitiated { descriptor, .. }) => Some(descriptor),
+                _ => None,
+            })
+            .ok_or_else(|| IndexerError::Inconsistent(object_id.to_owned()))?;
+        let text =
+            extract::extract(&self.blobs, object_id, descriptor.content_type.as_str()).await?;
+        Ok(IndexedObject {
+            object_id: object_id.to_owned(),
+            dataset_id: descriptor.dataset_id.to_string(),
+            filename: descriptor.filename.as_str().to_owned(),
+            metadata: descriptor
+                .metadata
+                .entries()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            text,
+        })
+    }
+
+    /// Empties the index and replays the whole log into it. `progress(done, total)` is called
+    /// after each batch. Returns the number of events replayed.
+    pub async fn rebuild(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64, IndexerError> {
+        self.index.stage_clear()?;
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || index.commit(LogPosition::default()))
+            .await
+            .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
+        let total = log::count(&self.db).await? as u64;
+        let mut done = 0u64;
+        progress(0, total);
+        loop {
+            let n = self.step(REBUILD_BATCH).await? as u64;
+            if n == 0 {
+                // Store the exact cursor, even if the last batches changed nothing.
+                let (index, cursor) = (self.index.clone(), self.index.cursor());
+                tokio::task::spawn_blocking(move || index.commit(cursor))
+                    .await
+                    .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
+                return Ok(done);
+            }
+            done += n;
+            progress(done, total.max(done));
+        }
+    }
+}

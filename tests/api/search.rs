@@ -1,0 +1,672 @@
+//! `POST /v1/search`: the query language, who finds what, citations, charges and the views built
+//! from searches (activity, dashboard, analytics).
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// A seller with a dataset: (session token, tenant id, dataset id).
+async fn seller(app: &TestApp, fields: Value) -> (String, String, String) {
+    let (token, _, tenant) = app.signup(&email()).await;
+    let dataset = app.dataset(&token, fields).await;
+    (token, tenant, dataset)
+}
+
+/// Uploads, confirms and (with `admin`) approves an object; returns its id.
+pub async fn publish(
+    app: &TestApp,
+    seller: &str,
+    tenant: &str,
+    admin: Option<&str>,
+    dataset: &str,
+    upload: Value,
+    bytes: &[u8],
+) -> String {
+    let mut body = upload;
+    body["size_bytes"] = json!(bytes.len());
+    let reply = app
+        .post(
+            &format!("/v1/datasets/{dataset}/objects/upload"),
+            Some(seller),
+            body,
+        )
+        .await
+        .expect(201);
+    let object = reply.data()["object_id"].as_str().unwrap().to_owned();
+    let url = reply.data()["upload_url"].as_str().unwrap().to_owned();
+    assert!(app.put_bytes(&url, bytes).await.status.is_success());
+    app.post(
+        &format!("/v1/objects/{object}/confirm"),
+        Some(seller),
+        json!({}),
+    )
+    .await
+    .expect(200);
+    if let Some(admin) = admin {
+        app.post(
+            &format!("/v1/admin/review/objects/{tenant}/{object}/approve"),
+            Some(admin),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    }
+    object
+}
+
+fn text_file(name: &str) -> Value {
+    json!({"filename": name, "content_type": "text/plain"})
+}
+
+async fn search(app: &TestApp, token: &str, body: Value) -> Reply {
+    app.post("/v1/search", Some(token), body).await
+}
+
+fn object_ids(reply: &Reply) -> Vec<String> {
+    let mut ids: Vec<String> = reply.data()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["object_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(ids: &[&String]) -> Vec<String> {
+    let mut v: Vec<String> = ids.iter().map(|s| (*s).clone()).collect();
+    v.sort();
+    v
+}
+
+const INVOICE: &str = "Invoice 001. Quarterly services for Globex.\n\
+    A VAT dispute with Acme in March delayed the payment of the final invoice.";
+
+#[tokio::test]
+async fn a_buyer_finds_approved_text_with_a_citation_and_pays_per_result() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (seller_token, seller_tenant, dataset) = seller(
+        &app,
+        json!({"name": "AP Invoices 2025", "visibility": "listed", "price_per_result": "0.05"}),
+    )
+    .await;
+    let object = publish(
+        &app,
+        &seller_token,
+        &seller_tenant,
+        Some(&admin),
+        &dataset,
+        text_file("inv-001.txt"),
+        INVOICE.as_bytes(),
+    )
+    .await;
+    let (buyer, _, _) = app.signup(&email()).await;
+
+    let found = search(
+        &app,
+        &buyer,
+        json!({"query": "  acme ", "retrieval_mode": "hybrid"}),
+    )
+    .await
+    .expect(200);
+    let data = found.data();
+    assert_eq!(data["retrieval_mode_used"], "lexical");
+    assert_eq!(data["result_count"], 1);
+    assert_eq!(data["charged_amount"], json!(0.05));
+    assert_eq!(data["currency"], "USD");
+    let result = &data["results"][0];
+    assert_eq!(result["object_id"], object.as_str());
+    assert_eq!(result["dataset_id"], dataset.as_str());
+    assert_eq!(result["dataset_name"], "AP Invoices 2025");
+    assert_eq!(result["filename"], "inv-001.txt");
+    assert_eq!(result["billable"], true);
+    assert_eq!(result["charged_amount"], json!(0.05));
+    assert!(result["score"].as_f64().unwrap() > 0.0);
+    assert!(result["retrieval_event_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("ret_"));
+    assert_eq!(result["citation"]["object_id"], object.as_str());
+    // The locator points at the snippet in the extracted text, in characters.
+    let snippet = result["snippet"].as_str().unwrap();
+    assert!(snippet.contains("Acme"), "{snippet}");
+    assert!(snippet.chars().count() <= 200);
+    let locator = result["citation"]["locator"].as_str().unwrap();
+    let (from, to) = locator
+        .strip_prefix("chars:")
+        .and_then(|r| r.split_once('-'))
+        .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+        .unwrap_or_else(|| panic!("locator {locator}"));
+    let cited: String = INVOICE.chars().skip(from).take(to - from).collect();
+    assert_eq!(cited, snippet);
+    let activity = data["search_activity_id"].as_str().unwrap().to_owned();
+    assert!(activity.starts_with("sa_"));
+
+    // The search shows in the buyer's activity, accesses, spend and dashboard at once.
+    let searches = app
+        .get("/v1/agent/activity/searches", Some(&buyer))
+        .await
+        .expect(200);
+    assert_eq!(searches.data()["total"], 1);
+    let item = &searches.data()["searches"][0];
+    assert_eq!(item["search_activity_id"], activity.as_str());
+    assert_eq!(item["query_text"], "acme");
+    assert_eq!(item["dataset_ids"], json!([dataset]));
+    assert_eq!(item["result_count"], 1);
+    assert_eq!(item["charged_amount"], json!(0.05));
+    assert_eq!(item["api_key_id"], Value::Null);
+    let accesses = app
+        .get("/v1/agent/activity/accesses?kind=retrieval", Some(&buyer))
+        .await
+        .expect(200);
+    assert_eq!(accesses.data()["total"], 1);
+    assert_eq!(
+        accesses.data()["accesses"][0]["search_activity_id"],
+        activity.as_str()
+    );
+    let dashboard = app
+        .get("/v1/buyer/dashboard", Some(&buyer))
+        .await
+        .expect(200);
+    assert_eq!(
+        dashboard.data(),
+        &json!({"api_key_count": 0, "active_api_key_count": 0, "search_count": 1, "access_count": 1,
+                "total_spend": 0.05, "spend_last_30_days": 0.05, "currency": "USD"})
+    );
+
+    // The owner's own search is free, unrecorded as an access and not an appearance.
+    let own = search(&app, &seller_token, json!({"query": "acme"}))
+        .await
+        .expect(200);
+    assert_eq!(own.data()["results"][0]["billable"], false);
+    assert_eq!(own.data()["results"][0]["charged_amount"], json!(0));
+    assert_eq!(own.data()["charged_amount"], json!(0));
+    // A search that finds nothing is still recorded.
+    let none = search(&app, &buyer, json!({"query": "nothingmatches"}))
+        .await
+        .expect(200);
+    assert_eq!(none.data()["result_count"], 0);
+    assert_eq!(none.data()["results"], json!([]));
+    let searches = app
+        .get("/v1/agent/activity/searches", Some(&buyer))
+        .await
+        .expect(200);
+    assert_eq!(searches.data()["total"], 2);
+    assert_eq!(searches.data()["searches"][0]["dataset_ids"], json!([]));
+
+    let analytics = app
+        .get(
+            &format!("/v1/provider/datasets/{dataset}/analytics"),
+            Some(&seller_token),
+        )
+        .await
+        .expect(200);
+    let a = analytics.data();
+    assert_eq!(a["dataset_name"], "AP Invoices 2025");
+    assert_eq!(a["object_count"], 1);
+    assert_eq!(a["search_appearances"], 1);
+    assert_eq!(a["retrievals"], 1);
+    assert_eq!(a["downloads"], 0);
+    assert_eq!(a["unique_buyers"], 1);
+    assert_eq!(a["gross_revenue"], json!(0.05));
+    assert_eq!(a["provider_earnings"], json!(0.04));
+    assert_eq!(a["top_queries"], json!([{"query": "acme", "count": 1}]));
+    let daily = a["daily"].as_array().unwrap();
+    assert_eq!(daily.len(), 30);
+    assert_eq!(daily.last().unwrap()["retrievals"], 1);
+    assert_eq!(daily.last().unwrap()["gross_revenue"], json!(0.05));
+    // Analytics are the owner's: another tenant gets 404.
+    app.get(
+        &format!("/v1/provider/datasets/{dataset}/analytics"),
+        Some(&buyer),
+    )
+    .await
+    .expect(404);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_query_language_combines_terms_phrases_groups_and_prefixes() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (token, tenant, dataset) = seller(&app, json!({})).await;
+    let mut ids = Vec::new();
+    for (name, text) in [
+        ("a.txt", "alpha bravo charlie"),
+        ("b.txt", "alpha delta echo"),
+        ("c.txt", "bravo alpha foxtrot invoicing"),
+        ("d.txt", "golf hotel invoices"),
+    ] {
+        ids.push(
+            publish(
+                &app,
+                &token,
+                &tenant,
+                Some(&admin),
+                &dataset,
+                text_file(name),
+                text.as_bytes(),
+            )
+            .await,
+        );
+    }
+    let (a, b, c, d) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    for (query, expected) in [
+        ("alpha bravo", sorted(&[a, c])),
+        ("alpha AND bravo", sorted(&[a, c])),
+        ("ALPHA", sorted(&[a, b, c])),
+        ("delta OR golf", sorted(&[b, d])),
+        ("alpha NOT bravo", sorted(&[b])),
+        ("alpha -bravo", sorted(&[b])),
+        ("\"alpha bravo\"", sorted(&[a])),
+        ("\"bravo alpha\"", sorted(&[c])),
+        ("(delta OR foxtrot) alpha", sorted(&[b, c])),
+        ("invoic*", sorted(&[c, d])),
+        ("-alpha", sorted(&[d])),
+        ("c.txt", sorted(&[c])),
+    ] {
+        let reply = search(&app, &token, json!({"query": query}))
+            .await
+            .expect(200);
+        assert_eq!(object_ids(&reply), expected, "{query}");
+    }
+    // A match on the filename alone cites the filename.
+    let by_name = search(&app, &token, json!({"query": "d.txt"}))
+        .await
+        .expect(200);
+    assert_eq!(
+        by_name.data()["results"][0]["citation"]["locator"],
+        "filename"
+    );
+    assert_eq!(by_name.data()["results"][0]["snippet"], "d.txt");
+    // `limit` caps the results; order is score desc then object id.
+    let limited = search(&app, &token, json!({"query": "alpha", "limit": 2}))
+        .await
+        .expect(200);
+    assert_eq!(limited.data()["result_count"], 2);
+
+    for bad in [
+        "\"open",
+        "(alpha",
+        "alpha)",
+        "*pha",
+        "al*pha",
+        "alpha AND",
+        "()",
+    ] {
+        let reply = search(&app, &token, json!({"query": bad}))
+            .await
+            .expect(422);
+        assert_eq!(reply.code(), "validation_failed");
+        assert!(
+            reply.body["error"]["details"]["fields"]["query"].is_string(),
+            "{bad}: {}",
+            reply.body
+        );
+    }
+    for (body, field) in [
+        (json!({}), "query"),
+        (json!({"query": "   "}), "query"),
+        (json!({"query": "x".repeat(1001)}), "query"),
+        (json!({"query": "a", "limit": 0}), "limit"),
+        (json!({"query": "a", "limit": 51}), "limit"),
+        (
+            json!({"query": "a", "retrieval_mode": "magic"}),
+            "retrieval_mode",
+        ),
+        (json!({"query": "a", "dataset_ids": []}), "dataset_ids"),
+    ] {
+        let reply = search(&app, &token, body).await.expect(422);
+        assert!(
+            reply.body["error"]["details"]["fields"][field].is_string(),
+            "{}",
+            reply.body
+        );
+    }
+    search(&app, &token, json!({"query": "a", "limit": "ten"}))
+        .await
+        .expect(400);
+    search(&app, &token, json!({"query": "a", "extra": 1}))
+        .await
+        .expect(422);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn json_and_pdf_text_and_metadata_are_searchable() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (token, tenant, dataset) = seller(&app, json!({})).await;
+    let json_object = publish(
+        &app,
+        &token,
+        &tenant,
+        Some(&admin),
+        &dataset,
+        json!({"filename": "vendor.json", "content_type": "application/json"}),
+        br#"{"vendor": "Initech", "lines": [{"item": "staplers"}]}"#,
+    )
+    .await;
+    let pdf_object = publish(
+        &app,
+        &token,
+        &tenant,
+        Some(&admin),
+        &dataset,
+        json!({"filename": "ledger.pdf", "content_type": "application/pdf"}),
+        &pdf_with_text("Quarterly ledger reconciliation"),
+    )
+    .await;
+    let image = publish(
+        &app,
+        &token,
+        &tenant,
+        Some(&admin),
+        &dataset,
+        json!({"filename": "scan.png", "content_type": "image/png", "metadata": {"department": "treasury"}}),
+        b"\x89PNG not really",
+    )
+    .await;
+    for (query, expected) in [
+        ("staplers", &json_object),
+        ("initech", &json_object),
+        ("reconciliation", &pdf_object),
+        ("treasury", &image),
+    ] {
+        let reply = search(&app, &token, json!({"query": query}))
+            .await
+            .expect(200);
+        assert_eq!(object_ids(&reply), vec![expected.clone()], "{query}");
+    }
+    let by_meta = search(&app, &token, json!({"query": "treasury"}))
+        .await
+        .expect(200);
+    assert_eq!(
+        by_meta.data()["results"][0]["citation"]["locator"],
+        "metadata"
+    );
+    assert_eq!(by_meta.data()["results"][0]["snippet"], "scan.png");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn only_approved_objects_of_searchable_datasets_are_found() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (seller_token, seller_tenant, listed) = seller(&app, json!({"visibility": "listed"})).await;
+    let private = app.dataset(&seller_token, json!({})).await;
+    let restricted = app
+        .dataset(&seller_token, json!({"visibility": "restricted"}))
+        .await;
+    let publish_in = |dataset: String, approve: bool| {
+        let (app, seller_token, seller_tenant, admin) =
+            (&app, &seller_token, &seller_tenant, &admin);
+        async move {
+            publish(
+                app,
+                seller_token,
+                seller_tenant,
+                approve.then_some(admin.as_str()),
+                &dataset,
+                text_file("secret.txt"),
+                b"zebra crossing report",
+            )
+            .await
+        }
+    };
+    let in_listed = publish_in(listed.clone(), true).await;
+    let staged = publish_in(listed.clone(), false).await;
+    let in_private = publish_in(private.clone(), true).await;
+    let in_restricted = publish_in(restricted.clone(), true).await;
+    let rejected = publish_in(listed.clone(), false).await;
+    app.post(
+        &format!("/v1/admin/review/objects/{seller_tenant}/{rejected}/reject"),
+        Some(&admin),
+        json!({"reason": "no"}),
+    )
+    .await
+    .expect(200);
+    let query = json!({"query": "zebra"});
+
+    // The owner finds every approved object of its active datasets, never staged or rejected ones.
+    let own = search(&app, &seller_token, query.clone()).await.expect(200);
+    assert_eq!(
+        object_ids(&own),
+        sorted(&[&in_listed, &in_private, &in_restricted])
+    );
+    assert!(!object_ids(&own).contains(&staged));
+
+    // Another tenant: listed only, restricted once entitled, private never.
+    let (buyer, _, buyer_tenant) = app.signup(&email()).await;
+    let found = search(&app, &buyer, query.clone()).await.expect(200);
+    assert_eq!(object_ids(&found), vec![in_listed.clone()]);
+    let named = search(
+        &app,
+        &buyer,
+        json!({"query": "zebra", "dataset_ids": [private]}),
+    )
+    .await
+    .expect(404);
+    assert_eq!(
+        named.body["error"]["details"]["dataset_id"],
+        private.as_str()
+    );
+    search(
+        &app,
+        &buyer,
+        json!({"query": "zebra", "dataset_ids": ["dset_nonexistent"]}),
+    )
+    .await
+    .expect(404);
+    app.post(
+        &format!("/v1/datasets/{restricted}/entitlements"),
+        Some(&seller_token),
+        json!({"tenant_id": buyer_tenant}),
+    )
+    .await
+    .expect(201);
+    let found = search(&app, &buyer, query.clone()).await.expect(200);
+    assert_eq!(object_ids(&found), sorted(&[&in_listed, &in_restricted]));
+    let narrowed = search(
+        &app,
+        &buyer,
+        json!({"query": "zebra", "dataset_ids": [restricted, restricted]}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(object_ids(&narrowed), vec![in_restricted.clone()]);
+
+    // An allow-list key sees granted datasets only; naming another is 404.
+    let key = app
+        .post(
+            "/v1/api-keys",
+            Some(&buyer),
+            json!({"name": "agent", "scopes": ["search:query"], "dataset_access_mode": "allow_list"}),
+        )
+        .await
+        .expect(201);
+    let (key_id, secret) = (
+        key.data()["api_key_id"].as_str().unwrap().to_owned(),
+        key.data()["key"].as_str().unwrap().to_owned(),
+    );
+    let by_key = search(&app, &secret, query.clone()).await.expect(200);
+    assert_eq!(object_ids(&by_key), Vec::<String>::new());
+    app.post(
+        &format!("/v1/api-keys/{key_id}/grants"),
+        Some(&buyer),
+        json!({"dataset_id": listed}),
+    )
+    .await
+    .expect(201);
+    let by_key = search(&app, &secret, query.clone()).await.expect(200);
+    assert_eq!(object_ids(&by_key), vec![in_listed.clone()]);
+    let key_activity = app
+        .get(
+            &format!("/v1/agent/activity/searches?api_key_id={key_id}"),
+            Some(&buyer),
+        )
+        .await
+        .expect(200);
+    assert_eq!(key_activity.data()["total"], 2);
+    assert_eq!(
+        key_activity.data()["searches"][0]["api_key_id"],
+        key_id.as_str()
+    );
+    search(
+        &app,
+        &secret,
+        json!({"query": "zebra", "dataset_ids": [restricted]}),
+    )
+    .await
+    .expect(404);
+    // A key without search:query is refused.
+    let reader = app
+        .post(
+            "/v1/api-keys",
+            Some(&buyer),
+            json!({"name": "reader", "scopes": ["datasets:read"]}),
+        )
+        .await
+        .expect(201);
+    search(&app, reader.data()["key"].as_str().unwrap(), query.clone())
+        .await
+        .expect(403);
+
+    // Deleting an object takes it out of the index; a paused dataset contributes nothing.
+    app.delete(&format!("/v1/objects/{in_restricted}"), Some(&seller_token))
+        .await
+        .expect(200);
+    app.patch(
+        &format!("/v1/datasets/{listed}"),
+        Some(&seller_token),
+        json!({"status": "paused"}),
+    )
+    .await
+    .expect(200);
+    let own = search(&app, &seller_token, query.clone()).await.expect(200);
+    assert_eq!(object_ids(&own), vec![in_private.clone()]);
+    let paused_named = search(
+        &app,
+        &seller_token,
+        json!({"query": "zebra", "dataset_ids": [listed]}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(paused_named.data()["result_count"], 0);
+    let found = search(&app, &buyer, query).await.expect(200);
+    assert_eq!(object_ids(&found), Vec::<String>::new());
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn prices_follow_the_dataset_pricing_model() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (seller_token, seller_tenant, demand) = seller(
+        &app,
+        json!({"visibility": "listed", "price_per_result": "0.05", "pricing_model": "demand_curve"}),
+    )
+    .await;
+    let decay = app
+        .dataset(
+            &seller_token,
+            json!({"visibility": "listed", "price_per_result": "0.05", "pricing_model": "time_decay"}),
+        )
+        .await;
+    publish(
+        &app,
+        &seller_token,
+        &seller_tenant,
+        Some(&admin),
+        &demand,
+        text_file("d.txt"),
+        b"walrus",
+    )
+    .await;
+    publish(
+        &app,
+        &seller_token,
+        &seller_tenant,
+        Some(&admin),
+        &decay,
+        text_file("t.txt"),
+        b"narwhal",
+    )
+    .await;
+    let (buyer, _, _) = app.signup(&email()).await;
+    let price = |reply: &Reply| reply.data()["results"][0]["charged_amount"].clone();
+    // demand_curve: P × (1 + n/1000) with n earlier searches by other tenants in 24 h.
+    for n in 0..3 {
+        let reply = search(&app, &buyer, json!({"query": "walrus"}))
+            .await
+            .expect(200);
+        let expected = [0.05, 0.05005, 0.0501][n];
+        assert_eq!(price(&reply), json!(expected), "after {n} searches");
+    }
+    // The owner's searches do not raise the price.
+    search(&app, &seller_token, json!({"query": "walrus"}))
+        .await
+        .expect(200);
+    let reply = search(&app, &buyer, json!({"query": "walrus"}))
+        .await
+        .expect(200);
+    assert_eq!(price(&reply), json!(0.05015));
+    // time_decay: full price on the day of approval, half after 90 days.
+    let reply = search(&app, &buyer, json!({"query": "narwhal"}))
+        .await
+        .expect(200);
+    assert_eq!(price(&reply), json!(0.05));
+    // Sessions last a week; a key without expiry outlives the jump of the clock.
+    let key = app
+        .post(
+            "/v1/api-keys",
+            Some(&buyer),
+            json!({"name": "later", "scopes": ["search:query"]}),
+        )
+        .await
+        .expect(201);
+    let key = key.data()["key"].as_str().unwrap().to_owned();
+    let mut config = app.config.clone();
+    app.stop().await;
+    config.clock_offset_seconds = 90 * 86_400;
+    let later = spawn_with(config).await;
+    let reply = search(&later, &key, json!({"query": "narwhal"}))
+        .await
+        .expect(200);
+    assert_eq!(price(&reply), json!(0.025));
+    later.finish().await;
+}
+
+/// A one-page PDF whose text layer holds `text` (Helvetica, uncompressed), with a correct xref.
+pub fn pdf_with_text(text: &str) -> Vec<u8> {
+    let content = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
+        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_owned(),
+    ];
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for offset in offsets {
+        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}
