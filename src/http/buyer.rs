@@ -32,8 +32,79 @@ pub fn routes() -> Routes {
 
 /// The operations of this module, for the OpenAPI document.
 #[derive(OpenApi)]
-#[openapi(paths(accesses, spend))]
+#[openapi(paths(dashboard, searches, accesses, spend))]
 pub struct Api;
+
+/// The buyer's figures (SPEC §3.8).
+#[derive(ToSchema)]
+pub struct BuyerDashboard {
+    /// All the tenant's keys, revoked and expired included.
+    #[schema(minimum = 0)]
+    pub api_key_count: i64,
+    /// Keys with status `active`.
+    #[schema(minimum = 0)]
+    pub active_api_key_count: i64,
+    /// All search activities.
+    #[schema(minimum = 0)]
+    pub search_count: i64,
+    /// All accesses.
+    #[schema(minimum = 0)]
+    pub access_count: i64,
+    /// Σ charges, all time.
+    #[schema(schema_with = openapi::amount)]
+    pub total_spend: f64,
+    /// Σ charges over the trailing 30 × 24 h.
+    #[schema(schema_with = openapi::amount)]
+    pub spend_last_30_days: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+}
+
+/// One search request and what it was charged (SPEC §3.8).
+#[derive(ToSchema)]
+pub struct SearchActivity {
+    /// The search activity.
+    pub search_activity_id: String,
+    /// The query as searched (trimmed).
+    pub query_text: String,
+    /// The request's datasets, else the distinct datasets of the results (sorted).
+    #[schema(schema_with = dataset_ids)]
+    pub dataset_ids: Vec<String>,
+    /// How many results it returned.
+    #[schema(minimum = 0)]
+    pub result_count: i64,
+    /// Σ charges of its results.
+    #[schema(schema_with = openapi::amount)]
+    pub charged_amount: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// The key used, null for a session.
+    #[schema(required = true)]
+    pub api_key_id: Option<String>,
+    /// When it happened.
+    #[schema(format = DateTime)]
+    pub occurred_at: String,
+}
+
+/// A page of search activities.
+#[derive(ToSchema)]
+pub struct SearchActivityPage {
+    /// The searches, newest first.
+    pub searches: Vec<SearchActivity>,
+    /// All matches.
+    #[schema(minimum = 0)]
+    pub total: i64,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+fn dataset_ids() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::schema(json!({ "type": "array", "items": {
+        "type": "string", "pattern": openapi::id_pattern("dset") } }))
+}
 
 /// One metered access: a billed search result or download (SPEC §3.8).
 #[derive(ToSchema)]
@@ -133,7 +204,14 @@ pub fn window_end() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     ] }))
 }
 
-/// The filters of the access list.
+#[utoipa::path(
+    get,
+    path = "/v1/buyer/dashboard",
+    tag = "buyer",
+    summary = "Counts and spend of the tenant as a buyer (usage:read).",
+    security(("session" = []), ("api_key" = [])),
+    responses((status = 200, description = "The figures.", body = BuyerDashboard))
+)]
 async fn dashboard(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -161,14 +239,36 @@ async fn dashboard(
     })))
 }
 
-#[derive(Deserialize)]
+/// The filters of the search activity list; the window is open unless given.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SearchActivityQuery {
+    /// Only this key's searches.
     api_key_id: Option<String>,
+    /// Start, inclusive (a date = 00:00Z that day).
+    #[param(schema_with = window_end)]
     from: Option<String>,
+    /// End, exclusive (a date = 00:00Z of the next day).
+    #[param(schema_with = window_end)]
     to: Option<String>,
+    #[param(ignore)]
     #[serde(flatten)]
     page: PageQuery,
 }
+
+#[utoipa::path(
+    get,
+    path = "/v1/agent/activity/searches",
+    tag = "buyer",
+    summary = "The tenant's search activities, newest first (usage:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(SearchActivityQuery, PageQuery),
+    responses(
+        (status = 200, description = "A page of search activities.", body = SearchActivityPage),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 422, description = "from, to or limit is invalid, or from ≥ to."),
+    )
+)]
 
 async fn searches(
     State(state): State<AppState>,
@@ -217,6 +317,7 @@ async fn searches(
     ))
 }
 
+/// The filters of the access list.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct AccessQuery {
