@@ -68,6 +68,8 @@ pub fn document(config: &Config) -> Value {
         crate::http::buyer::Api::openapi(),
         crate::http::provider::Api::openapi(),
         crate::http::payouts::Api::openapi(),
+        crate::http::search::Api::openapi(),
+        crate::http::events::Api::openapi(),
     ] {
         check_distinct_schemas(&doc, &part);
         doc.merge(part);
