@@ -31,6 +31,8 @@ const LIVE_BATCH: i64 = 500;
 const REBUILD_BATCH: i64 = 2000;
 /// Safety-net poll when no wake-up arrives.
 const IDLE_POLL: Duration = Duration::from_millis(1000);
+/// How long a replay waits for events an open transaction elsewhere still hides.
+const HIDDEN_TAIL_PATIENCE: Duration = Duration::from_secs(30);
 /// Attempts at a batch before the projection is declared failed.
 const BATCH_ATTEMPTS: u32 = 3;
 
@@ -571,6 +573,10 @@ impl ProjectorEngine {
         mut progress: impl FnMut(u64, u64),
     ) -> Result<u64, RebuildError> {
         let total = log::count(&self.inner.db).await? as u64;
+        // The last event in the log now: on PostgreSQL a transaction open anywhere in the cluster
+        // can hide it from the reader for a while, and the replay waits for it (bounded).
+        let end = log::tail(&self.inner.db).await?.unwrap_or_default();
+        let patience = Instant::now() + HIDDEN_TAIL_PATIENCE;
         let mut done = 0u64;
         progress(0, total);
         loop {
@@ -579,6 +585,10 @@ impl ProjectorEngine {
                     let status = self.status_of(projection.name()).await?;
                     if status.error.is_some() {
                         return Err(RebuildError::Failed(status));
+                    }
+                    if status.cursor < end && Instant::now() < patience {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
                     }
                     // A concurrent worker may have moved the checkpoint; stop when caught up.
                     let tail = log::read_after(&self.inner.db, status.cursor, 1).await?;

@@ -533,7 +533,12 @@ async fn a_server_killed_while_writing_catches_up_exactly_after_restart() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill it once the load is under way (a loaded machine may take a while for the first).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acknowledged.load(std::sync::atomic::Ordering::SeqCst) < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     server.kill();
     for task in load {
         task.await.unwrap();
