@@ -664,7 +664,8 @@ fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
         }
     }
     // An empty filter is no filter (`?status=` lists everything): say so for the parameters
-    // whose schema would refuse "" (closed sets and times; `limit` is a number and stays strict).
+    // whose schema would refuse "" (closed sets and times; numbers such as `limit` and `after`
+    // must be numbers and stay strict).
     if let Some(parameters) = operation
         .get_mut("parameters")
         .and_then(Value::as_array_mut)
@@ -673,7 +674,12 @@ fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
             let constrained = ["enum", "format", "anyOf"]
                 .iter()
                 .any(|k| parameter["schema"].get(*k).is_some());
-            if parameter["in"] == "query" && parameter["name"] != "limit" && constrained {
+            let number = match &parameter["schema"]["type"] {
+                Value::String(t) => t == "integer",
+                Value::Array(types) => types.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            if parameter["in"] == "query" && !number && constrained {
                 let schema = parameter["schema"].take();
                 parameter["schema"] =
                     json!({ "anyOf": [schema, { "type": "string", "maxLength": 0 }] });
