@@ -15,9 +15,11 @@ pub mod idempotency;
 pub mod json;
 pub mod middleware;
 pub mod objects;
+pub mod openapi;
 pub mod pagination;
 pub mod payouts;
 pub mod provider;
+pub mod routes;
 pub mod search;
 pub mod storage;
 pub mod window;
@@ -25,14 +27,13 @@ pub mod window;
 use axum::Router;
 
 use crate::app::AppState;
+use crate::http::routes::Routes;
 
-/// Every route of the service.
-///
-/// The conventions middleware wraps the whole router from outside, so that it sees responses
-/// complete (axum adds `Allow` to a 405 at the router's top level).
-pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
+/// Every route of the service, recorded (see [`Routes`]).
+pub fn routes() -> Routes {
+    Routes::new()
         .merge(health::routes())
+        .merge(openapi::routes())
         .merge(storage::routes())
         .nest(
             "/v1",
@@ -47,6 +48,15 @@ pub fn router(state: AppState) -> Router {
                 .merge(search::routes())
                 .merge(events::routes()),
         )
+}
+
+/// Every route of the service.
+///
+/// The conventions middleware wraps the whole router from outside, so that it sees responses
+/// complete (axum adds `Allow` to a 405 at the router's top level).
+pub fn router(state: AppState) -> Router {
+    let routes = routes()
+        .into_router()
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

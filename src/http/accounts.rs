@@ -3,12 +3,13 @@
 use aggregates::{DisplayName, Email, Password, TenantName};
 use std::net::SocketAddr;
 
+use crate::http::routes::Routes;
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::accounts::{Accounts, NewAccount, SessionGrant};
 use crate::app::AppState;
@@ -17,15 +18,97 @@ use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::Auth;
 use crate::http::json::{Fields, JsonBody};
+use crate::http::openapi;
 
 /// Routes under `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/auth/signup", post(signup))
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/me", get(me))
         .route("/me/password", post(change_password))
+}
+
+/// The operations of this module, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(signup, login, logout, me, change_password))]
+pub struct Api;
+
+/// A new session (signup and login).
+#[derive(ToSchema)]
+pub struct Session {
+    /// The session token `sess_…`, for `Authorization: Bearer`.
+    pub session_token: String,
+    /// When the session ends.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// The user.
+    pub user_id: String,
+    /// The user's tenant.
+    pub tenant_id: String,
+}
+
+/// The account created by signup, with its first session.
+#[derive(ToSchema)]
+pub struct SignupResult {
+    /// The new user.
+    pub user_id: String,
+    /// The new tenant.
+    pub tenant_id: String,
+    /// The session token `sess_…`.
+    pub session_token: String,
+    /// When the session ends.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// The display name, trimmed.
+    pub display_name: String,
+    /// The email, trimmed and lowercased.
+    pub email: String,
+}
+
+/// `{logged_out: true}`.
+#[derive(ToSchema)]
+pub struct LoggedOut {
+    /// Always true.
+    pub logged_out: bool,
+}
+
+/// `{password_changed: true}`.
+#[derive(ToSchema)]
+pub struct PasswordChanged {
+    /// Always true.
+    pub password_changed: bool,
+}
+
+/// The caller (SPEC §3.2); with an API key the user fields are null.
+#[derive(ToSchema)]
+pub struct Me {
+    /// The user, or null for an API key.
+    #[schema(required = true)]
+    pub user_id: Option<String>,
+    /// The user's email, or null for an API key.
+    #[schema(required = true)]
+    pub email: Option<String>,
+    /// The user's display name, or null for an API key.
+    #[schema(required = true)]
+    pub display_name: Option<String>,
+    /// The caller's tenant.
+    pub tenant_id: String,
+    /// The tenant's name.
+    pub tenant_display_name: String,
+    /// Whether the user is a platform admin (false for an API key).
+    pub is_platform_admin: bool,
+    /// The user's roles (empty for an API key).
+    pub roles: Vec<String>,
+    /// The effective scopes, in canonical order.
+    pub scopes: Vec<String>,
+    /// `user` or `api_key`.
+    #[schema(pattern = "^(user|api_key)$")]
+    pub principal_type: String,
+    /// The key, or null for a session.
+    #[schema(required = true)]
+    pub api_key_id: Option<String>,
 }
 
 fn accounts(state: &AppState) -> Accounts<'_> {
@@ -36,12 +119,37 @@ fn accounts(state: &AppState) -> Accounts<'_> {
     }
 }
 
-#[derive(Deserialize)]
+/// Signup's body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct SignupBody {
+    /// Trimmed and lowercased; at most 254 characters.
+    #[schema(required = true, schema_with = email_schema)]
     email: Option<String>,
+    /// 8..=128 characters, never trimmed.
+    #[schema(required = true, value_type = String, min_length = 8, max_length = 128)]
     password: Option<String>,
+    /// Trimmed, 1..=100 characters.
+    #[schema(required = true, schema_with = name_schema)]
     display_name: Option<String>,
+    /// Trimmed, 1..=100 characters; need not be unique.
+    #[schema(required = true, schema_with = name_schema)]
     tenant_name: Option<String>,
+}
+
+fn name_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::trimmed(100, false)
+}
+
+/// `^[^@\s]+@[^@\s]+\.[^@\s]+$` (SPEC §3.1), with `\s` spelled out (and U+0000 excluded) as in
+/// [`openapi::NOT_BLANK`].
+fn email_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let part = format!("{}+", openapi::NOT_BLANK.replacen("[^", "[^@", 1));
+    openapi::schema(json!({
+        "type": "string",
+        "maxLength": Email::MAX_LEN,
+        "pattern": format!("^{part}@{part}\\.{part}$"),
+    }))
 }
 
 impl TryFrom<SignupBody> for NewAccount {
@@ -100,6 +208,19 @@ fn limit_auth_route(state: &AppState, client: SocketAddr) -> Result<(), AppError
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/signup",
+    tag = "auth",
+    summary = "Creates a tenant, its owner and a session (SPEC §3.1).",
+    request_body = SignupBody,
+    responses(
+        (status = 201, description = "The account and its session.", body = SignupResult),
+        (status = 409, description = "The normalised email is registered (email_taken)."),
+        (status = 422, description = "A field is missing or invalid."),
+        (status = 429, description = "Too many signups from this client IP."),
+    )
+)]
 async fn signup(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -116,12 +237,32 @@ async fn signup(
     Ok(envelope::created(data))
 }
 
-#[derive(Deserialize)]
+/// Login's body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct LoginBody {
+    /// Normalised as in signup, not format-checked.
+    #[schema(required = true, value_type = String)]
     email: Option<String>,
+    /// The password.
+    #[schema(required = true, value_type = String)]
     password: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    summary = "Opens a session (SPEC §3.1).",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "The new session.", body = Session),
+        (status = 401, description = "Unknown email or wrong password (invalid_credentials)."),
+        (status = 422, description = "A field is missing."),
+        (status = 429, description = "Too many logins from this client IP, or too many failed \
+            logins for this email."),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -152,6 +293,17 @@ async fn login(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    summary = "Ends the calling session (session only).",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The session is over.", body = LoggedOut),
+        (status = 403, description = "Called with an API key."),
+    )
+)]
 async fn logout(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -163,6 +315,14 @@ async fn logout(
     Ok(envelope::ok(json!({ "logged_out": true })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "users",
+    summary = "The caller: user or API key, tenant, roles and scopes (no scope needed).",
+    security(("session" = []), ("api_key" = [])),
+    responses((status = 200, description = "The caller.", body = Me))
+)]
 async fn me(State(state): State<AppState>, Auth(principal): Auth) -> Result<Response, AppError> {
     let tenant_name =
         projections::accounts::tenant_name(&state.store.db, &principal.tenant_id).await?;
@@ -202,12 +362,32 @@ async fn me(State(state): State<AppState>, Auth(principal): Auth) -> Result<Resp
     Ok(envelope::ok(data))
 }
 
-#[derive(Deserialize)]
+/// The password change's body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct PasswordBody {
+    /// The current password.
+    #[schema(required = true, value_type = String)]
     current_password: Option<String>,
+    /// 8..=128 characters.
+    #[schema(required = true, value_type = String, min_length = 8, max_length = 128)]
     new_password: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/me/password",
+    tag = "users",
+    summary = "Changes the password and revokes the user's other sessions (session only).",
+    security(("session" = [])),
+    request_body = PasswordBody,
+    responses(
+        (status = 200, description = "Changed.", body = PasswordChanged),
+        (status = 401, description = "Wrong current_password (invalid_credentials)."),
+        (status = 403, description = "Called with an API key."),
+        (status = 422, description = "A field is missing or the new password is invalid."),
+    )
+)]
 async fn change_password(
     State(state): State<AppState>,
     Auth(principal): Auth,

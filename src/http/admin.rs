@@ -1,15 +1,16 @@
 //! Admin review of staged objects (SPEC §3.5): platform-admin sessions only.
 
+use crate::http::routes::Routes;
 use aggregates::object::ObjectCommand;
 use aggregates::{Object, ObjectId, TenantId};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 use cqrs_es::Aggregate;
 use projections::objects::{self as read, ObjectRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::http::datasets::sort_key;
@@ -17,12 +18,13 @@ use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
-use crate::http::objects::{object_json, reload, DOWNLOAD_TTL};
+use crate::http::objects::{object_json, reload, ObjectView, DOWNLOAD_TTL};
+use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
 
 /// Routes under `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/admin/review/queue", get(queue))
         .route("/admin/review/objects/{tenant_id}/{object_id}", get(detail))
         .route(
@@ -37,6 +39,125 @@ pub fn routes() -> Router<AppState> {
             "/admin/review/objects/{tenant_id}/{object_id}/preview",
             get(preview),
         )
+}
+
+/// The operations of this module, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(queue, detail, approve, reject, preview))]
+pub struct Api;
+
+/// A staged object awaiting review (SPEC §3.5).
+#[derive(ToSchema)]
+pub struct ReviewItem {
+    /// The object.
+    pub object_id: String,
+    /// The owner tenant.
+    pub tenant_id: String,
+    /// The owner tenant's name.
+    pub tenant_name: String,
+    /// The dataset.
+    pub dataset_id: String,
+    /// The dataset's name.
+    pub dataset_name: String,
+    /// The file name.
+    pub filename: String,
+    /// The media type.
+    pub content_type: String,
+    /// The size.
+    #[schema(minimum = 1)]
+    pub size_bytes: i64,
+    /// The server-computed SHA-256, null before confirm.
+    #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
+    pub checksum_sha256: Option<String>,
+    /// When the upload was confirmed.
+    #[schema(required = true, format = DateTime)]
+    pub uploaded_at: Option<String>,
+    /// When the review window ends.
+    #[schema(required = true, format = DateTime)]
+    pub review_expires_at: Option<String>,
+}
+
+/// The review queue.
+#[derive(ToSchema)]
+pub struct ReviewQueue {
+    /// Staged objects, oldest upload first.
+    pub items: Vec<ReviewItem>,
+    /// All matches.
+    #[schema(minimum = 0)]
+    pub total: i64,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// An object under review, with its state and history (any status).
+#[derive(ToSchema)]
+pub struct ReviewDetail {
+    /// The object.
+    pub object_id: String,
+    /// The owner tenant.
+    pub tenant_id: String,
+    /// The owner tenant's name.
+    pub tenant_name: String,
+    /// The dataset.
+    pub dataset_id: String,
+    /// The dataset's name.
+    pub dataset_name: String,
+    /// The file name.
+    pub filename: String,
+    /// The media type.
+    pub content_type: String,
+    /// The size.
+    #[schema(minimum = 1)]
+    pub size_bytes: i64,
+    /// The server-computed SHA-256, null before confirm.
+    #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
+    pub checksum_sha256: Option<String>,
+    /// When the upload was confirmed.
+    #[schema(required = true, format = DateTime)]
+    pub uploaded_at: Option<String>,
+    /// When the review window ends.
+    #[schema(required = true, format = DateTime)]
+    pub review_expires_at: Option<String>,
+    /// String → string.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// The object's status.
+    pub status: String,
+    /// staged, approved or rejected; null before confirm.
+    #[schema(required = true)]
+    pub review_state: Option<String>,
+    /// The rejection reason, null unless rejected.
+    #[schema(required = true)]
+    pub rejection_reason: Option<String>,
+    /// When it was reviewed.
+    #[schema(required = true, format = DateTime)]
+    pub reviewed_at: Option<String>,
+    /// The object's events, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One event in an object's history.
+#[derive(ToSchema)]
+pub struct HistoryEntry {
+    /// The event type, e.g. `ObjectUploadConfirmed`.
+    #[schema(rename = "type")]
+    pub event_type: String,
+    /// When it happened.
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// `usr_…`, `key_…` or `system`.
+    #[schema(pattern = "^(usr_[0-9a-hjkmnp-tv-z]{26}|key_[0-9a-hjkmnp-tv-z]{26}|system)$")]
+    pub actor: String,
+}
+
+/// A signed preview URL, never metered.
+#[derive(ToSchema)]
+pub struct Preview {
+    /// A signed GET URL for the bytes.
+    pub preview_url: String,
+    /// When it stops working (now + 15 min).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
 }
 
 fn review_item(object: &ObjectRow, tenant_name: &str, dataset_name: &str) -> Value {
@@ -55,14 +176,32 @@ fn review_item(object: &ObjectRow, tenant_name: &str, dataset_name: &str) -> Val
     })
 }
 
-#[derive(Deserialize)]
+/// The review queue's filters.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct QueueQuery {
+    /// Only this tenant's objects.
     tenant_id: Option<String>,
+    /// Only this dataset's objects.
     dataset_id: Option<String>,
+    #[param(ignore)]
     #[serde(flatten)]
     page: PageQuery,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/review/queue",
+    tag = "admin",
+    summary = "Staged objects awaiting review, oldest first (platform-admin session).",
+    security(("session" = [])),
+    params(QueueQuery, PageQuery),
+    responses(
+        (status = 200, description = "A page of the queue.", body = ReviewQueue),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 422, description = "limit is invalid."),
+    )
+)]
 async fn queue(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -128,6 +267,21 @@ async fn find(
     Ok((object, tenant_name, dataset.name, dataset.status))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/review/objects/{tenant_id}/{object_id}",
+    tag = "admin",
+    summary = "An object with its review state and history (platform-admin session).",
+    security(("session" = [])),
+    params(
+        ("tenant_id" = String, Path, description = "The owner tenant."),
+        ("object_id" = String, Path, description = "The object."),
+    ),
+    responses(
+        (status = 200, description = "The object.", body = ReviewDetail),
+        (status = 404, description = "Unknown, or the tenant does not own it."),
+    )
+)]
 async fn detail(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -158,11 +312,33 @@ async fn detail(
     Ok(envelope::ok(item))
 }
 
-#[derive(Deserialize)]
+/// An approval's body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct ApproveBody {
+    /// At most 1000 characters; recorded in the event.
+    #[schema(max_length = 1000)]
     note: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/review/objects/{tenant_id}/{object_id}/approve",
+    tag = "admin",
+    summary = "Approves a staged object (platform-admin session).",
+    security(("session" = [])),
+    params(
+        ("tenant_id" = String, Path, description = "The owner tenant."),
+        ("object_id" = String, Path, description = "The object."),
+    ),
+    request_body = ApproveBody,
+    responses(
+        (status = 200, description = "The object, approved.", body = ObjectView),
+        (status = 404, description = "Unknown, or the tenant does not own it."),
+        (status = 409, description = "Not staged, or the dataset is pending_deletion (invalid_state)."),
+        (status = 422, description = "note is too long."),
+    )
+)]
 async fn approve(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -191,11 +367,37 @@ async fn approve(
     )))
 }
 
-#[derive(Deserialize)]
+/// A rejection's body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct RejectBody {
+    /// Trimmed, 1..=1000 characters.
+    #[schema(required = true, schema_with = reason_schema)]
     reason: Option<String>,
 }
 
+fn reason_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::trimmed(1000, false)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/review/objects/{tenant_id}/{object_id}/reject",
+    tag = "admin",
+    summary = "Rejects a staged object (platform-admin session).",
+    security(("session" = [])),
+    params(
+        ("tenant_id" = String, Path, description = "The owner tenant."),
+        ("object_id" = String, Path, description = "The object."),
+    ),
+    request_body = RejectBody,
+    responses(
+        (status = 200, description = "The object, rejected.", body = ObjectView),
+        (status = 404, description = "Unknown, or the tenant does not own it."),
+        (status = 409, description = "Not staged, or the dataset is pending_deletion (invalid_state)."),
+        (status = 422, description = "reason is missing or invalid."),
+    )
+)]
 async fn reject(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -228,6 +430,22 @@ async fn reject(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/review/objects/{tenant_id}/{object_id}/preview",
+    tag = "admin",
+    summary = "A signed preview URL of the bytes (platform-admin session).",
+    security(("session" = [])),
+    params(
+        ("tenant_id" = String, Path, description = "The owner tenant."),
+        ("object_id" = String, Path, description = "The object."),
+    ),
+    responses(
+        (status = 200, description = "Where to preview.", body = Preview),
+        (status = 404, description = "Unknown, or the tenant does not own it."),
+        (status = 409, description = "Not staged, approved or rejected (invalid_state)."),
+    )
+)]
 async fn preview(
     State(state): State<AppState>,
     Auth(principal): Auth,

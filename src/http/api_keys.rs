@@ -1,14 +1,15 @@
 //! API keys and their dataset grants (SPEC §3.6).
 
+use crate::http::routes::Routes;
 use aggregates::api_key::{AccessMode, ApiKeyCommand, KeyProfile};
 use aggregates::{ApiKey, ApiKeyId, DatasetId, GrantId, Scope, TenantId};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
-use axum::Router;
 use projections::api_keys::{self as read, ApiKeyRow, GrantRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::auth::{new_api_key, ApiKeys, Principal};
@@ -17,15 +18,199 @@ use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
+use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
 
 /// Routes under `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/api-keys", get(list).post(create))
         .route("/api-keys/{id}", get(show).delete(revoke))
         .route("/api-keys/{id}/grants", post(grant))
         .route("/api-keys/{id}/grants/{grant_id}", delete(remove_grant))
+}
+
+/// The operations of this module, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(create, list, show, revoke, grant, remove_grant))]
+pub struct Api;
+
+/// An API key, without its secret (SPEC §3.6).
+#[derive(ToSchema)]
+#[schema(as = ApiKey)]
+pub struct ApiKeyView {
+    /// The key's id (not the secret).
+    pub api_key_id: String,
+    /// Its name.
+    pub name: String,
+    /// The public 8-character prefix.
+    #[schema(pattern = "^[a-z0-9]{8}$")]
+    pub key_prefix: String,
+    /// Its scopes, in canonical order.
+    #[schema(schema_with = scope_list)]
+    pub scopes: Vec<String>,
+    /// Which datasets it may search and download.
+    #[schema(schema_with = access_mode)]
+    pub dataset_access_mode: String,
+    /// `active`, `revoked` or `expired`.
+    #[schema(schema_with = key_status)]
+    pub status: String,
+    /// When it was created.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it expires, null for never.
+    #[schema(required = true, format = DateTime)]
+    pub expires_at: Option<String>,
+    /// When it was last used (refreshed at most every 60 s).
+    #[schema(required = true, format = DateTime)]
+    pub last_used_at: Option<String>,
+    /// When it was revoked.
+    #[schema(required = true, format = DateTime)]
+    pub revoked_at: Option<String>,
+}
+
+/// A new API key with its secret, shown only here.
+#[derive(ToSchema)]
+pub struct NewApiKey {
+    /// The key's id (not the secret).
+    pub api_key_id: String,
+    /// Its name.
+    pub name: String,
+    /// The public 8-character prefix.
+    #[schema(pattern = "^[a-z0-9]{8}$")]
+    pub key_prefix: String,
+    /// Its scopes, in canonical order.
+    #[schema(schema_with = scope_list)]
+    pub scopes: Vec<String>,
+    /// Which datasets it may search and download.
+    #[schema(schema_with = access_mode)]
+    pub dataset_access_mode: String,
+    /// `active`.
+    #[schema(schema_with = key_status)]
+    pub status: String,
+    /// When it was created.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it expires, null for never.
+    #[schema(required = true, format = DateTime)]
+    pub expires_at: Option<String>,
+    /// Null.
+    #[schema(required = true, format = DateTime)]
+    pub last_used_at: Option<String>,
+    /// Null.
+    #[schema(required = true, format = DateTime)]
+    pub revoked_at: Option<String>,
+    /// The full key `ipto_{prefix}_{secret}`.
+    #[schema(pattern = "^ipto_[a-z0-9]{8}_[0-9A-Za-z]{40}$")]
+    pub key: String,
+    /// The same full key.
+    #[schema(pattern = "^ipto_[a-z0-9]{8}_[0-9A-Za-z]{40}$")]
+    pub secret: String,
+}
+
+/// An API key with its grants.
+#[derive(ToSchema)]
+pub struct ApiKeyDetail {
+    /// The key's id (not the secret).
+    pub api_key_id: String,
+    /// Its name.
+    pub name: String,
+    /// The public 8-character prefix.
+    #[schema(pattern = "^[a-z0-9]{8}$")]
+    pub key_prefix: String,
+    /// Its scopes, in canonical order.
+    #[schema(schema_with = scope_list)]
+    pub scopes: Vec<String>,
+    /// Which datasets it may search and download.
+    #[schema(schema_with = access_mode)]
+    pub dataset_access_mode: String,
+    /// `active`, `revoked` or `expired`.
+    #[schema(schema_with = key_status)]
+    pub status: String,
+    /// When it was created.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it expires, null for never.
+    #[schema(required = true, format = DateTime)]
+    pub expires_at: Option<String>,
+    /// When it was last used.
+    #[schema(required = true, format = DateTime)]
+    pub last_used_at: Option<String>,
+    /// When it was revoked.
+    #[schema(required = true, format = DateTime)]
+    pub revoked_at: Option<String>,
+    /// Its grants, oldest first.
+    pub grants: Vec<Grant>,
+}
+
+/// A page of API keys.
+#[derive(ToSchema)]
+pub struct ApiKeyPage {
+    /// The keys, newest first, revoked ones included.
+    pub items: Vec<ApiKeyView>,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A dataset granted to an `allow_list` key.
+#[derive(ToSchema)]
+pub struct Grant {
+    /// The grant's id.
+    pub grant_id: String,
+    /// The key.
+    pub api_key_id: String,
+    /// The dataset.
+    pub dataset_id: String,
+    /// When it was granted.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// A removed grant.
+#[derive(ToSchema)]
+pub struct GrantDeleted {
+    /// The grant's id.
+    pub grant_id: String,
+    /// The key.
+    pub api_key_id: String,
+    /// The dataset it granted.
+    #[schema(required = true)]
+    pub dataset_id: Option<String>,
+    /// Always true.
+    pub deleted: bool,
+}
+
+fn scope_list() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    openapi::schema(json!({ "type": "array", "items": { "type": "string", "enum": scopes } }))
+}
+
+/// A new key's scopes: known, not `admin:*`, at least one (duplicates collapse).
+fn new_scope_list() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let scopes: Vec<&str> = Scope::ALL
+        .iter()
+        .filter(|s| **s != Scope::Admin)
+        .map(|s| s.as_str())
+        .collect();
+    openapi::schema(json!({ "type": "array", "minItems": 1,
+        "items": { "type": "string", "enum": scopes } }))
+}
+
+fn access_mode() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice(&AccessMode::expected())
+}
+
+fn optional_access_mode() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::optional_choice(&AccessMode::expected())
+}
+
+fn key_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice("active|revoked|expired")
+}
+
+fn key_name() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::trimmed(100, false)
 }
 
 fn key_json(row: &ApiKeyRow, now: &str) -> Value {
@@ -77,14 +262,38 @@ async fn reload(state: &AppState, id: &str) -> Result<ApiKeyRow, AppError> {
         .ok_or_else(|| AppError::internal("api key missing from read model"))
 }
 
-#[derive(Deserialize)]
+/// A new key's body.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = KeyRequest)]
+#[serde(deny_unknown_fields)]
 struct CreateBody {
+    /// Trimmed, 1..=100 characters.
+    #[schema(required = true, schema_with = key_name)]
     name: Option<String>,
+    /// Known scopes other than `admin:*`, each held by the caller (else 403).
+    #[schema(required = true, schema_with = new_scope_list)]
     scopes: Option<Vec<String>>,
+    /// Default `all_available`.
+    #[schema(schema_with = optional_access_mode)]
     dataset_access_mode: Option<String>,
+    /// RFC 3339, in the future; null for never.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    tag = "api-keys",
+    summary = "Creates an API key; its secret is shown only here (keys:write).",
+    security(("session" = []), ("api_key" = [])),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The key and its secret.", body = NewApiKey),
+        (status = 403, description = "A scope the caller lacks."),
+        (status = 422, description = "A field is missing or invalid (admin:* included)."),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -200,6 +409,19 @@ async fn create(
     Ok(envelope::created(data))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    tag = "api-keys",
+    summary = "The tenant's keys, newest first (keys:write or usage:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of keys.", body = ApiKeyPage),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 422, description = "limit is invalid."),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -218,6 +440,18 @@ async fn list(
     Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys/{id}",
+    tag = "api-keys",
+    summary = "One of the tenant's keys with its grants (keys:write or usage:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The key's id.", pattern = "^key_[0-9a-hjkmnp-tv-z]{26}$")),
+    responses(
+        (status = 200, description = "The key.", body = ApiKeyDetail),
+        (status = 404, description = "Foreign or unknown key."),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -235,6 +469,18 @@ async fn show(
     Ok(envelope::ok(data))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    tag = "api-keys",
+    summary = "Revokes a key; again is a no-op (keys:write).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The key's id.", pattern = "^key_[0-9a-hjkmnp-tv-z]{26}$")),
+    responses(
+        (status = 200, description = "The key, revoked.", body = ApiKeyView),
+        (status = 404, description = "Foreign or unknown key."),
+    )
+)]
 async fn revoke(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -255,11 +501,32 @@ async fn revoke(
     )))
 }
 
-#[derive(Deserialize)]
+/// A grant's body.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = KeyGrant)]
+#[serde(deny_unknown_fields)]
 struct GrantBody {
+    /// An accessible dataset.
+    #[schema(required = true, value_type = String)]
     dataset_id: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys/{id}/grants",
+    tag = "api-keys",
+    summary = "Grants a dataset to a key (keys:write).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The key's id.", pattern = "^key_[0-9a-hjkmnp-tv-z]{26}$")),
+    request_body = GrantBody,
+    responses(
+        (status = 201, description = "The new grant.", body = Grant),
+        (status = 200, description = "The existing grant.", body = Grant),
+        (status = 404, description = "Unknown key, or a dataset that is not accessible."),
+        (status = 409, description = "The key is revoked (invalid_state)."),
+        (status = 422, description = "dataset_id is missing."),
+    )
+)]
 async fn grant(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -303,6 +570,18 @@ async fn grant(
     })
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}/grants/{grant_id}",
+    tag = "api-keys",
+    summary = "Removes a grant (keys:write).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The key's id.", pattern = "^key_[0-9a-hjkmnp-tv-z]{26}$"), ("grant_id" = String, Path, description = "The grant.")),
+    responses(
+        (status = 200, description = "Removed.", body = GrantDeleted),
+        (status = 404, description = "Unknown key or grant, or a grant of another key."),
+    )
+)]
 async fn remove_grant(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -1,33 +1,217 @@
 //! The buyer's view of its metered use (SPEC §3.8).
 
+use crate::http::routes::Routes;
 use aggregates::money::json_number;
 use aggregates::Scope;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use projections::accesses::{self as read, AccessFilter, Side};
 use projections::searches::SearchFilter;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::http::datasets::sort_key;
 use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Query};
+use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
 use crate::http::window;
 
 /// Routes under `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/buyer/dashboard", get(dashboard))
         .route("/agent/activity/searches", get(searches))
         .route("/agent/activity/accesses", get(accesses))
         .route("/agent/spend", get(spend))
 }
 
+/// The operations of this module, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(dashboard, searches, accesses, spend))]
+pub struct Api;
+
+/// The buyer's figures (SPEC §3.8).
+#[derive(ToSchema)]
+pub struct BuyerDashboard {
+    /// All the tenant's keys, revoked and expired included.
+    #[schema(minimum = 0)]
+    pub api_key_count: i64,
+    /// Keys with status `active`.
+    #[schema(minimum = 0)]
+    pub active_api_key_count: i64,
+    /// All search activities.
+    #[schema(minimum = 0)]
+    pub search_count: i64,
+    /// All accesses.
+    #[schema(minimum = 0)]
+    pub access_count: i64,
+    /// Σ charges, all time.
+    #[schema(schema_with = openapi::amount)]
+    pub total_spend: f64,
+    /// Σ charges over the trailing 30 × 24 h.
+    #[schema(schema_with = openapi::amount)]
+    pub spend_last_30_days: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+}
+
+/// One search request and what it was charged (SPEC §3.8).
+#[derive(ToSchema)]
+pub struct SearchActivity {
+    /// The search activity.
+    pub search_activity_id: String,
+    /// The query as searched (trimmed).
+    pub query_text: String,
+    /// The request's datasets, else the distinct datasets of the results (sorted).
+    #[schema(schema_with = dataset_ids)]
+    pub dataset_ids: Vec<String>,
+    /// How many results it returned.
+    #[schema(minimum = 0)]
+    pub result_count: i64,
+    /// Σ charges of its results.
+    #[schema(schema_with = openapi::amount)]
+    pub charged_amount: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// The key used, null for a session.
+    #[schema(required = true)]
+    pub api_key_id: Option<String>,
+    /// When it happened.
+    #[schema(format = DateTime)]
+    pub occurred_at: String,
+}
+
+/// A page of search activities.
+#[derive(ToSchema)]
+pub struct SearchActivityPage {
+    /// The searches, newest first.
+    pub searches: Vec<SearchActivity>,
+    /// All matches.
+    #[schema(minimum = 0)]
+    pub total: i64,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+fn dataset_ids() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::schema(json!({ "type": "array", "items": {
+        "type": "string", "pattern": openapi::id_pattern("dset") } }))
+}
+
+/// One metered access: a billed search result or download (SPEC §3.8).
+#[derive(ToSchema)]
+pub struct Access {
+    /// The access.
+    pub access_id: String,
+    /// `retrieval` or `download`.
+    #[schema(schema_with = access_kind)]
+    pub kind: String,
+    /// The dataset.
+    pub dataset_id: String,
+    /// The object.
+    pub object_id: String,
+    /// The key used, null for a session.
+    #[schema(required = true)]
+    pub api_key_id: Option<String>,
+    /// The search, null for downloads.
+    #[schema(required = true)]
+    pub search_activity_id: Option<String>,
+    /// The charge.
+    #[schema(schema_with = openapi::amount)]
+    pub charged_amount: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// When it happened.
+    #[schema(format = DateTime)]
+    pub occurred_at: String,
+}
+
+/// A page of accesses.
+#[derive(ToSchema)]
+pub struct AccessPage {
+    /// The accesses, newest first.
+    pub accesses: Vec<Access>,
+    /// All matches.
+    #[schema(minimum = 0)]
+    pub total: i64,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// The buyer's spend over a window.
+#[derive(ToSchema)]
+pub struct Spend {
+    /// Σ charges in the window.
+    #[schema(schema_with = openapi::amount)]
+    pub total_amount: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// The resolved start (inclusive).
+    #[schema(format = DateTime)]
+    pub from: String,
+    /// The resolved end (exclusive).
+    #[schema(format = DateTime)]
+    pub to: String,
+    /// One entry per UTC date of the window, ascending.
+    pub by_day: Vec<DailyAmount>,
+    /// Datasets with accesses in the window, amount desc, then id.
+    pub by_dataset: Vec<DatasetAmount>,
+}
+
+/// A day's amount.
+#[derive(ToSchema)]
+pub struct DailyAmount {
+    /// The UTC date.
+    #[schema(format = Date)]
+    pub date: String,
+    /// Σ charges that day.
+    #[schema(schema_with = openapi::amount)]
+    pub amount: f64,
+}
+
+/// A dataset's amount.
+#[derive(ToSchema)]
+pub struct DatasetAmount {
+    /// The dataset.
+    pub dataset_id: String,
+    /// Its name.
+    pub dataset_name: String,
+    /// Σ charges.
+    #[schema(schema_with = openapi::amount)]
+    pub amount: f64,
+}
+
+fn access_kind() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice("retrieval|download")
+}
+
+/// A window end: an RFC 3339 timestamp or a date `YYYY-MM-DD` (SPEC §1.8).
+pub fn window_end() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::schema(json!({ "anyOf": [
+        { "type": "string", "format": "date-time" },
+        { "type": "string", "format": "date" },
+    ] }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/buyer/dashboard",
+    tag = "buyer",
+    summary = "Counts and spend of the tenant as a buyer (usage:read).",
+    security(("session" = []), ("api_key" = [])),
+    responses((status = 200, description = "The figures.", body = BuyerDashboard))
+)]
 async fn dashboard(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -55,14 +239,36 @@ async fn dashboard(
     })))
 }
 
-#[derive(Deserialize)]
+/// The filters of the search activity list; the window is open unless given.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SearchActivityQuery {
+    /// Only this key's searches.
     api_key_id: Option<String>,
+    /// Start, inclusive (a date = 00:00Z that day).
+    #[param(schema_with = window_end)]
     from: Option<String>,
+    /// End, exclusive (a date = 00:00Z of the next day).
+    #[param(schema_with = window_end)]
     to: Option<String>,
+    #[param(ignore)]
     #[serde(flatten)]
     page: PageQuery,
 }
+
+#[utoipa::path(
+    get,
+    path = "/v1/agent/activity/searches",
+    tag = "buyer",
+    summary = "The tenant's search activities, newest first (usage:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(SearchActivityQuery, PageQuery),
+    responses(
+        (status = 200, description = "A page of search activities.", body = SearchActivityPage),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 422, description = "from, to or limit is invalid, or from ≥ to."),
+    )
+)]
 
 async fn searches(
     State(state): State<AppState>,
@@ -111,17 +317,41 @@ async fn searches(
     ))
 }
 
-#[derive(Deserialize)]
+/// The filters of the access list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AccessQuery {
+    /// Only this key's accesses.
     api_key_id: Option<String>,
+    /// `retrieval` or `download`.
+    #[param(schema_with = access_kind)]
     kind: Option<String>,
+    /// Only this dataset.
     dataset_id: Option<String>,
+    /// Start, inclusive (a date = 00:00Z that day).
+    #[param(schema_with = window_end)]
     from: Option<String>,
+    /// End, exclusive (a date = 00:00Z of the next day).
+    #[param(schema_with = window_end)]
     to: Option<String>,
+    #[param(ignore)]
     #[serde(flatten)]
     page: PageQuery,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agent/activity/accesses",
+    tag = "buyer",
+    summary = "The tenant's metered accesses as a buyer, newest first (usage:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(AccessQuery, PageQuery),
+    responses(
+        (status = 200, description = "A page of accesses.", body = AccessPage),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 422, description = "kind, from, to or limit is invalid, or from ≥ to."),
+    )
+)]
 async fn accesses(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -179,12 +409,31 @@ async fn accesses(
     ))
 }
 
-#[derive(Deserialize)]
-struct WindowQuery {
-    from: Option<String>,
-    to: Option<String>,
+/// A time window; by default the last 30 UTC days, today included (SPEC §1.8).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WindowQuery {
+    /// Start, inclusive (a date = 00:00Z that day).
+    #[param(schema_with = window_end)]
+    pub from: Option<String>,
+    /// End, exclusive (a date = 00:00Z of the next day).
+    #[param(schema_with = window_end)]
+    pub to: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agent/spend",
+    tag = "buyer",
+    summary = "The tenant's spend by day and by dataset over a window (billing:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(WindowQuery),
+    responses(
+        (status = 200, description = "The spend.", body = Spend),
+        (status = 422, description = "from or to is invalid, from ≥ to, or the window spans \
+            more than 366 days."),
+    )
+)]
 async fn spend(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -1,5 +1,6 @@
 //! Datasets, entitlements and the catalog (SPEC §3.3, §3.10, §3.11).
 
+use crate::http::routes::Routes;
 use aggregates::dataset::{
     DatasetCommand, DatasetName, DatasetPatch, DatasetProfile, DatasetStatus, Description,
     MonetizationMode, PricingModel, SourceModality, Visibility,
@@ -9,10 +10,10 @@ use aggregates::{Dataset, DatasetId, Price, Scope, TenantId};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get};
-use axum::Router;
 use projections::datasets::{self as read, DatasetRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -20,11 +21,12 @@ use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
+use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
 
 /// Routes under `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/datasets", get(list).post(create))
         .route("/datasets/{id}", get(show).patch(update).delete(remove))
         .route(
@@ -33,6 +35,294 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/datasets/{id}/entitlements/{tenant_id}", delete(revoke))
         .route("/catalog/datasets", get(catalog))
+}
+
+/// The operations of this module, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(
+    create,
+    list,
+    show,
+    update,
+    remove,
+    grant,
+    list_entitlements,
+    revoke,
+    catalog
+))]
+pub struct Api;
+
+/// A dataset (SPEC §3.3).
+#[derive(ToSchema)]
+#[schema(as = Dataset)]
+pub struct DatasetView {
+    /// The dataset's id.
+    pub dataset_id: String,
+    /// The owner tenant.
+    pub tenant_id: String,
+    /// 1..=200 characters.
+    pub name: String,
+    /// At most 5000 characters.
+    pub description: String,
+    /// What it holds.
+    #[schema(schema_with = modality)]
+    pub source_modality: String,
+    /// How it earns.
+    #[schema(schema_with = monetization)]
+    pub monetization_mode: String,
+    /// How the unit price is derived.
+    #[schema(schema_with = pricing)]
+    pub pricing_model: String,
+    /// Who may find and use it.
+    #[schema(schema_with = visibility)]
+    pub visibility: String,
+    /// Its lifecycle state (SPEC §4.2).
+    #[schema(schema_with = status)]
+    pub status: String,
+    /// The price per billable result.
+    #[schema(schema_with = openapi::amount)]
+    pub price_per_result: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// Confirmed, not deleted objects.
+    #[schema(minimum = 0)]
+    pub object_count: i64,
+    /// Approved objects.
+    #[schema(minimum = 0)]
+    pub active_object_count: i64,
+    /// Total size of the objects in `object_count`.
+    #[schema(minimum = 0)]
+    pub storage_bytes: i64,
+    /// When it was created.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it last changed.
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// A page of datasets.
+#[derive(ToSchema)]
+pub struct DatasetPage {
+    /// The datasets, newest first.
+    pub items: Vec<DatasetView>,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A dataset in the catalog (SPEC §3.10).
+#[derive(ToSchema)]
+pub struct CatalogDataset {
+    /// The dataset's id.
+    pub dataset_id: String,
+    /// The owner tenant.
+    pub tenant_id: String,
+    /// The owner tenant's name.
+    pub tenant_name: String,
+    /// The name.
+    pub name: String,
+    /// The description.
+    pub description: String,
+    /// What it holds.
+    #[schema(schema_with = modality)]
+    pub source_modality: String,
+    /// How it earns.
+    #[schema(schema_with = monetization)]
+    pub monetization_mode: String,
+    /// How the unit price is derived.
+    #[schema(schema_with = pricing)]
+    pub pricing_model: String,
+    /// `listed` or `restricted`.
+    #[schema(schema_with = visibility)]
+    pub visibility: String,
+    /// The price per billable result.
+    #[schema(schema_with = openapi::amount)]
+    pub price_per_result: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// Approved objects.
+    #[schema(minimum = 0)]
+    pub active_object_count: i64,
+    /// Whether the caller's tenant may search and download it (SPEC §2.8).
+    pub accessible: bool,
+    /// When it was created.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it last changed.
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// A page of the catalog.
+#[derive(ToSchema)]
+pub struct CatalogPage {
+    /// The datasets, newest first.
+    pub items: Vec<CatalogDataset>,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// An entitlement of a tenant to a restricted dataset (SPEC §3.11).
+#[derive(ToSchema)]
+pub struct Entitlement {
+    /// The dataset.
+    pub dataset_id: String,
+    /// The entitled tenant.
+    pub tenant_id: String,
+    /// The entitled tenant's name.
+    pub tenant_name: String,
+    /// When it was granted.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// A page of entitlements.
+#[derive(ToSchema)]
+pub struct EntitlementPage {
+    /// The entitlements, newest first.
+    pub items: Vec<Entitlement>,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A revoked entitlement.
+#[derive(ToSchema)]
+pub struct EntitlementRevoked {
+    /// The dataset.
+    pub dataset_id: String,
+    /// The tenant whose entitlement ended.
+    pub tenant_id: String,
+    /// Always true.
+    pub revoked: bool,
+}
+
+/// The body of `POST /v1/datasets`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDataset {
+    /// Trimmed, 1..=200 characters; need not be unique.
+    #[schema(schema_with = name)]
+    pub name: String,
+    /// At most 5000 characters (default empty).
+    #[schema(max_length = 5000)]
+    pub description: Option<String>,
+    /// Default `document`.
+    #[schema(schema_with = optional_modality)]
+    pub source_modality: Option<String>,
+    /// Default `open`.
+    #[schema(schema_with = optional_monetization)]
+    pub monetization_mode: Option<String>,
+    /// Default `fixed`.
+    #[schema(schema_with = optional_pricing)]
+    pub pricing_model: Option<String>,
+    /// Default `private`.
+    #[schema(schema_with = optional_visibility)]
+    pub visibility: Option<String>,
+    /// Default by monetization mode: open 0.01, premium 0.05, outcome_share 0.005.
+    #[schema(schema_with = price_input)]
+    pub price_per_result: Option<String>,
+    /// `draft` or `active` (default `active`).
+    #[schema(schema_with = create_status)]
+    pub status: Option<String>,
+}
+
+/// The body of `PATCH /v1/datasets/{id}`: any subset of the fields.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetChanges {
+    /// Trimmed, 1..=200 characters.
+    #[schema(schema_with = optional_name)]
+    pub name: Option<String>,
+    /// At most 5000 characters.
+    #[schema(max_length = 5000)]
+    pub description: Option<String>,
+    /// What it holds.
+    #[schema(schema_with = optional_modality)]
+    pub source_modality: Option<String>,
+    /// How it earns; the price stays unless sent too.
+    #[schema(schema_with = optional_monetization)]
+    pub monetization_mode: Option<String>,
+    /// How the unit price is derived.
+    #[schema(schema_with = optional_pricing)]
+    pub pricing_model: Option<String>,
+    /// Who may find and use it.
+    #[schema(schema_with = optional_visibility)]
+    pub visibility: Option<String>,
+    /// The price per billable result.
+    #[schema(schema_with = price_input)]
+    pub price_per_result: Option<String>,
+    /// `draft`, `active` or `paused`.
+    #[schema(schema_with = patch_status)]
+    pub status: Option<String>,
+}
+
+fn name() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::trimmed(200, false)
+}
+fn optional_name() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::trimmed(200, true)
+}
+fn modality() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice(&SourceModality::expected())
+}
+fn monetization() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice(&MonetizationMode::expected())
+}
+fn pricing() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice(&PricingModel::expected())
+}
+fn visibility() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice(&Visibility::expected())
+}
+fn status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice(&DatasetStatus::expected())
+}
+fn optional_modality() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::optional_choice(&SourceModality::expected())
+}
+fn optional_monetization() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::optional_choice(&MonetizationMode::expected())
+}
+fn optional_pricing() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::optional_choice(&PricingModel::expected())
+}
+fn optional_visibility() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::optional_choice(&Visibility::expected())
+}
+fn create_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::optional_choice("draft|active")
+}
+fn patch_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::optional_choice("draft|active|paused")
+}
+/// `price_per_result` (SPEC §1.6): a number, or a string `^\d+(\.\d{1,6})?$`; at most 1,000,000.
+fn price_input() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::schema(json!({ "oneOf": [
+        { "type": "null" },
+        { "type": "number", "minimum": 0, "maximum": 1_000_000, "multipleOf": 0.000001 },
+        { "type": "string", "pattern": "^(0*\\d{1,6}(\\.\\d{1,6})?|0*1000000(\\.0{1,6})?)$" },
+    ] }))
+}
+
+/// The query of `GET /v1/datasets`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Only datasets in this status.
+    #[param(schema_with = list_status)]
+    status: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    page: PageQuery,
+}
+
+fn list_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice("draft|active|paused|suspended|pending_deletion")
 }
 
 /// The SPEC's Dataset object.
@@ -196,6 +486,18 @@ fn parse_body(body: DatasetBody, creating: bool) -> Result<Parsed, AppError> {
     Ok(parsed)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/datasets",
+    tag = "datasets",
+    summary = "Creates a dataset (datasets:write).",
+    security(("session" = []), ("api_key" = [])),
+    request_body = NewDataset,
+    responses(
+        (status = 201, description = "The new dataset, counters at 0.", body = DatasetView),
+        (status = 422, description = "A field is missing or invalid."),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -233,13 +535,19 @@ async fn create(
     Ok(envelope::created(dataset_json(&reload(&state, &id).await?)))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    status: Option<String>,
-    #[serde(flatten)]
-    page: PageQuery,
-}
-
+#[utoipa::path(
+    get,
+    path = "/v1/datasets",
+    tag = "datasets",
+    summary = "The caller's tenant's datasets, newest first (datasets:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(ListQuery, PageQuery),
+    responses(
+        (status = 200, description = "A page of datasets.", body = DatasetPage),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 422, description = "status or limit is invalid."),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -283,6 +591,18 @@ pub fn sort_key(value: &Value) -> Result<(String, String), AppError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/datasets/{id}",
+    tag = "datasets",
+    summary = "One of the caller's datasets (datasets:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
+    responses(
+        (status = 200, description = "The dataset.", body = DatasetView),
+        (status = 404, description = "Foreign, unknown or deleted."),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -294,6 +614,21 @@ async fn show(
     )))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/datasets/{id}",
+    tag = "datasets",
+    summary = "Changes any subset of a dataset's fields; {} changes nothing (datasets:write).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
+    request_body = DatasetChanges,
+    responses(
+        (status = 200, description = "The dataset.", body = DatasetView),
+        (status = 404, description = "Foreign, unknown or deleted."),
+        (status = 409, description = "The dataset is suspended or pending_deletion (invalid_state)."),
+        (status = 422, description = "A field is invalid."),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -320,6 +655,19 @@ async fn update(
     Ok(envelope::ok(dataset_json(&reload(&state, &id).await?)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/datasets/{id}",
+    tag = "datasets",
+    summary = "Starts a dataset's deletion; cleanup runs in the background (datasets:write).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
+    responses(
+        (status = 200, description = "The dataset, status pending_deletion.", body = DatasetView),
+        (status = 404, description = "Foreign, unknown or deleted."),
+        (status = 409, description = "Already pending_deletion (invalid_state)."),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -351,11 +699,32 @@ fn entitlement_json(row: &read::EntitlementRow) -> Value {
     })
 }
 
-#[derive(Deserialize)]
+/// The body of an entitlement grant.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = EntitlementGrant)]
+#[serde(deny_unknown_fields)]
 struct GrantBody {
+    /// Another tenant.
+    #[schema(required = true, value_type = String)]
     tenant_id: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/datasets/{id}/entitlements",
+    tag = "entitlements",
+    summary = "Entitles a tenant to a restricted dataset (datasets:write).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
+    request_body = GrantBody,
+    responses(
+        (status = 201, description = "The new entitlement.", body = Entitlement),
+        (status = 200, description = "The existing entitlement.", body = Entitlement),
+        (status = 404, description = "Unknown dataset or tenant."),
+        (status = 409, description = "The dataset is pending_deletion (invalid_state)."),
+        (status = 422, description = "tenant_id is missing or the caller's own."),
+    )
+)]
 async fn grant(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -399,6 +768,20 @@ async fn grant(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/datasets/{id}/entitlements",
+    tag = "entitlements",
+    summary = "A dataset's entitlements, newest first (datasets:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$"), PageQuery),
+    responses(
+        (status = 200, description = "A page of entitlements.", body = EntitlementPage),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 404, description = "Foreign, unknown or deleted dataset."),
+        (status = 422, description = "limit is invalid."),
+    )
+)]
 async fn list_entitlements(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -418,6 +801,21 @@ async fn list_entitlements(
     Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/datasets/{id}/entitlements/{tenant_id}",
+    tag = "entitlements",
+    summary = "Ends a tenant's entitlement (datasets:write).",
+    security(("session" = []), ("api_key" = [])),
+    params(
+        ("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$"),
+        ("tenant_id" = String, Path, description = "The entitled tenant."),
+    ),
+    responses(
+        (status = 200, description = "Revoked.", body = EntitlementRevoked),
+        (status = 404, description = "Unknown dataset, tenant or entitlement."),
+    )
+)]
 async fn revoke(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -440,13 +838,31 @@ async fn revoke(
     ))
 }
 
-#[derive(Deserialize)]
+/// The query of the catalog.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CatalogQuery {
+    /// A case-insensitive substring of the name or description; at most 200 characters.
+    #[param(max_length = 200)]
     q: Option<String>,
+    #[param(ignore)]
     #[serde(flatten)]
     page: PageQuery,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/catalog/datasets",
+    tag = "catalog",
+    summary = "Active listed and restricted datasets of all tenants, newest first (datasets:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(CatalogQuery, PageQuery),
+    responses(
+        (status = 200, description = "A page of the catalog.", body = CatalogPage),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 422, description = "q or limit is invalid."),
+    )
+)]
 async fn catalog(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -3,29 +3,110 @@
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use projections::audit::{self, AuditFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::audit::{event_json, AGGREGATE_TYPES};
 use crate::http::envelope;
 use crate::http::error::{AppError, FieldErrors};
 use crate::http::extract::{Auth, Query};
+use crate::http::openapi;
 use crate::http::pagination;
+use crate::http::routes::Routes;
 
 /// Routes under `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/admin/events", get(list))
+pub fn routes() -> Routes {
+    Routes::new().route("/admin/events", get(list))
 }
 
-#[derive(Deserialize)]
+/// The operations of this module, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(list))]
+pub struct Api;
+
+/// The parameters of the audit log.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Only events at positions above this one (default 0): the previous page's `next_after`.
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
+    /// Page size, 1..=100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// Only events of this kind of aggregate.
+    #[param(schema_with = aggregate_type)]
     aggregate_type: Option<String>,
+    /// Only the events of this aggregate.
     aggregate_id: Option<String>,
+}
+
+fn aggregate_type() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice(&AGGREGATE_TYPES.join("|"))
+}
+
+/// A page of the audit log (SPEC §3.14).
+#[derive(ToSchema)]
+pub struct EventPage {
+    /// Events in ascending position.
+    pub events: Vec<AuditEvent>,
+    /// The last position returned, or `after` if the page is empty.
+    #[schema(minimum = 0)]
+    pub next_after: i64,
+}
+
+/// One recorded event.
+#[derive(ToSchema)]
+pub struct AuditEvent {
+    /// Its place in the log: unique and increasing (gaps allowed).
+    #[schema(minimum = 1)]
+    pub position: i64,
+    /// The kind of aggregate.
+    #[schema(schema_with = aggregate_type)]
+    pub aggregate_type: String,
+    /// The aggregate.
+    pub aggregate_id: String,
+    /// 1-based per aggregate.
+    #[schema(minimum = 1)]
+    pub sequence: i64,
+    /// E.g. `ObjectApproved`.
+    pub event_type: String,
+    /// E.g. `1.0`.
+    pub event_version: String,
+    /// The event's fields; never passwords, hashes, tokens or key secrets.
+    #[schema(value_type = Value)]
+    pub payload: Value,
+    /// Who, when, in which request.
+    pub metadata: AuditMetadata,
+}
+
+/// The circumstances of an event.
+#[derive(ToSchema)]
+pub struct AuditMetadata {
+    /// `usr_…`, `key_…` or `system`.
+    #[schema(schema_with = actor)]
+    pub actor: String,
+    /// The request, null for background jobs.
+    #[schema(required = true)]
+    pub request_id: Option<String>,
+    /// When it happened.
+    #[schema(format = DateTime)]
+    pub occurred_at: String,
+}
+
+fn actor() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let id = |prefix: &str| {
+        openapi::id_pattern(prefix)
+            .trim_matches(['^', '$'])
+            .to_owned()
+    };
+    openapi::schema(json!({
+        "type": "string",
+        "pattern": format!("^({}|{}|system)$", id("usr"), id("key")),
+    }))
 }
 
 /// A validated query.
@@ -74,6 +155,18 @@ impl TryFrom<EventsQuery> for EventsRequest {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/events",
+    tag = "admin",
+    summary = "The event log in audit order, after a position (platform-admin session).",
+    security(("session" = [])),
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "A page of events; a short page is the current end of the log.", body = EventPage),
+        (status = 422, description = "after, limit or aggregate_type is invalid."),
+    )
+)]
 /// Events above `after` in the audit order, ascending. A page stops at the last event the
 /// `audit_order` projection has numbered, so a short page is the current end of the log.
 async fn list(

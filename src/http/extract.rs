@@ -1,9 +1,11 @@
-//! The credential extractor (SPEC §2.1): a session token or an API key, from `Authorization:
-//! Bearer …` or `X-API-Key`.
+//! Extractors whose rejections are SPEC errors: the credential (SPEC §2.1: a session token or an
+//! API key, from `Authorization: Bearer …` or `X-API-Key`), and path and query parameters, which
+//! replace axum's own so that a bad one is answered in the error envelope, never as plain text.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
 use crate::auth::{ApiKeys, Principal, Sessions};
@@ -86,51 +88,50 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// Path parameters, like `axum::extract::Path`, rejected through [`AppError`]: a parameter that
-/// cannot even be decoded (e.g. `%FF`) names no resource, so it is 404 like any malformed id
-/// (SPEC §1.1), in the error envelope.
+/// Path parameters; one that cannot be decoded (e.g. not UTF-8) names nothing that exists: 404.
 pub struct Path<T>(pub T);
 
-impl<T, S> FromRequestParts<S> for Path<T>
-where
-    T: serde::de::DeserializeOwned + Send,
-    S: Send + Sync,
-{
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            // A route whose handler does not match its template is a defect, not a bad id.
-            Err(rejection) if rejection.status().is_server_error() => {
-                Err(AppError::internal(rejection.body_text()))
-            }
-            Err(_) => Err(AppError::NotFound),
+        // No id holds U+0000.
+        if parts.uri.path().to_ascii_lowercase().contains("%00") {
+            return Err(AppError::NotFound);
         }
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|_| AppError::NotFound)
     }
 }
 
-/// Query parameters, like `axum::extract::Query`, rejected through [`AppError`]: a query string
-/// that cannot be read (e.g. a parameter given twice) is 400 `invalid_request` in the envelope.
-/// Values are checked by the handlers (422).
+/// Query parameters (SPEC §1.5): unknown ones are ignored; one given twice, or holding U+0000,
+/// is an invalid value (422 on that parameter).
 pub struct Query<T>(pub T);
 
-impl<T, S> FromRequestParts<S> for Query<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(value)| Self(value))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        let query = parts.uri.query().unwrap_or_default();
+        if let Some((name, _)) = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+        {
+            return Err(AppError::field(&name, crate::http::json::NUL_REASON));
+        }
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(value)| Query(value))
             .map_err(|rejection| {
-                AppError::bad_request(format!(
-                    "The query string could not be read: {}",
-                    rejection.body_text()
-                ))
+                let text = rejection.body_text();
+                // serde names the parameter between backticks: "duplicate field `limit`".
+                match text.split('`').nth(1) {
+                    Some(name) if text.contains("duplicate field") => {
+                        AppError::field(name, "must be given at most once")
+                    }
+                    Some(name) => AppError::field(name, "is invalid"),
+                    None => AppError::field("query", "is invalid"),
+                }
             })
     }
 }

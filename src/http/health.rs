@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::http::routes::Routes;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::http::envelope;
@@ -17,24 +18,41 @@ use crate::http::error::AppError;
 pub const LAG_THRESHOLD: i64 = 1000;
 
 /// Routes outside `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
 }
 
-#[derive(Serialize)]
+/// The operations of this module, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(health, metrics))]
+pub struct Api;
+
+/// The service's health.
+#[derive(Serialize, ToSchema)]
 struct Health {
+    /// `ok`, or `degraded` when a projection lags by more than 1000 events or has stopped.
+    #[schema(pattern = "^(ok|degraded)$")]
     status: &'static str,
+    /// The service version.
     version: &'static str,
+    /// `sqlite` or `postgres`.
+    #[schema(pattern = "^(sqlite|postgres)$")]
     store: &'static str,
+    /// Each projection by name, as `ipto projections status` lists them.
     projections: BTreeMap<String, ProjectionHealth>,
 }
 
-#[derive(Serialize)]
+/// One projection's progress.
+#[derive(Serialize, ToSchema)]
 struct ProjectionHealth {
+    /// The last event position applied.
     position: i64,
+    /// Head position minus `position`.
+    #[schema(minimum = 0)]
     lag: i64,
+    /// The worker's state.
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     failed_position: Option<i64>,
@@ -42,6 +60,16 @@ struct ProjectionHealth {
     error: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    summary = "The store and each projection's position, lag and state (SPEC §3.9).",
+    responses(
+        (status = 200, description = "The service answers.", body = Health),
+        (status = 503, description = "The database is unreachable."),
+    )
+)]
 async fn health(State(state): State<AppState>) -> Result<Response, AppError> {
     let report = tokio::time::timeout(Duration::from_secs(3), projection_report(&state))
         .await
@@ -93,6 +121,16 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics (SPEC §3.15).",
+    responses(
+        (status = 200, description = "Prometheus text exposition.",
+         content_type = "text/plain; version=0.0.4", body = String),
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> Result<axum::response::Response, AppError> {
     use axum::response::IntoResponse;
     let head = projections::log::head(&state.store.db).await?;

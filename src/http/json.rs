@@ -78,7 +78,9 @@ impl JsonBody {
         if !unknown.is_empty() {
             return Err(AppError::Validation(unknown));
         }
-        serde_path_to_error::deserialize(value).map_err(|error| {
+        let mut with_nul = FieldErrors::new();
+        find_nul(&value, "", &mut with_nul);
+        let parsed = serde_path_to_error::deserialize(value).map_err(|error| {
             let path = error.path().to_string();
             let reason = error.inner().to_string();
             let reason = reason
@@ -90,9 +92,49 @@ impl JsonBody {
                 message: format!("Field {path} has the wrong type."),
                 fields: FieldErrors::from([(path, reason)]),
             }
-        })
+        })?;
+        if with_nul.is_empty() {
+            Ok(parsed)
+        } else {
+            Err(AppError::Validation(with_nul))
+        }
     }
 }
+
+/// Names every string (or object key) holding U+0000, which no text may contain: PostgreSQL
+/// cannot store it, and both stores refuse it alike.
+fn find_nul(value: &Value, path: &str, found: &mut FieldErrors) {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(text) if text.contains('\0') => {
+            found.insert(path.to_owned(), NUL_REASON.to_owned());
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                find_nul(item, &format!("{path}[{i}]"), found);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                if key.contains('\0') {
+                    found.insert(join(key), NUL_REASON.to_owned());
+                } else {
+                    find_nul(item, &join(key), found);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Why a text holding U+0000 is refused.
+pub const NUL_REASON: &str = "must not contain U+0000";
 
 /// Collects per-field validation failures so one response names them all.
 #[derive(Default)]
@@ -259,6 +301,20 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn text_holding_nul_is_refused_after_the_types() {
+        match body("{\"name\":\"a\\u0000b\"}", true).parse::<Body>() {
+            Err(AppError::Validation(fields)) => {
+                assert_eq!(fields.keys().collect::<Vec<_>>(), ["name"])
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            body("{\"name\":\"\\u0000\",\"size_bytes\":\"1\"}", true).parse::<Body>(),
+            Err(AppError::InvalidRequest { .. })
+        ));
     }
 
     #[test]

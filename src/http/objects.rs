@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::http::routes::Routes;
 use aggregates::metering::{download_price_micros, Charge, Download, DownloadCommand};
 use aggregates::money::json_number;
 use aggregates::object::{
@@ -11,12 +12,12 @@ use aggregates::{AccessId, DatasetId, Object, ObjectId, Scope, TenantId};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
-use axum::Router;
 use chrono::Duration;
 use projections::datasets::DatasetRow;
 use projections::objects::{self as read, ObjectRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::auth::{Principal, PrincipalKind};
@@ -25,6 +26,7 @@ use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
+use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
 
 /// How long an upload URL stays valid.
@@ -35,14 +37,212 @@ pub const DOWNLOAD_TTL: Duration = Duration::minutes(15);
 const REVIEW_WINDOW: Duration = Duration::days(7);
 
 /// Routes under `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/datasets/{dataset_id}/objects/upload", post(initiate))
         .route("/datasets/{dataset_id}/objects", get(list))
         .route("/objects/{id}", get(show).delete(remove))
         .route("/objects/{id}/confirm", post(confirm))
         .route("/objects/{id}/upload", delete(cancel))
         .route("/objects/{id}/download", get(download))
+}
+
+/// The operations of this module, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(initiate, list, show, remove, confirm, cancel, download))]
+pub struct Api;
+
+/// An object (SPEC §3.4).
+#[derive(ToSchema)]
+#[schema(as = Object)]
+pub struct ObjectView {
+    /// The object's id.
+    pub object_id: String,
+    /// Its dataset.
+    pub dataset_id: String,
+    /// The owner tenant.
+    pub tenant_id: String,
+    /// The file name.
+    pub filename: String,
+    /// The media type.
+    pub content_type: String,
+    /// The declared size.
+    #[schema(minimum = 1)]
+    pub size_bytes: i64,
+    /// The server-computed SHA-256 (lowercase hex), null before confirm.
+    #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
+    pub checksum_sha256: Option<String>,
+    /// String → string.
+    pub metadata: BTreeMap<String, String>,
+    /// Its lifecycle state (SPEC §4.1).
+    #[schema(schema_with = object_status)]
+    pub status: String,
+    /// Null for pending_upload and cancelled, else staged, approved or rejected.
+    #[schema(required = true, schema_with = review_state)]
+    pub review_state: Option<String>,
+    /// The reason (or `review_expired`), null unless rejected.
+    #[schema(required = true)]
+    pub rejection_reason: Option<String>,
+    /// When the upload was initiated.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When the upload was confirmed.
+    #[schema(required = true, format = DateTime)]
+    pub uploaded_at: Option<String>,
+    /// `uploaded_at` + 7 days.
+    #[schema(required = true, format = DateTime)]
+    pub review_expires_at: Option<String>,
+    /// When it was approved, rejected or expired.
+    #[schema(required = true, format = DateTime)]
+    pub reviewed_at: Option<String>,
+}
+
+/// A page of objects.
+#[derive(ToSchema)]
+pub struct ObjectPage {
+    /// The objects, newest first.
+    pub items: Vec<ObjectView>,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// Where and how to upload the bytes.
+#[derive(ToSchema)]
+pub struct UploadTicket {
+    /// The new object, `pending_upload`.
+    pub object_id: String,
+    /// A signed URL for the bytes.
+    pub upload_url: String,
+    /// Always `PUT`.
+    #[schema(pattern = "^PUT$")]
+    pub upload_method: String,
+    /// Headers the client must send with the bytes.
+    pub upload_headers: BTreeMap<String, String>,
+    /// When the URL stops working (now + 1 h).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// A signed download URL; for another tenant's object, the charge.
+#[derive(ToSchema)]
+pub struct DownloadTicket {
+    /// A signed URL for the bytes.
+    pub download_url: String,
+    /// When the URL stops working (now + 15 min).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// The file name.
+    pub filename: String,
+    /// The media type.
+    pub content_type: String,
+    /// The size.
+    #[schema(minimum = 1)]
+    pub size_bytes: i64,
+    /// `P × 10` for another tenant's object, 0 for one's own.
+    #[schema(schema_with = openapi::amount)]
+    pub charged_amount: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// The metered access, null for one's own object.
+    #[schema(required = true)]
+    pub access_id: Option<String>,
+}
+
+fn object_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice(&ObjectStatus::expected())
+}
+
+fn review_state() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::schema(json!({ "type": ["string", "null"],
+        "enum": ["staged", "approved", "rejected", null] }))
+}
+
+/// `type/subtype` in RFC 6838 token characters, with optional `; name=value` parameters.
+fn content_type_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let token = "[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}";
+    openapi::schema(json!({
+        "type": "string",
+        "maxLength": 255,
+        "pattern": format!("^{token}/{token}([ \\t]*;[ \\t]*{token}[ \\t]*=[ \\t]*[!-:<-~]+[ \\t]*)*$"),
+    }))
+}
+
+/// 1..=255 characters without `/`, `\\`, control characters, and not `.` or `..`.
+fn filename_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let plain = "[^/\\\\\\x00-\\x1F\\x7F]";
+    let no_dot = "[^/\\\\\\x00-\\x1F\\x7F.]";
+    openapi::schema(json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": format!("^({no_dot}{plain}*|\\.{no_dot}{plain}*|\\.\\.{plain}+)$"),
+    }))
+}
+
+/// Up to 50 entries; keys 1..=64 characters, values strings of at most 1024.
+fn metadata_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::schema(json!({
+        "type": ["object", "null"],
+        "maxProperties": 50,
+        "propertyNames": { "type": "string", "minLength": 1, "maxLength": 64 },
+        "additionalProperties": { "type": "string", "maxLength": 1024 },
+    }))
+}
+
+/// The body of an upload's start.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = UploadRequest)]
+#[serde(deny_unknown_fields)]
+struct InitiateBody {
+    /// The file name.
+    #[schema(required = true, schema_with = filename_schema)]
+    filename: Option<String>,
+    /// The media type.
+    #[schema(required = true, schema_with = content_type_schema)]
+    content_type: Option<String>,
+    /// 1..=`IPTO_MAX_OBJECT_BYTES`.
+    #[schema(required = true, value_type = i64, minimum = 1)]
+    #[serde(default, deserialize_with = "whole_number")]
+    size_bytes: Option<u64>,
+    /// 64 hex characters, any case; checked at confirm.
+    #[schema(pattern = "^[0-9A-Fa-f]{64}$")]
+    checksum_sha256: Option<String>,
+    /// String → string metadata.
+    #[schema(schema_with = metadata_schema)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A non-negative integer, also written with a zero fraction (`10.0`): JSON does not tell the two
+/// apart, and neither does JSON Schema's `integer`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("invalid type: {n}, expected a whole number"))
+            }),
+    }
+}
+
+/// The query of an object list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Only objects in this status; without it, cancelled and deleted are hidden.
+    #[param(schema_with = object_status)]
+    status: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    page: PageQuery,
 }
 
 /// The SPEC's Object.
@@ -96,15 +296,21 @@ pub async fn reload(state: &AppState, id: &str) -> Result<ObjectRow, AppError> {
         .ok_or_else(|| AppError::internal("object missing from read model"))
 }
 
-#[derive(Deserialize)]
-struct InitiateBody {
-    filename: Option<String>,
-    content_type: Option<String>,
-    size_bytes: Option<u64>,
-    checksum_sha256: Option<String>,
-    metadata: Option<BTreeMap<String, String>>,
-}
-
+#[utoipa::path(
+    post,
+    path = "/v1/datasets/{dataset_id}/objects/upload",
+    tag = "objects",
+    summary = "Starts an upload: a pending_upload object and a signed URL (objects:write).",
+    security(("session" = []), ("api_key" = [])),
+    params(("dataset_id" = String, Path, description = "The dataset's id.")),
+    request_body = InitiateBody,
+    responses(
+        (status = 201, description = "Where to upload.", body = UploadTicket),
+        (status = 404, description = "The dataset is foreign, unknown or deleted."),
+        (status = 409, description = "The dataset is pending_deletion (invalid_state)."),
+        (status = 422, description = "A field is missing or invalid."),
+    )
+)]
 async fn initiate(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -187,6 +393,22 @@ async fn initiate(
     })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/objects/{id}/confirm",
+    tag = "objects",
+    summary = "Verifies the uploaded bytes and stages the object for review (objects:write).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
+    responses(
+        (status = 200, description = "The object, staged (or as it was, if already confirmed).", body = ObjectView),
+        (status = 404, description = "Foreign or unknown object, or its dataset is deleted."),
+        (status = 409, description = "cancelled or deleted, dataset pending_deletion (invalid_state), \
+            or no bytes yet (upload_incomplete)."),
+        (status = 422, description = "The bytes differ from size_bytes (size_mismatch) or the \
+            checksum (checksum_mismatch); they are discarded."),
+    )
+)]
 async fn confirm(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -243,6 +465,19 @@ async fn confirm(
     Ok(envelope::ok(object_json(&reload(&state, &id).await?)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/objects/{id}/upload",
+    tag = "objects",
+    summary = "Cancels a pending upload (objects:write).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
+    responses(
+        (status = 200, description = "The object, cancelled.", body = ObjectView),
+        (status = 404, description = "Foreign or unknown object."),
+        (status = 409, description = "Not pending_upload (invalid_state)."),
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -258,6 +493,19 @@ async fn cancel(
     Ok(envelope::ok(object_json(&reload(&state, &id).await?)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/objects/{id}",
+    tag = "objects",
+    summary = "Deletes an object and its bytes (objects:write).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
+    responses(
+        (status = 200, description = "The object, deleted.", body = ObjectView),
+        (status = 404, description = "Foreign or unknown object."),
+        (status = 409, description = "Already cancelled or deleted (invalid_state)."),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -273,6 +521,18 @@ async fn remove(
     Ok(envelope::ok(object_json(&reload(&state, &id).await?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/objects/{id}",
+    tag = "objects",
+    summary = "One of the caller's objects, in any status (datasets:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
+    responses(
+        (status = 200, description = "The object.", body = ObjectView),
+        (status = 404, description = "Foreign or unknown object, or its dataset is deleted."),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -284,13 +544,20 @@ async fn show(
     )))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    status: Option<String>,
-    #[serde(flatten)]
-    page: PageQuery,
-}
-
+#[utoipa::path(
+    get,
+    path = "/v1/datasets/{dataset_id}/objects",
+    tag = "objects",
+    summary = "A dataset's objects, newest first (datasets:read, own dataset).",
+    security(("session" = []), ("api_key" = [])),
+    params(("dataset_id" = String, Path, description = "The dataset's id."), ListQuery, PageQuery),
+    responses(
+        (status = 200, description = "A page of objects.", body = ObjectPage),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 404, description = "The dataset is foreign, unknown or deleted."),
+        (status = 422, description = "status or limit is invalid."),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -330,6 +597,20 @@ async fn list(
     Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/objects/{id}/download",
+    tag = "objects",
+    summary = "A signed download URL; another tenant's object is charged P × 10 (datasets:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
+    responses(
+        (status = 200, description = "Where to download.", body = DownloadTicket),
+        (status = 404, description = "Unknown, or not reachable by the caller."),
+        (status = 409, description = "The owner's object is not staged or approved, or its \
+            dataset is pending_deletion (invalid_state)."),
+    )
+)]
 async fn download(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -6,14 +6,19 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::IntoParams;
 
 use crate::http::error::AppError;
 use crate::signing::SigningKey;
 
 /// Raw pagination parameters from a query string.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// The `next_cursor` of the previous page (opaque).
     pub cursor: Option<String>,
+    /// Page size, 1..=100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
 }
 
@@ -36,9 +41,11 @@ impl PageQuery {
     ) -> Result<Page, AppError> {
         let limit = limit(self.limit.as_deref(), default_limit, max_limit)
             .map_err(|reason| AppError::field("limit", reason))?;
+        // An empty cursor is no cursor, as empty filters are no filters.
         let after = self
             .cursor
             .as_deref()
+            .filter(|raw| !raw.is_empty())
             .map(|raw| open(key, scope, raw))
             .transpose()?;
         Ok(Page { limit, after })

@@ -1,29 +1,135 @@
 //! Payout statements: the provider's list, the admins' list and mark-paid (SPEC §3.7, §3.13).
 
+use crate::http::routes::Routes;
 use aggregates::money::json_number;
 use aggregates::payout::{PayoutCommand, PayoutError, PayoutStatement};
 use aggregates::Scope;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 use projections::payouts::{self as read, StatementRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::http::datasets::sort_key;
 use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
+use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
 
 /// Routes under `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/provider/payouts", get(provider_list))
         .route("/admin/payouts", get(admin_list))
         .route("/admin/payouts/{statement_id}/mark-paid", post(mark_paid))
+}
+
+/// The operations of this module, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(provider_list, admin_list, mark_paid))]
+pub struct Api;
+
+/// A provider's monthly payout statement (SPEC §3.7, §5.6).
+#[derive(ToSchema)]
+#[schema(as = PayoutStatement)]
+pub struct StatementView {
+    /// The statement.
+    pub statement_id: String,
+    /// The provider tenant.
+    pub tenant_id: String,
+    /// The month's first instant (inclusive).
+    #[schema(format = DateTime)]
+    pub period_start: String,
+    /// The next month's first instant (exclusive).
+    #[schema(format = DateTime)]
+    pub period_end: String,
+    /// Σ charges.
+    #[schema(schema_with = openapi::amount)]
+    pub gross_amount: f64,
+    /// The platform's share.
+    #[schema(schema_with = openapi::amount)]
+    pub platform_fee: f64,
+    /// Gross − fee.
+    #[schema(schema_with = openapi::amount)]
+    pub net_amount: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// `open`, `pending` or `paid`.
+    #[schema(schema_with = statement_status)]
+    pub status: String,
+    /// Number of charges.
+    #[schema(minimum = 0)]
+    pub line_count: i64,
+    /// When it was marked paid.
+    #[schema(required = true, format = DateTime)]
+    pub paid_at: Option<String>,
+}
+
+/// A payout statement with its tenant's name (admin list).
+#[derive(ToSchema)]
+pub struct AdminStatement {
+    /// The statement.
+    pub statement_id: String,
+    /// The provider tenant.
+    pub tenant_id: String,
+    /// The provider tenant's name.
+    pub tenant_name: String,
+    /// The month's first instant (inclusive).
+    #[schema(format = DateTime)]
+    pub period_start: String,
+    /// The next month's first instant (exclusive).
+    #[schema(format = DateTime)]
+    pub period_end: String,
+    /// Σ charges.
+    #[schema(schema_with = openapi::amount)]
+    pub gross_amount: f64,
+    /// The platform's share.
+    #[schema(schema_with = openapi::amount)]
+    pub platform_fee: f64,
+    /// Gross − fee.
+    #[schema(schema_with = openapi::amount)]
+    pub net_amount: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// `open`, `pending` or `paid`.
+    #[schema(schema_with = statement_status)]
+    pub status: String,
+    /// Number of charges.
+    #[schema(minimum = 0)]
+    pub line_count: i64,
+    /// When it was marked paid.
+    #[schema(required = true, format = DateTime)]
+    pub paid_at: Option<String>,
+}
+
+/// A page of statements.
+#[derive(ToSchema)]
+pub struct StatementPage {
+    /// The statements, newest period first.
+    pub items: Vec<StatementView>,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A page of statements of all tenants.
+#[derive(ToSchema)]
+pub struct AdminStatementPage {
+    /// The statements, newest period first.
+    pub items: Vec<AdminStatement>,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+fn statement_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice("open|pending|paid")
 }
 
 fn statement_json(row: &StatementRow, now: &str) -> Value {
@@ -46,6 +152,19 @@ fn now(state: &AppState) -> String {
     aggregates::timestamp::format(state.store.clock.now())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/provider/payouts",
+    tag = "provider",
+    summary = "The tenant's payout statements, newest period first (billing:read).",
+    security(("session" = []), ("api_key" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of statements.", body = StatementPage),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 422, description = "limit is invalid."),
+    )
+)]
 async fn provider_list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -70,14 +189,33 @@ async fn provider_list(
     Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
 }
 
-#[derive(Deserialize)]
+/// The filters of the admin statement list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AdminQuery {
+    /// Only statements in this status.
+    #[param(schema_with = statement_status)]
     status: Option<String>,
+    /// Only this tenant's statements.
     tenant_id: Option<String>,
+    #[param(ignore)]
     #[serde(flatten)]
     page: PageQuery,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/payouts",
+    tag = "admin",
+    summary = "Payout statements of all tenants, newest period first (platform-admin session).",
+    security(("session" = [])),
+    params(AdminQuery, PageQuery),
+    responses(
+        (status = 200, description = "A page of statements.", body = AdminStatementPage),
+        (status = 400, description = "The cursor is invalid (invalid_cursor)."),
+        (status = 422, description = "status or limit is invalid."),
+    )
+)]
 async fn admin_list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -131,6 +269,19 @@ async fn admin_list(
     Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/payouts/{statement_id}/mark-paid",
+    tag = "admin",
+    summary = "Marks a pending statement paid (platform-admin session).",
+    security(("session" = [])),
+    params(("statement_id" = String, Path, description = "The statement.")),
+    responses(
+        (status = 200, description = "The statement, paid.", body = StatementView),
+        (status = 404, description = "Unknown statement."),
+        (status = 409, description = "The statement is open or already paid (invalid_state)."),
+    )
+)]
 async fn mark_paid(
     State(state): State<AppState>,
     Auth(principal): Auth,

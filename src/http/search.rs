@@ -13,11 +13,11 @@ use aggregates::{
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use projections::datasets::DatasetRow;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::auth::{Principal, PrincipalKind};
@@ -25,6 +25,8 @@ use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::Auth;
 use crate::http::json::{Fields, JsonBody};
+use crate::http::openapi;
+use crate::http::routes::Routes;
 use crate::search::query::{self, Node};
 
 /// Longest accepted query, in characters.
@@ -33,16 +35,123 @@ const MAX_QUERY_CHARS: usize = 1000;
 const MAX_DATASET_IDS: usize = 100;
 
 /// Routes under `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/search", post(search))
+pub fn routes() -> Routes {
+    Routes::new().route("/search", post(search))
 }
 
-#[derive(Deserialize)]
+/// The operations of this module, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(search))]
+pub struct Api;
+
+/// The body of `POST /v1/search`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = SearchQuery)]
+#[serde(deny_unknown_fields)]
 struct SearchBody {
+    /// Trimmed, 1..=1000 characters: terms (AND), `OR`, `NOT`/`-`, `"phrases"`, `( … )`, and a
+    /// trailing `*` for a prefix. Unbalanced quotes or parentheses, or a leading wildcard, are 422.
+    #[schema(required = true, schema_with = query_text)]
     query: Option<String>,
+    /// 1..=100 accessible datasets (duplicates collapsed); default every searchable one.
+    #[schema(schema_with = dataset_ids)]
     dataset_ids: Option<Vec<String>>,
+    /// Default `auto`; v1 answers every mode lexically.
+    #[schema(schema_with = retrieval_mode)]
     retrieval_mode: Option<String>,
+    /// 1..=50 (default 10).
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 50)]
+    #[serde(default, deserialize_with = "whole_number")]
     limit: Option<i64>,
+}
+
+/// An integer, also written with a zero fraction (`10.0`): JSON does not tell the two apart, and
+/// neither does JSON Schema's `integer`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < i64::MAX as f64)
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("must be an integer")),
+    }
+}
+
+fn query_text() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::trimmed(MAX_QUERY_CHARS, false)
+}
+fn dataset_ids() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::schema(json!({
+        "type": ["array", "null"], "minItems": 1, "maxItems": MAX_DATASET_IDS,
+        "items": { "type": "string", "pattern": openapi::id_pattern("dset") },
+    }))
+}
+fn retrieval_mode() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::optional_choice("auto|lexical|hybrid|dense")
+}
+
+/// The answer of a search (SPEC §3.12).
+#[derive(ToSchema)]
+pub struct SearchResults {
+    /// At most `limit` results, one per object: score desc, then object_id asc.
+    pub results: Vec<SearchResult>,
+    /// How many results.
+    #[schema(minimum = 0, maximum = 50)]
+    pub result_count: i64,
+    /// Σ the results' charges.
+    #[schema(schema_with = openapi::amount)]
+    pub charged_amount: f64,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// The search activity recorded for the request.
+    pub search_activity_id: String,
+    /// Always `lexical` in v1.
+    #[schema(pattern = "^lexical$")]
+    pub retrieval_mode_used: String,
+}
+
+/// One matching object.
+#[derive(ToSchema)]
+pub struct SearchResult {
+    /// The object.
+    pub object_id: String,
+    /// Its dataset.
+    pub dataset_id: String,
+    /// The dataset's name.
+    pub dataset_name: String,
+    /// The object's file name.
+    pub filename: String,
+    /// Plain text, at most 200 characters, around the best match.
+    #[schema(max_length = 200)]
+    pub snippet: String,
+    /// The BM25 score.
+    pub score: f64,
+    /// Where the match is.
+    pub citation: Citation,
+    /// This result's retrieval.
+    pub retrieval_event_id: String,
+    /// True iff the dataset belongs to another tenant (the result is then charged).
+    pub billable: bool,
+    /// The unit price charged, 0 for own results.
+    #[schema(schema_with = openapi::amount)]
+    pub charged_amount: f64,
+}
+
+/// The place of a match.
+#[derive(ToSchema)]
+pub struct Citation {
+    /// The object.
+    pub object_id: String,
+    /// `chars:{start}-{end}` (0-based, end-exclusive offsets into the extracted text), or
+    /// `filename` / `metadata`.
+    #[schema(pattern = "^(chars:[0-9]+-[0-9]+|filename|metadata)$")]
+    pub locator: String,
 }
 
 /// A validated request.
@@ -111,6 +220,22 @@ fn validate(body: SearchBody) -> Result<SearchRequest, AppError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/search",
+    tag = "search",
+    summary = "Searches the approved objects of the accessible datasets; results from other \
+        tenants' datasets are charged (search:query).",
+    security(("session" = []), ("api_key" = [])),
+    request_body = SearchBody,
+    responses(
+        (status = 200, description = "The results, and the charge.", body = SearchResults),
+        (status = 404, description = "A named dataset is not accessible or, for an allow_list \
+            key, not granted; details.dataset_id names it."),
+        (status = 422, description = "A field is missing or invalid, or the query's syntax is \
+            (details.fields.query)."),
+    )
+)]
 async fn search(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -2,12 +2,12 @@
 //! (capped at the object's declared size), GET streams a download with `Range` support. Both check
 //! the HMAC signature over method, path and expiry; the JSON body rules of `/v1` do not apply.
 
+use crate::http::routes::Routes;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -16,8 +16,8 @@ use crate::http::error::AppError;
 use crate::http::extract::{Path, Query};
 
 /// Routes outside `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/storage/objects/{object_id}", get(download).put(upload))
+pub fn routes() -> Routes {
+    Routes::new().route("/storage/objects/{object_id}", get(download).put(upload))
 }
 
 #[derive(Deserialize)]

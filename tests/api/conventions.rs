@@ -354,3 +354,84 @@ async fn ten_failed_logins_lock_an_email_even_for_the_right_password() {
     app.login(&email(), PASSWORD).await.expect(401);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn bad_query_and_path_parameters_are_answered_in_the_envelope() {
+    let app = spawn_app().await;
+    let (token, _, _) = app.signup(&email()).await;
+    let reply = app
+        .get("/v1/datasets?limit=1&limit=2", Some(&token))
+        .await
+        .expect(422);
+    assert_eq!(reply.code(), "validation_failed");
+    assert!(reply.body["error"]["details"]["fields"]["limit"].is_string());
+    // Not UTF-8 once decoded: names nothing, like a malformed id.
+    let reply = app
+        .get("/v1/datasets/%FF%FE", Some(&token))
+        .await
+        .expect(404);
+    assert_eq!(reply.code(), "not_found");
+    // An empty cursor or filter is none.
+    app.post("/v1/datasets", Some(&token), json!({"name": "a"}))
+        .await
+        .expect(201);
+    let reply = app
+        .get("/v1/datasets?cursor=&status=", Some(&token))
+        .await
+        .expect(200);
+    assert_eq!(reply.data()["items"].as_array().unwrap().len(), 1);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_whole_number_written_with_a_fraction_is_an_integer() {
+    let app = spawn_app().await;
+    let (token, _, _) = app.signup(&email()).await;
+    let dataset = app
+        .post("/v1/datasets", Some(&token), json!({"name": "a"}))
+        .await
+        .expect(201);
+    let path = format!(
+        "/v1/datasets/{}/objects/upload",
+        dataset.data()["dataset_id"].as_str().unwrap()
+    );
+    let body = |size: serde_json::Value| json!({"filename": "a.txt", "content_type": "text/plain", "size_bytes": size});
+    app.post(&path, Some(&token), body(json!(10.0)))
+        .await
+        .expect(201);
+    for wrong in [json!(10.5), json!("10"), json!(-1)] {
+        let reply = app.post(&path, Some(&token), body(wrong.clone())).await;
+        assert_eq!(reply.status, 400, "{wrong}: {}", reply.body);
+        assert!(reply.body["error"]["details"]["fields"]["size_bytes"].is_string());
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn text_holding_nul_is_refused_on_every_store() {
+    let app = spawn_app().await;
+    let (token, _, _) = app.signup(&email()).await;
+    let reply = app
+        .post("/v1/datasets", Some(&token), json!({"name": "a\u{0}b"}))
+        .await
+        .expect(422);
+    assert!(reply.body["error"]["details"]["fields"]["name"].is_string());
+    let reply = app
+        .post(
+            "/v1/datasets",
+            Some(&token),
+            json!({"name": "a", "description": "x\u{0}"}),
+        )
+        .await
+        .expect(422);
+    assert!(reply.body["error"]["details"]["fields"]["description"].is_string());
+    let reply = app
+        .get("/v1/catalog/datasets?q=a%00b", Some(&token))
+        .await
+        .expect(422);
+    assert!(reply.body["error"]["details"]["fields"]["q"].is_string());
+    app.get("/v1/datasets/dset_%00", Some(&token))
+        .await
+        .expect(404);
+    app.finish().await;
+}

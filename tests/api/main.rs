@@ -11,6 +11,7 @@ mod datasets;
 mod helpers;
 mod metering;
 mod objects;
+mod openapi;
 mod projections;
 mod search;
 mod security;

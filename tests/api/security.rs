@@ -838,7 +838,7 @@ const MALFORMED_IDS: [&str; 5] = [
 ];
 
 #[tokio::test]
-async fn malformed_ids_in_paths_are_404_and_unreadable_queries_400_in_the_envelope() {
+async fn malformed_ids_in_paths_are_404_and_repeated_query_parameters_422_in_the_envelope() {
     let fresh = fresh().await;
     let (app, admin) = spawn_with_admin(config(&fresh)).await;
     let (b, _, _) = app.signup(&email()).await;
@@ -891,18 +891,29 @@ async fn malformed_ids_in_paths_are_404_and_unreadable_queries_400_in_the_envelo
     }
     assert!(calls > 50, "{calls}");
 
-    for (path, token) in [
-        ("/v1/datasets?limit=1&limit=2", &b),
+    // A parameter given twice has no single value: 422 on that parameter.
+    for (path, token, name) in [
+        ("/v1/datasets?limit=1&limit=2", &b, "limit"),
         (
             "/v1/agent/activity/accesses?kind=download&kind=retrieval",
             &b,
+            "kind",
         ),
-        ("/v1/api-keys?cursor=a&cursor=b", &b),
-        ("/v1/admin/events?after=1&after=2", &admin),
-        ("/v1/admin/review/queue?tenant_id=a&tenant_id=b", &admin),
+        ("/v1/api-keys?cursor=a&cursor=b", &b, "cursor"),
+        ("/v1/admin/events?after=1&after=2", &admin, "after"),
+        (
+            "/v1/admin/review/queue?tenant_id=a&tenant_id=b",
+            &admin,
+            "tenant_id",
+        ),
     ] {
-        let reply = app.get(path, Some(token)).await.expect(400);
-        assert_eq!(reply.code(), "invalid_request", "{path}: {}", reply.body);
+        let reply = app.get(path, Some(token)).await.expect(422);
+        assert_eq!(reply.code(), "validation_failed", "{path}: {}", reply.body);
+        assert!(
+            reply.body["error"]["details"]["fields"][name].is_string(),
+            "{path}: {}",
+            reply.body
+        );
     }
     app.finish().await;
 }

@@ -1,0 +1,25 @@
+"""Schemathesis hooks for `.ci/schemathesis` (loaded through SCHEMATHESIS_HOOKS).
+
+`Idempotency-Key` (SPEC §1.9) replays the saved answer of an earlier request with the same key,
+method, path and body. Generated keys repeat (Hypothesis favours short values), so a "creation"
+can be the replay of one whose resource has since been deleted, which the stateful checks would
+take for a lost write. Each well-formed key gets a unique suffix (staying within 255 printable
+ASCII characters); malformed keys are sent as generated, so their rejection is still tested.
+"""
+
+import re
+import uuid
+
+import schemathesis
+
+WELL_FORMED = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    headers = case.headers or {}
+    for name, value in list(headers.items()):
+        if name.lower() != "idempotency-key" or not isinstance(value, str):
+            continue
+        if WELL_FORMED.fullmatch(value) and len(value) <= 255 - 33:
+            headers[name] = f"{value}.{uuid.uuid4().hex}"

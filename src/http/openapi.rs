@@ -1,0 +1,802 @@
+//! `GET /openapi.json` (SPEC §3.15): the OpenAPI 3.1 document of the API.
+//!
+//! Each resource module describes its own operations with `#[utoipa::path]` next to the handlers
+//! (request bodies, parameters, success bodies and the errors particular to the endpoint) and lists
+//! them in its `Api`. [`document`] merges those and then applies, in one place, what the SPEC says
+//! once for every endpoint: the success envelope (§1.2), the implicit error responses and the error
+//! envelope (§1.12), the credentials (§2.1), `Idempotency-Key` (§1.9), the response headers, and the
+//! id patterns of §1.4.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{json, Map, Value};
+use utoipa::OpenApi;
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::http::routes::Routes;
+
+/// Routes outside `/v1`.
+pub fn routes() -> Routes {
+    Routes::new().route("/openapi.json", get(serve))
+}
+
+/// The document's own operation.
+#[derive(OpenApi)]
+#[openapi(paths(serve))]
+pub struct Api;
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    summary = "This OpenAPI 3.1 document (no envelope, no credentials).",
+    responses((status = 200, description = "The OpenAPI document.", body = Object))
+)]
+async fn serve(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document(&state.config).to_string(),
+    )
+        .into_response()
+}
+
+/// The whole document, with the limits of this configuration.
+pub fn document(config: &Config) -> Value {
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("ipto")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "The v1 API of ipto, a marketplace for private data. Every /v1 route and \
+                     /health answer in the envelope {data | error, request_id, timestamp}.",
+                ))
+                .build(),
+        )
+        .build();
+    for part in [
+        Api::openapi(),
+        crate::http::health::Api::openapi(),
+        crate::http::accounts::Api::openapi(),
+        crate::http::datasets::Api::openapi(),
+        crate::http::objects::Api::openapi(),
+        crate::http::admin::Api::openapi(),
+        crate::http::api_keys::Api::openapi(),
+        crate::http::buyer::Api::openapi(),
+        crate::http::provider::Api::openapi(),
+        crate::http::payouts::Api::openapi(),
+        crate::http::search::Api::openapi(),
+        crate::http::events::Api::openapi(),
+    ] {
+        check_distinct_schemas(&doc, &part);
+        doc.merge(part);
+    }
+    let mut doc = serde_json::to_value(&doc).unwrap_or_default();
+    apply_conventions(&mut doc);
+    doc["components"]["schemas"]["UploadRequest"]["properties"]["size_bytes"]["maximum"] =
+        json!(config.max_object_bytes);
+    doc
+}
+
+/// Two modules must not give different schemas one name: merging would keep only one of them.
+fn check_distinct_schemas(doc: &utoipa::openapi::OpenApi, part: &utoipa::openapi::OpenApi) {
+    let (Some(ours), Some(theirs)) = (&doc.components, &part.components) else {
+        return;
+    };
+    for (name, schema) in &theirs.schemas {
+        if let Some(existing) = ours.schemas.get(name) {
+            assert!(
+                serde_json::to_value(existing).ok() == serde_json::to_value(schema).ok(),
+                "two different schemas are named {name}"
+            );
+        }
+    }
+}
+
+/// Id prefixes by field or parameter name (SPEC §1.4).
+const ID_PREFIXES: &[(&str, &str)] = &[
+    ("user_id", "usr"),
+    ("tenant_id", "tnt"),
+    ("dataset_id", "dset"),
+    ("object_id", "obj"),
+    ("api_key_id", "key"),
+    ("grant_id", "grt"),
+    ("search_activity_id", "sa"),
+    ("retrieval_event_id", "ret"),
+    ("access_id", "acc"),
+    ("statement_id", "stmt"),
+    ("request_id", "req"),
+];
+
+/// The pattern of an id with this prefix.
+pub fn id_pattern(prefix: &str) -> String {
+    format!("^{prefix}_[0-9a-hjkmnp-tv-z]{{26}}$")
+}
+
+/// The error codes each status can carry (SPEC §1.12).
+const ERROR_CODES: &[(u16, &str, &[&str])] = &[
+    (
+        400,
+        "The request is malformed: body not a JSON object, a field of the wrong type, a bad \
+         Authorization or Idempotency-Key header, both credential headers, or a bad cursor.",
+        &["invalid_request", "invalid_cursor"],
+    ),
+    (
+        401,
+        "The credential is missing, malformed, unknown, expired or revoked (unauthorized, with \
+         WWW-Authenticate: Bearer), or the email or password is wrong (invalid_credentials).",
+        &["unauthorized", "invalid_credentials"],
+    ),
+    (
+        403,
+        "A scope is missing, or the endpoint needs a session or a platform admin.",
+        &["forbidden"],
+    ),
+    (
+        404,
+        "The resource is absent, deleted, foreign or inaccessible; a malformed id is also 404.",
+        &["not_found"],
+    ),
+    (
+        405,
+        "Wrong method; details.allowed and Allow list the allowed ones.",
+        &["method_not_allowed"],
+    ),
+    (
+        409,
+        "Conflict: the resource's state forbids the change (details.status), a concurrent change \
+         won, or an Idempotency-Key was reused or is still in progress.",
+        &[
+            "conflict",
+            "email_taken",
+            "invalid_state",
+            "concurrency_conflict",
+            "idempotency_key_reused",
+            "idempotency_key_in_progress",
+            "upload_incomplete",
+        ],
+    ),
+    (
+        413,
+        "The body is over 1 MiB; details.limit gives the limit in bytes.",
+        &["payload_too_large"],
+    ),
+    (
+        415,
+        "A non-empty body without Content-Type: application/json.",
+        &["unsupported_media_type"],
+    ),
+    (
+        422,
+        "A rule is broken or a field is unknown (details.fields = {field: reason}), or the \
+         uploaded bytes differ from the declared size or checksum (details = {expected, actual}).",
+        &["validation_failed", "size_mismatch", "checksum_mismatch"],
+    ),
+    (
+        429,
+        "Rate limited; Retry-After and details.retry_after give the seconds to wait.",
+        &["rate_limited"],
+    ),
+    (
+        500,
+        "Internal error; the cause is logged with the request id.",
+        &["internal"],
+    ),
+    (503, "The database is unreachable.", &["unavailable"]),
+];
+
+fn error_schema_name(status: u16) -> String {
+    format!("Error{status}")
+}
+
+/// The shared components: envelope parts, one error envelope per status, the credentials.
+fn components() -> Value {
+    let mut schemas = Map::new();
+    schemas.insert(
+        "RequestId".into(),
+        json!({ "type": "string", "pattern": id_pattern("req"),
+                "description": "The request's id, also in X-Request-Id." }),
+    );
+    schemas.insert(
+        "Timestamp".into(),
+        json!({ "type": "string", "format": "date-time",
+                "description": "RFC 3339 UTC with Z (SPEC §1.3)." }),
+    );
+    for (status, description, codes) in ERROR_CODES {
+        schemas.insert(
+            error_schema_name(*status),
+            json!({
+                "type": "object",
+                "description": description,
+                "required": ["error", "request_id", "timestamp"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message", "details"],
+                        "properties": {
+                            "code": { "type": "string", "enum": codes },
+                            "message": { "type": "string" },
+                            "details": { "type": "object" },
+                        },
+                    },
+                    "request_id": { "$ref": "#/components/schemas/RequestId" },
+                    "timestamp": { "$ref": "#/components/schemas/Timestamp" },
+                },
+            }),
+        );
+    }
+    json!({
+        "schemas": schemas,
+        "headers": {
+            "X-Request-Id": { "required": true, "description": "The request's id.",
+                "schema": { "$ref": "#/components/schemas/RequestId" } },
+            "WWW-Authenticate": { "description": "`Bearer` on unauthorized.",
+                "schema": { "type": "string" } },
+            "Allow": { "required": true, "description": "The allowed methods.",
+                "schema": { "type": "string" } },
+            "Retry-After": { "required": true,
+                "description": "Seconds until a request may succeed.",
+                "schema": { "type": "integer", "minimum": 0 } },
+            "RateLimit-Policy": { "description":
+                "The applicable bucket, e.g. `\"default\";q=600;w=60` (SPEC §1.10).",
+                "schema": { "type": "string" } },
+            "RateLimit": { "description": "The bucket's state, e.g. `\"default\";r=599;t=42`.",
+                "schema": { "type": "string" } },
+        },
+        "securitySchemes": {
+            "session": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A session token `sess_…` from signup or login, as \
+                                `Authorization: Bearer sess_…`. An API key may also be sent as \
+                                `Authorization: Bearer ipto_…`.",
+            },
+            "api_key": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-API-Key",
+                "description": "An API key `ipto_{prefix}_{secret}`. Sending both X-API-Key and \
+                                Authorization is a 400.",
+            },
+        },
+    })
+}
+
+const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
+
+/// Applies the SPEC's document-wide conventions to every operation.
+fn apply_conventions(doc: &mut Value) {
+    let generated = doc["components"].take();
+    let mut components = components();
+    if let Value::Object(generated) = generated {
+        for (section, entries) in generated {
+            if let (Some(target), Value::Object(entries)) =
+                (components[&section].as_object_mut(), &entries)
+            {
+                target.extend(entries.clone());
+            } else {
+                components[&section] = entries;
+            }
+        }
+    }
+    doc["components"] = components;
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        for method in METHODS {
+            if let Some(operation) = item.get_mut(*method) {
+                apply_to_operation(path, method, operation);
+            }
+        }
+    }
+    add_id_patterns(doc);
+    forbid_nul(doc);
+    optional_bodies(doc);
+    add_links(doc);
+}
+
+/// Says of every free-text string a request carries (body fields, query parameters) that it holds
+/// no U+0000; strings with a pattern, a format or a closed set say it already.
+fn forbid_nul(doc: &mut Value) {
+    let mut bodies = Vec::new();
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for item in paths.values_mut() {
+            for method in METHODS {
+                let Some(operation) = item.get_mut(*method) else {
+                    continue;
+                };
+                if let Some(name) = operation["requestBody"]["content"]["application/json"]
+                    ["schema"]["$ref"]
+                    .as_str()
+                    .and_then(|r| r.rsplit('/').next())
+                {
+                    bodies.push(name.to_owned());
+                }
+                if let Some(parameters) = operation
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut)
+                {
+                    for parameter in parameters.iter_mut().filter(|p| p["in"] == "query") {
+                        if let Some(schema) = parameter.get_mut("schema") {
+                            set_no_nul(schema);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for name in bodies {
+        if let Some(schema) = doc["components"]["schemas"].get_mut(&name) {
+            set_no_nul(schema);
+        }
+    }
+}
+
+/// An absent body counts as `{}` (SPEC §1.5), so a body none of whose fields is required may be
+/// left out altogether.
+fn optional_bodies(doc: &mut Value) {
+    let schemas = doc["components"]["schemas"].clone();
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        for method in METHODS {
+            let Some(body) = item
+                .get_mut(*method)
+                .and_then(|operation| operation.get_mut("requestBody"))
+            else {
+                continue;
+            };
+            let name = body["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .and_then(|r| r.rsplit('/').next())
+                .unwrap_or_default();
+            let required = schemas[name]["required"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty());
+            body["required"] = json!(required);
+        }
+    }
+}
+
+fn set_no_nul(schema: &mut Value) {
+    let Some(map) = schema.as_object_mut() else {
+        return;
+    };
+    let is_string = match map.get("type") {
+        Some(Value::String(t)) => t == "string",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+        _ => false,
+    };
+    if is_string
+        && !["pattern", "format", "enum"]
+            .iter()
+            .any(|k| map.contains_key(*k))
+    {
+        map.insert("pattern".into(), json!(NO_NUL));
+    }
+    for (key, child) in map.iter_mut() {
+        match key.as_str() {
+            "properties" => child
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|p| p.values_mut())
+                .for_each(set_no_nul),
+            "items" | "additionalProperties" | "propertyNames" => set_no_nul(child),
+            "oneOf" | "anyOf" | "allOf" => child
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .for_each(set_no_nul),
+            _ => {}
+        }
+    }
+}
+
+/// A linked operation: method, path, and each path parameter with the JSON pointer into the
+/// linking response's body that supplies it.
+type LinkTarget = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// Where an answer's ids lead: `(method, path, status) → (method, path, [(parameter, source)])`.
+/// Clients (and stateful testers) follow them from a created resource to its operations.
+const LINKS: &[(&str, &str, &str, &[LinkTarget])] = &[
+    (
+        "post",
+        "/v1/datasets",
+        "201",
+        &[
+            ("get", "/v1/datasets/{id}", &[("id", "/data/dataset_id")]),
+            ("patch", "/v1/datasets/{id}", &[("id", "/data/dataset_id")]),
+            ("delete", "/v1/datasets/{id}", &[("id", "/data/dataset_id")]),
+            (
+                "get",
+                "/v1/datasets/{dataset_id}/objects",
+                &[("dataset_id", "/data/dataset_id")],
+            ),
+            (
+                "post",
+                "/v1/datasets/{dataset_id}/objects/upload",
+                &[("dataset_id", "/data/dataset_id")],
+            ),
+            (
+                "get",
+                "/v1/datasets/{id}/entitlements",
+                &[("id", "/data/dataset_id")],
+            ),
+            (
+                "post",
+                "/v1/datasets/{id}/entitlements",
+                &[("id", "/data/dataset_id")],
+            ),
+        ],
+    ),
+    (
+        "post",
+        "/v1/datasets/{id}/entitlements",
+        "201",
+        &[(
+            "delete",
+            "/v1/datasets/{id}/entitlements/{tenant_id}",
+            &[("id", "/data/dataset_id"), ("tenant_id", "/data/tenant_id")],
+        )],
+    ),
+    (
+        "post",
+        "/v1/datasets/{dataset_id}/objects/upload",
+        "201",
+        &[
+            ("get", "/v1/objects/{id}", &[("id", "/data/object_id")]),
+            (
+                "post",
+                "/v1/objects/{id}/confirm",
+                &[("id", "/data/object_id")],
+            ),
+            (
+                "delete",
+                "/v1/objects/{id}/upload",
+                &[("id", "/data/object_id")],
+            ),
+            ("delete", "/v1/objects/{id}", &[("id", "/data/object_id")]),
+            (
+                "get",
+                "/v1/objects/{id}/download",
+                &[("id", "/data/object_id")],
+            ),
+        ],
+    ),
+    (
+        "post",
+        "/v1/api-keys",
+        "201",
+        &[
+            ("get", "/v1/api-keys/{id}", &[("id", "/data/api_key_id")]),
+            ("delete", "/v1/api-keys/{id}", &[("id", "/data/api_key_id")]),
+            (
+                "post",
+                "/v1/api-keys/{id}/grants",
+                &[("id", "/data/api_key_id")],
+            ),
+        ],
+    ),
+    (
+        "post",
+        "/v1/api-keys/{id}/grants",
+        "201",
+        &[(
+            "delete",
+            "/v1/api-keys/{id}/grants/{grant_id}",
+            &[("id", "/data/api_key_id"), ("grant_id", "/data/grant_id")],
+        )],
+    ),
+    (
+        "get",
+        "/v1/admin/review/queue",
+        "200",
+        &[
+            (
+                "get",
+                "/v1/admin/review/objects/{tenant_id}/{object_id}",
+                &[
+                    ("tenant_id", "/data/items/0/tenant_id"),
+                    ("object_id", "/data/items/0/object_id"),
+                ],
+            ),
+            (
+                "post",
+                "/v1/admin/review/objects/{tenant_id}/{object_id}/approve",
+                &[
+                    ("tenant_id", "/data/items/0/tenant_id"),
+                    ("object_id", "/data/items/0/object_id"),
+                ],
+            ),
+            (
+                "post",
+                "/v1/admin/review/objects/{tenant_id}/{object_id}/reject",
+                &[
+                    ("tenant_id", "/data/items/0/tenant_id"),
+                    ("object_id", "/data/items/0/object_id"),
+                ],
+            ),
+            (
+                "get",
+                "/v1/admin/review/objects/{tenant_id}/{object_id}/preview",
+                &[
+                    ("tenant_id", "/data/items/0/tenant_id"),
+                    ("object_id", "/data/items/0/object_id"),
+                ],
+            ),
+        ],
+    ),
+    (
+        "get",
+        "/v1/admin/payouts",
+        "200",
+        &[(
+            "post",
+            "/v1/admin/payouts/{statement_id}/mark-paid",
+            &[("statement_id", "/data/items/0/statement_id")],
+        )],
+    ),
+];
+
+/// Adds [`LINKS`] to the responses they start from, naming targets by operation id.
+fn add_links(doc: &mut Value) {
+    for (method, path, status, targets) in LINKS {
+        let mut links = Map::new();
+        for (target_method, target_path, parameters) in *targets {
+            let operation_id = doc["paths"][target_path][target_method]["operationId"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("a link leads to {target_method} {target_path}"));
+            let parameters: Map<String, Value> = parameters
+                .iter()
+                .map(|(name, pointer)| {
+                    (
+                        (*name).to_owned(),
+                        json!(format!("$response.body#{pointer}")),
+                    )
+                })
+                .collect();
+            links.insert(
+                operation_id.clone(),
+                json!({ "operationId": operation_id, "parameters": parameters }),
+            );
+        }
+        let response = doc["paths"]
+            .get_mut(*path)
+            .and_then(|item| item.get_mut(*method))
+            .and_then(|operation| operation["responses"].get_mut(*status))
+            .and_then(Value::as_object_mut)
+            .unwrap_or_else(|| panic!("links start from {method} {path} {status}"));
+        response.insert("links".into(), Value::Object(links));
+    }
+}
+
+fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
+    let v1 = path.starts_with("/v1/");
+    let enveloped = v1 || path == "/health";
+    let authenticated = operation["security"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty());
+    let has_body = operation.get("requestBody").is_some();
+    let command = v1 && authenticated && method != "get";
+    // Handler names repeat across modules; the tag makes the id unique.
+    if let (Some(tag), Some(id)) = (
+        operation["tags"][0].as_str().map(str::to_owned),
+        operation["operationId"].as_str().map(str::to_owned),
+    ) {
+        operation["operationId"] = json!(format!("{tag}.{id}"));
+    }
+
+    let mut implicit: Vec<u16> = Vec::new();
+    if path != "/openapi.json" {
+        implicit.extend([500, 503]);
+    }
+    if v1 {
+        // The body size is checked before routing to a handler, and both auth routes are limited
+        // per client IP.
+        implicit.extend([413, 429]);
+    }
+    if authenticated {
+        implicit.extend([400, 401, 403, 429]);
+    }
+    if has_body {
+        implicit.extend([400, 415, 422]);
+    }
+    if command {
+        implicit.push(409);
+    }
+    if path.contains('{') {
+        implicit.push(404);
+    }
+    let responses = operation["responses"]
+        .as_object_mut()
+        .expect("every operation has responses");
+    for status in implicit {
+        let (_, description, _) = ERROR_CODES
+            .iter()
+            .find(|(s, _, _)| *s == status)
+            .expect("every implicit status has codes");
+        responses
+            .entry(status.to_string())
+            .or_insert_with(|| json!({ "description": description }));
+    }
+    for (status, response) in responses.iter_mut() {
+        let code: u16 = status.parse().unwrap_or(0);
+        if code >= 400 {
+            response["content"] = json!({ "application/json": { "schema": {
+                "$ref": format!("#/components/schemas/{}", error_schema_name(code)) } } });
+        } else if enveloped && (200..300).contains(&code) {
+            if let Some(content) = response
+                .get_mut("content")
+                .and_then(|c| c.get_mut("application/json"))
+                .and_then(Value::as_object_mut)
+            {
+                let data = content.remove("schema").unwrap_or(json!({}));
+                content.insert("schema".into(), envelope(data));
+            }
+        }
+        let headers = response
+            .as_object_mut()
+            .expect("a response is an object")
+            .entry("headers")
+            .or_insert_with(|| json!({}));
+        let mut names = vec!["X-Request-Id"];
+        match code {
+            401 => names.push("WWW-Authenticate"),
+            405 => names.push("Allow"),
+            429 => names.push("Retry-After"),
+            _ => {}
+        }
+        if v1 && code != 401 {
+            names.extend(["RateLimit-Policy", "RateLimit"]);
+        }
+        for name in names {
+            headers[name] = json!({ "$ref": format!("#/components/headers/{name}") });
+        }
+    }
+    // An empty filter is no filter (`?status=` lists everything): say so for the parameters
+    // whose schema would refuse "" (closed sets and times; numbers such as `limit` and `after`
+    // must be numbers and stay strict).
+    if let Some(parameters) = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut)
+    {
+        for parameter in parameters {
+            let constrained = ["enum", "format", "anyOf"]
+                .iter()
+                .any(|k| parameter["schema"].get(*k).is_some());
+            let number = match &parameter["schema"]["type"] {
+                Value::String(t) => t == "integer",
+                Value::Array(types) => types.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            if parameter["in"] == "query" && !number && constrained {
+                let schema = parameter["schema"].take();
+                parameter["schema"] =
+                    json!({ "anyOf": [schema, { "type": "string", "maxLength": 0 }] });
+            }
+        }
+    }
+    if authenticated && method == "post" {
+        let parameters = operation
+            .as_object_mut()
+            .expect("an operation is an object")
+            .entry("parameters")
+            .or_insert_with(|| json!([]));
+        if let Some(parameters) = parameters.as_array_mut() {
+            parameters.push(json!({
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": false,
+                "description": "Replays the saved answer of an earlier request with the same key, \
+                                method, path and body (SPEC §1.9); 1..=255 printable ASCII.",
+                "schema": { "type": "string", "minLength": 1, "maxLength": 255,
+                            "pattern": "^[\\x21-\\x7E]([\\x20-\\x7E]*[\\x21-\\x7E])?$" },
+            }));
+        }
+    }
+}
+
+/// The success envelope around `data`.
+fn envelope(data: Value) -> Value {
+    json!({
+        "type": "object",
+        "required": ["data", "request_id", "timestamp"],
+        "properties": {
+            "data": data,
+            "request_id": { "$ref": "#/components/schemas/RequestId" },
+            "timestamp": { "$ref": "#/components/schemas/Timestamp" },
+        },
+    })
+}
+
+/// Gives every string field or path parameter named like an id (`dataset_id`, …) its prefix
+/// pattern, unless it already has one.
+fn add_id_patterns(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Object(properties)) = map.get_mut("properties") {
+                for (name, schema) in properties.iter_mut() {
+                    set_id_pattern(name, schema);
+                }
+            }
+            // Query filters by id are not checked for shape; path ids are (a malformed one is 404).
+            if map.get("in").and_then(Value::as_str) == Some("path") {
+                if let (Some(Value::String(name)), Some(schema)) =
+                    (map.get("name").cloned(), map.get_mut("schema"))
+                {
+                    set_id_pattern(&name, schema);
+                }
+            }
+            for child in map.values_mut() {
+                add_id_patterns(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(add_id_patterns),
+        _ => {}
+    }
+}
+
+fn set_id_pattern(name: &str, schema: &mut Value) {
+    let Some((_, prefix)) = ID_PREFIXES.iter().find(|(n, _)| *n == name) else {
+        return;
+    };
+    let is_string = match &schema["type"] {
+        Value::String(t) => t == "string",
+        Value::Array(types) => types.iter().any(|t| t == "string"),
+        _ => false,
+    };
+    if is_string && schema.get("pattern").is_none() {
+        schema["pattern"] = json!(id_pattern(prefix));
+    }
+}
+
+/// A schema written as JSON (for shapes the derive cannot say, such as a closed set of strings).
+pub fn schema(value: Value) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    serde_json::from_value(value).expect("a valid schema")
+}
+
+/// A string from a closed set given as `a|b|c` (the domain's own `expected()` list).
+pub fn choice(expected: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(json!({ "type": "string", "enum": expected.split('|').collect::<Vec<_>>() }))
+}
+
+/// An optional request field from a closed set: absent or `null` keep the default.
+pub fn optional_choice(expected: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let mut values: Vec<Value> = expected.split('|').map(|v| json!(v)).collect();
+    values.push(Value::Null);
+    schema(json!({ "type": ["string", "null"], "enum": values }))
+}
+
+/// A money amount in the response (SPEC §1.6): a plain decimal with at most 6 places.
+pub fn amount() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(json!({ "type": "number", "minimum": 0 }))
+}
+
+/// Text that is trimmed before its length (1..=`max`) is checked: it must hold a character that
+/// is not white space (Rust's `char::is_whitespace`, spelled out so every regex dialect agrees).
+pub fn trimmed(max: usize, nullable: bool) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let kind = if nullable {
+        json!(["string", "null"])
+    } else {
+        json!("string")
+    };
+    let pattern = format!("^[^\\x00]*{NOT_BLANK}[^\\x00]*$");
+    schema(json!({ "type": kind, "minLength": 1, "maxLength": max, "pattern": pattern }))
+}
+
+/// One character that is neither white space nor U+0000 (no text may hold U+0000).
+pub const NOT_BLANK: &str =
+    "[^\\x00\\t\\n\\x0B\\f\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]";
+
+/// Text without U+0000, which no request may carry (PostgreSQL cannot store it).
+pub const NO_NUL: &str = "^[^\\x00]*$";
