@@ -4,7 +4,7 @@
 //! together and survive restarts.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use projections::LogPosition;
@@ -100,7 +100,6 @@ pub struct SearchIndex {
     writer: Mutex<IndexWriter>,
     fields: Fields,
     analyzer: TextAnalyzer,
-    dir: PathBuf,
     cursor: Mutex<LogPosition>,
 }
 
@@ -183,7 +182,6 @@ impl SearchIndex {
             writer: Mutex::new(writer),
             fields,
             analyzer,
-            dir: dir.to_owned(),
             cursor: Mutex::new(cursor),
         })
     }
@@ -198,11 +196,6 @@ impl SearchIndex {
         stored_payload(&index)
             .filter(|p| p.version == INDEX_VERSION)
             .map(|p| p.cursor)
-    }
-
-    /// Where the index is.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The log position the committed index reflects.
