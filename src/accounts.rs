@@ -16,7 +16,8 @@ use aggregates::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use projections::{Projection, ProjectionError, StoredEvent};
+use cqrs_es::Aggregate;
+use projections::{Projection, ProjectionError, Reads, StoredEvent};
 use sqlx::AnyConnection;
 
 use crate::auth::{self, Sessions};
@@ -324,6 +325,9 @@ impl Projection for SignupCompletion {
     fn tables(&self) -> &'static [&'static str] {
         &[]
     }
+    fn reads(&self) -> Reads {
+        Reads::Aggregates(&[EmailReservation::TYPE])
+    }
     fn is_reactor(&self) -> bool {
         true
     }
@@ -334,7 +338,6 @@ impl Projection for SignupCompletion {
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
         use aggregates::email_reservation::EmailReservationEvent;
-        use cqrs_es::Aggregate;
         if event.aggregate_type != EmailReservation::TYPE {
             return Ok(());
         }

@@ -59,8 +59,9 @@ impl Metrics {
         *self.events.lock().expect("lock") += events as u64;
     }
 
-    /// The text exposition, with the log head and projection positions given by the caller.
-    pub fn render(&self, head: i64, projections: &[(String, i64)]) -> String {
+    /// The text exposition, with the log head, projection positions and the search index's
+    /// document count given by the caller.
+    pub fn render(&self, head: i64, projections: &[(String, i64)], index_documents: u64) -> String {
         let mut out = String::new();
         out.push_str("# HELP ipto_http_requests_total HTTP requests served.\n# TYPE ipto_http_requests_total counter\n");
         for ((method, route, status), n) in self.requests.lock().expect("lock").iter() {
@@ -121,6 +122,8 @@ impl Metrics {
                 (head - position).max(0)
             );
         }
+        out.push_str("# HELP ipto_search_index_documents Documents (chunks) in this instance's search index.\n# TYPE ipto_search_index_documents gauge\n");
+        let _ = writeln!(out, "ipto_search_index_documents {index_documents}");
         out
     }
 }
@@ -142,7 +145,7 @@ mod tests {
         metrics.request("GET", "/v1/me", 200, 0.003);
         metrics.request("GET", "/v1/me", 200, 0.3);
         metrics.command("user", "ok", 2);
-        let text = metrics.render(10, &[("users".into(), 7)]);
+        let text = metrics.render(10, &[("users".into(), 7)], 42);
         assert!(text.contains(
             "ipto_http_requests_total{method=\"GET\",route=\"/v1/me\",status=\"200\"} 2"
         ));
@@ -151,5 +154,6 @@ mod tests {
         assert!(text.contains("ipto_commands_total{aggregate=\"user\",outcome=\"ok\"} 1"));
         assert!(text.contains("ipto_events_appended_total 2"));
         assert!(text.contains("ipto_projection_lag_events{projection=\"users\"} 3"));
+        assert!(text.contains("ipto_search_index_documents 42"));
     }
 }

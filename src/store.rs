@@ -215,7 +215,7 @@ pub struct RequestScope {
     pub request_id: String,
     /// The rate-limit bucket that applied, for the `RateLimit` headers.
     pub quota: Mutex<Option<crate::ratelimit::Quota>>,
-    written: Mutex<Option<LogPosition>>,
+    written: Mutex<Option<Written>>,
     route: Mutex<Option<String>>,
 }
 
@@ -240,15 +240,30 @@ impl RequestScope {
         *self.route.lock().expect("lock poisoned") = Some(route);
     }
 
-    /// The furthest log position this request wrote, if any.
-    pub fn written(&self) -> Option<LogPosition> {
-        *self.written.lock().expect("lock poisoned")
+    /// What this request wrote (or answered from), if anything.
+    pub fn written(&self) -> Option<Written> {
+        self.written.lock().expect("lock poisoned").clone()
     }
 
-    fn record(&self, at: LogPosition) {
+    fn record(&self, at: LogPosition, aggregate_type: &'static str) {
         let mut written = self.written.lock().expect("lock poisoned");
-        *written = Some(written.map_or(at, |w| w.max(at)));
+        let written = written.get_or_insert_with(|| Written {
+            position: at,
+            aggregate_types: Vec::new(),
+        });
+        written.position = written.position.max(at);
+        if !written.aggregate_types.contains(&aggregate_type) {
+            written.aggregate_types.push(aggregate_type);
+        }
     }
+}
+
+/// The furthest log position a request wrote and the aggregate types it wrote: its response
+/// waits for the projections that read those types to pass that position.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub position: LogPosition,
+    pub aggregate_types: Vec<&'static str>,
 }
 
 /// The current request's id, if running inside one.
@@ -399,14 +414,14 @@ impl Store {
     }
 
     /// Remembers the request's last written position so the response can wait for projections.
-    async fn track(&self, aggregate_type: &str, id: &str, sequence: Option<usize>) {
+    async fn track(&self, aggregate_type: &'static str, id: &str, sequence: Option<usize>) {
         let Some(sequence) = sequence else { return };
         if REQUEST.try_with(|_| ()).is_err() {
             return;
         }
         match projections::log::position_of(&self.db, aggregate_type, id, sequence as i64).await {
             Ok(Some(position)) => {
-                let _ = REQUEST.try_with(|r| r.record(position));
+                let _ = REQUEST.try_with(|r| r.record(position, aggregate_type));
             }
             Ok(None) => {}
             Err(error) => {
@@ -418,14 +433,25 @@ impl Store {
     /// Waits (bounded) until the projections have applied everything the current request wrote,
     /// so a handler can answer from the read models.
     pub async fn settle_request(&self) {
-        if let Some(position) = REQUEST.try_with(|r| r.written()).ok().flatten() {
-            self.settle(position, Duration::from_secs(5)).await;
+        if let Some(written) = REQUEST.try_with(|r| r.written()).ok().flatten() {
+            self.settle_written(&written, Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Waits (bounded) until the projections that read what was written have applied it.
+    pub async fn settle_written(&self, written: &Written, timeout: Duration) {
+        let types = Some(written.aggregate_types.as_slice());
+        if !self.engine.wait_for(written.position, types, timeout).await {
+            tracing::warn!(
+                position = ?written.position,
+                "projections did not catch up in time; answering anyway"
+            );
         }
     }
 
     /// Waits (bounded) until every projection has applied `position`.
     pub async fn settle(&self, position: LogPosition, timeout: Duration) {
-        if !self.engine.wait_for(position, timeout).await {
+        if !self.engine.wait_for(position, None, timeout).await {
             tracing::warn!(
                 ?position,
                 "projections did not catch up in time; answering anyway"

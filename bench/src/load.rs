@@ -184,7 +184,24 @@ impl Api {
         }
     }
 
-    /// The status of a plain GET (for the empty-route ceiling and the search probe).
+    /// The body of a plain GET that must answer 2xx (e.g. `/metrics`).
+    pub async fn text(&self, path: &str) -> Result<String, String> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("GET {path}: {status}"))
+        }
+    }
+
+    /// The status of a plain GET (for the empty-route ceiling).
     pub async fn status(&self, path: &str) -> Result<u16, String> {
         let response = self
             .http

@@ -9,7 +9,7 @@ use cqrs_es::Aggregate;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use crate::{Db, Projection, ProjectionError, StoredEvent};
+use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// The `accesses` table.
 pub struct AccessesProjection;
@@ -24,6 +24,9 @@ impl Projection for AccessesProjection {
     }
     fn tables(&self) -> &'static [&'static str] {
         &["accesses"]
+    }
+    fn reads(&self) -> Reads {
+        Reads::Aggregates(&[Download::TYPE, Search::TYPE])
     }
 
     async fn apply(

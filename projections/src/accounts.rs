@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::AnyConnection;
 use sqlx::Row;
 
-use crate::{Db, Projection, ProjectionError, StoredEvent};
+use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// The `tenants` table.
 pub struct TenantsProjection;
@@ -24,6 +24,9 @@ impl Projection for TenantsProjection {
     }
     fn tables(&self) -> &'static [&'static str] {
         &["tenants"]
+    }
+    fn reads(&self) -> Reads {
+        Reads::Aggregates(&[Tenant::TYPE])
     }
 
     async fn apply(
@@ -63,6 +66,9 @@ impl Projection for UsersProjection {
     }
     fn tables(&self) -> &'static [&'static str] {
         &["users"]
+    }
+    fn reads(&self) -> Reads {
+        Reads::Aggregates(&[User::TYPE])
     }
 
     async fn apply(

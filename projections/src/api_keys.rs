@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::{Db, Projection, ProjectionError, StoredEvent};
+use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// The `api_keys` and `api_key_grants` tables.
 pub struct ApiKeysProjection;
@@ -23,6 +23,9 @@ impl Projection for ApiKeysProjection {
     }
     fn tables(&self) -> &'static [&'static str] {
         &["api_keys", "api_key_grants"]
+    }
+    fn reads(&self) -> Reads {
+        Reads::Aggregates(&[ApiKey::TYPE])
     }
 
     async fn apply(

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use sqlx::AnyConnection;
 
 use crate::log::{self, StoredEvent};
-use crate::{Db, Dialect, Projection, ProjectionError};
+use crate::{Db, Dialect, Projection, ProjectionError, Reads};
 
 /// The `audit_order` table.
 pub struct AuditOrderProjection;
@@ -28,6 +28,9 @@ impl Projection for AuditOrderProjection {
     }
     fn tables(&self) -> &'static [&'static str] {
         &["audit_order"]
+    }
+    fn reads(&self) -> Reads {
+        Reads::All
     }
 
     async fn apply(

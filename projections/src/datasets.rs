@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::{Db, Projection, ProjectionError, StoredEvent};
+use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// A row of the `datasets` read model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -231,6 +231,9 @@ impl Projection for DatasetsProjection {
     fn tables(&self) -> &'static [&'static str] {
         &["datasets"]
     }
+    fn reads(&self) -> Reads {
+        Reads::Aggregates(&[Dataset::TYPE, Object::TYPE])
+    }
 
     async fn apply(
         &self,
@@ -363,6 +366,9 @@ impl Projection for EntitlementsProjection {
     }
     fn tables(&self) -> &'static [&'static str] {
         &["entitlements"]
+    }
+    fn reads(&self) -> Reads {
+        Reads::Aggregates(&[Dataset::TYPE])
     }
 
     async fn apply(

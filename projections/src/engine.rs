@@ -37,6 +37,9 @@ const HELD_BACK_POLL: Duration = Duration::from_millis(5);
 const REBUILD_PARALLEL: usize = 4;
 /// Safety-net poll when no wake-up arrives.
 const IDLE_POLL: Duration = Duration::from_millis(1000);
+/// Events a live worker may read past its stored checkpoint, all of no interest to it, before it
+/// stores the checkpoint anyway (it also stores it after an idle poll and at shutdown).
+const LEAD_LIMIT: i64 = 10_000;
 /// How long a replay waits for events an open transaction elsewhere still hides.
 const HIDDEN_TAIL_PATIENCE: Duration = Duration::from_secs(30);
 /// Attempts at a batch before the projection is declared failed.
@@ -56,6 +59,32 @@ pub enum ProjectionError {
     Inconsistent(String),
 }
 
+/// Which events a projection reads. The engine hands it only those: a batch holding none of them
+/// costs the projection no call and, in a live worker, no write (see [`ProjectorEngine`]), and a
+/// request waits for read-your-writes only on the projections that read what it wrote.
+#[derive(Clone, Copy, Debug)]
+pub enum Reads {
+    /// Every event (e.g. the audit order).
+    All,
+    /// The events of these aggregate types.
+    Aggregates(&'static [&'static str]),
+}
+
+impl Reads {
+    /// Whether events of `aggregate_type` are read.
+    pub fn aggregate(self, aggregate_type: &str) -> bool {
+        match self {
+            Reads::All => true,
+            Reads::Aggregates(types) => types.contains(&aggregate_type),
+        }
+    }
+
+    /// Whether any of `aggregate_types` is read; `None` stands for every type.
+    fn any_of(self, aggregate_types: Option<&[&str]>) -> bool {
+        aggregate_types.is_none_or(|types| types.iter().any(|t| self.aggregate(t)))
+    }
+}
+
 /// A read model: its tables, its handler and its version.
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
@@ -71,6 +100,8 @@ pub trait Projection: Send + Sync + 'static {
     fn is_reactor(&self) -> bool {
         false
     }
+    /// The events `apply` is given; the others are skipped without a call.
+    fn reads(&self) -> Reads;
     /// Applies one event inside the batch's transaction. Events of no interest are ignored.
     async fn apply(
         &self,
@@ -117,9 +148,21 @@ struct Inner {
     db: Db,
     projections: std::sync::RwLock<Vec<Arc<dyn Projection>>>,
     /// Read models each instance keeps for itself outside the database (the search index).
-    locals: std::sync::RwLock<Vec<&'static str>>,
+    locals: std::sync::RwLock<Vec<(&'static str, Reads)>>,
     wake: watch::Sender<u64>,
     progress: watch::Sender<HashMap<&'static str, Progress>>,
+    /// Each live worker's lead over its stored checkpoint, shown by [`ProjectorEngine::statuses`].
+    leads: std::sync::Mutex<HashMap<&'static str, Lead>>,
+    /// The last read of the log by a live worker, shared with workers at the same cursor.
+    last_read: tokio::sync::Mutex<Option<SharedRead>>,
+}
+
+/// A read of the log: the events after `after`, read once wake-up `generation` had been sent.
+struct SharedRead {
+    generation: u64,
+    after: LogPosition,
+    limit: i64,
+    events: Arc<Vec<StoredEvent>>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -141,6 +184,8 @@ impl ProjectorEngine {
                 locals: std::sync::RwLock::new(Vec::new()),
                 wake,
                 progress,
+                leads: std::sync::Mutex::default(),
+                last_read: tokio::sync::Mutex::default(),
             }),
         }
     }
@@ -158,8 +203,12 @@ impl ProjectorEngine {
     /// Registers a read model this instance keeps outside the database, with its own cursor. Its
     /// worker follows the log itself and reports with [`ProjectorEngine::report_local`]; waits for
     /// read-your-writes include it.
-    pub fn register_local(&self, name: &'static str) {
-        self.inner.locals.write().expect("lock poisoned").push(name);
+    pub fn register_local(&self, name: &'static str, reads: Reads) {
+        self.inner
+            .locals
+            .write()
+            .expect("lock poisoned")
+            .push((name, reads));
     }
 
     /// Where a local read model has got to, and whether it stopped on an error.
@@ -281,8 +330,11 @@ impl ProjectorEngine {
         let mut held: Option<u64> = None;
         // Consecutive looks at events held back by an older transaction; each waits twice as long.
         let mut held_back_looks: u32 = 0;
+        let mut live = Live::default();
         loop {
             if *shutdown.borrow() {
+                let _ = self.store_lead(projection.as_ref(), &mut live).await;
+                self.show_lead(name, None);
                 return;
             }
             let active = match self.inner.db.dialect {
@@ -290,26 +342,35 @@ impl ProjectorEngine {
                 Dialect::Postgres => {
                     if !held.is_some_and(|generation| self.inner.locks.is_current(generation)) {
                         held = self.inner.locks.try_lock(&self.inner.db, name).await;
+                        live = Live::default();
                     }
                     held.is_some()
                 }
             };
+            // Seen before reading: a commit after the read wakes the worker again.
+            live.seen = *wake.borrow_and_update();
             let outcome = if active {
-                self.step(projection.as_ref(), LIVE_BATCH).await
+                self.step(projection.as_ref(), LIVE_BATCH, Some(&mut live))
+                    .await
             } else {
                 Ok(0)
             };
+            self.show_lead(name, live.lead);
             let mut held_back = false;
             match outcome {
-                Ok(n) if n > 0 => {
+                // A full batch: more may follow at once.
+                Ok(n) if n as i64 >= LIVE_BATCH => {
                     held_back_looks = 0;
                     continue;
                 }
-                Ok(_) => {
+                Ok(n) => {
                     if !active {
                         let _ = self.refresh_progress().await;
                     } else if self.inner.db.dialect == Dialect::Postgres {
                         held_back = self.held_back(name).await;
+                    }
+                    if n > 0 {
+                        held_back_looks = 0;
                     }
                 }
                 Err(StepError::Stopped) => return,
@@ -318,6 +379,7 @@ impl ProjectorEngine {
                     // Closing the session frees its locks; they are taken again on the next round.
                     self.inner.locks.reset().await;
                     held = None;
+                    live = Live::default();
                 }
             }
             held_back_looks = if held_back { held_back_looks + 1 } else { 0 };
@@ -328,10 +390,19 @@ impl ProjectorEngine {
             } else {
                 Duration::from_millis(100)
             };
-            tokio::select! {
-                _ = wake.changed() => {}
-                _ = shutdown.changed() => {}
-                _ = tokio::time::sleep(poll) => {}
+            let idle = tokio::select! {
+                _ = wake.changed() => false,
+                _ = shutdown.changed() => false,
+                _ = tokio::time::sleep(poll) => true,
+            };
+            // A poll looks at the log itself: what it looks for (events an older transaction
+            // held back) wakes nobody, so another worker's read may predate it.
+            live.poll = idle;
+            if idle && active {
+                if let Err(error) = self.store_lead(projection.as_ref(), &mut live).await {
+                    tracing::warn!(projection = name, %error, "could not store a checkpoint; retrying");
+                }
+                self.show_lead(name, live.lead);
             }
         }
     }
@@ -347,34 +418,167 @@ impl ProjectorEngine {
         matches!(log::tail(&self.inner.db).await, Ok(Some(tail)) if tail > progress.cursor)
     }
 
-    /// Applies at most one batch. Returns the number of events applied.
-    async fn step(&self, projection: &dyn Projection, batch: i64) -> Result<usize, StepError> {
+    /// Makes a worker's lead visible to [`ProjectorEngine::statuses`].
+    fn show_lead(&self, name: &'static str, lead: Option<Lead>) {
+        let mut leads = self.inner.leads.lock().expect("lock poisoned");
+        match lead {
+            Some(lead) => leads.insert(name, lead),
+            None => leads.remove(name),
+        };
+    }
+
+    /// Stores the checkpoint a worker's lead has reached, if the stored one has not moved since,
+    /// and forgets the worker's copy of the checkpoint (read again at its next step).
+    async fn store_lead(
+        &self,
+        projection: &dyn Projection,
+        live: &mut Live,
+    ) -> Result<(), sqlx::Error> {
+        live.checkpoint = None;
+        let Some(ahead) = live.lead.take() else {
+            return Ok(());
+        };
         let checkpoint = self.status_of(projection.name()).await?;
+        if checkpoint.cursor == ahead.base && checkpoint.error.is_none() {
+            // Nothing to apply, so the only failure is the database's.
+            if let Err(StepError::Database(e)) = self
+                .apply_with_retries(projection, &checkpoint, &[], Some(ahead))
+                .await
+            {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to `limit` events after `after` for a live worker woken by wake-up `seen`
+    /// (`None`: by a poll, which reads afresh). Workers woken by the same commit mostly stand at
+    /// the same cursor: one of them reads and the others take its result, as long as that read
+    /// began after the wake-up they saw (so it includes every commit announced by then). Reads
+    /// take turns, which also keeps a dozen workers from queueing on the pool at once.
+    async fn read_shared(
+        &self,
+        after: LogPosition,
+        limit: i64,
+        seen: Option<u64>,
+    ) -> Result<Arc<Vec<StoredEvent>>, sqlx::Error> {
+        let mut last = self.inner.last_read.lock().await;
+        if let (Some(read), Some(seen)) = (last.as_ref(), seen) {
+            if read.after == after && read.limit == limit && read.generation >= seen {
+                return Ok(read.events.clone());
+            }
+        }
+        let generation = *self.inner.wake.borrow();
+        let events = Arc::new(log::read_after(&self.inner.db, after, limit).await?);
+        *last = Some(SharedRead {
+            generation,
+            after,
+            limit,
+            events: events.clone(),
+        });
+        Ok(events)
+    }
+
+    /// Applies at most one batch. Returns the number of events read.
+    ///
+    /// A live worker (`live`) keeps its checkpoint as it last wrote it instead of reading it
+    /// before every batch (the conditional update notices if someone else moved it), and does not
+    /// write a batch holding no event its projection reads: it reports the batch as applied at
+    /// once and carries it as a lead; the stored checkpoint catches up with the next batch that
+    /// writes, after an idle poll, or every [`LEAD_LIMIT`] events. Skipped events change
+    /// nothing, so reading them again after a restart is harmless.
+    async fn step(
+        &self,
+        projection: &dyn Projection,
+        batch: i64,
+        mut live: Option<&mut Live>,
+    ) -> Result<usize, StepError> {
+        let known = live.as_mut().and_then(|l| l.checkpoint.clone());
+        let checkpoint = match known {
+            Some(checkpoint) => checkpoint,
+            None => self.status_of(projection.name()).await?,
+        };
         if checkpoint.error.is_some() {
             self.publish(projection.name(), checkpoint.cursor, true);
             return Err(StepError::Stopped);
         }
-        let events = log::read_after(&self.inner.db, checkpoint.cursor, batch).await?;
-        if events.is_empty() {
-            self.publish(projection.name(), checkpoint.cursor, false);
-            return Ok(0);
+        let mut lead = None;
+        if let Some(live) = live.as_mut() {
+            live.checkpoint = Some(checkpoint.clone());
+            // A lead stands on the checkpoint it started from.
+            if live.lead.is_some_and(|l| l.base != checkpoint.cursor) {
+                live.lead = None;
+            }
+            lead = live.lead;
         }
-        self.apply_with_retries(projection, &checkpoint, &events)
-            .await
+        let from = lead.map_or(checkpoint.cursor, |l| l.to);
+        let events = match live.as_ref() {
+            Some(live) => {
+                let seen = (!live.poll).then_some(live.seen);
+                self.read_shared(from, batch, seen).await?
+            }
+            None => Arc::new(log::read_after(&self.inner.db, from, batch).await?),
+        };
+        let events = events.as_slice();
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            self.publish(projection.name(), from, false);
+            return Ok(0);
+        };
+        let reads = projection.reads();
+        if let Some(live) = live.as_mut() {
+            if !events.iter().any(|e| reads.aggregate(&e.aggregate_type)) {
+                let mut ahead = lead.unwrap_or(Lead {
+                    base: checkpoint.cursor,
+                    to: from,
+                    events: 0,
+                    highest: 0,
+                });
+                ahead.to = last;
+                ahead.events += events.len() as i64;
+                ahead.highest = ahead.highest.max(highest(events));
+                live.lead = Some(ahead);
+                self.publish(projection.name(), last, false);
+                if ahead.events >= LEAD_LIMIT {
+                    self.store_lead(projection, live).await?;
+                }
+                return Ok(events.len());
+            }
+            live.lead = None;
+        }
+        let applied = self
+            .apply_with_retries(projection, &checkpoint, events, lead)
+            .await?;
+        if let Some(live) = live {
+            live.checkpoint = (applied == events.len()).then(|| {
+                let (skipped, skipped_highest) = lead.map_or((0, 0), |l| (l.events, l.highest));
+                ProjectionStatus {
+                    cursor: last,
+                    position: checkpoint
+                        .position
+                        .max(highest(events))
+                        .max(skipped_highest),
+                    events_applied: checkpoint.events_applied + skipped + applied as i64,
+                    ..checkpoint.clone()
+                }
+            });
+        }
+        Ok(applied)
     }
 
-    /// Applies `events` (read after `checkpoint`) in one transaction, retrying a failed batch; after
-    /// the last attempt the failure is stored and the projection stops. Returns the number of
-    /// events applied: 0 if someone else moved the checkpoint meanwhile.
+    /// Applies `events` (read after `checkpoint`, or after `lead` if given) in one transaction
+    /// that also stores the checkpoint past them, retrying a failed batch; after the last attempt
+    /// the failure is stored and the projection stops. Returns the number of events applied: 0 if
+    /// someone else moved the checkpoint meanwhile.
     async fn apply_with_retries(
         &self,
         projection: &dyn Projection,
         checkpoint: &ProjectionStatus,
         events: &[StoredEvent],
+        lead: Option<Lead>,
     ) -> Result<usize, StepError> {
         let mut last_error = None;
         for attempt in 1..=BATCH_ATTEMPTS {
-            match self.apply_batch(projection, checkpoint, events).await {
+            match self.apply_batch(projection, checkpoint, events, lead).await {
                 Ok(Some(cursor)) => {
                     self.publish(projection.name(), cursor, false);
                     return Ok(events.len());
@@ -414,8 +618,15 @@ impl ProjectorEngine {
         projection: &dyn Projection,
         checkpoint: &ProjectionStatus,
         events: &[StoredEvent],
+        lead: Option<Lead>,
     ) -> Result<Option<LogPosition>, (i64, ProjectionError)> {
-        let first = events[0].cursor.position;
+        let (last, first) = match (events.first(), events.last(), lead) {
+            (Some(first), Some(last), _) => (last.cursor, first.cursor.position),
+            (_, _, Some(lead)) => (lead.to, lead.to.position),
+            _ => return Ok(Some(checkpoint.cursor)),
+        };
+        let reads = projection.reads();
+        let read = || events.iter().filter(|e| reads.aggregate(&e.aggregate_type));
         if projection.is_reactor() {
             let mut conn = self
                 .inner
@@ -424,7 +635,7 @@ impl ProjectorEngine {
                 .acquire()
                 .await
                 .map_err(|e| (first, e.into()))?;
-            for event in events {
+            for event in read() {
                 projection
                     .apply(&mut conn, event)
                     .await
@@ -440,8 +651,7 @@ impl ProjectorEngine {
         // Claim the batch first: the conditional update takes the checkpoint row's lock, so a
         // concurrent worker or rebuild waits here and then finds the cursor moved, instead of
         // applying the same events into the same tables and tripping over our rows.
-        let last = events[events.len() - 1].cursor;
-        let highest = events.iter().map(|e| e.cursor.position).max().unwrap_or(0);
+        let (skipped, skipped_highest) = lead.map_or((0, 0), |l| (l.events, l.highest));
         let moved = sqlx::query(
             "UPDATE projection_checkpoints \
              SET cursor_tx = $1, cursor_position = $2, \
@@ -451,8 +661,8 @@ impl ProjectorEngine {
         )
         .bind(last.tx)
         .bind(last.position)
-        .bind(highest)
-        .bind(events.len() as i64)
+        .bind(highest(events).max(skipped_highest))
+        .bind(events.len() as i64 + skipped)
         .bind(now())
         .bind(projection.name())
         .bind(checkpoint.cursor.tx)
@@ -464,7 +674,7 @@ impl ProjectorEngine {
             return Ok(None);
         }
         if !projection.is_reactor() {
-            for event in events {
+            for event in read() {
                 projection
                     .apply(&mut tx, event)
                     .await
@@ -481,32 +691,53 @@ impl ProjectorEngine {
         });
     }
 
+    /// Takes the progress of projections from the checkpoint table (their workers may run in
+    /// another instance). A checkpoint behind what this instance saw is a worker's lead not yet
+    /// stored, so progress only moves forward here; resets publish their own.
     async fn refresh_progress(&self) -> Result<(), sqlx::Error> {
         for status in self.statuses().await? {
             if let Some(p) = self.projection(&status.name) {
-                self.publish(p.name(), status.cursor, status.error.is_some());
+                let seen = self.inner.progress.borrow().get(p.name()).map(|s| s.cursor);
+                let cursor = seen.map_or(status.cursor, |seen| seen.max(status.cursor));
+                self.publish(p.name(), cursor, status.error.is_some());
             }
         }
         Ok(())
     }
 
-    /// Waits (bounded) until every projection has applied the event at `target`, or has failed.
-    /// Returns false on timeout.
-    pub async fn wait_for(&self, target: LogPosition, timeout: Duration) -> bool {
+    /// Waits (bounded) until every projection that reads events of `aggregate_types` (`None`:
+    /// every projection) has applied the event at `target`, or has failed. Returns false on
+    /// timeout.
+    pub async fn wait_for(
+        &self,
+        target: LogPosition,
+        aggregate_types: Option<&[&str]>,
+        timeout: Duration,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         let mut progress = self.inner.progress.subscribe();
+        let mut awaited: Vec<&'static str> = self
+            .projections()
+            .iter()
+            .filter(|p| p.reads().any_of(aggregate_types))
+            .map(|p| p.name())
+            .collect();
+        awaited.extend(
+            self.inner
+                .locals
+                .read()
+                .expect("lock poisoned")
+                .iter()
+                .filter(|(_, reads)| reads.any_of(aggregate_types))
+                .map(|(name, _)| *name),
+        );
         loop {
             let reached = {
                 let map = progress.borrow_and_update();
-                let locals = self.inner.locals.read().expect("lock poisoned").clone();
-                self.projections()
-                    .iter()
-                    .map(|p| p.name())
-                    .chain(locals)
-                    .all(|name| {
-                        map.get(name)
-                            .is_some_and(|s| s.failed || s.cursor >= target)
-                    })
+                awaited.iter().all(|name| {
+                    map.get(name)
+                        .is_some_and(|s| s.failed || s.cursor >= target)
+                })
             };
             if reached {
                 return true;
@@ -522,11 +753,25 @@ impl ProjectorEngine {
         }
     }
 
-    /// Every projection's stored checkpoint, in report order.
+    /// Every projection's checkpoint, in report order: as stored, moved past the events a worker
+    /// of this instance has read beyond it without finding any its projection reads.
     pub async fn statuses(&self) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
         let mut out = Vec::new();
         for projection in &self.projections() {
-            out.push(self.status_of(projection.name()).await?);
+            let mut status = self.status_of(projection.name()).await?;
+            let lead = self
+                .inner
+                .leads
+                .lock()
+                .expect("lock poisoned")
+                .get(projection.name())
+                .copied();
+            if let Some(lead) = lead.filter(|l| l.base == status.cursor && status.error.is_none()) {
+                status.cursor = lead.to;
+                status.position = status.position.max(lead.highest);
+                status.events_applied += lead.events;
+            }
+            out.push(status);
         }
         Ok(out)
     }
@@ -643,7 +888,7 @@ impl ProjectorEngine {
                 .map(|(checkpoint, projection)| async move {
                     match checkpoint {
                         Some(status) => Some(
-                            self.apply_with_retries(projection.as_ref(), status, events)
+                            self.apply_with_retries(projection.as_ref(), status, events, None)
                                 .await,
                         ),
                         None => None,
@@ -698,7 +943,7 @@ impl ProjectorEngine {
         let mut done = 0u64;
         progress(0, total);
         loop {
-            match self.step(projection, REBUILD_BATCH).await {
+            match self.step(projection, REBUILD_BATCH, None).await {
                 Ok(0) => {
                     let status = self.status_of(projection.name()).await?;
                     if status.error.is_some() {
@@ -731,6 +976,37 @@ impl ProjectorEngine {
             }
         }
     }
+}
+
+/// What a live worker remembers between batches.
+#[derive(Default)]
+struct Live {
+    /// The checkpoint as this worker last stored it; `None` reads it from the table.
+    checkpoint: Option<ProjectionStatus>,
+    /// Events read past that checkpoint that the projection does not read.
+    lead: Option<Lead>,
+    /// The last wake-up seen before reading.
+    seen: u64,
+    /// Whether the worker woke from a poll rather than a wake-up.
+    poll: bool,
+}
+
+/// Events a live worker has read past its stored checkpoint, none of which its projection reads.
+#[derive(Clone, Copy, Debug)]
+struct Lead {
+    /// The stored checkpoint the lead starts from.
+    base: LogPosition,
+    /// The last event read.
+    to: LogPosition,
+    /// Events read since `base`.
+    events: i64,
+    /// Highest global position among them.
+    highest: i64,
+}
+
+/// The highest global position in `events` (0 if none).
+fn highest(events: &[StoredEvent]) -> i64 {
+    events.iter().map(|e| e.cursor.position).max().unwrap_or(0)
 }
 
 /// Why a rebuild did not finish.

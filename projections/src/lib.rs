@@ -14,7 +14,7 @@ pub mod payouts;
 pub mod searches;
 
 pub use db::{Db, Dialect};
-pub use engine::{Projection, ProjectionError, ProjectionStatus, ProjectorEngine};
+pub use engine::{Projection, ProjectionError, ProjectionStatus, ProjectorEngine, Reads};
 pub use log::{EventMetadata, LogPosition, StoredEvent};
 
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::{Db, Projection, ProjectionError, StoredEvent};
+use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// A row of the `objects` read model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -191,6 +191,9 @@ impl Projection for ObjectsProjection {
     }
     fn tables(&self) -> &'static [&'static str] {
         &["objects"]
+    }
+    fn reads(&self) -> Reads {
+        Reads::Aggregates(&[Object::TYPE])
     }
 
     async fn apply(

@@ -13,7 +13,7 @@ use sha2::Digest;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::{Db, Projection, ProjectionError, StoredEvent};
+use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// The statement id of a provider's month (stable across rebuilds).
 pub fn statement_for(tenant_id: &str, at: DateTime<Utc>) -> (String, DateTime<Utc>, DateTime<Utc>) {
@@ -35,6 +35,9 @@ impl Projection for PayoutsProjection {
     }
     fn tables(&self) -> &'static [&'static str] {
         &["payout_statements"]
+    }
+    fn reads(&self) -> Reads {
+        Reads::Aggregates(&[Download::TYPE, Search::TYPE, PayoutStatement::TYPE])
     }
 
     async fn apply(

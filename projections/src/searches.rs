@@ -9,7 +9,7 @@ use cqrs_es::Aggregate;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use crate::{Db, Projection, ProjectionError, StoredEvent};
+use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// The `search_activities` and `search_appearances` tables.
 pub struct SearchesProjection;
@@ -24,6 +24,9 @@ impl Projection for SearchesProjection {
     }
     fn tables(&self) -> &'static [&'static str] {
         &["search_activities", "search_appearances"]
+    }
+    fn reads(&self) -> Reads {
+        Reads::Aggregates(&[Search::TYPE])
     }
 
     async fn apply(

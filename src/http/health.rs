@@ -146,7 +146,8 @@ async fn metrics(State(state): State<AppState>) -> Result<axum::response::Respon
             state.search.status().position,
         )])
         .collect();
-    let body = state.store.metrics.render(head, &positions);
+    let documents = state.search.index.document_count();
+    let body = state.store.metrics.render(head, &positions, documents);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -84,8 +84,11 @@ async fn handle(state: &AppState, request: Request, next: Next) -> Response {
     }
     // Any successful request that wrote (commands, and metered GETs such as downloads) waits.
     if response.status().is_success() {
-        if let Some(position) = REQUEST.with(|r| r.written()) {
-            state.store.settle(position, READ_YOUR_WRITES_WAIT).await;
+        if let Some(written) = REQUEST.with(|r| r.written()) {
+            state
+                .store
+                .settle_written(&written, READ_YOUR_WRITES_WAIT)
+                .await;
         }
     }
     response

@@ -10,7 +10,7 @@ use std::time::Duration;
 use aggregates::object::ObjectEvent;
 use aggregates::Object;
 use cqrs_es::Aggregate;
-use projections::{log, Db, LogPosition, ProjectorEngine, StoredEvent};
+use projections::{log, Db, LogPosition, ProjectorEngine, Reads, StoredEvent};
 use tokio::sync::watch;
 
 use super::extract;
@@ -63,7 +63,7 @@ pub struct Indexer {
 impl Indexer {
     /// An indexer of `index`; registers it with the engine so that waits include it.
     pub fn new(index: Arc<SearchIndex>, db: Db, blobs: Blobs, engine: ProjectorEngine) -> Self {
-        engine.register_local(NAME);
+        engine.register_local(NAME, Reads::Aggregates(&[Object::TYPE]));
         engine.report_local(NAME, index.cursor(), false);
         Self {
             index,
@@ -97,12 +97,17 @@ impl Indexer {
                 let _ = tokio::task::spawn_blocking(move || index.commit(cursor)).await;
                 return;
             }
+            // Seen before reading: a commit after the read wakes the indexer again.
+            wake.borrow_and_update();
             let pause = match self.step(LIVE_BATCH).await {
-                Ok(n) if n > 0 => {
+                Ok(n) if n as i64 >= LIVE_BATCH => {
                     failures = 0;
                     continue;
                 }
-                Ok(_) => Duration::from_secs(1),
+                Ok(_) => {
+                    failures = 0;
+                    Duration::from_secs(1)
+                }
                 Err(error) => {
                     failures += 1;
                     let _ = self.index.rollback();

@@ -479,3 +479,155 @@ async fn racing_commands_on_one_aggregate_never_lose_an_update() {
     assert_read_models_equal_the_fold(&app).await;
     app.finish().await;
 }
+
+/// A projection that reads user events and remembers the aggregate types it was handed.
+struct UserReader {
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl projections::Projection for UserReader {
+    fn name(&self) -> &'static str {
+        "user_reader"
+    }
+    fn version(&self) -> i64 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn reads(&self) -> projections::Reads {
+        projections::Reads::Aggregates(&["user"])
+    }
+    async fn apply(
+        &self,
+        _: &mut sqlx::AnyConnection,
+        event: &projections::StoredEvent,
+    ) -> Result<(), projections::ProjectionError> {
+        self.seen.lock().unwrap().push(event.aggregate_type.clone());
+        Ok(())
+    }
+}
+
+/// A projection that reads tenant events, registered without a worker: it never moves.
+struct StalledTenantReader;
+
+#[async_trait::async_trait]
+impl projections::Projection for StalledTenantReader {
+    fn name(&self) -> &'static str {
+        "stalled_tenant_reader"
+    }
+    fn version(&self) -> i64 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn reads(&self) -> projections::Reads {
+        projections::Reads::Aggregates(&["tenant"])
+    }
+    async fn apply(
+        &self,
+        _: &mut sqlx::AnyConnection,
+        _: &projections::StoredEvent,
+    ) -> Result<(), projections::ProjectionError> {
+        Ok(())
+    }
+}
+
+async fn append_raw(db: &projections::Db, aggregate_type: &str) -> LogPosition {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let cast = if on_postgres() { "::jsonb" } else { "" };
+    sqlx::query(&format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ($1, $2, 1, 'Happened', '1.0', $3{cast}, $4{cast})"
+    ))
+    .bind(aggregate_type)
+    .bind(&id)
+    .bind(r#"{"Happened":{}}"#)
+    .bind(r#"{"actor_type":"system","actor_id":"system","occurred_at":"2026-01-01T00:00:00.000000Z"}"#)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let tail = log::tail(db).await.unwrap().unwrap();
+    assert!(tail.position > 0);
+    tail
+}
+
+#[tokio::test]
+async fn projections_see_only_what_they_read_and_waits_only_for_those_that_read_it() {
+    use std::sync::Arc;
+    let fresh = fresh().await;
+    let (events, db) = ipto::store::connect(&fresh.database_url).await.unwrap();
+    ipto::store::migrate(&events).await.unwrap();
+    let reader = Arc::new(UserReader {
+        seen: Default::default(),
+    });
+    let engine = projections::ProjectorEngine::new(db.clone(), vec![reader.clone()]);
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut workers = engine.start(shutdown_rx).await.unwrap();
+    // Registered after the start: no worker ever applies anything to it.
+    engine.register(Arc::new(StalledTenantReader));
+    engine.prepare().await.unwrap();
+
+    append_raw(&db, "tenant").await;
+    let user = append_raw(&db, "user").await;
+    let last = append_raw(&db, "tenant").await;
+    engine.notify();
+
+    // A wait for what a user event changes does not wait for the stalled tenant reader …
+    assert!(
+        engine
+            .wait_for(user, Some(&["user"]), Duration::from_secs(10))
+            .await
+    );
+    // … but a wait for tenant events, or for everything, does.
+    assert!(
+        !engine
+            .wait_for(user, Some(&["tenant"]), Duration::from_millis(300))
+            .await
+    );
+    assert!(
+        !engine
+            .wait_for(user, None, Duration::from_millis(300))
+            .await
+    );
+    // The reader was handed the user event only, and still passed the tenant events: at once as
+    // this instance reports it, and in the stored checkpoint after an idle second.
+    assert!(
+        engine
+            .wait_for(last, Some(&["user"]), Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(*reader.seen.lock().unwrap(), vec!["user".to_owned()]);
+    let status = engine
+        .statuses()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == "user_reader")
+        .unwrap();
+    assert_eq!((status.cursor, status.events_applied), (last, 3));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored: (i64, i64) = sqlx::query_as(
+            "SELECT cursor_position, events_applied FROM projection_checkpoints WHERE name = 'user_reader'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if stored == (last.position, 3) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stored checkpoint {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.send(true).unwrap();
+    while workers.join_next().await.is_some() {}
+    engine.shut_down().await;
+    db.pool.close().await;
+    drop_database(&fresh.database_url).await;
+}
