@@ -70,6 +70,7 @@ pub async fn connect(url: &str) -> Result<(EventPool, Db), sqlx::Error> {
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::Executor::execute(&mut *conn, "PRAGMA busy_timeout = 10000").await?;
+                    sqlx::Executor::execute(&mut *conn, "PRAGMA synchronous = NORMAL").await?;
                     let cache = format!("PRAGMA cache_size = {SQLITE_CACHE_SIZE}");
                     sqlx::Executor::execute(&mut *conn, cache.as_str()).await?;
                     Ok(())
