@@ -174,6 +174,24 @@ pub async fn total(
     .await
 }
 
+/// A provider's revenue (Σ charges in micro-USD): all time, and since `since`, in one query.
+pub async fn provider_revenue(
+    db: &Db,
+    tenant_id: &str,
+    since: &str,
+) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(charged_micros), 0) AS BIGINT) AS total, \
+         CAST(COALESCE(SUM(CASE WHEN occurred_at >= $2 THEN charged_micros ELSE 0 END), 0) AS BIGINT) AS recent \
+         FROM accesses WHERE provider_tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .bind(since)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok((row.try_get("total")?, row.try_get("recent")?))
+}
+
 /// Which side of a charge a tenant is on.
 #[derive(Clone, Copy, Debug)]
 pub enum Side {

@@ -420,38 +420,29 @@ pub struct ProviderCounts {
 
 /// The provider dashboard's counters.
 pub async fn provider_counts(db: &Db, tenant_id: &str) -> Result<ProviderCounts, sqlx::Error> {
+    // One round trip: the dataset sums, and the review states counted beside them.
     let row = sqlx::query(
         "SELECT COUNT(*) AS datasets, CAST(COALESCE(SUM(object_count), 0) AS BIGINT) AS objects, \
          CAST(COALESCE(SUM(storage_bytes), 0) AS BIGINT) AS bytes, \
-         CAST(COALESCE(SUM(active_object_count), 0) AS BIGINT) AS approved \
+         CAST(COALESCE(SUM(active_object_count), 0) AS BIGINT) AS approved, \
+         (SELECT COUNT(*) FROM objects o JOIN datasets od ON od.dataset_id = o.dataset_id \
+          WHERE o.tenant_id = $1 AND o.status = 'staged' \
+            AND od.status NOT IN ('pending_deletion', 'deleted')) AS staged, \
+         (SELECT COUNT(*) FROM objects o JOIN datasets od ON od.dataset_id = o.dataset_id \
+          WHERE o.tenant_id = $1 AND o.status = 'rejected' \
+            AND od.status NOT IN ('pending_deletion', 'deleted')) AS rejected \
          FROM datasets WHERE tenant_id = $1 AND status NOT IN ('pending_deletion', 'deleted')",
     )
     .bind(tenant_id)
     .fetch_one(&db.pool)
     .await?;
-    let by_status = sqlx::query(
-        "SELECT o.status, COUNT(*) AS n FROM objects o JOIN datasets d ON d.dataset_id = o.dataset_id \
-         WHERE o.tenant_id = $1 AND d.status NOT IN ('pending_deletion', 'deleted') \
-           AND o.status IN ('staged', 'rejected') GROUP BY o.status",
-    )
-    .bind(tenant_id)
-    .fetch_all(&db.pool)
-    .await?;
-    let count = |status: &str| -> Result<i64, sqlx::Error> {
-        for r in &by_status {
-            if r.try_get::<String, _>("status")? == status {
-                return r.try_get("n");
-            }
-        }
-        Ok(0)
-    };
     Ok(ProviderCounts {
         total_datasets: row.try_get("datasets")?,
         total_objects: row.try_get("objects")?,
         total_storage_bytes: row.try_get("bytes")?,
-        objects_pending_review: count("staged")?,
+        objects_pending_review: row.try_get("staged")?,
         objects_approved: row.try_get("approved")?,
-        objects_rejected: count("rejected")?,
+        objects_rejected: row.try_get("rejected")?,
     })
 }
 

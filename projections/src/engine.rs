@@ -1,14 +1,20 @@
-//! The projector engine: one worker per projection reads the log in global order from its
-//! checkpoint and applies each batch together with the new checkpoint in one transaction.
+//! The projector engine: workers read the log in global order from each projection's checkpoint
+//! and apply each batch together with the new checkpoint in one transaction.
 //!
+//! - On PostgreSQL there is one worker per projection, and a session advisory lock keeps one
+//!   active worker per projection across instances; the others stand by and follow the
+//!   checkpoint table. On SQLite, which has one writer, one worker applies each batch for every
+//!   projection in one transaction, each under a savepoint (reactors keep workers of their own).
+//! - Each projection declares the aggregate types it reads ([`Reads`]); it is handed only those,
+//!   a live worker writes nothing for a batch holding none of them (its checkpoint catches up
+//!   later), and read-your-writes waits only for the projections that read what was written.
 //! - The checkpoint update is conditional on the checkpoint read, so a batch is applied at most
 //!   once even if two workers (or a worker and `projections rebuild`) race.
-//! - On PostgreSQL a session advisory lock keeps one active worker per projection across instances;
-//!   the others stand by and follow the checkpoint table.
 //! - A handler error stops its projection at that event (no skipping); the failure is stored with
 //!   the checkpoint and reported by `/health` and `ipto projections status`.
 //! - Workers wake on an in-process signal after every commit, on PostgreSQL `NOTIFY`s from other
-//!   instances, and on a slow poll as a safety net.
+//!   instances, and on a slow poll as a safety net; workers woken by the same commit share one read
+//!   of the log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -311,12 +317,193 @@ impl ProjectorEngine {
             .execute(&self.inner.db.pool)
             .await?;
         let mut workers = JoinSet::new();
-        for projection in self.projections() {
+        let (grouped, alone): (Vec<_>, Vec<_>) = self
+            .projections()
+            .into_iter()
+            .partition(|p| self.inner.db.dialect == Dialect::Sqlite && !p.is_reactor());
+        if !grouped.is_empty() {
+            let engine = self.clone();
+            let shutdown = shutdown.clone();
+            workers.spawn(async move { engine.run_group(grouped, shutdown).await });
+        }
+        for projection in alone {
             let engine = self.clone();
             let shutdown = shutdown.clone();
             workers.spawn(async move { engine.run_worker(projection, shutdown).await });
         }
         Ok(workers)
+    }
+
+    /// SQLite's worker: SQLite has one writer, so instead of one worker per projection each
+    /// taking its turn with a transaction of its own, one worker reads each batch once and applies
+    /// it for every projection that reads something in it in one transaction, each projection
+    /// under a savepoint with its own conditional checkpoint update (a projection whose handler
+    /// fails is rolled back alone and retried alone, exactly as a worker of its own would; one
+    /// whose checkpoint someone else moved is skipped and reads its checkpoint again). Reactors
+    /// keep workers of their own: their commands commit outside the batch.
+    async fn run_group(
+        &self,
+        projections: Vec<Arc<dyn Projection>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut wake = self.inner.wake.subscribe();
+        let mut lives: Vec<Live> = projections.iter().map(|_| Live::default()).collect();
+        let mut poll = false;
+        loop {
+            if *shutdown.borrow() {
+                for (projection, live) in projections.iter().zip(lives.iter_mut()) {
+                    let _ = self.store_lead(projection.as_ref(), live).await;
+                    self.show_lead(projection.name(), None);
+                }
+                return;
+            }
+            let seen = *wake.borrow_and_update();
+            let outcome = self
+                .group_step(&projections, &mut lives, (!poll).then_some(seen))
+                .await;
+            for (projection, live) in projections.iter().zip(&lives) {
+                self.show_lead(projection.name(), live.lead);
+            }
+            match outcome {
+                Ok(n) if n as i64 >= LIVE_BATCH => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "projection worker could not reach the database; retrying");
+                    lives.iter_mut().for_each(|l| *l = Live::default());
+                }
+            }
+            poll = tokio::select! {
+                _ = wake.changed() => false,
+                _ = shutdown.changed() => false,
+                _ = tokio::time::sleep(IDLE_POLL) => true,
+            };
+            if poll {
+                for (projection, live) in projections.iter().zip(lives.iter_mut()) {
+                    if let Err(error) = self.store_lead(projection.as_ref(), live).await {
+                        tracing::warn!(projection = projection.name(), %error, "could not store a checkpoint; retrying");
+                    }
+                    self.show_lead(projection.name(), live.lead);
+                }
+            }
+        }
+    }
+
+    /// One batch for every projection of the group (see [`ProjectorEngine::run_group`]). Returns
+    /// the number of events read.
+    async fn group_step(
+        &self,
+        projections: &[Arc<dyn Projection>],
+        lives: &mut [Live],
+        seen: Option<u64>,
+    ) -> Result<usize, sqlx::Error> {
+        // Where each projection stands; stopped ones (a stored failure) sit out.
+        let mut from: Option<LogPosition> = None;
+        for (projection, live) in projections.iter().zip(lives.iter_mut()) {
+            if live.checkpoint.is_none() {
+                live.checkpoint = Some(self.status_of(projection.name()).await?);
+                live.lead = None;
+            }
+            let checkpoint = live.checkpoint.as_ref().expect("just read");
+            if checkpoint.error.is_some() {
+                self.publish(projection.name(), checkpoint.cursor, true);
+                continue;
+            }
+            let at = live.lead.map_or(checkpoint.cursor, |l| l.to);
+            from = Some(from.map_or(at, |f| f.min(at)));
+        }
+        let Some(from) = from else { return Ok(0) };
+        let events = self.read_shared(from, LIVE_BATCH, seen).await?;
+        // Each projection's share of the batch: a lead to extend, or events to write.
+        let mut writes: Vec<(usize, usize)> = Vec::new();
+        for (index, (projection, live)) in projections.iter().zip(lives.iter_mut()).enumerate() {
+            let checkpoint = live.checkpoint.as_ref().expect("read above");
+            if checkpoint.error.is_some() {
+                continue;
+            }
+            let at = live.lead.map_or(checkpoint.cursor, |l| l.to);
+            let skip = events.partition_point(|e| e.cursor <= at);
+            let mine = &events[skip..];
+            let Some(last) = mine.last().map(|e| e.cursor) else {
+                self.publish(projection.name(), at, false);
+                continue;
+            };
+            let reads = projection.reads();
+            if mine.iter().any(|e| reads.aggregate(&e.aggregate_type)) {
+                writes.push((index, skip));
+                continue;
+            }
+            let mut ahead = live.lead.unwrap_or(Lead {
+                base: checkpoint.cursor,
+                to: at,
+                events: 0,
+                highest: 0,
+            });
+            ahead.to = last;
+            ahead.events += mine.len() as i64;
+            ahead.highest = ahead.highest.max(highest(mine));
+            live.lead = Some(ahead);
+            self.publish(projection.name(), last, false);
+            if ahead.events >= LEAD_LIMIT {
+                self.store_lead(projection.as_ref(), live).await?;
+            }
+        }
+        if writes.is_empty() {
+            return Ok(events.len());
+        }
+        let mut tx = self.inner.db.begin_write().await?;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for &(index, skip) in &writes {
+            let (projection, live) = (&projections[index], &lives[index]);
+            let checkpoint = live.checkpoint.as_ref().expect("read above");
+            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+            let outcome = self
+                .claim_and_apply(
+                    &mut savepoint,
+                    projection.as_ref(),
+                    checkpoint,
+                    &events[skip..],
+                    live.lead,
+                )
+                .await;
+            match outcome {
+                Ok(true) => savepoint.commit().await?,
+                _ => savepoint.rollback().await?,
+            }
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        for (&(index, skip), outcome) in writes.iter().zip(outcomes) {
+            let (projection, live) = (&projections[index], &mut lives[index]);
+            let mine = &events[skip..];
+            let last = mine.last().expect("non-empty").cursor;
+            let checkpoint = live.checkpoint.take().expect("read above");
+            let lead = live.lead.take();
+            match outcome {
+                Ok(true) => {
+                    let (skipped, skipped_highest) = lead.map_or((0, 0), |l| (l.events, l.highest));
+                    live.checkpoint = Some(ProjectionStatus {
+                        cursor: last,
+                        position: checkpoint.position.max(highest(mine)).max(skipped_highest),
+                        events_applied: checkpoint.events_applied + skipped + mine.len() as i64,
+                        ..checkpoint
+                    });
+                    self.publish(projection.name(), last, false);
+                }
+                // Someone else moved the checkpoint: read it again next time.
+                Ok(false) => {}
+                // The handler failed: alone, with retries, as a worker of its own would.
+                Err(_) => {
+                    match self
+                        .apply_with_retries(projection.as_ref(), &checkpoint, mine, lead)
+                        .await
+                    {
+                        Err(StepError::Database(e)) => return Err(e),
+                        Ok(_) | Err(StepError::Stopped) => {}
+                    }
+                }
+            }
+        }
+        Ok(events.len())
     }
 
     async fn run_worker(
@@ -648,6 +835,34 @@ impl ProjectorEngine {
             .begin_write()
             .await
             .map_err(|e| (first, e.into()))?;
+        match self
+            .claim_and_apply(&mut tx, projection, checkpoint, events, lead)
+            .await?
+        {
+            true => {
+                tx.commit().await.map_err(|e| (first, e.into()))?;
+                Ok(Some(last))
+            }
+            false => Ok(None),
+        }
+    }
+
+    /// Inside a transaction: claims the batch by moving the checkpoint past `events` (and `lead`)
+    /// if nobody moved it since `checkpoint`, then applies the events the projection reads (not
+    /// for a reactor, which applied them before). False if the checkpoint had moved.
+    async fn claim_and_apply(
+        &self,
+        conn: &mut AnyConnection,
+        projection: &dyn Projection,
+        checkpoint: &ProjectionStatus,
+        events: &[StoredEvent],
+        lead: Option<Lead>,
+    ) -> Result<bool, (i64, ProjectionError)> {
+        let (last, first) = match (events.first(), events.last(), lead) {
+            (Some(first), Some(last), _) => (last.cursor, first.cursor.position),
+            (_, _, Some(lead)) => (lead.to, lead.to.position),
+            _ => return Ok(true),
+        };
         // Claim the batch first: the conditional update takes the checkpoint row's lock, so a
         // concurrent worker or rebuild waits here and then finds the cursor moved, instead of
         // applying the same events into the same tables and tripping over our rows.
@@ -667,22 +882,22 @@ impl ProjectorEngine {
         .bind(projection.name())
         .bind(checkpoint.cursor.tx)
         .bind(checkpoint.cursor.position)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(|e| (first, e.into()))?;
         if moved.rows_affected() == 0 {
-            return Ok(None);
+            return Ok(false);
         }
         if !projection.is_reactor() {
-            for event in read() {
+            let reads = projection.reads();
+            for event in events.iter().filter(|e| reads.aggregate(&e.aggregate_type)) {
                 projection
-                    .apply(&mut tx, event)
+                    .apply(conn, event)
                     .await
                     .map_err(|e| (event.cursor.position, e))?;
             }
         }
-        tx.commit().await.map_err(|e| (first, e.into()))?;
-        Ok(Some(last))
+        Ok(true)
     }
 
     fn publish(&self, name: &'static str, cursor: LogPosition, failed: bool) {

@@ -6,7 +6,7 @@ use aggregates::Scope;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use projections::accesses::{self, Side};
+use projections::accesses;
 use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
@@ -78,10 +78,9 @@ async fn dashboard(
     principal.require(Scope::UsageRead)?;
     let db = &state.store.db;
     let counts = projections::datasets::provider_counts(db, &principal.tenant_id).await?;
-    let total = accesses::total(db, Side::Provider, &principal.tenant_id, "", "").await?;
     let month_ago =
         aggregates::timestamp::format(state.store.clock.now() - chrono::Duration::days(30));
-    let recent = accesses::total(db, Side::Provider, &principal.tenant_id, &month_ago, "").await?;
+    let (total, recent) = accesses::provider_revenue(db, &principal.tenant_id, &month_ago).await?;
     Ok(envelope::ok(json!({
         "total_datasets": counts.total_datasets,
         "total_objects": counts.total_objects,
