@@ -133,6 +133,17 @@ pub struct ProjectionStatus {
 }
 
 impl ProjectionStatus {
+    /// The checkpoint once `events` (and the skipped `lead` before them) are applied.
+    fn past(&self, events: &[StoredEvent], lead: Option<&Lead>) -> ProjectionStatus {
+        let (skipped, skipped_highest) = lead.map_or((0, 0), |l| (l.events, l.highest));
+        ProjectionStatus {
+            cursor: events.last().map_or(self.cursor, |e| e.cursor),
+            position: self.position.max(highest(events)).max(skipped_highest),
+            events_applied: self.events_applied + skipped + events.len() as i64,
+            ..self.clone()
+        }
+    }
+
     /// `ok` or `failed`.
     pub fn state(&self) -> &'static str {
         if self.error.is_some() {
@@ -423,29 +434,16 @@ impl ProjectorEngine {
             let at = live.lead.map_or(checkpoint.cursor, |l| l.to);
             let skip = events.partition_point(|e| e.cursor <= at);
             let mine = &events[skip..];
-            let Some(last) = mine.last().map(|e| e.cursor) else {
+            if mine.is_empty() {
                 self.publish(projection.name(), at, false);
                 continue;
-            };
+            }
             let reads = projection.reads();
             if mine.iter().any(|e| reads.aggregate(&e.aggregate_type)) {
                 writes.push((index, skip));
                 continue;
             }
-            let mut ahead = live.lead.unwrap_or(Lead {
-                base: checkpoint.cursor,
-                to: at,
-                events: 0,
-                highest: 0,
-            });
-            ahead.to = last;
-            ahead.events += mine.len() as i64;
-            ahead.highest = ahead.highest.max(highest(mine));
-            live.lead = Some(ahead);
-            self.publish(projection.name(), last, false);
-            if ahead.events >= LEAD_LIMIT {
-                self.store_lead(projection.as_ref(), live).await?;
-            }
+            self.skip(projection.as_ref(), live, at, mine).await?;
         }
         if writes.is_empty() {
             return Ok(events.len());
@@ -480,13 +478,7 @@ impl ProjectorEngine {
             let lead = live.lead.take();
             match outcome {
                 Ok(true) => {
-                    let (skipped, skipped_highest) = lead.map_or((0, 0), |l| (l.events, l.highest));
-                    live.checkpoint = Some(ProjectionStatus {
-                        cursor: last,
-                        position: checkpoint.position.max(highest(mine)).max(skipped_highest),
-                        events_applied: checkpoint.events_applied + skipped + mine.len() as i64,
-                        ..checkpoint
-                    });
+                    live.checkpoint = Some(checkpoint.past(mine, lead.as_ref()));
                     self.publish(projection.name(), last, false);
                 }
                 // Someone else moved the checkpoint: read it again next time.
@@ -605,6 +597,35 @@ impl ProjectorEngine {
         matches!(log::tail(&self.inner.db).await, Ok(Some(tail)) if tail > progress.cursor)
     }
 
+    /// Carries `events` (read after `at`, none of them read by the projection) in the worker's
+    /// lead instead of writing them, and reports them as applied; stores the lead once it is long.
+    async fn skip(
+        &self,
+        projection: &dyn Projection,
+        live: &mut Live,
+        at: LogPosition,
+        events: &[StoredEvent],
+    ) -> Result<(), sqlx::Error> {
+        let (Some(checkpoint), Some(last)) = (live.checkpoint.as_ref(), events.last()) else {
+            return Ok(());
+        };
+        let mut ahead = live.lead.unwrap_or(Lead {
+            base: checkpoint.cursor,
+            to: at,
+            events: 0,
+            highest: 0,
+        });
+        ahead.to = last.cursor;
+        ahead.events += events.len() as i64;
+        ahead.highest = ahead.highest.max(highest(events));
+        live.lead = Some(ahead);
+        self.publish(projection.name(), last.cursor, false);
+        if ahead.events >= LEAD_LIMIT {
+            self.store_lead(projection, live).await?;
+        }
+        Ok(())
+    }
+
     /// Makes a worker's lead visible to [`ProjectorEngine::statuses`].
     fn show_lead(&self, name: &'static str, lead: Option<Lead>) {
         let mut leads = self.inner.leads.lock().expect("lock poisoned");
@@ -707,27 +728,14 @@ impl ProjectorEngine {
             None => Arc::new(log::read_after(&self.inner.db, from, batch).await?),
         };
         let events = events.as_slice();
-        let Some(last) = events.last().map(|e| e.cursor) else {
+        if events.is_empty() {
             self.publish(projection.name(), from, false);
             return Ok(0);
-        };
+        }
         let reads = projection.reads();
         if let Some(live) = live.as_mut() {
             if !events.iter().any(|e| reads.aggregate(&e.aggregate_type)) {
-                let mut ahead = lead.unwrap_or(Lead {
-                    base: checkpoint.cursor,
-                    to: from,
-                    events: 0,
-                    highest: 0,
-                });
-                ahead.to = last;
-                ahead.events += events.len() as i64;
-                ahead.highest = ahead.highest.max(highest(events));
-                live.lead = Some(ahead);
-                self.publish(projection.name(), last, false);
-                if ahead.events >= LEAD_LIMIT {
-                    self.store_lead(projection, live).await?;
-                }
+                self.skip(projection, live, from, events).await?;
                 return Ok(events.len());
             }
             live.lead = None;
@@ -736,18 +744,8 @@ impl ProjectorEngine {
             .apply_with_retries(projection, &checkpoint, events, lead)
             .await?;
         if let Some(live) = live {
-            live.checkpoint = (applied == events.len()).then(|| {
-                let (skipped, skipped_highest) = lead.map_or((0, 0), |l| (l.events, l.highest));
-                ProjectionStatus {
-                    cursor: last,
-                    position: checkpoint
-                        .position
-                        .max(highest(events))
-                        .max(skipped_highest),
-                    events_applied: checkpoint.events_applied + skipped + applied as i64,
-                    ..checkpoint.clone()
-                }
-            });
+            live.checkpoint =
+                (applied == events.len()).then(|| checkpoint.past(events, lead.as_ref()));
         }
         Ok(applied)
     }
