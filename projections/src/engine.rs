@@ -114,6 +114,21 @@ pub trait Projection: Send + Sync + 'static {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError>;
+    /// Applies the events of a batch that the projection reads, in order, inside the batch's
+    /// transaction; on failure, the position of the event (or of the first event of the group of
+    /// events) that failed. One by one unless the projection writes them together.
+    async fn apply_all(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), (i64, ProjectionError)> {
+        for event in events {
+            self.apply(conn, event)
+                .await
+                .map_err(|e| (event.cursor.position, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// A projection's state as stored with its checkpoint.
@@ -888,11 +903,12 @@ impl ProjectorEngine {
         }
         if !projection.is_reactor() {
             let reads = projection.reads();
-            for event in events.iter().filter(|e| reads.aggregate(&e.aggregate_type)) {
-                projection
-                    .apply(conn, event)
-                    .await
-                    .map_err(|e| (event.cursor.position, e))?;
+            let read: Vec<&StoredEvent> = events
+                .iter()
+                .filter(|e| reads.aggregate(&e.aggregate_type))
+                .collect();
+            if !read.is_empty() {
+                projection.apply_all(conn, &read).await?;
             }
         }
         Ok(true)
