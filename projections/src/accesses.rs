@@ -153,38 +153,20 @@ pub async fn buyer_accesses(
     Ok((items, total))
 }
 
-/// Sum of a tenant's charges as buyer (`buyer_tenant_id`) or provider (`provider_tenant_id`) in
-/// `[from, to)`; open ends when empty.
-pub async fn total(
+/// Sums of a tenant's charges as buyer (`buyer_tenant_id`) or provider (`provider_tenant_id`), in
+/// micro-USD: all time, and since `since`, in one query.
+pub async fn totals(
     db: &Db,
     side: Side,
     tenant_id: &str,
-    from: &str,
-    to: &str,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT CAST(COALESCE(SUM(charged_micros), 0) AS BIGINT) FROM accesses \
-         WHERE {} = $1 AND ($2 = '' OR occurred_at >= $2) AND ($3 = '' OR occurred_at < $3)",
-        side.column()
-    ))
-    .bind(tenant_id)
-    .bind(from)
-    .bind(to)
-    .fetch_one(&db.pool)
-    .await
-}
-
-/// A provider's revenue (Σ charges in micro-USD): all time, and since `since`, in one query.
-pub async fn provider_revenue(
-    db: &Db,
-    tenant_id: &str,
     since: &str,
 ) -> Result<(i64, i64), sqlx::Error> {
-    let row = sqlx::query(
+    let row = sqlx::query(&format!(
         "SELECT CAST(COALESCE(SUM(charged_micros), 0) AS BIGINT) AS total, \
          CAST(COALESCE(SUM(CASE WHEN occurred_at >= $2 THEN charged_micros ELSE 0 END), 0) AS BIGINT) AS recent \
-         FROM accesses WHERE provider_tenant_id = $1",
-    )
+         FROM accesses WHERE {} = $1",
+        side.column()
+    ))
     .bind(tenant_id)
     .bind(since)
     .fetch_one(&db.pool)

@@ -225,9 +225,8 @@ async fn dashboard(
             .await?;
     let searches = projections::searches::buyer_count(db, tenant).await?;
     let accesses = read::buyer_count(db, tenant).await?;
-    let total = read::total(db, Side::Buyer, tenant, "", "").await?;
     let month_ago = aggregates::timestamp::format(now - chrono::Duration::days(30));
-    let recent = read::total(db, Side::Buyer, tenant, &month_ago, "").await?;
+    let (total, recent) = read::totals(db, Side::Buyer, tenant, &month_ago).await?;
     Ok(envelope::ok(json!({
         "api_key_count": keys,
         "active_api_key_count": active_keys,

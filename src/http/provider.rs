@@ -6,7 +6,7 @@ use aggregates::Scope;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use projections::accesses;
+use projections::accesses::{self, Side};
 use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
@@ -80,7 +80,8 @@ async fn dashboard(
     let counts = projections::datasets::provider_counts(db, &principal.tenant_id).await?;
     let month_ago =
         aggregates::timestamp::format(state.store.clock.now() - chrono::Duration::days(30));
-    let (total, recent) = accesses::provider_revenue(db, &principal.tenant_id, &month_ago).await?;
+    let (total, recent) =
+        accesses::totals(db, Side::Provider, &principal.tenant_id, &month_ago).await?;
     Ok(envelope::ok(json!({
         "total_datasets": counts.total_datasets,
         "total_objects": counts.total_objects,

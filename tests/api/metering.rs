@@ -291,6 +291,68 @@ async fn spend_and_revenue_add_up_across_buyer_and_provider() {
 }
 
 #[tokio::test]
+async fn the_provider_dashboard_counts_objects_by_review_state_in_live_datasets_only() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (seller, _, tenant) = app.signup(&email()).await;
+    let live = app.dataset(&seller, json!({})).await;
+    let review = |object: String, verdict: &'static str| {
+        let (app, admin, tenant) = (&app, admin.clone(), tenant.clone());
+        async move {
+            app.post(
+                &format!("/v1/admin/review/objects/{tenant}/{object}/{verdict}"),
+                Some(&admin),
+                if verdict == "reject" {
+                    json!({"reason": "checked"})
+                } else {
+                    json!({})
+                },
+            )
+            .await
+            .expect(200);
+        }
+    };
+    let approved = app.staged_object(&seller, &live, b"approved bytes").await;
+    review(approved, "approve").await;
+    let rejected = app.staged_object(&seller, &live, b"rejected").await;
+    review(rejected, "reject").await;
+    app.staged_object(&seller, &live, b"staged 1").await;
+    app.staged_object(&seller, &live, b"staged 2").await;
+    // A dataset being deleted no longer counts, nor do its objects.
+    let doomed = app.dataset(&seller, json!({})).await;
+    app.staged_object(&seller, &doomed, b"doomed staged").await;
+    let doomed_rejected = app
+        .staged_object(&seller, &doomed, b"doomed rejected")
+        .await;
+    review(doomed_rejected, "reject").await;
+    app.delete(&format!("/v1/datasets/{doomed}"), Some(&seller))
+        .await
+        .expect(200);
+    // Another tenant's objects never count.
+    let (other, _, _) = app.signup(&email()).await;
+    let elsewhere = app.dataset(&other, json!({})).await;
+    app.staged_object(&other, &elsewhere, b"not mine").await;
+
+    let d = app
+        .get("/v1/provider/dashboard", Some(&seller))
+        .await
+        .expect(200)
+        .data()
+        .clone();
+    assert_eq!(
+        (
+            d["total_datasets"].as_i64(),
+            d["objects_approved"].as_i64(),
+            d["objects_pending_review"].as_i64(),
+            d["objects_rejected"].as_i64(),
+        ),
+        (Some(1), Some(1), Some(2), Some(1)),
+        "{d}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn monthly_statements_sum_the_charges_and_are_paid_once_after_the_month() {
     let fresh = fresh().await;
     let mut now = config(&fresh);
