@@ -32,6 +32,8 @@ pub struct AppState {
     pub limits: Arc<crate::ratelimit::RateLimiter>,
     /// This instance's search index and its indexer.
     pub search: Indexer,
+    /// Uploads being received by this instance's `/storage` routes.
+    pub uploads: Arc<crate::blobs::UploadsInFlight>,
 }
 
 /// Why the service could not start.
@@ -141,6 +143,7 @@ impl Application {
             jobs: Arc::new(watch::channel(0).0),
             limits: Arc::default(),
             search,
+            uploads: Arc::default(),
         };
         if let Some(email) = &state.config.bootstrap_admin_email {
             let accounts = Accounts {

@@ -94,6 +94,7 @@ impl Principal {
     /// 403 unless the principal holds `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), AppError> {
         if self.scopes.contains(&scope) {
+            let _ = crate::store::REQUEST.try_with(|r| r.require(scope));
             Ok(())
         } else {
             Err(AppError::Forbidden(format!(
@@ -120,6 +121,7 @@ impl Principal {
     pub fn require_platform_admin(&self) -> Result<&str, AppError> {
         let (user_id, _) = self.require_session()?;
         if self.is_platform_admin {
+            let _ = crate::store::REQUEST.try_with(|r| r.require(Scope::Admin));
             Ok(user_id)
         } else {
             Err(AppError::Forbidden("Platform admins only.".into()))

@@ -145,6 +145,13 @@ pub struct Config {
         global = true
     )]
     pub max_object_bytes: u64,
+    /// Open client connections at most; further clients wait to be accepted.
+    #[arg(long, env = "IPTO_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_connections: u32,
+    /// Seconds a client may take to send a request's headers or a JSON body, or stay silent in
+    /// the middle of an upload; an idle keep-alive connection is closed after it.
+    #[arg(long, env = "IPTO_REQUEST_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub request_timeout_seconds: u64,
     /// Test only: shifts the clock forward.
     #[arg(
         long,

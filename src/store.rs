@@ -218,6 +218,8 @@ pub struct RequestScope {
     pub quota: Mutex<Option<crate::ratelimit::Quota>>,
     written: Mutex<Option<Written>>,
     route: Mutex<Option<String>>,
+    /// The scopes the handler required of the principal (a replay must still hold them).
+    required: Mutex<Vec<aggregates::Scope>>,
 }
 
 impl RequestScope {
@@ -228,7 +230,21 @@ impl RequestScope {
             quota: Mutex::new(None),
             written: Mutex::new(None),
             route: Mutex::new(None),
+            required: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records a scope the handler required (and the principal held).
+    pub fn require(&self, scope: aggregates::Scope) {
+        let mut required = self.required.lock().expect("lock poisoned");
+        if !required.contains(&scope) {
+            required.push(scope);
+        }
+    }
+
+    /// The scopes the handler required.
+    pub fn required(&self) -> Vec<aggregates::Scope> {
+        self.required.lock().expect("lock poisoned").clone()
     }
 
     /// The matched route template, once routing ran.

@@ -178,6 +178,31 @@ pub async fn live_objects_of(db: &Db, dataset_id: &str) -> Result<Vec<String>, s
     .await
 }
 
+/// Of `object_ids`, those confirmed and not deleted, with their checksums (for the blob
+/// collector, which keeps these blobs without further checks).
+pub async fn confirmed_checksums(
+    db: &Db,
+    object_ids: &[&str],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let mut found = Vec::new();
+    for chunk in object_ids.chunks(200) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT object_id, checksum_sha256 FROM objects WHERE object_id IN ({}) \
+             AND status IN ('staged', 'approved', 'rejected') AND checksum_sha256 IS NOT NULL",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&db.pool).await? {
+            found.push((row.try_get("object_id")?, row.try_get("checksum_sha256")?));
+        }
+    }
+    Ok(found)
+}
+
 /// The `objects` table.
 pub struct ObjectsProjection;
 

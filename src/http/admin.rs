@@ -457,9 +457,13 @@ async fn preview(
         return Err(AppError::InvalidState(object.status));
     }
     let now = state.store.clock.now();
+    let sha256 = object
+        .checksum_sha256
+        .as_deref()
+        .ok_or_else(|| AppError::internal("a confirmed object without a checksum"))?;
     let url = state
         .blobs
-        .download_url(&object_id, now, now + DOWNLOAD_TTL)
+        .download_url(&object_id, sha256, now, now + DOWNLOAD_TTL)
         .await?;
     Ok(envelope::ok(json!({
         "preview_url": url.url,

@@ -100,12 +100,13 @@ pub struct NewApiKey {
     /// Null.
     #[schema(required = true, format = DateTime)]
     pub revoked_at: Option<String>,
-    /// The full key `ipto_{prefix}_{secret}`.
-    #[schema(pattern = "^ipto_[a-z0-9]{8}_[0-9A-Za-z]{40}$")]
-    pub key: String,
-    /// The same full key.
-    #[schema(pattern = "^ipto_[a-z0-9]{8}_[0-9A-Za-z]{40}$")]
-    pub secret: String,
+    /// The full key `ipto_{prefix}_{secret}`; `null` in an idempotent replay (the secret is
+    /// never stored).
+    #[schema(required = true, pattern = "^ipto_[a-z0-9]{8}_[0-9A-Za-z]{40}$")]
+    pub key: Option<String>,
+    /// The same full key; `null` in an idempotent replay.
+    #[schema(required = true, pattern = "^ipto_[a-z0-9]{8}_[0-9A-Za-z]{40}$")]
+    pub secret: Option<String>,
 }
 
 /// An API key with its grants.
@@ -406,7 +407,10 @@ async fn create(
     let mut data = key_json(&row, &now_text(&state));
     data["key"] = json!(full);
     data["secret"] = json!(full);
-    Ok(envelope::created(data))
+    Ok(envelope::with_secrets(
+        envelope::created(data),
+        &["key", "secret"],
+    ))
 }
 
 #[utoipa::path(

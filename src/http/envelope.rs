@@ -40,3 +40,27 @@ pub fn ok(data: impl Serialize) -> Response {
 pub fn created(data: impl Serialize) -> Response {
     self::data(StatusCode::CREATED, data)
 }
+
+/// Fields of a response's `data` that hold a secret shown once (a new key). Whatever keeps a
+/// response (the idempotency layer) keeps it with these fields `null`.
+#[derive(Clone, Copy, Debug)]
+pub struct SecretFields(pub &'static [&'static str]);
+
+/// Marks `response` as carrying `fields` in its `data` as secrets.
+pub fn with_secrets(mut response: Response, fields: &'static [&'static str]) -> Response {
+    response.extensions_mut().insert(SecretFields(fields));
+    response
+}
+
+/// The body to keep of a response marked with [`SecretFields`]: the same JSON with each secret
+/// field of `data` set to `null`. A body that is not such JSON is not kept at all (`None`).
+pub fn without_secrets(body: &[u8], secrets: SecretFields) -> Option<Vec<u8>> {
+    let mut value: Value = serde_json::from_slice(body).ok()?;
+    let data = value.get_mut("data")?.as_object_mut()?;
+    for field in secrets.0 {
+        if let Some(slot) = data.get_mut(*field) {
+            *slot = Value::Null;
+        }
+    }
+    serde_json::to_vec(&value).ok()
+}

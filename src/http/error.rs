@@ -60,6 +60,12 @@ pub enum AppError {
     /// 409 `upload_incomplete`: confirm before the blob is fully uploaded.
     #[error("upload incomplete")]
     UploadIncomplete,
+    /// 409 `upload_in_progress`: another upload to the same object is still being received.
+    #[error("upload in progress")]
+    UploadInProgress,
+    /// 408 `request_timeout`: the client sent its request too slowly.
+    #[error("request timeout")]
+    RequestTimeout,
     /// 422 `size_mismatch`: uploaded length differs from `size_bytes`.
     #[error("size mismatch")]
     SizeMismatch { expected: u64, actual: u64 },
@@ -122,7 +128,9 @@ impl AppError {
             | Self::Conflict
             | Self::IdempotencyKeyReused
             | Self::IdempotencyKeyInProgress
-            | Self::UploadIncomplete => StatusCode::CONFLICT,
+            | Self::UploadIncomplete
+            | Self::UploadInProgress => StatusCode::CONFLICT,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::SizeMismatch { .. } | Self::ChecksumMismatch { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -219,6 +227,16 @@ impl AppError {
             Self::UploadIncomplete => (
                 "upload_incomplete",
                 "The upload has not completed.".into(),
+                json!({}),
+            ),
+            Self::UploadInProgress => (
+                "upload_in_progress",
+                "Another upload of this object is still being received.".into(),
+                json!({}),
+            ),
+            Self::RequestTimeout => (
+                "request_timeout",
+                "The request was not received in time.".into(),
                 json!({}),
             ),
             Self::SizeMismatch { expected, actual } => (
@@ -409,6 +427,8 @@ mod tests {
                 409,
             ),
             (AppError::UploadIncomplete, "upload_incomplete", 409),
+            (AppError::UploadInProgress, "upload_in_progress", 409),
+            (AppError::RequestTimeout, "request_timeout", 408),
             (
                 AppError::PayloadTooLarge { limit: 1 },
                 "payload_too_large",

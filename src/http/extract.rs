@@ -3,8 +3,8 @@
 //! replace axum's own so that a bad one is answered in the error envelope, never as plain text.
 
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, Extensions, HeaderMap};
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
@@ -14,12 +14,36 @@ use crate::http::error::AppError;
 /// The authenticated principal of a request.
 pub struct Auth(pub Principal);
 
+/// The principal a request was already authenticated as (by the idempotency layer, which must
+/// check credentials before it may replay anything), so that it is resolved and rate limited once.
+#[derive(Clone)]
+pub struct Authenticated(pub Principal);
+
 impl FromRequestParts<AppState> for Auth {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let authorization = parts.headers.get(header::AUTHORIZATION);
-        let api_key = parts.headers.get("x-api-key");
+        if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
+            return Ok(Auth(principal.clone()));
+        }
+        authenticate(&parts.headers, &parts.extensions, state)
+            .await
+            .map(Auth)
+    }
+}
+
+/// Resolves the request's credential (SPEC §2.1) and takes one request from its rate-limit
+/// bucket (SPEC §1.10): 400 for malformed headers, 401 for an unknown, expired or revoked
+/// credential, 429 over the limit.
+pub async fn authenticate(
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    state: &AppState,
+) -> Result<Principal, AppError> {
+    let _ = extensions;
+    {
+        let authorization = headers.get(header::AUTHORIZATION);
+        let api_key = headers.get("x-api-key");
         let token = match (authorization, api_key) {
             (Some(_), Some(_)) => {
                 return Err(AppError::bad_request(
@@ -84,7 +108,7 @@ impl FromRequestParts<AppState> for Auth {
                 retry_after: quota.reset,
             });
         }
-        Ok(Auth(principal))
+        Ok(principal)
     }
 }
 

@@ -3,7 +3,12 @@
 //! JSON-equal body replays them with `Idempotent-Replayed: true` and executes nothing. Another
 //! request under the same key is 409 `idempotency_key_reused`; a repeat while the first still runs
 //! is 409 `idempotency_key_in_progress`. Records live in the database (restarts, several
-//! instances), scoped per credential, for 24 hours.
+//! instances), scoped per credential, for 24 hours; the jobs purge older ones.
+//!
+//! The credential is checked before anything is looked up, as for any request: a revoked or
+//! expired key or an ended session gets its 401, a replay counts against the rate limit, and the
+//! principal must still hold every scope the first run required. A response field marked secret
+//! (a new key) is kept as `null`, so no stored body holds a secret.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -12,8 +17,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sqlx::Row;
 
+use aggregates::Scope;
+
 use crate::app::AppState;
+use crate::auth::PrincipalKind;
+use crate::http::envelope::{self, SecretFields};
 use crate::http::error::AppError;
+use crate::http::extract::{authenticate, Authenticated};
 use crate::http::json::MAX_BODY_BYTES;
 
 /// How long a key is remembered.
@@ -44,6 +54,12 @@ async fn run(
     request: Request,
     next: Next,
 ) -> Result<Response, Response> {
+    let (mut parts, body) = request.into_parts();
+    // Credentials first (SPEC §1.11): nothing is replayed to a credential that no longer works.
+    let principal = authenticate(&parts.headers, &parts.extensions, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    parts.extensions.insert(Authenticated(principal.clone()));
     let key = raw_key
         .to_str()
         .ok()
@@ -53,17 +69,10 @@ async fn run(
                 .into_response()
         })?
         .to_owned();
-    let credential = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .or_else(|| request.headers().get("x-api-key"))
-        .map(|v| v.as_bytes().to_vec());
-    // Without a credential the request is refused anyway (401), and nothing is saved.
-    let Some(credential) = credential else {
-        return Ok(next.run(request).await);
+    let scope = match &principal.kind {
+        PrincipalKind::ApiKey { api_key_id } => format!("key:{api_key_id}"),
+        PrincipalKind::User { session_hash, .. } => format!("session:{session_hash}"),
     };
-    let scope = state.key.hmac_hex(&credential);
-    let (parts, body) = request.into_parts();
     let bytes = to_bytes(body, MAX_BODY_BYTES as usize).await.map_err(|_| {
         AppError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,
@@ -102,7 +111,7 @@ async fn run(
     .await
     .map_err(internal)?;
     if reserved.rows_affected() == 0 {
-        let row = sqlx::query("SELECT request_hash, state, status, headers, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
+        let row = sqlx::query("SELECT request_hash, state, status, headers, body, required_scopes FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
             .bind(&scope)
             .bind(&key)
             .fetch_one(&db.pool)
@@ -114,6 +123,23 @@ async fn run(
         }
         if row.try_get::<String, _>("state").map_err(internal)? != "done" {
             return Err(AppError::IdempotencyKeyInProgress.into_response());
+        }
+        // The scopes the first run needed, the principal must still hold.
+        let required: Option<String> = row.try_get("required_scopes").map_err(internal)?;
+        for name in required
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .filter(|n| !n.is_empty())
+        {
+            match Scope::parse(name) {
+                Some(scope) => principal
+                    .require(scope)
+                    .map_err(IntoResponse::into_response)?,
+                None => {
+                    return Err(AppError::internal(format!("stored scope {name}")).into_response())
+                }
+            }
         }
         let status: i64 = row.try_get("status").map_err(internal)?;
         let request_id: Option<String> = row.try_get("headers").map_err(internal)?;
@@ -144,24 +170,50 @@ async fn run(
             .await;
         return Ok(response);
     }
+    let required: Vec<&str> = crate::store::REQUEST
+        .try_with(|r| r.required())
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
     let (parts, body) = response.into_parts();
     let bytes = to_bytes(body, usize::MAX)
         .await
         .map_err(|e| AppError::internal(e).into_response())?;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let kept = match parts.extensions.get::<SecretFields>() {
+        Some(secrets) => envelope::without_secrets(&bytes, *secrets).ok_or_else(|| {
+            AppError::internal("a secret-bearing body that is not JSON").into_response()
+        })?,
+        None => bytes.to_vec(),
+    };
+    let text = String::from_utf8_lossy(&kept).into_owned();
     let request_id = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| v["request_id"].as_str().map(str::to_owned));
     sqlx::query(
-        "UPDATE idempotency_keys SET state = 'done', status = $1, headers = $2, body = $3 WHERE scope = $4 AND idem_key = $5",
+        "UPDATE idempotency_keys SET state = 'done', status = $1, headers = $2, body = $3, \
+         required_scopes = $4 WHERE scope = $5 AND idem_key = $6",
     )
     .bind(i64::from(status.as_u16()))
     .bind(request_id)
     .bind(&text)
+    .bind(required.join(","))
     .bind(&scope)
     .bind(&key)
     .execute(&db.pool)
     .await
     .map_err(internal)?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// Deletes records older than the retention (the jobs run it); returns how many.
+pub async fn purge(state: &AppState) -> Result<u64, sqlx::Error> {
+    let expired = aggregates::timestamp::format(
+        state.store.clock.now() - chrono::Duration::hours(RETENTION_HOURS),
+    );
+    let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+        .bind(expired)
+        .execute(&state.store.db.pool)
+        .await?;
+    Ok(done.rows_affected())
 }

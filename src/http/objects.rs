@@ -424,44 +424,56 @@ async fn confirm(
     if dataset_status == "pending_deletion" {
         return Err(AppError::InvalidState(dataset_status));
     }
-    let Some(stored) = state.blobs.size(&id).await? else {
+    let Some(stored) = state.blobs.upload_size(&id).await? else {
         return Err(AppError::UploadIncomplete);
     };
     let expected = object.size_bytes as u64;
     if stored != expected {
-        state.blobs.delete(&id).await?;
+        state.blobs.delete_upload(&id).await?;
         return Err(AppError::SizeMismatch {
             expected,
             actual: stored,
         });
     }
-    let (length, digest) = state.blobs.digest(&id).await?;
-    if length != expected {
-        state.blobs.delete(&id).await?;
-        return Err(AppError::SizeMismatch {
+    // Verify a copy of its own: a PUT racing this confirm can change the upload, not the copy.
+    let candidate = state.blobs.copy_upload(&id).await?;
+    let failure = if candidate.length != expected {
+        Some(AppError::SizeMismatch {
             expected,
-            actual: length,
-        });
-    }
-    if let Some(declared) = &object.declared_sha256 {
-        if *declared != digest {
-            state.blobs.delete(&id).await?;
-            return Err(AppError::ChecksumMismatch {
+            actual: candidate.length,
+        })
+    } else {
+        object
+            .declared_sha256
+            .as_ref()
+            .filter(|declared| **declared != candidate.sha256)
+            .map(|declared| AppError::ChecksumMismatch {
                 expected: declared.clone(),
-                actual: digest,
-            });
-        }
+                actual: candidate.sha256.clone(),
+            })
+    };
+    if let Some(failure) = failure {
+        state.blobs.discard(candidate).await?;
+        state.blobs.delete_upload(&id).await?;
+        return Err(failure);
     }
+    let digest = candidate.sha256.clone();
+    state.blobs.seal(candidate).await?;
     let uploaded_at = state.store.clock.now();
     let command = ObjectCommand::ConfirmUpload {
         sha256: Sha256Hex::parse(&digest).map_err(AppError::internal)?,
         uploaded_at,
         review_expires_at: uploaded_at + REVIEW_WINDOW,
     };
+    // A concurrent confirm that loses here leaves its copy unreferenced; the collector takes it.
     state
         .store
         .execute::<Object>(&id, command, &(), &principal.actor())
         .await?;
+    // The upload has served its purpose; a later PUT can only recreate it, and nothing serves it.
+    if let Err(error) = state.blobs.delete_upload(&id).await {
+        tracing::warn!(%error, object_id = %id, "could not remove a confirmed upload; the collector will");
+    }
     Ok(envelope::ok(object_json(&reload(&state, &id).await?)))
 }
 
@@ -660,9 +672,13 @@ async fn download(
             .await?;
         (amount, Some(access_id.to_string()))
     };
+    let sha256 = object
+        .checksum_sha256
+        .as_deref()
+        .ok_or_else(|| AppError::internal("a downloadable object without a checksum"))?;
     let url = state
         .blobs
-        .download_url(&id, now, now + DOWNLOAD_TTL)
+        .download_url(&id, sha256, now, now + DOWNLOAD_TTL)
         .await?;
     Ok(envelope::ok(json!({
         "download_url": url.url,

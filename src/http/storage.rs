@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -27,7 +28,13 @@ struct Signature {
 }
 
 impl Signature {
-    fn check(&self, state: &AppState, method: &str, object_id: &str) -> Result<(), AppError> {
+    /// Checks the signature and expiry; returns when the URL expires.
+    fn check(
+        &self,
+        state: &AppState,
+        method: &str,
+        object_id: &str,
+    ) -> Result<chrono::DateTime<chrono::Utc>, AppError> {
         let expires = self.expires.as_deref().and_then(|e| e.parse::<i64>().ok());
         let valid = match (expires, self.signature.as_deref()) {
             (Some(expires), Some(signature)) => state.blobs.verify(
@@ -39,16 +46,14 @@ impl Signature {
             ),
             _ => false,
         };
-        if valid {
-            Ok(())
-        } else {
-            Err(AppError::Forbidden(
+        match expires.and_then(|e| chrono::DateTime::from_timestamp(e, 0)) {
+            Some(expires_at) if valid => Ok(expires_at),
+            _ => Err(AppError::Forbidden(
                 "Invalid or expired storage signature.".into(),
-            ))
+            )),
         }
     }
 }
-
 impl From<BlobError> for AppError {
     fn from(error: BlobError) -> Self {
         match error {
@@ -60,22 +65,55 @@ impl From<BlobError> for AppError {
     }
 }
 
+/// Receives an upload. The signature and the object's state are checked before the first byte
+/// and again before the upload replaces the previous one; one upload per object at a time; the
+/// client must keep sending (an idle gap of `IPTO_REQUEST_TIMEOUT_SECONDS` ends it, 408) and
+/// finish before the URL expires.
 async fn upload(
     State(state): State<AppState>,
     Path(object_id): Path<String>,
     Query(signature): Query<Signature>,
     request: Request,
 ) -> Result<Response, AppError> {
-    signature.check(&state, "PUT", &object_id)?;
-    let object = projections::objects::object(&state.store.db, &object_id)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    if object.status != "pending_upload" {
-        return Err(AppError::InvalidState(object.status));
-    }
+    let expires = signature.check(&state, "PUT", &object_id)?;
+    let object = pending_upload(&state, &object_id).await?;
+    let Some(_claim) = state.uploads.claim(&object_id) else {
+        return Err(AppError::UploadInProgress);
+    };
     let limit = object.size_bytes.max(0) as u64;
-    let body = request.into_body().into_data_stream();
-    let (_, sha256) = state.blobs.write(&object_id, body, limit).await?;
+    let idle = std::time::Duration::from_secs(state.config.request_timeout_seconds);
+    let deadline = tokio::time::Instant::now()
+        + (expires - state.store.clock.now())
+            .to_std()
+            .unwrap_or_default();
+    let mut body = request.into_body().into_data_stream();
+    let mut writer = state.blobs.begin_upload(&object_id, limit).await?;
+    let received = loop {
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, body.next()).await {
+            Err(_) => break Err(AppError::RequestTimeout),
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => break Err(AppError::bad_request(format!("Upload stream: {e}"))),
+            Ok(Some(Ok(chunk))) => {
+                if let Err(e) = writer.push(chunk).await {
+                    break Err(e.into());
+                }
+            }
+        }
+    };
+    // The final step: the URL must still be valid and the object still waiting for its bytes.
+    let checked = match received {
+        Ok(()) => match signature.check(&state, "PUT", &object_id) {
+            Ok(_) => pending_upload(&state, &object_id).await.map(|_| ()),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(error) = checked {
+        writer.abort().await;
+        return Err(error);
+    }
+    let (_, sha256) = writer.finish().await?;
     let mut response = StatusCode::OK.into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{sha256}\"")) {
         response.headers_mut().insert(header::ETAG, etag);
@@ -83,6 +121,22 @@ async fn upload(
     Ok(response)
 }
 
+/// The object, if it still waits for its bytes (else 404 or 409).
+async fn pending_upload(
+    state: &AppState,
+    object_id: &str,
+) -> Result<projections::objects::ObjectRow, AppError> {
+    let object = projections::objects::object(&state.store.db, object_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if object.status != "pending_upload" {
+        return Err(AppError::InvalidState(object.status));
+    }
+    Ok(object)
+}
+
+/// Serves an object's confirmed bytes: only sealed blobs, named by the checksum its events
+/// record, never an upload.
 async fn download(
     State(state): State<AppState>,
     Path(object_id): Path<String>,
@@ -93,11 +147,15 @@ async fn download(
     let object = projections::objects::object(&state.store.db, &object_id)
         .await?
         .ok_or(AppError::NotFound)?;
+    let sha256 = object
+        .checksum_sha256
+        .as_deref()
+        .ok_or(AppError::NotFound)?;
     let requested = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_range);
-    let (total, served, stream) = match state.blobs.read(&object_id, requested).await {
+    let (total, served, stream) = match state.blobs.read(&object_id, sha256, requested).await {
         Err(BlobError::RangeNotSatisfiable) => {
             return Response::builder()
                 .status(StatusCode::RANGE_NOT_SATISFIABLE)

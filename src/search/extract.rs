@@ -44,6 +44,7 @@ impl Kind {
 pub async fn extract(
     blobs: &Blobs,
     object_id: &str,
+    sha256: &str,
     content_type: &str,
 ) -> Result<Option<String>, BlobError> {
     let Some(kind) = Kind::of(content_type) else {
@@ -53,7 +54,7 @@ pub async fn extract(
         Kind::Text | Kind::Json => MAX_TEXT_BYTES,
         Kind::Pdf => MAX_PDF_BYTES,
     };
-    let (total, _, mut stream) = match blobs.read(object_id, None).await {
+    let (total, _, mut stream) = match blobs.read(object_id, sha256, None).await {
         Ok(read) => read,
         Err(BlobError::NotFound) => return Ok(None),
         Err(other) => return Err(other),

@@ -194,8 +194,20 @@ impl Indexer {
                 _ => None,
             })
             .ok_or_else(|| IndexerError::Inconsistent(object_id.to_owned()))?;
-        let text =
-            extract::extract(&self.blobs, object_id, descriptor.content_type.as_str()).await?;
+        let sha256 = history
+            .iter()
+            .find_map(|e| match e.decode::<ObjectEvent>() {
+                Ok(ObjectEvent::ObjectUploadConfirmed { sha256, .. }) => Some(sha256),
+                _ => None,
+            })
+            .ok_or_else(|| IndexerError::Inconsistent(object_id.to_owned()))?;
+        let text = extract::extract(
+            &self.blobs,
+            object_id,
+            sha256.as_str(),
+            descriptor.content_type.as_str(),
+        )
+        .await?;
         Ok(IndexedObject {
             object_id: object_id.to_owned(),
             dataset_id: descriptor.dataset_id.to_string(),

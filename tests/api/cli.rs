@@ -194,6 +194,7 @@ pub(crate) async fn open(fresh: &Fresh) -> ipto::AppState {
         jobs: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
         limits: std::sync::Arc::default(),
         search,
+        uploads: std::sync::Arc::default(),
     }
 }
 

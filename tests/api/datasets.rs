@@ -303,8 +303,8 @@ async fn deleting_a_dataset_cascades_to_its_objects_and_then_hides_it() {
         .await
         .expect(404);
     assert_eq!(
-        app.state.blobs.size(&object).await.unwrap(),
-        None,
+        app.state.blobs.count(&object).await.unwrap(),
+        0,
         "the blob was removed"
     );
     settled(&app.state).await;

@@ -4,6 +4,7 @@
 mod accounts;
 mod api_keys;
 mod audit;
+mod blob_integrity;
 mod cli;
 mod conventions;
 mod crash;
@@ -13,5 +14,6 @@ mod metering;
 mod objects;
 mod openapi;
 mod projections;
+mod replays;
 mod search;
 mod security;

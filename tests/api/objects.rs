@@ -155,7 +155,7 @@ async fn object_flow(app: &TestApp, admin: &str) {
         .expect(200);
     assert_eq!(deleted.data()["status"], "deleted");
     assert_eq!(deleted.data()["review_state"], "approved");
-    assert_eq!(app.state.blobs.size(&id).await.unwrap(), None);
+    assert_eq!(app.state.blobs.count(&id).await.unwrap(), 0);
     let counters = dataset(app, &token, &dataset_id).await;
     assert_eq!(
         (
@@ -230,7 +230,7 @@ async fn uploads_are_verified_before_confirmation() {
         json!({"expected": 5, "actual": 3})
     );
     assert_eq!(object(&app, &token, &id).await["status"], "pending_upload");
-    assert_eq!(app.state.blobs.size(&id).await.unwrap(), None);
+    assert_eq!(app.state.blobs.count(&id).await.unwrap(), 0);
     // A corrected upload then confirms.
     app.put_bytes(&url, b"12345").await.expect(200);
     app.post(
@@ -290,16 +290,16 @@ async fn signed_upload_urls_refuse_tampering_overflow_and_late_uploads() {
     let unsigned = url.split('?').next().unwrap().to_owned();
     app.put_bytes(&unsigned, b"12345").await.expect(403);
     assert_eq!(
-        app.state.blobs.size(&id).await.unwrap(),
-        None,
+        app.state.blobs.count(&id).await.unwrap(),
+        0,
         "nothing was stored"
     );
 
     let overflow = app.put_bytes(&url, b"123456").await.expect(413);
     assert_eq!(overflow.code(), "payload_too_large");
     assert_eq!(
-        app.state.blobs.size(&id).await.unwrap(),
-        None,
+        app.state.blobs.count(&id).await.unwrap(),
+        0,
         "a refused upload leaves nothing"
     );
 
@@ -377,7 +377,7 @@ async fn a_pending_upload_can_be_cancelled_once() {
         .await
         .expect(200);
     assert_eq!(cancelled.data()["status"], "cancelled");
-    assert_eq!(app.state.blobs.size(&id).await.unwrap(), None);
+    assert_eq!(app.state.blobs.count(&id).await.unwrap(), 0);
     assert_eq!(
         app.delete(&format!("/v1/objects/{id}/upload"), Some(&token))
             .await
@@ -607,6 +607,6 @@ async fn an_expired_upload_url_is_refused() {
         app.put_bytes(&port_fixed, b"late").await.expect(403).code(),
         "forbidden"
     );
-    assert_eq!(app.state.blobs.size(&id).await.unwrap(), None);
+    assert_eq!(app.state.blobs.count(&id).await.unwrap(), 0);
     app.finish().await;
 }
