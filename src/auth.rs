@@ -128,6 +128,25 @@ impl Principal {
         }
     }
 
+    /// The datasets an `allow_list` key may search and download (SPEC §3.6: only granted ones,
+    /// its tenant's own included); `None` when the principal is not limited to a list.
+    pub async fn allow_list(
+        &self,
+        db: &Db,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, AppError> {
+        let PrincipalKind::ApiKey { api_key_id } = &self.kind else {
+            return Ok(None);
+        };
+        let key = projections::api_keys::key(db, api_key_id)
+            .await?
+            .ok_or(AppError::Unauthorized)?;
+        if key.dataset_access_mode != "allow_list" {
+            return Ok(None);
+        }
+        let grants = projections::api_keys::grants(db, api_key_id).await?;
+        Ok(Some(grants.into_iter().map(|g| g.dataset_id).collect()))
+    }
+
     /// The actor recorded on the events this principal causes.
     pub fn actor(&self) -> crate::store::Actor {
         match &self.kind {
@@ -263,6 +282,9 @@ pub fn split_api_key(key: &str) -> Option<(&str, &str)> {
     (prefix_ok && secret_ok).then_some((prefix, secret))
 }
 
+/// How many keys may stand above a working key (each created by the one above it).
+const MAX_KEY_CHAIN: usize = 16;
+
 /// API keys in the operational `api_key_secrets` table and the `api_keys` read model.
 pub struct ApiKeys<'a> {
     pub db: &'a Db,
@@ -319,6 +341,19 @@ impl ApiKeys<'_> {
         let now_text = aggregates::timestamp::format(now);
         if key.status(&now_text) != "active" {
             return Ok(None);
+        }
+        // A key created by a key works only while every key above it does.
+        let mut creator = key.created_by.clone();
+        let mut depth = 0;
+        while let Some(parent) = creator.filter(|c| c.starts_with("key_")) {
+            depth += 1;
+            if depth > MAX_KEY_CHAIN {
+                return Ok(None);
+            }
+            match projections::api_keys::key(self.db, &parent).await? {
+                Some(row) if row.status(&now_text) == "active" => creator = row.created_by,
+                _ => return Ok(None),
+            }
         }
         let minute_ago = aggregates::timestamp::format(now - Duration::seconds(60));
         if key

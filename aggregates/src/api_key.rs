@@ -5,7 +5,7 @@ mod command;
 mod error;
 mod event;
 
-pub use command::ApiKeyCommand;
+pub use command::{ApiKeyCommand, IssuingKey, Widening};
 pub use error::ApiKeyError;
 pub use event::ApiKeyEvent;
 
@@ -84,46 +84,21 @@ impl Aggregate for ApiKey {
         _: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), ApiKeyError> {
-        if let ApiKeyCommand::Create(profile) = command {
-            if self.profile.is_some() {
-                return Err(ApiKeyError::AlreadyExists);
-            }
-            if profile.scopes.is_empty() || profile.scopes.contains(&Scope::Admin) {
-                return Err(ApiKeyError::InvalidScopes);
-            }
-            sink.write(ApiKeyEvent::ApiKeyCreated(profile), self).await;
-            return Ok(());
-        }
-        if self.profile.is_none() {
-            return Err(ApiKeyError::NotFound);
-        }
-        let event = match command {
-            ApiKeyCommand::Create(_) => unreachable!("handled above"),
-            // Revoking again changes nothing (`revoked_at` stays).
-            ApiKeyCommand::Revoke { .. } if self.revoked_at.is_some() => return Ok(()),
-            ApiKeyCommand::Revoke { at } => ApiKeyEvent::ApiKeyRevoked { revoked_at: at },
-            ApiKeyCommand::AddGrant { .. } if self.revoked_at.is_some() => {
-                return Err(ApiKeyError::Revoked)
-            }
-            ApiKeyCommand::AddGrant { dataset_id, .. } if self.grant_for(&dataset_id).is_some() => {
-                return Ok(())
-            }
-            ApiKeyCommand::AddGrant {
-                grant_id,
-                dataset_id,
-            } => ApiKeyEvent::ApiKeyGrantAdded {
-                grant_id,
-                dataset_id,
-            },
-            ApiKeyCommand::RemoveGrant { grant_id } => match self.grants.get(&grant_id) {
-                Some(dataset_id) => ApiKeyEvent::ApiKeyGrantRemoved {
-                    grant_id,
-                    dataset_id: dataset_id.clone(),
-                },
-                None => return Err(ApiKeyError::GrantNotFound),
-            },
+        let (profile, issuer) = match command {
+            ApiKeyCommand::Create(profile) => (profile, None),
+            ApiKeyCommand::Derive { profile, issuer } => (profile, Some(issuer)),
+            other => return self.change(other, sink).await,
         };
-        sink.write(event, self).await;
+        if self.profile.is_some() {
+            return Err(ApiKeyError::AlreadyExists);
+        }
+        if profile.scopes.is_empty() || profile.scopes.contains(&Scope::Admin) {
+            return Err(ApiKeyError::InvalidScopes);
+        }
+        if let Some(widening) = issuer.and_then(|issuer| issuer.widened_by(&profile)) {
+            return Err(ApiKeyError::Wider(widening));
+        }
+        sink.write(ApiKeyEvent::ApiKeyCreated(profile), self).await;
         Ok(())
     }
 
@@ -141,6 +116,67 @@ impl Aggregate for ApiKey {
                 self.grants.remove(&grant_id);
             }
         }
+    }
+}
+
+impl ApiKey {
+    /// Every command on an existing key.
+    async fn change(
+        &mut self,
+        command: ApiKeyCommand,
+        sink: &EventSink<Self>,
+    ) -> Result<(), ApiKeyError> {
+        if self.profile.is_none() {
+            return Err(ApiKeyError::NotFound);
+        }
+        let event = match command {
+            ApiKeyCommand::Create(_) | ApiKeyCommand::Derive { .. } => {
+                return Err(ApiKeyError::AlreadyExists)
+            }
+            // Revoking again changes nothing (`revoked_at` stays).
+            ApiKeyCommand::Revoke { .. } if self.revoked_at.is_some() => return Ok(()),
+            ApiKeyCommand::Revoke { at } => ApiKeyEvent::ApiKeyRevoked { revoked_at: at },
+            ApiKeyCommand::AddGrant { .. } if self.revoked_at.is_some() => {
+                return Err(ApiKeyError::Revoked)
+            }
+            ApiKeyCommand::AddGrant {
+                issuer: Some(issuer),
+                ..
+            } if self
+                .profile
+                .as_ref()
+                .is_some_and(|p| p.api_key_id == issuer.api_key_id) =>
+            {
+                return Err(ApiKeyError::Wider(Widening::OwnGrant))
+            }
+            ApiKeyCommand::AddGrant {
+                issuer: Some(issuer),
+                dataset_id,
+                ..
+            } if !issuer.may_grant(&dataset_id) => {
+                return Err(ApiKeyError::Wider(Widening::Dataset))
+            }
+            ApiKeyCommand::AddGrant { dataset_id, .. } if self.grant_for(&dataset_id).is_some() => {
+                return Ok(())
+            }
+            ApiKeyCommand::AddGrant {
+                grant_id,
+                dataset_id,
+                ..
+            } => ApiKeyEvent::ApiKeyGrantAdded {
+                grant_id,
+                dataset_id,
+            },
+            ApiKeyCommand::RemoveGrant { grant_id } => match self.grants.get(&grant_id) {
+                Some(dataset_id) => ApiKeyEvent::ApiKeyGrantRemoved {
+                    grant_id,
+                    dataset_id: dataset_id.clone(),
+                },
+                None => return Err(ApiKeyError::GrantNotFound),
+            },
+        };
+        sink.write(event, self).await;
+        Ok(())
     }
 }
 
@@ -215,6 +251,7 @@ mod tests {
             .when(ApiKeyCommand::AddGrant {
                 grant_id: grant_id.clone(),
                 dataset_id: dataset_id.clone(),
+                issuer: None,
             })
             .then_expect_events(vec![ApiKeyEvent::ApiKeyGrantAdded {
                 grant_id: grant_id.clone(),
@@ -230,6 +267,7 @@ mod tests {
             .when(ApiKeyCommand::AddGrant {
                 grant_id: GrantId::generate(),
                 dataset_id,
+                issuer: None,
             })
             .then_expect_events(vec![]);
     }
@@ -243,6 +281,7 @@ mod tests {
             .when(ApiKeyCommand::AddGrant {
                 grant_id: GrantId::generate(),
                 dataset_id: DatasetId::generate(),
+                issuer: None,
             })
             .then_expect_error(ApiKeyError::Revoked);
     }
@@ -278,5 +317,157 @@ mod tests {
             .given_no_previous_events()
             .when(ApiKeyCommand::Revoke { at: at() })
             .then_expect_error(ApiKeyError::NotFound);
+    }
+
+    fn issuer(scopes: Vec<Scope>, mode: AccessMode, granted: Vec<DatasetId>) -> IssuingKey {
+        IssuingKey {
+            api_key_id: ApiKeyId::generate(),
+            scopes,
+            dataset_access_mode: mode,
+            granted,
+            expires_at: Some(at()),
+        }
+    }
+
+    fn derived(mode: AccessMode, expires_at: Option<DateTime<Utc>>) -> KeyProfile {
+        KeyProfile {
+            dataset_access_mode: mode,
+            expires_at,
+            ..profile(vec![Scope::SearchQuery])
+        }
+    }
+
+    #[test]
+    fn a_key_may_derive_a_key_no_wider_than_itself() {
+        let parent = issuer(
+            vec![Scope::SearchQuery, Scope::KeysWrite],
+            AccessMode::AllowList,
+            vec![],
+        );
+        for child in [
+            derived(AccessMode::AllowList, Some(at())),
+            derived(
+                AccessMode::AllowList,
+                Some(at() - chrono::Duration::seconds(1)),
+            ),
+        ] {
+            KeyTest::with(())
+                .given_no_previous_events()
+                .when(ApiKeyCommand::Derive {
+                    profile: child.clone(),
+                    issuer: parent.clone(),
+                })
+                .then_expect_events(vec![ApiKeyEvent::ApiKeyCreated(child)]);
+        }
+    }
+
+    #[test]
+    fn a_derived_key_wider_than_its_issuer_is_refused() {
+        let parent = issuer(
+            vec![Scope::SearchQuery, Scope::KeysWrite],
+            AccessMode::AllowList,
+            vec![],
+        );
+        let cases = [
+            (
+                KeyProfile {
+                    scopes: vec![Scope::SearchQuery, Scope::DatasetsRead],
+                    ..derived(AccessMode::AllowList, Some(at()))
+                },
+                Widening::Scope(Scope::DatasetsRead),
+            ),
+            (
+                derived(AccessMode::AllAvailable, Some(at())),
+                Widening::AccessMode,
+            ),
+            (derived(AccessMode::AllowList, None), Widening::Expiry),
+            (
+                derived(
+                    AccessMode::AllowList,
+                    Some(at() + chrono::Duration::seconds(1)),
+                ),
+                Widening::Expiry,
+            ),
+        ];
+        for (child, widening) in cases {
+            KeyTest::with(())
+                .given_no_previous_events()
+                .when(ApiKeyCommand::Derive {
+                    profile: child,
+                    issuer: parent.clone(),
+                })
+                .then_expect_error(ApiKeyError::Wider(widening));
+        }
+    }
+
+    #[test]
+    fn an_all_available_issuer_without_expiry_may_derive_any_mode_and_expiry() {
+        let parent = IssuingKey {
+            expires_at: None,
+            ..issuer(vec![Scope::SearchQuery], AccessMode::AllAvailable, vec![])
+        };
+        for child in [
+            derived(AccessMode::AllAvailable, None),
+            derived(AccessMode::AllowList, Some(at())),
+        ] {
+            KeyTest::with(())
+                .given_no_previous_events()
+                .when(ApiKeyCommand::Derive {
+                    profile: child.clone(),
+                    issuer: parent.clone(),
+                })
+                .then_expect_events(vec![ApiKeyEvent::ApiKeyCreated(child)]);
+        }
+    }
+
+    #[test]
+    fn a_key_never_grants_to_itself() {
+        let events = created();
+        let ApiKeyEvent::ApiKeyCreated(own) = &events[0] else {
+            unreachable!()
+        };
+        let myself = IssuingKey {
+            api_key_id: own.api_key_id.clone(),
+            ..issuer(vec![Scope::KeysWrite], AccessMode::AllAvailable, vec![])
+        };
+        KeyTest::with(())
+            .given(events)
+            .when(ApiKeyCommand::AddGrant {
+                grant_id: GrantId::generate(),
+                dataset_id: DatasetId::generate(),
+                issuer: Some(myself),
+            })
+            .then_expect_error(ApiKeyError::Wider(Widening::OwnGrant));
+    }
+
+    #[test]
+    fn an_allow_list_issuer_grants_only_what_it_is_granted() {
+        let granted = DatasetId::generate();
+        let other = DatasetId::generate();
+        let parent = issuer(
+            vec![Scope::KeysWrite],
+            AccessMode::AllowList,
+            vec![granted.clone()],
+        );
+        let grant_id = GrantId::generate();
+        KeyTest::with(())
+            .given(created())
+            .when(ApiKeyCommand::AddGrant {
+                grant_id: grant_id.clone(),
+                dataset_id: granted.clone(),
+                issuer: Some(parent.clone()),
+            })
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyGrantAdded {
+                grant_id,
+                dataset_id: granted,
+            }]);
+        KeyTest::with(())
+            .given(created())
+            .when(ApiKeyCommand::AddGrant {
+                grant_id: GrantId::generate(),
+                dataset_id: other,
+                issuer: Some(parent),
+            })
+            .then_expect_error(ApiKeyError::Wider(Widening::Dataset));
     }
 }

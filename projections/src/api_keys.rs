@@ -19,7 +19,7 @@ impl Projection for ApiKeysProjection {
         "api_keys"
     }
     fn version(&self) -> i64 {
-        1
+        2
     }
     fn tables(&self) -> &'static [&'static str] {
         &["api_keys", "api_key_grants"]
@@ -43,7 +43,7 @@ impl Projection for ApiKeysProjection {
                 let scopes: Vec<&str> = p.scopes.iter().map(|s| s.as_str()).collect();
                 sqlx::query(
                     "INSERT INTO api_keys (api_key_id, tenant_id, name, key_prefix, scopes, dataset_access_mode, \
-                     created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                     created_at, expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(p.api_key_id.as_str())
                 .bind(p.tenant_id.as_str())
@@ -53,6 +53,7 @@ impl Projection for ApiKeysProjection {
                 .bind(p.dataset_access_mode.as_str())
                 .bind(at)
                 .bind(p.expires_at.map(timestamp::format))
+                .bind(&p.created_by)
                 .execute(conn)
                 .await?
             }
@@ -102,6 +103,8 @@ pub struct ApiKeyRow {
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// `usr_…` or `key_…` of the principal that created it.
+    pub created_by: Option<String>,
 }
 
 impl ApiKeyRow {
@@ -119,7 +122,7 @@ impl ApiKeyRow {
 
 const KEY_SELECT: &str =
     "SELECT k.api_key_id, k.tenant_id, k.name, k.key_prefix, k.scopes, k.dataset_access_mode, \
-     k.created_at, k.expires_at, k.revoked_at, u.last_used_at \
+     k.created_at, k.expires_at, k.revoked_at, u.last_used_at, k.created_by \
      FROM api_keys k LEFT JOIN api_key_usage u ON u.api_key_id = k.api_key_id";
 
 fn key_row(row: &AnyRow) -> Result<ApiKeyRow, sqlx::Error> {
@@ -135,6 +138,7 @@ fn key_row(row: &AnyRow) -> Result<ApiKeyRow, sqlx::Error> {
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        created_by: row.try_get("created_by")?,
     })
 }
 
@@ -145,6 +149,14 @@ pub async fn key(db: &Db, api_key_id: &str) -> Result<Option<ApiKeyRow>, sqlx::E
         .fetch_optional(&db.pool)
         .await?;
     row.as_ref().map(key_row).transpose()
+}
+
+/// The keys a key created, revoked ones included.
+pub async fn created_by_key(db: &Db, api_key_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT api_key_id FROM api_keys WHERE created_by = $1 ORDER BY api_key_id")
+        .bind(api_key_id)
+        .fetch_all(&db.pool)
+        .await
 }
 
 /// A tenant's keys, newest first; fetches `limit + 1` after `(created_at, id)`.

@@ -1,7 +1,7 @@
 //! API keys and their dataset grants (SPEC §3.6).
 
 use crate::http::routes::Routes;
-use aggregates::api_key::{AccessMode, ApiKeyCommand, KeyProfile};
+use aggregates::api_key::{AccessMode, ApiKeyCommand, IssuingKey, KeyProfile};
 use aggregates::{ApiKey, ApiKeyId, DatasetId, GrantId, Scope, TenantId};
 use axum::extract::State;
 use axum::response::Response;
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
-use crate::auth::{new_api_key, ApiKeys, Principal};
+use crate::auth::{new_api_key, ApiKeys, Principal, PrincipalKind};
 use crate::http::datasets::sort_key;
 use crate::http::envelope;
 use crate::http::error::AppError;
@@ -383,6 +383,12 @@ async fn create(
     }
     let (prefix, full) =
         issued.ok_or_else(|| AppError::internal("could not store the key's secret"))?;
+    // A key creating a key passes on no more than it holds; by default, its own expiry.
+    let issuer = match &principal.kind {
+        PrincipalKind::ApiKey { api_key_id } => Some(issuing_key(&state, api_key_id).await?),
+        PrincipalKind::User { .. } => None,
+    };
+    let expires_at = expires_at.or(issuer.as_ref().and_then(|i| i.expires_at));
     let actor = principal.actor();
     let profile = KeyProfile {
         api_key_id: api_key_id.clone(),
@@ -398,7 +404,10 @@ async fn create(
         .store
         .execute::<ApiKey>(
             api_key_id.as_str(),
-            ApiKeyCommand::Create(profile),
+            match issuer {
+                Some(issuer) => ApiKeyCommand::Derive { profile, issuer },
+                None => ApiKeyCommand::Create(profile),
+            },
             &(),
             &actor,
         )
@@ -499,10 +508,61 @@ async fn revoke(
         .store
         .execute::<ApiKey>(&id, command, &(), &principal.actor())
         .await?;
+    revoke_created(&state, &principal, &id).await?;
     Ok(envelope::ok(key_json(
         &reload(&state, &id).await?,
         &now_text(&state),
     )))
+}
+
+/// Revokes every key that `id` created, and theirs, as events of the same actor. (A key whose
+/// creator is not active is refused at authentication anyway; this makes the views say so.)
+async fn revoke_created(state: &AppState, principal: &Principal, id: &str) -> Result<(), AppError> {
+    let mut parents = vec![id.to_owned()];
+    let mut seen = std::collections::HashSet::from([id.to_owned()]);
+    while let Some(parent) = parents.pop() {
+        for child in read::created_by_key(&state.store.db, &parent).await? {
+            if !seen.insert(child.clone()) {
+                continue;
+            }
+            let command = ApiKeyCommand::Revoke {
+                at: state.store.clock.now(),
+            };
+            state
+                .store
+                .execute::<ApiKey>(&child, command, &(), &principal.actor())
+                .await?;
+            parents.push(child);
+        }
+    }
+    Ok(())
+}
+
+/// What a key holds now, as the bound on the keys and grants it may pass on.
+async fn issuing_key(state: &AppState, api_key_id: &str) -> Result<IssuingKey, AppError> {
+    let row = read::key(&state.store.db, api_key_id)
+        .await?
+        .ok_or_else(|| AppError::internal("the calling key is missing from the read model"))?;
+    let granted = read::grants(&state.store.db, api_key_id)
+        .await?
+        .iter()
+        .map(|g| DatasetId::parse(&g.dataset_id))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(AppError::internal)?;
+    Ok(IssuingKey {
+        api_key_id: ApiKeyId::parse(api_key_id).map_err(AppError::internal)?,
+        scopes: row.scopes.clone(),
+        dataset_access_mode: AccessMode::parse(&row.dataset_access_mode)
+            .ok_or_else(|| AppError::internal("stored access mode"))?,
+        granted,
+        expires_at: row
+            .expires_at
+            .as_deref()
+            .map(|e| {
+                aggregates::timestamp::parse(e).ok_or_else(|| AppError::internal("stored expiry"))
+            })
+            .transpose()?,
+    })
 }
 
 /// A grant's body.
@@ -553,9 +613,14 @@ async fn grant(
     if !projections::datasets::accessible(&row, &principal.tenant_id, entitled) {
         return Err(AppError::NotFound);
     }
+    let issuer = match &principal.kind {
+        PrincipalKind::ApiKey { api_key_id } => Some(issuing_key(&state, api_key_id).await?),
+        PrincipalKind::User { .. } => None,
+    };
     let command = ApiKeyCommand::AddGrant {
         grant_id: GrantId::generate(),
         dataset_id: dataset,
+        issuer,
     };
     let committed = state
         .store

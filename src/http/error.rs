@@ -371,6 +371,13 @@ impl From<aggregates::api_key::ApiKeyError> for AppError {
                 Self::field("scopes", "must be non-empty and exclude admin:*")
             }
             ApiKeyError::Revoked => Self::InvalidState("revoked".into()),
+            ApiKeyError::Wider(widening) => {
+                let reason = widening.to_string();
+                let mut message = reason[..1].to_uppercase();
+                message.push_str(&reason[1..]);
+                message.push('.');
+                Self::Forbidden(message)
+            }
             ApiKeyError::AlreadyExists => Self::internal(error),
         }
     }

@@ -637,6 +637,12 @@ async fn download(
     let (charged_micros, access_id) = if object.tenant_id == principal.tenant_id {
         // The owner downloads staged or approved objects, free and unrecorded.
         let (object, dataset_status) = own_object(&state, &principal, &id).await?;
+        // An allow_list key reaches its own tenant's datasets only when granted, as elsewhere.
+        if let Some(granted) = principal.allow_list(&state.store.db).await? {
+            if !granted.contains(&object.dataset_id) {
+                return Err(AppError::NotFound);
+            }
+        }
         if !matches!(object.status.as_str(), "staged" | "approved")
             || dataset_status == "pending_deletion"
         {
@@ -714,15 +720,9 @@ async fn buyer_dataset(
     if !projections::datasets::accessible(&dataset, &principal.tenant_id, entitled) {
         return Err(AppError::NotFound);
     }
-    if let PrincipalKind::ApiKey { api_key_id } = &principal.kind {
-        let key = projections::api_keys::key(&state.store.db, api_key_id)
-            .await?
-            .ok_or(AppError::NotFound)?;
-        if key.dataset_access_mode == "allow_list" {
-            let grants = projections::api_keys::grants(&state.store.db, api_key_id).await?;
-            if !grants.iter().any(|g| g.dataset_id == dataset.dataset_id) {
-                return Err(AppError::NotFound);
-            }
+    if let Some(granted) = principal.allow_list(&state.store.db).await? {
+        if !granted.contains(&dataset.dataset_id) {
+            return Err(AppError::NotFound);
         }
     }
     Ok(dataset)

@@ -10,6 +10,7 @@ mod conventions;
 mod crash;
 mod datasets;
 mod helpers;
+mod key_limits;
 mod metering;
 mod objects;
 mod openapi;

@@ -16,4 +16,7 @@ pub enum ApiKeyError {
     /// No such grant on this key (404).
     #[error("grant not found")]
     GrantNotFound,
+    /// A key would pass on more than it holds itself (403).
+    #[error("{0}")]
+    Wider(super::command::Widening),
 }
