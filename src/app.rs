@@ -193,12 +193,11 @@ impl Application {
             shutdown,
         } = self;
         let router = crate::http::router(state.clone());
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal)
-        .await;
+        let limits = crate::server::Limits {
+            max_connections: state.config.max_connections as usize,
+            header_timeout: Duration::from_secs(state.config.request_timeout_seconds),
+        };
+        let served = crate::server::serve(listener, router, limits, signal).await;
         let _ = shutdown.send(true);
         let drained = tokio::time::timeout(Duration::from_secs(10), async {
             while workers.join_next().await.is_some() {}

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod ratelimit;
 pub mod search;
+pub mod server;
 pub mod signing;
 pub mod store;
 

@@ -220,6 +220,8 @@ pub struct RequestScope {
     route: Mutex<Option<String>>,
     /// The scopes the handler required of the principal (a replay must still hold them).
     required: Mutex<Vec<aggregates::Scope>>,
+    /// When the client must have sent the whole request body.
+    pub body_deadline: Option<tokio::time::Instant>,
 }
 
 impl RequestScope {
@@ -231,7 +233,14 @@ impl RequestScope {
             written: Mutex::new(None),
             route: Mutex::new(None),
             required: Mutex::new(Vec::new()),
+            body_deadline: None,
         }
+    }
+
+    /// The same scope, with a deadline for the request body.
+    pub fn with_body_deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        self.body_deadline = Some(deadline);
+        self
     }
 
     /// Records a scope the handler required (and the principal held).

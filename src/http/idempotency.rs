@@ -73,12 +73,17 @@ async fn run(
         PrincipalKind::ApiKey { api_key_id } => format!("key:{api_key_id}"),
         PrincipalKind::User { session_hash, .. } => format!("session:{session_hash}"),
     };
-    let bytes = to_bytes(body, MAX_BODY_BYTES as usize).await.map_err(|_| {
-        AppError::PayloadTooLarge {
-            limit: MAX_BODY_BYTES,
-        }
-        .into_response()
-    })?;
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_secs(state.config.request_timeout_seconds);
+    let bytes = tokio::time::timeout_at(deadline, to_bytes(body, MAX_BODY_BYTES as usize))
+        .await
+        .map_err(|_| AppError::RequestTimeout.into_response())?
+        .map_err(|_| {
+            AppError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+            .into_response()
+        })?;
     let canonical = serde_json::from_slice::<serde_json::Value>(&bytes)
         .map(|v| v.to_string())
         .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());

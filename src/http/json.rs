@@ -32,7 +32,18 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let read = Bytes::from_request(req, state);
+        let read = match crate::store::REQUEST
+            .try_with(|r| r.body_deadline)
+            .ok()
+            .flatten()
+        {
+            Some(deadline) => tokio::time::timeout_at(deadline, read)
+                .await
+                .map_err(|_| AppError::RequestTimeout)?,
+            None => read.await,
+        };
+        let bytes = read.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 AppError::PayloadTooLarge {
                     limit: MAX_BODY_BYTES,

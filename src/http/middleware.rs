@@ -25,7 +25,9 @@ pub async fn conventions(State(state): State<AppState>, request: Request, next: 
         aggregates::ids::encode_body(uuid::Uuid::now_v7().as_u128())
     );
     let span = tracing::info_span!("request", %request_id, method = %request.method(), path = %request.uri().path());
-    let scope = RequestScope::new(request_id.clone());
+    let scope = RequestScope::new(request_id.clone()).with_body_deadline(
+        tokio::time::Instant::now() + Duration::from_secs(state.config.request_timeout_seconds),
+    );
     REQUEST
         .scope(scope, async move {
             let started = std::time::Instant::now();

@@ -134,6 +134,11 @@ impl Server {
         }
     }
 
+    /// The server process's id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn kill(mut self) {
         self.child.kill().unwrap(); // SIGKILL: no shutdown, no drain.
         self.child.wait().unwrap();

@@ -9,6 +9,7 @@ mod cli;
 mod conventions;
 mod crash;
 mod datasets;
+mod exhaustion;
 mod helpers;
 mod key_limits;
 mod metering;
