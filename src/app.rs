@@ -123,6 +123,21 @@ impl Application {
                 shutdown_rx.clone(),
             ));
         }
+        // Before binding: a bootstrap admin that cannot be ensured is invalid configuration.
+        if let Some(email) = &config.bootstrap_admin_email {
+            let accounts = Accounts {
+                store: &store,
+                key: &key,
+                session_ttl_seconds: config.session_ttl_seconds,
+            };
+            accounts
+                .bootstrap_admin(email, config.bootstrap_admin_password.as_deref())
+                .await?;
+            // Serve only once the admin can log in.
+            if let Some(tail) = projections::log::tail(&store.db).await? {
+                store.settle(tail, Duration::from_secs(10)).await;
+            }
+        }
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| StartError::Bind(config.bind, e))?;
@@ -142,20 +157,6 @@ impl Application {
             limits: Arc::default(),
             search,
         };
-        if let Some(email) = &state.config.bootstrap_admin_email {
-            let accounts = Accounts {
-                store: &state.store,
-                key: &state.key,
-                session_ttl_seconds: state.config.session_ttl_seconds,
-            };
-            accounts
-                .bootstrap_admin(email, state.config.bootstrap_admin_password.as_deref())
-                .await?;
-            // Serve only once the admin can log in.
-            if let Some(tail) = projections::log::tail(&state.store.db).await? {
-                state.store.settle(tail, Duration::from_secs(10)).await;
-            }
-        }
         workers.spawn(crate::jobs::run(state.clone(), shutdown_rx.clone()));
         Ok(Self {
             listener,

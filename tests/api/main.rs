@@ -8,6 +8,7 @@ mod cli;
 mod conventions;
 mod crash;
 mod datasets;
+mod hardening;
 mod helpers;
 mod metering;
 mod objects;
