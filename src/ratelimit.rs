@@ -1,16 +1,25 @@
 //! Rate limits (SPEC §1.10): a fixed one-minute window per credential and per client IP on the
 //! auth routes, and failed logins per e-mail over a rolling 15 minutes. Counters live in memory, per
 //! instance.
+//!
+//! The failed-login map is bounded whatever clients send: it is keyed by the SHA-256 of the
+//! normalised address (32 bytes however long the address), keeps at most the newest
+//! [`FAILED_LOGIN_LIMIT`] failures of an address, forgets addresses whose failures all aged out
+//! (a sweep at most once a minute), and holds at most [`MAX_TRACKED_EMAILS`] addresses: when full,
+//! those failed least recently are dropped, locked addresses last.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest, Sha256};
 
 /// Failed logins that lock an e-mail.
 pub const FAILED_LOGIN_LIMIT: usize = 10;
 /// How long a failed login counts.
 pub const FAILED_LOGIN_WINDOW: i64 = 15 * 60;
+/// The most e-mails whose failed logins are tracked at once.
+pub const MAX_TRACKED_EMAILS: usize = 100_000;
 
 /// The outcome of taking one request from a bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +35,58 @@ pub struct Quota {
 #[derive(Default)]
 pub struct RateLimiter {
     windows: Mutex<HashMap<String, (i64, u32)>>,
-    failures: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
+    failures: Mutex<FailedLogins>,
+}
+
+/// SHA-256 of a normalised e-mail.
+type EmailKey = [u8; 32];
+
+/// Recent failed logins per e-mail, oldest first.
+#[derive(Default)]
+struct FailedLogins {
+    by_email: HashMap<EmailKey, VecDeque<DateTime<Utc>>>,
+    swept_at: Option<DateTime<Utc>>,
+}
+
+fn window() -> Duration {
+    Duration::seconds(FAILED_LOGIN_WINDOW)
+}
+
+impl FailedLogins {
+    /// Drops failures that aged out, and addresses left with none.
+    fn sweep(&mut self, now: DateTime<Utc>) {
+        self.by_email.retain(|_, list| {
+            list.retain(|t| now - *t < window());
+            !list.is_empty()
+        });
+        self.swept_at = Some(now);
+    }
+
+    /// Makes room in a full map: aged entries go first, then, down to three quarters of the cap,
+    /// the addresses that failed least recently (unlocked ones before locked ones). Filling the
+    /// map again takes a quarter of the cap in distinct failures, and rarely frees a locked
+    /// address.
+    fn make_room(&mut self, now: DateTime<Utc>) {
+        self.sweep(now);
+        let keep = MAX_TRACKED_EMAILS / 4 * 3;
+        if self.by_email.len() <= keep {
+            return;
+        }
+        let mut order: Vec<(bool, DateTime<Utc>, EmailKey)> = self
+            .by_email
+            .iter()
+            .filter_map(|(key, list)| Some((list.len() >= FAILED_LOGIN_LIMIT, *list.back()?, *key)))
+            .collect();
+        let evict = order.len() - keep;
+        order.select_nth_unstable(evict);
+        for (_, _, key) in &order[..evict] {
+            self.by_email.remove(key);
+        }
+    }
+}
+
+fn email_key(email: &str) -> EmailKey {
+    Sha256::digest(email.as_bytes()).into()
 }
 
 impl RateLimiter {
@@ -54,32 +114,54 @@ impl RateLimiter {
         }
     }
 
-    /// Seconds until a login for this e-mail is allowed again, if it is locked.
+    /// Seconds until a login for this (normalised) e-mail is allowed again, if it is locked.
     pub fn login_locked(&self, email: &str, now: DateTime<Utc>) -> Option<u64> {
         let mut failures = self.failures.lock().expect("lock");
-        let list = failures.get_mut(email)?;
-        while list
-            .front()
-            .is_some_and(|t| now - *t >= Duration::seconds(FAILED_LOGIN_WINDOW))
-        {
+        let list = failures.by_email.get_mut(&email_key(email))?;
+        while list.front().is_some_and(|t| now - *t >= window()) {
             list.pop_front();
         }
         (list.len() >= FAILED_LOGIN_LIMIT).then(|| {
             let oldest = *list.front().expect("non-empty");
-            (Duration::seconds(FAILED_LOGIN_WINDOW) - (now - oldest))
-                .num_seconds()
-                .max(1) as u64
+            (window() - (now - oldest)).num_seconds().max(1) as u64
         })
     }
 
-    /// Records a failed login for this e-mail.
+    /// Records a failed login for this (normalised) e-mail.
     pub fn login_failed(&self, email: &str, now: DateTime<Utc>) {
-        self.failures
-            .lock()
-            .expect("lock")
-            .entry(email.to_owned())
-            .or_default()
-            .push_back(now);
+        let mut failures = self.failures.lock().expect("lock");
+        if failures
+            .swept_at
+            .is_none_or(|at| now - at >= Duration::minutes(1))
+        {
+            failures.sweep(now);
+        }
+        let key = email_key(email);
+        if !failures.by_email.contains_key(&key) && failures.by_email.len() >= MAX_TRACKED_EMAILS {
+            failures.make_room(now);
+        }
+        let list = failures.by_email.entry(key).or_default();
+        list.push_back(now);
+        // The newest ten decide the lock: while they all lie within the window it holds.
+        while list.len() > FAILED_LOGIN_LIMIT {
+            list.pop_front();
+        }
+    }
+
+    /// What the failed-login map holds: tracked e-mails and the bytes they take (keys and
+    /// timestamps, without the map's own table).
+    pub fn failed_login_footprint(&self) -> (usize, usize) {
+        let failures = self.failures.lock().expect("lock");
+        let bytes = failures
+            .by_email
+            .iter()
+            .map(|(key, list)| {
+                std::mem::size_of_val(key)
+                    + std::mem::size_of_val(list)
+                    + list.capacity() * std::mem::size_of::<DateTime<Utc>>()
+            })
+            .sum();
+        (failures.by_email.len(), bytes)
     }
 }
 
@@ -112,5 +194,48 @@ mod tests {
         }
         assert_eq!(limiter.login_locked("a@x.y", at(100)), Some(800));
         assert_eq!(limiter.login_locked("a@x.y", at(900)), None);
+    }
+
+    /// 10,000 failed logins, each for a different address of at least `length` bytes.
+    fn flood(limiter: &RateLimiter, at: DateTime<Utc>, length: usize, tag: &str) {
+        let padding = "a".repeat(length);
+        for i in 0..10_000 {
+            limiter.login_failed(&format!("{padding}{tag}{i}@x.y"), at);
+        }
+    }
+
+    #[test]
+    fn failed_logins_of_long_addresses_take_a_fixed_size_each() {
+        let limiter = RateLimiter::default();
+        // The attack sent megabytes; 10 kB show the point.
+        flood(&limiter, at(0), 10_000, "");
+        let (entries, bytes) = limiter.failed_login_footprint();
+        assert_eq!(entries, 10_000);
+        assert!(bytes <= 10_000 * 128, "{bytes} bytes for {entries} entries");
+    }
+
+    #[test]
+    fn failed_logins_are_forgotten_once_they_age_out() {
+        let limiter = RateLimiter::default();
+        flood(&limiter, at(0), 10, "");
+        limiter.login_failed("late@x.y", at(FAILED_LOGIN_WINDOW));
+        assert_eq!(limiter.failed_login_footprint().0, 1);
+        assert_eq!(
+            limiter.login_locked("late@x.y", at(FAILED_LOGIN_WINDOW)),
+            None
+        );
+    }
+
+    #[test]
+    fn fresh_failures_beyond_the_cap_evict_others_but_keep_locked_addresses_locked() {
+        let limiter = RateLimiter::default();
+        for i in 0..FAILED_LOGIN_LIMIT as i64 {
+            limiter.login_failed("victim@x.y", at(i));
+        }
+        for round in 0..(MAX_TRACKED_EMAILS / 10_000 + 2) {
+            flood(&limiter, at(60), 10, &format!("r{round}-"));
+            assert!(limiter.failed_login_footprint().0 <= MAX_TRACKED_EMAILS);
+        }
+        assert!(limiter.login_locked("victim@x.y", at(60)).is_some());
     }
 }

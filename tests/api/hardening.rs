@@ -154,3 +154,36 @@ async fn a_bootstrap_admin_who_changed_their_password_survives_a_restart() {
     let app = spawn_with(config(&fresh)).await;
     app.finish().await;
 }
+
+/// A login e-mail longer than signup allows is refused before anything is looked up or counted;
+/// one of exactly 254 characters is an ordinary failed login.
+#[tokio::test]
+async fn a_login_email_over_254_characters_is_a_validation_error() {
+    let app = spawn_app().await;
+    let domain = "@example.com";
+    let longest = format!("{}{domain}", "a".repeat(254 - domain.len()));
+    let too_long = format!("a{longest}");
+    for email in [too_long.clone(), format!("{}{domain}", "b".repeat(900_000))] {
+        let refused = app.login(&email, PASSWORD).await.expect(422);
+        assert_eq!(refused.code(), "validation_failed");
+        assert!(
+            refused.body["error"]["details"]["fields"]["email"].is_string(),
+            "{}",
+            refused.body
+        );
+    }
+    // Trimmed before it is measured, as in signup.
+    let padded = format!("  {longest}\n");
+    assert_eq!(
+        app.login(&padded, PASSWORD).await.expect(401).code(),
+        "invalid_credentials"
+    );
+    // Refusals are not failed logins: the address is not locked by them.
+    for _ in 0..ipto::ratelimit::FAILED_LOGIN_LIMIT {
+        app.login(&format!(" {too_long}"), PASSWORD)
+            .await
+            .expect(422);
+    }
+    assert_eq!(app.state.limits.failed_login_footprint().0, 1);
+    app.finish().await;
+}
