@@ -54,6 +54,7 @@ impl FromRequestParts<AppState> for Auth {
             (None, None) => return Err(AppError::Unauthorized),
         };
         let now = state.store.clock.now();
+        let check = crate::http::auth_failures::begin(state, parts, &token, now)?;
         let principal = if token.starts_with("sess_") {
             Sessions {
                 db: &state.store.db,
@@ -71,7 +72,7 @@ impl FromRequestParts<AppState> for Auth {
         } else {
             None
         };
-        let principal = principal.ok_or(AppError::Unauthorized)?;
+        let principal = check.finish(principal)?;
         // The per-credential bucket (SPEC §1.10), after credential validity and before scopes.
         let quota = state.limits.take(
             &format!("credential:{}", state.key.hmac_hex(token.as_bytes())),

@@ -187,3 +187,102 @@ async fn a_login_email_over_254_characters_is_a_validation_error() {
     assert_eq!(app.state.limits.failed_login_footprint().0, 1);
     app.finish().await;
 }
+
+/// Waits, if need be, until at least 20 seconds of the current UTC minute remain, so that a
+/// sequence of requests falls in one window of the per-minute buckets; returns that minute.
+async fn fresh_minute() -> i64 {
+    let second = chrono::Utc::now().timestamp().rem_euclid(60);
+    if second > 40 {
+        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+    }
+    chrono::Utc::now().timestamp().div_euclid(60)
+}
+
+/// GET /v1/me with `Authorization: Bearer` or `X-API-Key`.
+async fn me(app: &TestApp, bearer: Option<&str>, api_key: Option<&str>) -> Reply {
+    let mut request = app.client.get(format!("{}/v1/me", app.address));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    if let Some(key) = api_key {
+        request = request.header("x-api-key", key);
+    }
+    reply(request.send().await.unwrap()).await
+}
+
+/// A client IP that keeps sending bogus credentials is refused before any lookup once over its
+/// budget, while credentials that were valid recently keep working from the same IP, and a
+/// revoked one is still refused at once.
+#[tokio::test]
+async fn bogus_credentials_from_one_ip_are_throttled_without_locking_out_valid_ones() {
+    let fresh = fresh().await;
+    let mut limited = config(&fresh);
+    limited.auth_failure_limit_per_minute = 5;
+    let app = spawn_with(limited).await;
+    let address = email();
+    let (owner, _, _) = app.signup(&address).await;
+    let second = app.login(&address, PASSWORD).await.expect(200).data()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = app
+        .post(
+            "/v1/api-keys",
+            Some(&owner),
+            json!({"name": "unused", "scopes": ["datasets:read"]}),
+        )
+        .await
+        .expect(201)
+        .data()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    me(&app, Some(&second), None).await.expect(200);
+
+    let minute = fresh_minute().await;
+    for i in 0..5 {
+        let refused = me(&app, Some(&format!("sess_bogus{i}")), None)
+            .await
+            .expect(401);
+        assert_eq!(refused.code(), "unauthorized");
+    }
+    for (bearer, api_key) in [
+        (Some("sess_bogus5"), None),
+        (
+            Some("ipto_abcdefgh_0000000000000000000000000000000000000000"),
+            None,
+        ),
+        (
+            None,
+            Some("ipto_abcdefgh_0000000000000000000000000000000000000000"),
+        ),
+        // Valid, but never seen from anywhere: it cannot be told from a guess without a lookup.
+        (None, Some(key.as_str())),
+    ] {
+        let throttled = me(&app, bearer, api_key).await.expect(429);
+        assert_eq!(throttled.code(), "rate_limited");
+        let retry: u64 = throttled.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert_eq!(throttled.body["error"]["details"]["retry_after"], retry);
+    }
+    for _ in 0..3 {
+        me(&app, Some(&owner), None).await.expect(200);
+    }
+    // A recently valid session is still looked up: revoked, it fails at once, and counts.
+    app.post("/v1/auth/logout", Some(&second), json!({}))
+        .await
+        .expect(200);
+    me(&app, Some(&second), None).await.expect(401);
+    me(&app, Some(&second), None).await.expect(429);
+    me(&app, Some(&owner), None).await.expect(200);
+    assert_eq!(
+        chrono::Utc::now().timestamp().div_euclid(60),
+        minute,
+        "the sequence outlasted its window"
+    );
+    app.finish().await;
+}

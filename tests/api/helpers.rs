@@ -59,6 +59,7 @@ pub fn config(fresh: &Fresh) -> Config {
     // Tests share one client IP and sign up freely; rate-limit tests set their own limits.
     config.rate_limit_per_minute = 100_000;
     config.auth_rate_limit_per_minute = 100_000;
+    config.auth_failure_limit_per_minute = 100_000;
     config
 }
 
