@@ -302,7 +302,12 @@ impl Blobs {
     > {
         let options = GetOptions {
             range: range.map(|(start, end)| match end {
-                Some(end) => GetRange::Bounded(start..end + 1),
+                // An end past the blob means its remainder (RFC 9110 §14.1.2): object_store
+                // clamps a bounded range, and an end of u64::MAX has no exclusive bound.
+                Some(end) => match end.checked_add(1) {
+                    Some(after) => GetRange::Bounded(start..after),
+                    None => GetRange::Offset(start),
+                },
                 None => GetRange::Offset(start),
             }),
             ..GetOptions::default()
