@@ -45,6 +45,8 @@ pub enum StartError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("signing key: {0}")]
+    SigningKey(#[from] crate::signing::KeyError),
     #[error("blob store: {0}")]
     Blobs(#[from] crate::blobs::BlobError),
     #[error("bootstrap admin: {0}")]
@@ -58,8 +60,7 @@ pub enum StartError {
 pub async fn open_store(config: &Config) -> Result<(Store, SigningKey), StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
-    let key = SigningKey::load(config.signing_key.as_deref(), &config.data_dir)
-        .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+    let key = SigningKey::load(config.signing_key.as_deref(), &config.data_dir)?;
     let (events, db) = store::connect(&config.database_url()).await?;
     store::migrate(&events).await?;
     let engine = ProjectorEngine::new(db.clone(), projections::all());

@@ -364,7 +364,7 @@ mod tests {
     fn local() -> (Blobs, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("ipto-blobs-{}", uuid::Uuid::new_v4().simple()));
-        let key = SigningKey::load(Some("k"), &dir).unwrap();
+        let key = SigningKey::load(Some(crate::signing::TEST_KEY), &dir).unwrap();
         let blobs = Blobs::open(
             &format!("file://{}", dir.display()),
             "http://127.0.0.1:1/",
@@ -428,7 +428,11 @@ mod tests {
         let Ok(bucket) = std::env::var("IPTO_TEST_S3_BUCKET") else {
             return;
         };
-        let key = SigningKey::load(Some("k"), std::path::Path::new("/nonexistent")).unwrap();
+        let key = SigningKey::load(
+            Some(crate::signing::TEST_KEY),
+            std::path::Path::new("/nonexistent"),
+        )
+        .unwrap();
         let prefix = uuid::Uuid::new_v4().simple().to_string();
         let blobs = Blobs::open(&format!("s3://{bucket}/{prefix}"), "http://unused", key).unwrap();
         assert_eq!(blobs.kind(), "s3");

@@ -391,3 +391,39 @@ async fn ranges_ending_past_the_blob_are_clamped_on_s3() {
     ranges_ending_past_the_blob_are_clamped(&app, &object).await;
     app.finish().await;
 }
+
+/// A signing key under 32 bytes is refused at start-up, by the library and by the binary (exit
+/// 1, before binding), with a message that names the variable and not the key.
+#[tokio::test]
+async fn a_signing_key_under_32_bytes_stops_start_up() {
+    let fresh = fresh().await;
+    let short = "thirty-one bytes of secret key!";
+    assert_eq!(short.len(), 31);
+    let mut weak = config(&fresh);
+    weak.signing_key = Some(short.into());
+    let refused = ipto::Application::build(weak)
+        .await
+        .err()
+        .expect("start-up refuses");
+    let message = refused.to_string();
+    assert!(
+        message.contains("IPTO_SIGNING_KEY") && message.contains("32 bytes"),
+        "{message}"
+    );
+    assert!(!message.contains(short), "{message}");
+
+    let mut serve = ipto(&fresh, &["serve"]);
+    serve
+        .env("IPTO_BIND", "127.0.0.1:0")
+        .env("IPTO_SIGNING_KEY", short);
+    let output = exit_of(serve).expect("the server refuses to start");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("IPTO_SIGNING_KEY"), "{stderr}");
+    assert!(!stderr.contains(short), "{stderr}");
+
+    let mut strong = config(&fresh);
+    strong.signing_key = Some(format!("{short}."));
+    let app = spawn_with(strong).await;
+    app.finish().await;
+}
