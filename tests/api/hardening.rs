@@ -427,3 +427,33 @@ async fn a_signing_key_under_32_bytes_stops_start_up() {
     let app = spawn_with(strong).await;
     app.finish().await;
 }
+
+/// The event log refuses to be emptied: TRUNCATE on PostgreSQL (which skips row triggers), and
+/// DELETE without a WHERE on both stores.
+#[tokio::test]
+async fn the_event_log_cannot_be_truncated() {
+    let app = spawn_app().await;
+    app.signup(&email()).await;
+    let count = "SELECT COUNT(*) FROM events";
+    let before = table(&app.state, count).await;
+    let mut statements = vec!["DELETE FROM events"];
+    if on_postgres() {
+        statements.extend([
+            "TRUNCATE events",
+            "TRUNCATE TABLE events RESTART IDENTITY CASCADE",
+        ]);
+    }
+    for statement in statements {
+        let refused = sqlx::query(statement)
+            .execute(&app.state.store.db.pool)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{statement} was allowed"));
+        assert!(
+            refused.to_string().contains("append-only"),
+            "{statement}: {refused}"
+        );
+    }
+    assert_eq!(table(&app.state, count).await, before);
+    app.finish().await;
+}
