@@ -53,7 +53,7 @@ async fn admin(server: &str, sql: &str) -> Result<(), sqlx::Error> {
 async fn bench(store: &str, dir: &std::path::Path, url: &str, events: usize) {
     let mut config = Config::defaults(dir.join(store));
     config.database_url = Some(url.to_owned());
-    config.signing_key = Some("bench".into());
+    config.signing_key = Some("bench signing key, at least 32 bytes".into());
     let seeded = seed(&config, events).await;
     let started = Instant::now();
     ipto::cli::projections_rebuild(&config, None).await.unwrap();

@@ -240,13 +240,19 @@ impl Accounts<'_> {
     }
 
     /// Ensures the bootstrap admin exists and is promoted (SPEC §6.2).
+    ///
+    /// A new address is signed up with the configured password and promoted. An existing account
+    /// is promoted only when the configured password verifies against it: anyone can sign up
+    /// first with the address, and must not become an admin by it. An account that already is a
+    /// platform admin is left as it is, whatever password is configured, so that a restart keeps
+    /// working after the admin changed the password the service was first started with.
     pub async fn bootstrap_admin(
         &self,
         raw_email: &str,
         password: Option<&str>,
     ) -> Result<(), BootstrapError> {
-        if self.promote(raw_email).await?.is_some() {
-            return Ok(());
+        if let Some(signup) = self.reserved(raw_email).await? {
+            return self.promote_existing(&signup, password).await;
         }
         let password = password.ok_or(BootstrapError::PasswordMissing)?;
         let account = NewAccount {
@@ -258,11 +264,54 @@ impl Accounts<'_> {
             tenant_name: TenantName::parse("Platform").expect("valid constant"),
         };
         match self.signup(account).await {
-            // Another instance created it meanwhile.
-            Ok(_) | Err(AppError::EmailTaken) => {}
-            Err(other) => return Err(other.into()),
+            Ok(_) => {
+                self.promote(raw_email).await?;
+                Ok(())
+            }
+            // Someone took the address meanwhile: another instance with the same settings, or a
+            // signup, which the password tells apart.
+            Err(AppError::EmailTaken) => match self.reserved(raw_email).await? {
+                Some(signup) => self.promote_existing(&signup, Some(password)).await,
+                None => Err(AppError::internal("email taken without a reservation").into()),
+            },
+            Err(other) => Err(other.into()),
         }
-        self.promote(raw_email).await?;
+    }
+
+    /// The signup that reserved this e-mail, if any.
+    async fn reserved(&self, raw_email: &str) -> Result<Option<Signup>, BootstrapError> {
+        let reservation = self
+            .store
+            .load::<EmailReservation>(&Email::normalise(raw_email))
+            .await?;
+        Ok(reservation.signup().cloned())
+    }
+
+    /// Promotes an existing account for the bootstrap, if it is not an admin already and the
+    /// configured password is its own.
+    async fn promote_existing(
+        &self,
+        signup: &Signup,
+        password: Option<&str>,
+    ) -> Result<(), BootstrapError> {
+        complete_signup(self.store, signup, &Actor::system()).await?;
+        let user_id = signup.user_id.as_str();
+        if self.store.load::<User>(user_id).await?.is_platform_admin() {
+            return Ok(());
+        }
+        let password = password.ok_or(BootstrapError::NotTheOperators)?;
+        let stored = self.credential(user_id).await?;
+        if !auth::verify_password(password.to_owned(), stored).await? {
+            return Err(BootstrapError::NotTheOperators);
+        }
+        self.store
+            .execute::<User>(
+                user_id,
+                UserCommand::GrantPlatformAdmin,
+                &(),
+                &Actor::system(),
+            )
+            .await?;
         Ok(())
     }
 }
@@ -272,6 +321,13 @@ impl Accounts<'_> {
 pub enum BootstrapError {
     #[error("IPTO_BOOTSTRAP_ADMIN_PASSWORD is required to create the bootstrap admin")]
     PasswordMissing,
+    /// The address belongs to an account that is not an admin and whose password was not given.
+    #[error(
+        "IPTO_BOOTSTRAP_ADMIN_EMAIL names an existing account that is not a platform admin, and \
+         IPTO_BOOTSTRAP_ADMIN_PASSWORD is missing or is not its password: refusing to promote it \
+         (promote a known account with `ipto admin promote`)"
+    )]
+    NotTheOperators,
     #[error("invalid bootstrap admin {0}")]
     Invalid(String),
     #[error("{0}")]

@@ -47,6 +47,8 @@ pub enum StartError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("signing key: {0}")]
+    SigningKey(#[from] crate::signing::KeyError),
     #[error("blob store: {0}")]
     Blobs(#[from] crate::blobs::BlobError),
     #[error("bootstrap admin: {0}")]
@@ -60,8 +62,7 @@ pub enum StartError {
 pub async fn open_store(config: &Config) -> Result<(Store, SigningKey), StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
-    let key = SigningKey::load(config.signing_key.as_deref(), &config.data_dir)
-        .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+    let key = SigningKey::load(config.signing_key.as_deref(), &config.data_dir)?;
     let (events, db) = store::connect(&config.database_url()).await?;
     store::migrate(&events).await?;
     let engine = ProjectorEngine::new(db.clone(), projections::all());
@@ -125,6 +126,21 @@ impl Application {
                 shutdown_rx.clone(),
             ));
         }
+        // Before binding: a bootstrap admin that cannot be ensured is invalid configuration.
+        if let Some(email) = &config.bootstrap_admin_email {
+            let accounts = Accounts {
+                store: &store,
+                key: &key,
+                session_ttl_seconds: config.session_ttl_seconds,
+            };
+            accounts
+                .bootstrap_admin(email, config.bootstrap_admin_password.as_deref())
+                .await?;
+            // Serve only once the admin can log in.
+            if let Some(tail) = projections::log::tail(&store.db).await? {
+                store.settle(tail, Duration::from_secs(10)).await;
+            }
+        }
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| StartError::Bind(config.bind, e))?;
@@ -145,20 +161,6 @@ impl Application {
             search,
             uploads: Arc::default(),
         };
-        if let Some(email) = &state.config.bootstrap_admin_email {
-            let accounts = Accounts {
-                store: &state.store,
-                key: &state.key,
-                session_ttl_seconds: state.config.session_ttl_seconds,
-            };
-            accounts
-                .bootstrap_admin(email, state.config.bootstrap_admin_password.as_deref())
-                .await?;
-            // Serve only once the admin can log in.
-            if let Some(tail) = projections::log::tail(&state.store.db).await? {
-                state.store.settle(tail, Duration::from_secs(10)).await;
-            }
-        }
         workers.spawn(crate::jobs::run(state.clone(), shutdown_rx.clone()));
         Ok(Self {
             listener,

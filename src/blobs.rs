@@ -370,9 +370,21 @@ impl Blobs {
         ),
         BlobError,
     > {
+        // An end past the blob means its remainder (RFC 9110 §14.1.2). The local store clamps
+        // a bounded range itself; an S3 server may refuse a huge end, so it is clamped here.
+        let mut range = range;
+        if let (Backend::S3(_), Some((start, Some(end)))) = (&self.backend, range) {
+            let size = self.store.head(location).await?.size;
+            if end >= size {
+                range = Some((start, None));
+            }
+        }
         let options = GetOptions {
             range: range.map(|(start, end)| match end {
-                Some(end) => GetRange::Bounded(start..end.saturating_add(1)),
+                Some(end) => match end.checked_add(1) {
+                    Some(after) => GetRange::Bounded(start..after),
+                    None => GetRange::Offset(start),
+                },
                 None => GetRange::Offset(start),
             }),
             ..GetOptions::default()
@@ -587,7 +599,7 @@ mod tests {
     fn local() -> (Blobs, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("ipto-blobs-{}", uuid::Uuid::new_v4().simple()));
-        let key = SigningKey::load(Some(&"k".repeat(32)), &dir).unwrap();
+        let key = SigningKey::load(Some(crate::signing::TEST_KEY), &dir).unwrap();
         let blobs = Blobs::open(
             &format!("file://{}", dir.display()),
             "http://127.0.0.1:1/",
@@ -745,8 +757,11 @@ mod tests {
         let Ok(bucket) = std::env::var("IPTO_TEST_S3_BUCKET") else {
             return;
         };
-        let key =
-            SigningKey::load(Some(&"k".repeat(32)), std::path::Path::new("/nonexistent")).unwrap();
+        let key = SigningKey::load(
+            Some(crate::signing::TEST_KEY),
+            std::path::Path::new("/nonexistent"),
+        )
+        .unwrap();
         let prefix = uuid::Uuid::new_v4().simple().to_string();
         let blobs = Blobs::open(&format!("s3://{bucket}/{prefix}"), "http://unused", key).unwrap();
         assert_eq!(blobs.kind(), "s3");

@@ -134,6 +134,17 @@ pub struct Config {
         global = true
     )]
     pub auth_rate_limit_per_minute: u32,
+    /// Failed credential checks (unknown, expired or revoked session tokens and API keys) per
+    /// client IP per minute; over it, credentials not recently valid are refused with 429 before
+    /// any lookup.
+    #[arg(
+        long,
+        env = "IPTO_AUTH_FAILURE_LIMIT_PER_MINUTE",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub auth_failure_limit_per_minute: u32,
     /// Session lifetime in seconds.
     #[arg(long, env = "IPTO_SESSION_TTL_SECONDS", default_value_t = 604_800, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub session_ttl_seconds: u64,

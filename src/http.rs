@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod api_keys;
+pub mod auth_failures;
 pub mod buyer;
 pub mod datasets;
 pub mod envelope;

@@ -1,16 +1,33 @@
 //! Rate limits (SPEC §1.10): a fixed one-minute window per credential and per client IP on the
-//! auth routes, and failed logins per e-mail over a rolling 15 minutes. Counters live in memory, per
-//! instance.
+//! auth routes, failed logins per e-mail over a rolling 15 minutes, and failed credential checks
+//! per client IP per minute. Counters live in memory, per instance.
+//!
+//! The failed-login map is bounded whatever clients send: it is keyed by the SHA-256 of the
+//! normalised address (32 bytes however long the address), keeps at most the newest
+//! [`FAILED_LOGIN_LIMIT`] failures of an address, forgets addresses whose failures all aged out
+//! (a sweep at most once a minute), and holds at most [`MAX_TRACKED_EMAILS`] addresses: when full,
+//! those failed least recently are dropped, locked addresses last.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest, Sha256};
 
 /// Failed logins that lock an e-mail.
 pub const FAILED_LOGIN_LIMIT: usize = 10;
 /// How long a failed login counts.
 pub const FAILED_LOGIN_WINDOW: i64 = 15 * 60;
+/// The most e-mails whose failed logins are tracked at once.
+pub const MAX_TRACKED_EMAILS: usize = 100_000;
+/// The most client addresses whose failed credential checks are counted in one minute; past it
+/// new addresses go uncounted until the minute turns (the limit fails open, as before it existed).
+pub const MAX_TRACKED_CLIENTS: usize = 100_000;
+/// How long a credential that passed its check may skip its client's failure budget.
+pub const KNOWN_CREDENTIAL_SECONDS: i64 = 24 * 60 * 60;
+/// The most credentials remembered as recently valid.
+pub const MAX_KNOWN_CREDENTIALS: usize = 100_000;
 
 /// The outcome of taking one request from a bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +43,98 @@ pub struct Quota {
 #[derive(Default)]
 pub struct RateLimiter {
     windows: Mutex<HashMap<String, (i64, u32)>>,
-    failures: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
+    failures: Mutex<FailedLogins>,
+    credentials: Mutex<CredentialChecks>,
+}
+
+/// A MAC of a credential (the caller's keyed hash of the token), never the token itself.
+pub type CredentialId = [u8; 32];
+
+/// Failed credential checks per client in the current minute, and the credentials that passed.
+#[derive(Default)]
+struct CredentialChecks {
+    minute: i64,
+    failures: HashMap<IpAddr, u32>,
+    /// When each credential last passed its check.
+    valid: HashMap<CredentialId, DateTime<Utc>>,
+    valid_swept_at: Option<DateTime<Utc>>,
+}
+
+impl CredentialChecks {
+    /// Starts a new window when the minute turned.
+    fn turn(&mut self, now: DateTime<Utc>) {
+        let minute = now.timestamp().div_euclid(60);
+        if self.minute != minute {
+            self.minute = minute;
+            self.failures.clear();
+        }
+    }
+
+    fn recently_valid(&self, credential: &CredentialId, now: DateTime<Utc>) -> bool {
+        self.valid
+            .get(credential)
+            .is_some_and(|at| now - *at < Duration::seconds(KNOWN_CREDENTIAL_SECONDS))
+    }
+}
+
+/// The client a failure budget belongs to: the IPv4 address, or the /64 of an IPv6 one (the
+/// smallest block a site is usually given, so that walking its addresses gains nothing).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
+
+/// SHA-256 of a normalised e-mail.
+type EmailKey = [u8; 32];
+
+/// Recent failed logins per e-mail, oldest first.
+#[derive(Default)]
+struct FailedLogins {
+    by_email: HashMap<EmailKey, VecDeque<DateTime<Utc>>>,
+    swept_at: Option<DateTime<Utc>>,
+}
+
+fn window() -> Duration {
+    Duration::seconds(FAILED_LOGIN_WINDOW)
+}
+
+impl FailedLogins {
+    /// Drops failures that aged out, and addresses left with none.
+    fn sweep(&mut self, now: DateTime<Utc>) {
+        self.by_email.retain(|_, list| {
+            list.retain(|t| now - *t < window());
+            !list.is_empty()
+        });
+        self.swept_at = Some(now);
+    }
+
+    /// Makes room in a full map: aged entries go first, then, down to three quarters of the cap,
+    /// the addresses that failed least recently (unlocked ones before locked ones). Filling the
+    /// map again takes a quarter of the cap in distinct failures, and rarely frees a locked
+    /// address.
+    fn make_room(&mut self, now: DateTime<Utc>) {
+        self.sweep(now);
+        let keep = MAX_TRACKED_EMAILS / 4 * 3;
+        if self.by_email.len() <= keep {
+            return;
+        }
+        let mut order: Vec<(bool, DateTime<Utc>, EmailKey)> = self
+            .by_email
+            .iter()
+            .filter_map(|(key, list)| Some((list.len() >= FAILED_LOGIN_LIMIT, *list.back()?, *key)))
+            .collect();
+        let evict = order.len() - keep;
+        order.select_nth_unstable(evict);
+        for (_, _, key) in &order[..evict] {
+            self.by_email.remove(key);
+        }
+    }
+}
+
+fn email_key(email: &str) -> EmailKey {
+    Sha256::digest(email.as_bytes()).into()
 }
 
 impl RateLimiter {
@@ -54,32 +162,127 @@ impl RateLimiter {
         }
     }
 
-    /// Seconds until a login for this e-mail is allowed again, if it is locked.
+    /// Seconds until a login for this (normalised) e-mail is allowed again, if it is locked.
     pub fn login_locked(&self, email: &str, now: DateTime<Utc>) -> Option<u64> {
         let mut failures = self.failures.lock().expect("lock");
-        let list = failures.get_mut(email)?;
-        while list
-            .front()
-            .is_some_and(|t| now - *t >= Duration::seconds(FAILED_LOGIN_WINDOW))
-        {
+        let list = failures.by_email.get_mut(&email_key(email))?;
+        while list.front().is_some_and(|t| now - *t >= window()) {
             list.pop_front();
         }
         (list.len() >= FAILED_LOGIN_LIMIT).then(|| {
             let oldest = *list.front().expect("non-empty");
-            (Duration::seconds(FAILED_LOGIN_WINDOW) - (now - oldest))
-                .num_seconds()
-                .max(1) as u64
+            (window() - (now - oldest)).num_seconds().max(1) as u64
         })
     }
 
-    /// Records a failed login for this e-mail.
+    /// Records a failed login for this (normalised) e-mail.
     pub fn login_failed(&self, email: &str, now: DateTime<Utc>) {
-        self.failures
-            .lock()
-            .expect("lock")
-            .entry(email.to_owned())
-            .or_default()
-            .push_back(now);
+        let mut failures = self.failures.lock().expect("lock");
+        if failures
+            .swept_at
+            .is_none_or(|at| now - at >= Duration::minutes(1))
+        {
+            failures.sweep(now);
+        }
+        let key = email_key(email);
+        if !failures.by_email.contains_key(&key) && failures.by_email.len() >= MAX_TRACKED_EMAILS {
+            failures.make_room(now);
+        }
+        let list = failures.by_email.entry(key).or_default();
+        list.push_back(now);
+        // The newest ten decide the lock: while they all lie within the window it holds.
+        while list.len() > FAILED_LOGIN_LIMIT {
+            list.pop_front();
+        }
+    }
+
+    /// Whether a credential check from `client` may run: `Err(retry_after)` once the client had
+    /// `limit` failed checks this minute, unless `credential` passed its check within
+    /// [`KNOWN_CREDENTIAL_SECONDS`] (so that an attacker sharing the address cannot lock out
+    /// credentials in use there; the check itself still runs, revocation takes effect at once).
+    pub fn credential_check(
+        &self,
+        client: IpAddr,
+        credential: &CredentialId,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), u64> {
+        let mut checks = self.credentials.lock().expect("lock");
+        checks.turn(now);
+        let failed = checks
+            .failures
+            .get(&client_key(client))
+            .copied()
+            .unwrap_or(0);
+        if failed < limit || checks.recently_valid(credential, now) {
+            Ok(())
+        } else {
+            Err((60 - now.timestamp().rem_euclid(60)) as u64)
+        }
+    }
+
+    /// Records the outcome of a credential check from `client`: a failure counts against the
+    /// client's budget and forgets the credential as valid; a success remembers it.
+    pub fn credential_checked(
+        &self,
+        client: IpAddr,
+        credential: &CredentialId,
+        valid: bool,
+        now: DateTime<Utc>,
+    ) {
+        let mut checks = self.credentials.lock().expect("lock");
+        if !valid {
+            checks.turn(now);
+            checks.valid.remove(credential);
+            let key = client_key(client);
+            if checks.failures.len() < MAX_TRACKED_CLIENTS || checks.failures.contains_key(&key) {
+                let failed = checks.failures.entry(key).or_default();
+                *failed = failed.saturating_add(1);
+            }
+            return;
+        }
+        let ttl = Duration::seconds(KNOWN_CREDENTIAL_SECONDS);
+        if checks
+            .valid_swept_at
+            .is_none_or(|at| now - at >= Duration::minutes(1))
+        {
+            checks.valid.retain(|_, at| now - *at < ttl);
+            checks.valid_swept_at = Some(now);
+        }
+        if checks.valid.len() >= MAX_KNOWN_CREDENTIALS && !checks.valid.contains_key(credential) {
+            // Full of credentials used within the day: forget the quarter used least recently.
+            let mut order: Vec<(DateTime<Utc>, CredentialId)> =
+                checks.valid.iter().map(|(id, at)| (*at, *id)).collect();
+            let evict = MAX_KNOWN_CREDENTIALS / 4;
+            order.select_nth_unstable(evict);
+            for (_, id) in &order[..evict] {
+                checks.valid.remove(id);
+            }
+        }
+        checks.valid.insert(*credential, now);
+    }
+
+    /// What the credential-check maps hold: clients counted this minute and credentials
+    /// remembered as valid.
+    pub fn credential_footprint(&self) -> (usize, usize) {
+        let checks = self.credentials.lock().expect("lock");
+        (checks.failures.len(), checks.valid.len())
+    }
+
+    /// What the failed-login map holds: tracked e-mails and the bytes they take (keys and
+    /// timestamps, without the map's own table).
+    pub fn failed_login_footprint(&self) -> (usize, usize) {
+        let failures = self.failures.lock().expect("lock");
+        let bytes = failures
+            .by_email
+            .iter()
+            .map(|(key, list)| {
+                std::mem::size_of_val(key)
+                    + std::mem::size_of_val(list)
+                    + list.capacity() * std::mem::size_of::<DateTime<Utc>>()
+            })
+            .sum();
+        (failures.by_email.len(), bytes)
     }
 }
 
@@ -112,5 +315,142 @@ mod tests {
         }
         assert_eq!(limiter.login_locked("a@x.y", at(100)), Some(800));
         assert_eq!(limiter.login_locked("a@x.y", at(900)), None);
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn failed_credential_checks_exhaust_the_clients_budget_until_the_minute_turns() {
+        let limiter = RateLimiter::default();
+        let (client, bogus) = (ip("192.0.2.1"), [1; 32]);
+        for _ in 0..3 {
+            assert_eq!(limiter.credential_check(client, &bogus, 3, at(0)), Ok(()));
+            limiter.credential_checked(client, &bogus, false, at(0));
+        }
+        assert_eq!(limiter.credential_check(client, &bogus, 3, at(15)), Err(45));
+        assert_eq!(
+            limiter.credential_check(ip("192.0.2.2"), &bogus, 3, at(15)),
+            Ok(()),
+            "another client has its own budget"
+        );
+        assert_eq!(limiter.credential_check(client, &bogus, 3, at(60)), Ok(()));
+    }
+
+    #[test]
+    fn a_recently_valid_credential_skips_an_exhausted_budget_until_it_fails_or_ages() {
+        let limiter = RateLimiter::default();
+        let (client, good, bogus) = (ip("192.0.2.1"), [1; 32], [2; 32]);
+        limiter.credential_checked(client, &good, true, at(0));
+        for _ in 0..3 {
+            limiter.credential_checked(client, &bogus, false, at(1));
+        }
+        assert!(limiter.credential_check(client, &bogus, 3, at(2)).is_err());
+        assert_eq!(limiter.credential_check(client, &good, 3, at(2)), Ok(()));
+        let later = at(KNOWN_CREDENTIAL_SECONDS);
+        for _ in 0..3 {
+            limiter.credential_checked(client, &bogus, false, later);
+        }
+        assert!(
+            limiter.credential_check(client, &good, 3, later).is_err(),
+            "aged"
+        );
+        limiter.credential_checked(client, &good, true, later);
+        assert_eq!(limiter.credential_check(client, &good, 3, later), Ok(()));
+        limiter.credential_checked(client, &good, false, later);
+        assert!(
+            limiter.credential_check(client, &good, 3, later).is_err(),
+            "revoked"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_site_shares_one_budget_and_ipv4_mapped_addresses_count_as_ipv4() {
+        let limiter = RateLimiter::default();
+        for host in 1..=3 {
+            limiter.credential_checked(
+                ip(&format!("2001:db8:0:1::{host}")),
+                &[0; 32],
+                false,
+                at(0),
+            );
+        }
+        assert!(limiter
+            .credential_check(ip("2001:db8:0:1:ffff::9"), &[0; 32], 3, at(0))
+            .is_err());
+        assert!(limiter
+            .credential_check(ip("2001:db8:0:2::1"), &[0; 32], 3, at(0))
+            .is_ok());
+        for _ in 0..3 {
+            limiter.credential_checked(ip("::ffff:192.0.2.7"), &[0; 32], false, at(0));
+        }
+        assert!(limiter
+            .credential_check(ip("192.0.2.7"), &[0; 32], 3, at(0))
+            .is_err());
+    }
+
+    #[test]
+    fn the_credential_maps_stay_within_their_caps() {
+        let limiter = RateLimiter::default();
+        for n in 0..(MAX_TRACKED_CLIENTS as u32 + 10_000) {
+            let client = IpAddr::from(n.to_be_bytes());
+            let mut credential = [0; 32];
+            credential[..4].copy_from_slice(&n.to_be_bytes());
+            limiter.credential_checked(client, &credential, false, at(0));
+            limiter.credential_checked(client, &credential, true, at(0));
+        }
+        let (clients, credentials) = limiter.credential_footprint();
+        assert_eq!(clients, MAX_TRACKED_CLIENTS);
+        assert!(credentials <= MAX_KNOWN_CREDENTIALS, "{credentials}");
+        limiter.credential_checked(ip("192.0.2.1"), &[9; 32], false, at(60));
+        assert_eq!(
+            limiter.credential_footprint().0,
+            1,
+            "a new minute starts empty"
+        );
+    }
+
+    /// 10,000 failed logins, each for a different address of at least `length` bytes.
+    fn flood(limiter: &RateLimiter, at: DateTime<Utc>, length: usize, tag: &str) {
+        let padding = "a".repeat(length);
+        for i in 0..10_000 {
+            limiter.login_failed(&format!("{padding}{tag}{i}@x.y"), at);
+        }
+    }
+
+    #[test]
+    fn failed_logins_of_long_addresses_take_a_fixed_size_each() {
+        let limiter = RateLimiter::default();
+        // The attack sent megabytes; 10 kB show the point.
+        flood(&limiter, at(0), 10_000, "");
+        let (entries, bytes) = limiter.failed_login_footprint();
+        assert_eq!(entries, 10_000);
+        assert!(bytes <= 10_000 * 128, "{bytes} bytes for {entries} entries");
+    }
+
+    #[test]
+    fn failed_logins_are_forgotten_once_they_age_out() {
+        let limiter = RateLimiter::default();
+        flood(&limiter, at(0), 10, "");
+        limiter.login_failed("late@x.y", at(FAILED_LOGIN_WINDOW));
+        assert_eq!(limiter.failed_login_footprint().0, 1);
+        assert_eq!(
+            limiter.login_locked("late@x.y", at(FAILED_LOGIN_WINDOW)),
+            None
+        );
+    }
+
+    #[test]
+    fn fresh_failures_beyond_the_cap_evict_others_but_keep_locked_addresses_locked() {
+        let limiter = RateLimiter::default();
+        for i in 0..FAILED_LOGIN_LIMIT as i64 {
+            limiter.login_failed("victim@x.y", at(i));
+        }
+        for round in 0..(MAX_TRACKED_EMAILS / 10_000 + 2) {
+            flood(&limiter, at(60), 10, &format!("r{round}-"));
+            assert!(limiter.failed_login_footprint().0 <= MAX_TRACKED_EMAILS);
+        }
+        assert!(limiter.login_locked("victim@x.y", at(60)).is_some());
     }
 }

@@ -57,7 +57,7 @@ impl Scratch {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("IPTO_DATA_DIR", &self.dir)
             .env("IPTO_DATABASE_URL", &self.database_url)
-            .env("IPTO_SIGNING_KEY", "bench signing key")
+            .env("IPTO_SIGNING_KEY", "bench signing key, at least 32 bytes")
             .env("IPTO_LOG", "warn");
         command
     }

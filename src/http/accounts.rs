@@ -1,5 +1,6 @@
 //! Auth and users: signup, login, logout, `GET /v1/me`, password change (SPEC §3.1, §3.2).
 
+use aggregates::email::EmailError;
 use aggregates::{DisplayName, Email, Password, TenantName};
 use std::net::SocketAddr;
 
@@ -241,12 +242,22 @@ async fn signup(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
-    /// Normalised as in signup, not format-checked.
-    #[schema(required = true, value_type = String)]
+    /// Normalised as in signup, not format-checked; at most 254 characters.
+    #[schema(required = true, value_type = String, max_length = 254)]
     email: Option<String>,
     /// The password.
     #[schema(required = true, value_type = String)]
     password: Option<String>,
+}
+
+/// Login's e-mail, normalised: not format-checked (SPEC §3.1), but no longer than signup allows,
+/// so that no address of any length is looked up or counted.
+fn login_email(raw: &str) -> Result<String, EmailError> {
+    let normalised = Email::normalise(raw);
+    if normalised.chars().count() > Email::MAX_LEN {
+        return Err(EmailError::TooLong);
+    }
+    Ok(normalised)
 }
 
 #[utoipa::path(
@@ -258,7 +269,7 @@ struct LoginBody {
     responses(
         (status = 200, description = "The new session.", body = Session),
         (status = 401, description = "Unknown email or wrong password (invalid_credentials)."),
-        (status = 422, description = "A field is missing."),
+        (status = 422, description = "A field is missing, or the email is over 254 characters."),
         (status = 429, description = "Too many logins from this client IP, or too many failed \
             logins for this email."),
     )
@@ -271,19 +282,18 @@ async fn login(
     limit_auth_route(&state, client)?;
     let body: LoginBody = body.parse()?;
     let mut fields = Fields::default();
-    let email = fields.check("email", body.email.map(Ok::<_, AppError>));
+    let email = fields.check("email", body.email.map(|e| login_email(&e)));
     let password = fields.check("password", body.password.map(Ok::<_, AppError>));
     fields.finish()?;
-    let (Some(email), Some(password)) = (email, password) else {
+    let (Some(normalised), Some(password)) = (email, password) else {
         return Err(AppError::internal("validation passed without values"));
     };
     // Ten failed logins for an address lock it for the rest of their 15 minutes.
-    let normalised = Email::normalise(&email);
     let now = state.store.clock.now();
     if let Some(retry_after) = state.limits.login_locked(&normalised, now) {
         return Err(AppError::RateLimited { retry_after });
     }
-    match accounts(&state).login(&email, &password).await {
+    match accounts(&state).login(&normalised, &password).await {
         Ok(grant) => Ok(envelope::ok(session_json(&grant))),
         Err(AppError::InvalidCredentials) => {
             state.limits.login_failed(&normalised, now);

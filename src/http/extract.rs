@@ -40,7 +40,6 @@ pub async fn authenticate(
     extensions: &Extensions,
     state: &AppState,
 ) -> Result<Principal, AppError> {
-    let _ = extensions;
     {
         let authorization = headers.get(header::AUTHORIZATION);
         let api_key = headers.get("x-api-key");
@@ -78,6 +77,7 @@ pub async fn authenticate(
             (None, None) => return Err(AppError::Unauthorized),
         };
         let now = state.store.clock.now();
+        let check = crate::http::auth_failures::begin(state, extensions, &token, now)?;
         let principal = if token.starts_with("sess_") {
             Sessions {
                 db: &state.store.db,
@@ -95,7 +95,7 @@ pub async fn authenticate(
         } else {
             None
         };
-        let principal = principal.ok_or(AppError::Unauthorized)?;
+        let principal = check.finish(principal)?;
         // The per-credential bucket (SPEC §1.10), after credential validity and before scopes.
         let quota = state.limits.take(
             &format!("credential:{}", state.key.hmac_hex(token.as_bytes())),

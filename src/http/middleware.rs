@@ -33,6 +33,9 @@ pub async fn conventions(State(state): State<AppState>, request: Request, next: 
             let started = std::time::Instant::now();
             let method = request.method().to_string();
             let mut response = handle(&state, request, next).await;
+            // No response, downloads least of all, is to be sniffed into another content type.
+            let nosniff = HeaderValue::from_static("nosniff");
+            response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, nosniff);
             // A replayed response keeps the request id it was first answered with.
             let replayed = response.headers().contains_key("idempotent-replayed");
             if let (false, Ok(value)) = (replayed, HeaderValue::from_str(&request_id)) {

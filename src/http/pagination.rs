@@ -111,7 +111,11 @@ mod tests {
     use serde_json::json;
 
     fn key() -> SigningKey {
-        SigningKey::load(Some("test key"), std::path::Path::new("/nonexistent")).unwrap()
+        SigningKey::load(
+            Some(crate::signing::TEST_KEY),
+            std::path::Path::new("/nonexistent"),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub(crate) fn ipto(fresh: &Fresh, args: &[&str]) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("IPTO_DATA_DIR", &fresh.data_dir)
         .env("IPTO_DATABASE_URL", &fresh.database_url)
-        .env("IPTO_SIGNING_KEY", "test signing key")
+        .env("IPTO_SIGNING_KEY", "test signing key, at least 32 bytes")
         .env("IPTO_LOG", "warn")
         .env("IPTO_RATE_LIMIT_PER_MINUTE", "100000")
         .env("IPTO_AUTH_RATE_LIMIT_PER_MINUTE", "100000");

@@ -55,10 +55,11 @@ pub fn config(fresh: &Fresh) -> Config {
     let mut config = Config::defaults(&fresh.data_dir);
     config.bind = "127.0.0.1:0".parse().unwrap();
     config.database_url = Some(fresh.database_url.clone());
-    config.signing_key = Some("test signing key".into());
+    config.signing_key = Some("test signing key, at least 32 bytes".into());
     // Tests share one client IP and sign up freely; rate-limit tests set their own limits.
     config.rate_limit_per_minute = 100_000;
     config.auth_rate_limit_per_minute = 100_000;
+    config.auth_failure_limit_per_minute = 100_000;
     config
 }
 

@@ -10,6 +10,7 @@ mod conventions;
 mod crash;
 mod datasets;
 mod exhaustion;
+mod hardening;
 mod helpers;
 mod key_limits;
 mod metering;
