@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 /// Failed logins that lock an e-mail.
 pub const FAILED_LOGIN_LIMIT: usize = 10;
+/// Request buckets (credentials, client IPs) kept at most.
+pub const MAX_BUCKETS: usize = 100_000;
 /// How long a failed login counts.
 pub const FAILED_LOGIN_WINDOW: i64 = 15 * 60;
 /// The most e-mails whose failed logins are tracked at once.
@@ -42,9 +44,17 @@ pub struct Quota {
 /// All buckets of one instance.
 #[derive(Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<String, (i64, u32)>>,
+    windows: Mutex<Windows>,
     failures: Mutex<FailedLogins>,
     credentials: Mutex<CredentialChecks>,
+}
+
+/// The request buckets of the current minute (and, until pruned, of earlier ones).
+#[derive(Default)]
+struct Windows {
+    buckets: HashMap<String, (i64, u32)>,
+    /// The minute of the last pruning, so a full map is pruned at most once a minute.
+    pruned: i64,
 }
 
 /// A MAC of a credential (the caller's keyed hash of the token), never the token itself.
@@ -143,10 +153,26 @@ impl RateLimiter {
         let minute = now.timestamp().div_euclid(60);
         let reset = (60 - now.timestamp().rem_euclid(60)) as u64;
         let mut windows = self.windows.lock().expect("lock");
-        if windows.len() > 100_000 {
-            windows.retain(|_, (m, _)| *m == minute);
+        if windows.buckets.len() >= MAX_BUCKETS && !windows.buckets.contains_key(bucket) {
+            if windows.pruned != minute {
+                windows.pruned = minute;
+                windows.buckets.retain(|_, (m, _)| *m == minute);
+            }
+            // Still full of this minute's buckets: a new one is not counted (fails open) rather
+            // than grow the map without bound.
+            if windows.buckets.len() >= MAX_BUCKETS {
+                return Quota {
+                    limit,
+                    remaining: limit,
+                    reset,
+                    allowed: true,
+                };
+            }
         }
-        let entry = windows.entry(bucket.to_owned()).or_insert((minute, 0));
+        let entry = windows
+            .buckets
+            .entry(bucket.to_owned())
+            .or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
         }
@@ -452,5 +478,19 @@ mod tests {
             assert!(limiter.failed_login_footprint().0 <= MAX_TRACKED_EMAILS);
         }
         assert!(limiter.login_locked("victim@x.y", at(60)).is_some());
+    }
+
+    #[test]
+    fn request_buckets_stay_within_their_cap() {
+        let limiter = RateLimiter::default();
+        for i in 0..MAX_BUCKETS + 10 {
+            assert!(limiter.take(&format!("ip:{i}"), 5, at(0)).allowed);
+        }
+        assert_eq!(limiter.windows.lock().unwrap().buckets.len(), MAX_BUCKETS);
+        // Known buckets keep counting; a minute later the old ones make room.
+        assert!((0..4).all(|_| limiter.take("ip:0", 5, at(1)).allowed));
+        assert!(!limiter.take("ip:0", 5, at(1)).allowed);
+        assert!(limiter.take("ip:new", 5, at(60)).allowed);
+        assert_eq!(limiter.windows.lock().unwrap().buckets.len(), 1);
     }
 }
