@@ -89,6 +89,65 @@ impl Price {
     }
 }
 
+/// The largest single charge, in micro-USD: a download at the highest price (`P × 10`, SPEC
+/// §5.4). Commands refuse a charge above it, so every recorded charge lies in
+/// `0..=MAX_CHARGE_MICROS` (below 2^44) and its fee basis `amount × bps` below 2^58.
+pub const MAX_CHARGE_MICROS: i64 = Price::MAX.0 * 10;
+
+/// Bits per limb of a [`Limbs`] sum.
+pub const LIMB_BITS: u32 = 21;
+
+/// A limb's base, 2^21.
+pub const LIMB: i64 = 1 << LIMB_BITS;
+
+/// An exact sum of non-negative 63-bit terms (amounts, fee bases) in the form SQL keeps it:
+/// three sums of 21-bit limbs, most significant first, worth `l2 · 2^42 + l1 · 2^21 + l0`.
+///
+/// Both stores have 64-bit integers only where `sqlx::Any` can read them: SQLite's `SUM` fails on
+/// overflow and keeps no wider type, and PostgreSQL's `SUM(bigint)` is a `numeric` that the Any
+/// driver cannot decode. A 64-bit sum of charges is no good: at the highest price the fee basis
+/// of one download is 2 · 10^16 (at 20 %), and 462 of them pass 2^63. Splitting every term into
+/// limbs below 2^21 keeps each limb sum below 2^63 for up to 2^42 terms, more rows than either
+/// store can hold (2^42 rows of 100 bytes are 400 TiB; a SQLite file holds at most 256 TiB, a
+/// PostgreSQL table 32 TiB). So one SQL text serves both stores, the columns stay `BIGINT`, a
+/// statement is still one upsert per charge, and Rust joins the limbs into an `i128`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limbs(pub [i64; 3]);
+
+impl Limbs {
+    /// The limbs of one term; `None` unless `0 <= value < 2^63`.
+    pub fn of(value: i128) -> Option<Self> {
+        let value = i64::try_from(value).ok().filter(|v| *v >= 0)?;
+        Some(Limbs([
+            value >> (2 * LIMB_BITS),
+            (value >> LIMB_BITS) & (LIMB - 1),
+            value & (LIMB - 1),
+        ]))
+    }
+
+    /// The limb-wise sum, as SQL adds each limb in 64 bits; `None` where that would overflow.
+    pub fn checked_add(self, other: Limbs) -> Option<Limbs> {
+        let [a2, a1, a0] = self.0;
+        let [b2, b1, b0] = other.0;
+        Some(Limbs([
+            a2.checked_add(b2)?,
+            a1.checked_add(b1)?,
+            a0.checked_add(b0)?,
+        ]))
+    }
+
+    /// The sum the limb sums stand for (exact: each limb sum is below 2^63, the total below 2^106).
+    pub fn total(self) -> i128 {
+        let [l2, l1, l0] = self.0.map(i128::from);
+        (l2 << (2 * LIMB_BITS)) + (l1 << LIMB_BITS) + l0
+    }
+}
+
+/// Σ `values`; `None` on overflow (which takes 2^64 terms of 63 bits).
+pub fn checked_sum(values: impl IntoIterator<Item = i128>) -> Option<i128> {
+    values.into_iter().try_fold(0i128, i128::checked_add)
+}
+
 /// Rewrites `d[.ddd]e[+-]x` as a plain decimal (`1.2e-6` → `0.0000012`); `None` without an
 /// exponent or when the text is not of that shape (then the caller's strict parse refuses it).
 fn plain_notation(text: &str) -> Option<String> {
@@ -129,10 +188,12 @@ fn plain_notation(text: &str) -> Option<String> {
 }
 
 /// Formats micro-units in plain notation with trailing zeros dropped (`0.05`, `12`, `0.000001`).
-pub fn format_micros(micros: i64) -> String {
+/// Takes any integer up to `i128`, so exact sums print exactly.
+pub fn format_micros(micros: impl Into<i128>) -> String {
+    let micros: i128 = micros.into();
     let sign = if micros < 0 { "-" } else { "" };
     let abs = micros.unsigned_abs();
-    let (units, fraction) = (abs / MICROS as u64, abs % MICROS as u64);
+    let (units, fraction) = (abs / MICROS as u128, abs % MICROS as u128);
     if fraction == 0 {
         format!("{sign}{units}")
     } else {
@@ -143,7 +204,12 @@ pub fn format_micros(micros: i64) -> String {
 
 /// Micro-units as a JSON number (parsed from its exact decimal text, so it prints as written —
 /// except below 0.00001, where serde_json's `f64` printer uses exponent form such as `1e-6`).
-pub fn json_number(micros: i64) -> serde_json::Value {
+///
+/// A JSON number with a fraction is held as an `f64`: it prints exactly while the amount is below
+/// 2^33 units (8,589,934,592 USD), where neighbouring micro-units are still distinct doubles;
+/// above that a fractional amount prints as the nearest double. Whole amounts print exactly up
+/// to `u64::MAX`.
+pub fn json_number(micros: impl Into<i128>) -> serde_json::Value {
     serde_json::from_str(&format_micros(micros)).unwrap_or(serde_json::Value::Null)
 }
 
@@ -325,7 +391,70 @@ mod tests {
         assert_eq!(OutcomeShare.default_price(), Price::parse("0.005").unwrap());
     }
 
+    #[test]
+    fn limbs_split_and_join_exactly() {
+        assert_eq!(Limbs::of(0), Some(Limbs([0, 0, 0])));
+        assert_eq!(Limbs::of(LIMB.into()), Some(Limbs([0, 1, 0])));
+        assert_eq!(
+            Limbs::of(i64::MAX.into()),
+            Some(Limbs([LIMB - 1, LIMB - 1, LIMB - 1]))
+        );
+        assert_eq!(Limbs::of(-1), None);
+        assert_eq!(Limbs::of(i128::from(i64::MAX) + 1), None);
+        let max = Limbs::of(MAX_CHARGE_MICROS.into()).unwrap();
+        assert_eq!(max.total(), i128::from(MAX_CHARGE_MICROS));
+        assert_eq!(Limbs([i64::MAX, 0, 0]).checked_add(Limbs([1, 0, 0])), None);
+        assert_eq!(MAX_CHARGE_MICROS, 10_000_000_000_000);
+    }
+
+    #[test]
+    fn large_amounts_print_exactly() {
+        assert_eq!(
+            format_micros(i128::from(i64::MAX) * 10),
+            "92233720368547.75807"
+        );
+        assert_eq!(format_micros(-1_500_000i64), "-1.5");
+        assert_eq!(
+            json_number(5_000_000_000_000_010i64).to_string(),
+            "5000000000.00001"
+        );
+        assert_eq!(
+            json_number(1_000_000_000_000_002i64).to_string(),
+            "1000000000.000002"
+        );
+        assert_eq!(
+            json_number(18_446_744_073_709_551_615_000_000i128).to_string(),
+            "18446744073709551615"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn limb_sums_equal_the_sum(terms in prop::collection::vec(0..=i64::MAX, 0..64)) {
+            let limbs = terms
+                .iter()
+                .map(|t| Limbs::of((*t).into()).unwrap())
+                .try_fold(Limbs::default(), Limbs::checked_add)
+                .unwrap();
+            let exact = checked_sum(terms.iter().map(|t| i128::from(*t))).unwrap();
+            prop_assert_eq!(limbs.total(), exact);
+            for limb in Limbs::of(terms.first().copied().unwrap_or(0).into()).unwrap().0 {
+                prop_assert!((0..LIMB).contains(&limb));
+            }
+        }
+
+        #[test]
+        fn amounts_below_2_pow_33_units_print_exactly(micros in 0i64..(1i64 << 33) * MICROS) {
+            let printed = json_number(micros).to_string();
+            // Below 0.00001 serde_json writes an exponent, which only the f64 reading takes.
+            let reread = match printed.split_once('.') {
+                _ if printed.contains('e') => (printed.parse::<f64>().unwrap() * 1e6).round() as i64,
+                Some((w, f)) => w.parse::<i64>().unwrap() * MICROS + format!("{f:0<6}").parse::<i64>().unwrap(),
+                None => printed.parse::<i64>().unwrap() * MICROS,
+            };
+            prop_assert_eq!(reread, micros, "{}", printed);
+        }
+
         #[test]
         fn serde_round_trips_through_json(micros in 0i64..=1_000_000 * MICROS) {
             let price = Price::from_micros(micros);

@@ -81,6 +81,9 @@ pub enum AppError {
     /// 422 `validation_failed`.
     #[error("validation failed")]
     Validation(FieldErrors),
+    /// 422 `charge_too_large`: a charge above the largest recordable amount; nothing is charged.
+    #[error("charge too large")]
+    ChargeTooLarge,
     /// 503 `unavailable`: the database cannot be reached.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -129,7 +132,7 @@ impl AppError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation(_) | Self::ChargeTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -198,6 +201,15 @@ impl AppError {
                 "validation_failed",
                 "Validation failed.".into(),
                 json!({ "fields": fields }),
+            ),
+            Self::ChargeTooLarge => (
+                "charge_too_large",
+                format!(
+                    "The charge exceeds the largest amount a single charge may record ({} USD); \
+                     nothing was charged.",
+                    aggregates::money::format_micros(aggregates::money::MAX_CHARGE_MICROS)
+                ),
+                json!({ "limit": aggregates::money::json_number(aggregates::money::MAX_CHARGE_MICROS) }),
             ),
             Self::Unavailable(_) => (
                 "unavailable",
@@ -359,15 +371,22 @@ impl From<aggregates::api_key::ApiKeyError> for AppError {
 }
 
 impl From<aggregates::search::SearchError> for AppError {
-    /// Every search error is the server's own inconsistency.
+    /// A charge too large to record is 422; every other search error is the server's own
+    /// inconsistency.
     fn from(error: aggregates::search::SearchError) -> Self {
-        Self::internal(error)
+        match error {
+            aggregates::search::SearchError::ChargeTooLarge => Self::ChargeTooLarge,
+            other => Self::internal(other),
+        }
     }
 }
 
 impl From<aggregates::metering::DownloadError> for AppError {
     fn from(error: aggregates::metering::DownloadError) -> Self {
-        Self::internal(error)
+        match error {
+            aggregates::metering::DownloadError::ChargeTooLarge => Self::ChargeTooLarge,
+            other => Self::internal(other),
+        }
     }
 }
 
@@ -446,6 +465,17 @@ mod tests {
                 429,
             ),
             (AppError::DatasetNotFound("dset_x".into()), "not_found", 404),
+            (AppError::ChargeTooLarge, "charge_too_large", 422),
+            (
+                aggregates::metering::DownloadError::ChargeTooLarge.into(),
+                "charge_too_large",
+                422,
+            ),
+            (
+                aggregates::search::SearchError::ChargeTooLarge.into(),
+                "charge_too_large",
+                422,
+            ),
             (AppError::internal("boom"), "internal", 500),
             (AppError::Unavailable("down".into()), "unavailable", 503),
         ];

@@ -609,6 +609,8 @@ async fn list(
         (status = 404, description = "Unknown, or not reachable by the caller."),
         (status = 409, description = "The owner's object is not staged or approved, or its \
             dataset is pending_deletion (invalid_state)."),
+        (status = 422, description = "The charge would exceed the largest amount a single charge \
+            may record (charge_too_large); nothing is charged."),
     )
 )]
 async fn download(
@@ -644,7 +646,8 @@ async fn download(
             provider_tenant_id: TenantId::parse(&dataset.tenant_id).map_err(AppError::internal)?,
             dataset_id: DatasetId::parse(&dataset.dataset_id).map_err(AppError::internal)?,
             object_id: ObjectId::parse(&id).map_err(AppError::internal)?,
-            amount_micros: download_price_micros(dataset.price_micros),
+            amount_micros: download_price_micros(dataset.price_micros)
+                .ok_or(AppError::ChargeTooLarge)?,
             fee_bps: state.config.platform_fee_bps,
             occurred_at: now,
         };

@@ -10,6 +10,7 @@ mod crash;
 mod datasets;
 mod helpers;
 mod metering;
+mod money;
 mod objects;
 mod openapi;
 mod projections;
