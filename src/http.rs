@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod api_keys;
 pub mod buyer;
+pub mod charges;
 pub mod datasets;
 pub mod envelope;
 pub mod error;

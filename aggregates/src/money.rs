@@ -35,32 +35,9 @@ impl Price {
     /// Parses `^\d+(\.\d{1,6})?$`, at most 1,000,000. The text form of a JSON number is accepted
     /// as long as it has that shape (no sign, no exponent).
     pub fn parse(raw: &str) -> Result<Self, PriceError> {
-        let (whole, fraction) = match raw.split_once('.') {
-            Some((w, f)) => (w, Some(f)),
-            None => (raw, None),
-        };
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(whole) || fraction.is_some_and(|f| !digits(f) || f.len() > 6) {
-            return Err(PriceError::Malformed);
-        }
-        let whole = whole.trim_start_matches('0');
-        if whole.len() > 7 {
-            return Err(PriceError::TooLarge);
-        }
-        let units: i64 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| PriceError::Malformed)?
-        };
-        let fraction = fraction.unwrap_or("");
-        let micros: i64 = format!("{fraction:0<6}")
-            .parse()
-            .map_err(|_| PriceError::Malformed)?;
-        let price = Price(units * MICROS + micros);
-        if price > Self::MAX {
-            return Err(PriceError::TooLarge);
-        }
-        Ok(price)
+        Amount::parse(raw, Self::MAX.0)
+            .map(|a| Price(a.0))
+            .map_err(PriceError::from)
     }
 
     /// A price from a JSON number, e.g. the `price_per_result` of a request body.
@@ -146,6 +123,93 @@ impl Limbs {
 /// Σ `values`; `None` on overflow (which takes 2^64 terms of 63 bits).
 pub fn checked_sum(values: impl IntoIterator<Item = i128>) -> Option<i128> {
     values.into_iter().try_fold(0i128, i128::checked_add)
+}
+
+impl From<AmountError> for PriceError {
+    fn from(error: AmountError) -> Self {
+        match error {
+            AmountError::Malformed => PriceError::Malformed,
+            AmountError::TooLarge(_) => PriceError::TooLarge,
+        }
+    }
+}
+
+/// A bound a client sets on money, such as a key's monthly spend limit or the most a download
+/// may cost: written like a price (`^\d+(\.\d{1,6})?$`, a JSON number or a string) and at most
+/// a maximum the caller names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount(i64);
+
+/// Why an amount was refused (422).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    /// Not `^\d+(\.\d{1,6})?$`.
+    #[error("must be a non-negative decimal with at most 6 decimals")]
+    Malformed,
+    /// Above the maximum (in micro-USD).
+    #[error("must be at most {}", format_micros(*.0))]
+    TooLarge(i64),
+}
+
+impl Amount {
+    /// Parses `^\d+(\.\d{1,6})?$`, at most `max_micros`.
+    pub fn parse(raw: &str, max_micros: i64) -> Result<Self, AmountError> {
+        let (whole, fraction) = match raw.split_once('.') {
+            Some((w, f)) => (w, Some(f)),
+            None => (raw, None),
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || fraction.is_some_and(|f| !digits(f) || f.len() > 6) {
+            return Err(AmountError::Malformed);
+        }
+        let too_large = AmountError::TooLarge(max_micros);
+        let whole = whole.trim_start_matches('0');
+        // Fourteen whole digits never fit 63 bits of micro-units (checked below for thirteen).
+        if whole.len() > 13 {
+            return Err(too_large);
+        }
+        let units: i64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| AmountError::Malformed)?
+        };
+        let micros: i64 = format!("{:0<6}", fraction.unwrap_or(""))
+            .parse()
+            .map_err(|_| AmountError::Malformed)?;
+        match units
+            .checked_mul(MICROS)
+            .and_then(|u| u.checked_add(micros))
+        {
+            Some(amount) if amount <= max_micros => Ok(Amount(amount)),
+            _ => Err(too_large),
+        }
+    }
+
+    /// An amount from a JSON number, held to the same rules (see [`Price::from_json_number`]).
+    pub fn from_json_number(
+        number: &serde_json::Number,
+        max_micros: i64,
+    ) -> Result<Self, AmountError> {
+        let text = number.to_string();
+        match plain_notation(&text) {
+            Some(plain) => Self::parse(&plain, max_micros),
+            None => Self::parse(&text, max_micros),
+        }
+    }
+
+    /// An amount from a JSON number or string; any other JSON type is `Malformed`.
+    pub fn from_json(value: &serde_json::Value, max_micros: i64) -> Result<Self, AmountError> {
+        match value {
+            serde_json::Value::Number(n) => Self::from_json_number(n, max_micros),
+            serde_json::Value::String(s) => Self::parse(s, max_micros),
+            _ => Err(AmountError::Malformed),
+        }
+    }
+
+    /// The amount in micro-units.
+    pub fn micros(self) -> i64 {
+        self.0
+    }
 }
 
 /// Rewrites `d[.ddd]e[+-]x` as a plain decimal (`1.2e-6` → `0.0000012`); `None` without an
@@ -389,6 +453,48 @@ mod tests {
         assert_eq!(Open.default_price(), Price::parse("0.01").unwrap());
         assert_eq!(Premium.default_price(), Price::parse("0.05").unwrap());
         assert_eq!(OutcomeShare.default_price(), Price::parse("0.005").unwrap());
+    }
+
+    #[test]
+    fn amounts_follow_the_price_rules_up_to_their_maximum() {
+        let max = 1_000_000_000_000 * MICROS;
+        assert_eq!(Amount::parse("2.5", max).unwrap().micros(), 2_500_000);
+        assert_eq!(Amount::parse("1000000000000", max).unwrap().micros(), max);
+        assert_eq!(
+            Amount::parse("1000000000000.000001", max),
+            Err(AmountError::TooLarge(max))
+        );
+        assert_eq!(
+            Amount::parse("99999999999999999999", max),
+            Err(AmountError::TooLarge(max))
+        );
+        for bad in ["", "-1", "1e3", "0.0000001", "1,5", " 1"] {
+            assert_eq!(
+                Amount::parse(bad, max),
+                Err(AmountError::Malformed),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Amount::from_json(&serde_json::json!(1e12), max)
+                .unwrap()
+                .micros(),
+            max
+        );
+        assert_eq!(
+            Amount::from_json(&serde_json::json!(0.000001), max)
+                .unwrap()
+                .micros(),
+            1
+        );
+        assert_eq!(
+            Amount::from_json(&serde_json::json!(true), max),
+            Err(AmountError::Malformed)
+        );
+        assert_eq!(
+            AmountError::TooLarge(10_000_000 * MICROS).to_string(),
+            "must be at most 10000000"
+        );
     }
 
     #[test]

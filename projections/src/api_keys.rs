@@ -43,7 +43,7 @@ impl Projection for ApiKeysProjection {
                 let scopes: Vec<&str> = p.scopes.iter().map(|s| s.as_str()).collect();
                 sqlx::query(
                     "INSERT INTO api_keys (api_key_id, tenant_id, name, key_prefix, scopes, dataset_access_mode, \
-                     created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                     created_at, expires_at, spend_limit_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(p.api_key_id.as_str())
                 .bind(p.tenant_id.as_str())
@@ -53,6 +53,7 @@ impl Projection for ApiKeysProjection {
                 .bind(p.dataset_access_mode.as_str())
                 .bind(at)
                 .bind(p.expires_at.map(timestamp::format))
+                .bind(p.spend_limit_micros)
                 .execute(conn)
                 .await?
             }
@@ -102,6 +103,8 @@ pub struct ApiKeyRow {
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// The monthly spend limit in micro-USD, if any.
+    pub spend_limit_micros: Option<i64>,
 }
 
 impl ApiKeyRow {
@@ -119,7 +122,7 @@ impl ApiKeyRow {
 
 const KEY_SELECT: &str =
     "SELECT k.api_key_id, k.tenant_id, k.name, k.key_prefix, k.scopes, k.dataset_access_mode, \
-     k.created_at, k.expires_at, k.revoked_at, u.last_used_at \
+     k.created_at, k.expires_at, k.revoked_at, u.last_used_at, k.spend_limit_micros \
      FROM api_keys k LEFT JOIN api_key_usage u ON u.api_key_id = k.api_key_id";
 
 fn key_row(row: &AnyRow) -> Result<ApiKeyRow, sqlx::Error> {
@@ -135,6 +138,7 @@ fn key_row(row: &AnyRow) -> Result<ApiKeyRow, sqlx::Error> {
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        spend_limit_micros: row.try_get("spend_limit_micros")?,
     })
 }
 

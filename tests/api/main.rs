@@ -9,6 +9,7 @@ mod conventions;
 mod crash;
 mod datasets;
 mod helpers;
+mod limits;
 mod metering;
 mod money;
 mod objects;
