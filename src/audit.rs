@@ -4,8 +4,8 @@
 use projections::StoredEvent;
 use serde_json::{json, Value};
 
-/// The aggregate types an audit read can be filtered on: those of SPEC §3.14, and
-/// `email_reservation`, whose events the log also holds.
+/// The aggregate types an audit read can be filtered on: those of SPEC §3.14, and `key_spend`
+/// (a key's monthly spend reservations) and `email_reservation`, whose events the log also holds.
 pub const AGGREGATE_TYPES: &[&str] = &[
     "tenant",
     "user",
@@ -15,6 +15,7 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     "search",
     "access",
     "payout_statement",
+    "key_spend",
     "email_reservation",
 ];
 

@@ -306,6 +306,8 @@ pub struct Store {
     pub clock: Clock,
     pub metrics: Arc<crate::metrics::Metrics>,
     logs: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
+    /// Per-aggregate turns of [`Store::execute_latest`].
+    turns: Arc<Mutex<HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Store {
@@ -318,6 +320,7 @@ impl Store {
             clock,
             metrics: Arc::default(),
             logs: Arc::default(),
+            turns: Arc::default(),
         }
     }
 
@@ -355,8 +358,96 @@ impl Store {
         A: Aggregate + 'static,
         A::Command: Clone,
     {
+        self.execute_with::<A>(id, command, services, actor, false)
+            .await
+    }
+
+    /// [`Store::execute`] for an aggregate whose events carry its whole state: it loads only the
+    /// last event, so a long stream (a key's month of charges) costs one row per command.
+    /// Commands on one such aggregate take turns within this process, so they do not keep losing
+    /// the optimistic lock to each other; a write from another instance still makes the append
+    /// fail and the command decide again.
+    pub async fn execute_latest<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        services: &A::Services,
+        actor: &Actor,
+    ) -> Result<Committed<A>, CommandError<A::Error>>
+    where
+        A: aggregates::spend::LatestEventState + 'static,
+        A::Command: Clone,
+    {
+        let turn = {
+            let mut turns = self.turns.lock().expect("lock poisoned");
+            if turns.len() > 1024 {
+                turns.retain(|_, t| t.strong_count() > 0);
+            }
+            let key = format!("{}/{id}", A::TYPE);
+            match turns.get(&key).and_then(std::sync::Weak::upgrade) {
+                Some(turn) => turn,
+                None => {
+                    let turn = Arc::new(tokio::sync::Mutex::new(()));
+                    turns.insert(key, Arc::downgrade(&turn));
+                    turn
+                }
+            }
+        };
+        let _turn = turn.lock().await;
+        self.execute_with::<A>(id, command, services, actor, true)
+            .await
+    }
+
+    /// The aggregate as its last event leaves it (see [`Store::execute_latest`]).
+    async fn load_last_event<A: Aggregate>(
+        &self,
+        id: &str,
+    ) -> Result<EventStoreAggregateContext<A>, CommandError<A::Error>> {
+        use sqlx::Row;
+        let row = sqlx::query(
+            "SELECT sequence, CAST(payload AS TEXT) AS payload FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await
+        .map_err(|e| CommandError::Store(e.to_string()))?;
+        let mut context = EventStoreAggregateContext {
+            aggregate_id: id.to_owned(),
+            aggregate: A::default(),
+            current_sequence: 0,
+            current_snapshot: None,
+        };
+        if let Some(row) = row {
+            let sequence: i64 = row
+                .try_get("sequence")
+                .map_err(|e| CommandError::Store(e.to_string()))?;
+            let payload: String = row
+                .try_get("payload")
+                .map_err(|e| CommandError::Store(e.to_string()))?;
+            let event: A::Event =
+                serde_json::from_str(&payload).map_err(|e| CommandError::Store(e.to_string()))?;
+            context.aggregate.apply(event);
+            context.current_sequence = sequence as usize;
+        }
+        Ok(context)
+    }
+
+    async fn execute_with<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        services: &A::Services,
+        actor: &Actor,
+        from_last_event: bool,
+    ) -> Result<Committed<A>, CommandError<A::Error>>
+    where
+        A: Aggregate + 'static,
+        A::Command: Clone,
+    {
         let outcome = self
-            .decide_and_append::<A>(id, command, services, actor)
+            .decide_and_append::<A>(id, command, services, actor, from_last_event)
             .await;
         let (label, events) = match &outcome {
             Ok(committed) => ("ok", committed.events.len()),
@@ -374,6 +465,7 @@ impl Store {
         command: A::Command,
         services: &A::Services,
         actor: &Actor,
+        from_last_event: bool,
     ) -> Result<Committed<A>, CommandError<A::Error>>
     where
         A: Aggregate + 'static,
@@ -381,7 +473,11 @@ impl Store {
     {
         let log = self.log::<A>();
         for _ in 0..=CONFLICT_RETRIES {
-            let mut context = log.load_aggregate(id).await.map_err(classify)?;
+            let mut context = if from_last_event {
+                self.load_last_event::<A>(id).await?
+            } else {
+                log.load_aggregate(id).await.map_err(classify)?
+            };
             let sink = EventSink::default();
             context
                 .aggregate

@@ -36,6 +36,10 @@ pub struct KeyProfile {
     pub scopes: Vec<Scope>,
     pub dataset_access_mode: AccessMode,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The most the key may be charged per UTC month, in micro-USD; `None` for no limit.
+    /// (Absent from keys created before limits existed.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend_limit_micros: Option<i64>,
 }
 
 /// API-key state, rebuilt from its events.
@@ -197,6 +201,7 @@ mod tests {
             scopes,
             dataset_access_mode: AccessMode::AllowList,
             expires_at: None,
+            spend_limit_micros: None,
         }
     }
 

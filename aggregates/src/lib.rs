@@ -14,6 +14,7 @@ pub mod object;
 pub mod password;
 pub mod payout;
 pub mod search;
+pub mod spend;
 pub mod tenant;
 pub mod text;
 pub mod user;

@@ -6,6 +6,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::money::MAX_CHARGE_MICROS;
 use crate::{DatasetId, ObjectId, TenantId};
 
 /// A charge: who pays whom, for what, how much (micro-USD) and the platform fee rate in force.
@@ -21,6 +22,37 @@ pub struct Charge {
     pub amount_micros: i64,
     pub fee_bps: u32,
     pub occurred_at: DateTime<Utc>,
+}
+
+impl Charge {
+    /// The charge's part of a fee basis, `amount × bps` (SPEC §5.5); exact, below 2^58 for any
+    /// charge a command accepts.
+    pub fn fee_basis(&self) -> i128 {
+        i128::from(self.amount_micros) * i128::from(self.fee_bps)
+    }
+
+    /// Whether the charge can be recorded: an amount in `0..=MAX_CHARGE_MICROS` and a fee rate
+    /// of at most 100 %.
+    pub fn check(&self) -> Result<(), ChargeError> {
+        if self.amount_micros < 0 || self.fee_bps > 10_000 {
+            Err(ChargeError::Invalid)
+        } else if self.amount_micros > MAX_CHARGE_MICROS {
+            Err(ChargeError::TooLarge)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Why a charge cannot be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChargeError {
+    /// A negative amount or a fee rate over 100 % (computed by the server).
+    #[error("invalid charge")]
+    Invalid,
+    /// More than [`MAX_CHARGE_MICROS`]: beyond what sums are sized for.
+    #[error("charge exceeds the largest recordable amount")]
+    TooLarge,
 }
 
 /// A buyer's download of another tenant's object.
@@ -61,6 +93,9 @@ pub enum DownloadError {
     /// A negative amount or fee rate over 100% (500: computed by the server).
     #[error("invalid charge")]
     InvalidCharge,
+    /// The amount exceeds the largest recordable charge (422 `charge_too_large`).
+    #[error("charge too large")]
+    ChargeTooLarge,
 }
 
 impl Aggregate for Download {
@@ -80,8 +115,10 @@ impl Aggregate for Download {
         if self.charge.is_some() {
             return Err(DownloadError::AlreadyCharged);
         }
-        if charge.amount_micros < 0 || charge.fee_bps > 10_000 {
-            return Err(DownloadError::InvalidCharge);
+        match charge.check() {
+            Ok(()) => {}
+            Err(ChargeError::Invalid) => return Err(DownloadError::InvalidCharge),
+            Err(ChargeError::TooLarge) => return Err(DownloadError::ChargeTooLarge),
         }
         sink.write(DownloadEvent::DownloadCharged(charge), self)
             .await;
@@ -94,9 +131,10 @@ impl Aggregate for Download {
     }
 }
 
-/// A download costs ten results: `round6(P × 10)` (exact in micro-units).
-pub fn download_price_micros(price_per_result_micros: i64) -> i64 {
-    price_per_result_micros * 10
+/// A download costs ten results: `round6(P × 10)` (exact in micro-units); `None` if it cannot be
+/// represented.
+pub fn download_price_micros(price_per_result_micros: i64) -> Option<i64> {
+    price_per_result_micros.checked_mul(10)
 }
 
 #[cfg(test)]
@@ -142,8 +180,35 @@ mod tests {
     }
 
     #[test]
+    fn a_charge_above_the_largest_download_is_refused() {
+        let largest = download_price_micros(crate::Price::MAX.micros()).unwrap();
+        let c = charge(largest, 10_000);
+        TestFramework::<Download>::with(())
+            .given_no_previous_events()
+            .when(DownloadCommand::Charge(c.clone()))
+            .then_expect_events(vec![DownloadEvent::DownloadCharged(c)]);
+        TestFramework::<Download>::with(())
+            .given_no_previous_events()
+            .when(DownloadCommand::Charge(charge(largest + 1, 2000)))
+            .then_expect_error(DownloadError::ChargeTooLarge);
+        TestFramework::<Download>::with(())
+            .given_no_previous_events()
+            .when(DownloadCommand::Charge(charge(i64::MAX, 2000)))
+            .then_expect_error(DownloadError::ChargeTooLarge);
+    }
+
+    #[test]
     fn a_download_costs_ten_results() {
-        assert_eq!(download_price_micros(50_000), 500_000);
-        assert_eq!(download_price_micros(1), 10);
+        assert_eq!(download_price_micros(50_000), Some(500_000));
+        assert_eq!(download_price_micros(1), Some(10));
+        assert_eq!(download_price_micros(i64::MAX / 5), None);
+    }
+
+    #[test]
+    fn a_fee_basis_is_exact_for_the_largest_charge() {
+        assert_eq!(
+            charge(MAX_CHARGE_MICROS, 10_000).fee_basis(),
+            100_000_000_000_000_000
+        );
     }
 }

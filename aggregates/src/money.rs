@@ -35,32 +35,9 @@ impl Price {
     /// Parses `^\d+(\.\d{1,6})?$`, at most 1,000,000. The text form of a JSON number is accepted
     /// as long as it has that shape (no sign, no exponent).
     pub fn parse(raw: &str) -> Result<Self, PriceError> {
-        let (whole, fraction) = match raw.split_once('.') {
-            Some((w, f)) => (w, Some(f)),
-            None => (raw, None),
-        };
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(whole) || fraction.is_some_and(|f| !digits(f) || f.len() > 6) {
-            return Err(PriceError::Malformed);
-        }
-        let whole = whole.trim_start_matches('0');
-        if whole.len() > 7 {
-            return Err(PriceError::TooLarge);
-        }
-        let units: i64 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| PriceError::Malformed)?
-        };
-        let fraction = fraction.unwrap_or("");
-        let micros: i64 = format!("{fraction:0<6}")
-            .parse()
-            .map_err(|_| PriceError::Malformed)?;
-        let price = Price(units * MICROS + micros);
-        if price > Self::MAX {
-            return Err(PriceError::TooLarge);
-        }
-        Ok(price)
+        Amount::parse(raw, Self::MAX.0)
+            .map(|a| Price(a.0))
+            .map_err(PriceError::from)
     }
 
     /// A price from a JSON number, e.g. the `price_per_result` of a request body.
@@ -84,6 +61,152 @@ impl Price {
     }
 
     /// The price in micro-units.
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+}
+
+/// The largest single charge, in micro-USD: a download at the highest price (`P × 10`, SPEC
+/// §5.4). Commands refuse a charge above it, so every recorded charge lies in
+/// `0..=MAX_CHARGE_MICROS` (below 2^44) and its fee basis `amount × bps` below 2^58.
+pub const MAX_CHARGE_MICROS: i64 = Price::MAX.0 * 10;
+
+/// Bits per limb of a [`Limbs`] sum.
+pub const LIMB_BITS: u32 = 21;
+
+/// A limb's base, 2^21.
+pub const LIMB: i64 = 1 << LIMB_BITS;
+
+/// An exact sum of non-negative 63-bit terms (amounts, fee bases) in the form SQL keeps it:
+/// three sums of 21-bit limbs, most significant first, worth `l2 · 2^42 + l1 · 2^21 + l0`.
+///
+/// Both stores have 64-bit integers only where `sqlx::Any` can read them: SQLite's `SUM` fails on
+/// overflow and keeps no wider type, and PostgreSQL's `SUM(bigint)` is a `numeric` that the Any
+/// driver cannot decode. A 64-bit sum of charges is no good: at the highest price the fee basis
+/// of one download is 2 · 10^16 (at 20 %), and 462 of them pass 2^63. Splitting every term into
+/// limbs below 2^21 keeps each limb sum below 2^63 for up to 2^42 terms, more rows than either
+/// store can hold (2^42 rows of 100 bytes are 400 TiB; a SQLite file holds at most 256 TiB, a
+/// PostgreSQL table 32 TiB). So one SQL text serves both stores, the columns stay `BIGINT`, a
+/// statement is still one upsert per charge, and Rust joins the limbs into an `i128`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limbs(pub [i64; 3]);
+
+impl Limbs {
+    /// The limbs of one term; `None` unless `0 <= value < 2^63`.
+    pub fn of(value: i128) -> Option<Self> {
+        let value = i64::try_from(value).ok().filter(|v| *v >= 0)?;
+        Some(Limbs([
+            value >> (2 * LIMB_BITS),
+            (value >> LIMB_BITS) & (LIMB - 1),
+            value & (LIMB - 1),
+        ]))
+    }
+
+    /// The limb-wise sum, as SQL adds each limb in 64 bits; `None` where that would overflow.
+    pub fn checked_add(self, other: Limbs) -> Option<Limbs> {
+        let [a2, a1, a0] = self.0;
+        let [b2, b1, b0] = other.0;
+        Some(Limbs([
+            a2.checked_add(b2)?,
+            a1.checked_add(b1)?,
+            a0.checked_add(b0)?,
+        ]))
+    }
+
+    /// The sum the limb sums stand for (exact: each limb sum is below 2^63, the total below 2^106).
+    pub fn total(self) -> i128 {
+        let [l2, l1, l0] = self.0.map(i128::from);
+        (l2 << (2 * LIMB_BITS)) + (l1 << LIMB_BITS) + l0
+    }
+}
+
+/// Σ `values`; `None` on overflow (which takes 2^64 terms of 63 bits).
+pub fn checked_sum(values: impl IntoIterator<Item = i128>) -> Option<i128> {
+    values.into_iter().try_fold(0i128, i128::checked_add)
+}
+
+impl From<AmountError> for PriceError {
+    fn from(error: AmountError) -> Self {
+        match error {
+            AmountError::Malformed => PriceError::Malformed,
+            AmountError::TooLarge(_) => PriceError::TooLarge,
+        }
+    }
+}
+
+/// A bound a client sets on money, such as a key's monthly spend limit or the most a download
+/// may cost: written like a price (`^\d+(\.\d{1,6})?$`, a JSON number or a string) and at most
+/// a maximum the caller names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount(i64);
+
+/// Why an amount was refused (422).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    /// Not `^\d+(\.\d{1,6})?$`.
+    #[error("must be a non-negative decimal with at most 6 decimals")]
+    Malformed,
+    /// Above the maximum (in micro-USD).
+    #[error("must be at most {}", format_micros(*.0))]
+    TooLarge(i64),
+}
+
+impl Amount {
+    /// Parses `^\d+(\.\d{1,6})?$`, at most `max_micros`.
+    pub fn parse(raw: &str, max_micros: i64) -> Result<Self, AmountError> {
+        let (whole, fraction) = match raw.split_once('.') {
+            Some((w, f)) => (w, Some(f)),
+            None => (raw, None),
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || fraction.is_some_and(|f| !digits(f) || f.len() > 6) {
+            return Err(AmountError::Malformed);
+        }
+        let too_large = AmountError::TooLarge(max_micros);
+        let whole = whole.trim_start_matches('0');
+        // Fourteen whole digits never fit 63 bits of micro-units (checked below for thirteen).
+        if whole.len() > 13 {
+            return Err(too_large);
+        }
+        let units: i64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| AmountError::Malformed)?
+        };
+        let micros: i64 = format!("{:0<6}", fraction.unwrap_or(""))
+            .parse()
+            .map_err(|_| AmountError::Malformed)?;
+        match units
+            .checked_mul(MICROS)
+            .and_then(|u| u.checked_add(micros))
+        {
+            Some(amount) if amount <= max_micros => Ok(Amount(amount)),
+            _ => Err(too_large),
+        }
+    }
+
+    /// An amount from a JSON number, held to the same rules (see [`Price::from_json_number`]).
+    pub fn from_json_number(
+        number: &serde_json::Number,
+        max_micros: i64,
+    ) -> Result<Self, AmountError> {
+        let text = number.to_string();
+        match plain_notation(&text) {
+            Some(plain) => Self::parse(&plain, max_micros),
+            None => Self::parse(&text, max_micros),
+        }
+    }
+
+    /// An amount from a JSON number or string; any other JSON type is `Malformed`.
+    pub fn from_json(value: &serde_json::Value, max_micros: i64) -> Result<Self, AmountError> {
+        match value {
+            serde_json::Value::Number(n) => Self::from_json_number(n, max_micros),
+            serde_json::Value::String(s) => Self::parse(s, max_micros),
+            _ => Err(AmountError::Malformed),
+        }
+    }
+
+    /// The amount in micro-units.
     pub fn micros(self) -> i64 {
         self.0
     }
@@ -129,10 +252,12 @@ fn plain_notation(text: &str) -> Option<String> {
 }
 
 /// Formats micro-units in plain notation with trailing zeros dropped (`0.05`, `12`, `0.000001`).
-pub fn format_micros(micros: i64) -> String {
+/// Takes any integer up to `i128`, so exact sums print exactly.
+pub fn format_micros(micros: impl Into<i128>) -> String {
+    let micros: i128 = micros.into();
     let sign = if micros < 0 { "-" } else { "" };
     let abs = micros.unsigned_abs();
-    let (units, fraction) = (abs / MICROS as u64, abs % MICROS as u64);
+    let (units, fraction) = (abs / MICROS as u128, abs % MICROS as u128);
     if fraction == 0 {
         format!("{sign}{units}")
     } else {
@@ -143,7 +268,12 @@ pub fn format_micros(micros: i64) -> String {
 
 /// Micro-units as a JSON number (parsed from its exact decimal text, so it prints as written —
 /// except below 0.00001, where serde_json's `f64` printer uses exponent form such as `1e-6`).
-pub fn json_number(micros: i64) -> serde_json::Value {
+///
+/// A JSON number with a fraction is held as an `f64`: it prints exactly while the amount is below
+/// 2^33 units (8,589,934,592 USD), where neighbouring micro-units are still distinct doubles;
+/// above that a fractional amount prints as the nearest double. Whole amounts print exactly up
+/// to `u64::MAX`.
+pub fn json_number(micros: impl Into<i128>) -> serde_json::Value {
     serde_json::from_str(&format_micros(micros)).unwrap_or(serde_json::Value::Null)
 }
 
@@ -325,7 +455,112 @@ mod tests {
         assert_eq!(OutcomeShare.default_price(), Price::parse("0.005").unwrap());
     }
 
+    #[test]
+    fn amounts_follow_the_price_rules_up_to_their_maximum() {
+        let max = 1_000_000_000_000 * MICROS;
+        assert_eq!(Amount::parse("2.5", max).unwrap().micros(), 2_500_000);
+        assert_eq!(Amount::parse("1000000000000", max).unwrap().micros(), max);
+        assert_eq!(
+            Amount::parse("1000000000000.000001", max),
+            Err(AmountError::TooLarge(max))
+        );
+        assert_eq!(
+            Amount::parse("99999999999999999999", max),
+            Err(AmountError::TooLarge(max))
+        );
+        for bad in ["", "-1", "1e3", "0.0000001", "1,5", " 1"] {
+            assert_eq!(
+                Amount::parse(bad, max),
+                Err(AmountError::Malformed),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Amount::from_json(&serde_json::json!(1e12), max)
+                .unwrap()
+                .micros(),
+            max
+        );
+        assert_eq!(
+            Amount::from_json(&serde_json::json!(0.000001), max)
+                .unwrap()
+                .micros(),
+            1
+        );
+        assert_eq!(
+            Amount::from_json(&serde_json::json!(true), max),
+            Err(AmountError::Malformed)
+        );
+        assert_eq!(
+            AmountError::TooLarge(10_000_000 * MICROS).to_string(),
+            "must be at most 10000000"
+        );
+    }
+
+    #[test]
+    fn limbs_split_and_join_exactly() {
+        assert_eq!(Limbs::of(0), Some(Limbs([0, 0, 0])));
+        assert_eq!(Limbs::of(LIMB.into()), Some(Limbs([0, 1, 0])));
+        assert_eq!(
+            Limbs::of(i64::MAX.into()),
+            Some(Limbs([LIMB - 1, LIMB - 1, LIMB - 1]))
+        );
+        assert_eq!(Limbs::of(-1), None);
+        assert_eq!(Limbs::of(i128::from(i64::MAX) + 1), None);
+        let max = Limbs::of(MAX_CHARGE_MICROS.into()).unwrap();
+        assert_eq!(max.total(), i128::from(MAX_CHARGE_MICROS));
+        assert_eq!(Limbs([i64::MAX, 0, 0]).checked_add(Limbs([1, 0, 0])), None);
+        assert_eq!(MAX_CHARGE_MICROS, 10_000_000_000_000);
+    }
+
+    #[test]
+    fn large_amounts_print_exactly() {
+        assert_eq!(
+            format_micros(i128::from(i64::MAX) * 10),
+            "92233720368547.75807"
+        );
+        assert_eq!(format_micros(-1_500_000i64), "-1.5");
+        assert_eq!(
+            json_number(5_000_000_000_000_010i64).to_string(),
+            "5000000000.00001"
+        );
+        assert_eq!(
+            json_number(1_000_000_000_000_002i64).to_string(),
+            "1000000000.000002"
+        );
+        assert_eq!(
+            json_number(18_446_744_073_709_551_615_000_000i128).to_string(),
+            "18446744073709551615"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn limb_sums_equal_the_sum(terms in prop::collection::vec(0..=i64::MAX, 0..64)) {
+            let limbs = terms
+                .iter()
+                .map(|t| Limbs::of((*t).into()).unwrap())
+                .try_fold(Limbs::default(), Limbs::checked_add)
+                .unwrap();
+            let exact = checked_sum(terms.iter().map(|t| i128::from(*t))).unwrap();
+            prop_assert_eq!(limbs.total(), exact);
+            for limb in Limbs::of(terms.first().copied().unwrap_or(0).into()).unwrap().0 {
+                prop_assert!((0..LIMB).contains(&limb));
+            }
+        }
+
+        #[test]
+        fn amounts_below_2_pow_33_units_print_exactly(micros in 0i64..(1i64 << 33) * MICROS) {
+            let printed = json_number(micros).to_string();
+            // Below 0.00001 serde_json writes an exponent, which only the f64 reading takes.
+            let reread = match printed.split_once('.') {
+                _ if printed.contains('e') => (printed.parse::<f64>().unwrap() * 1e6).round() as i64,
+                Some((w, f)) => w.parse::<i64>().unwrap() * MICROS + format!("{f:0<6}").parse::<i64>().unwrap(),
+                None => printed.parse::<i64>().unwrap() * MICROS,
+            };
+            prop_assert_eq!(reread, micros, "{}", printed);
+        }
+
         #[test]
         fn serde_round_trips_through_json(micros in 0i64..=1_000_000 * MICROS) {
             let price = Price::from_micros(micros);

@@ -117,13 +117,37 @@ pub fn statement_id(
     )
 }
 
-/// `round6(Σ amountᵢ × bpsᵢ / 10000)` from `Σ amount_micros × bps`: micro-units, half away from zero.
-pub fn fee_micros(fee_basis: i64) -> i64 {
+/// `round6(Σ amountᵢ × bpsᵢ / 10000)` from `Σ amount_micros × bps`: micro-units, half away from
+/// zero. The basis is an exact `i128` sum (see [`crate::money::Limbs`]); the division cannot
+/// overflow.
+pub fn fee_micros(fee_basis: i128) -> i128 {
     let (q, r) = (fee_basis / 10_000, fee_basis % 10_000);
     if r.abs() * 2 >= 10_000 {
         q + fee_basis.signum()
     } else {
         q
+    }
+}
+
+/// The figures of a set of charges (SPEC §5.5): gross, the fee rounded once from the whole
+/// basis, and net = gross − fee.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Earnings {
+    pub gross: i128,
+    pub fee: i128,
+    pub net: i128,
+}
+
+impl Earnings {
+    /// From the exact sums of the amounts and of `amount × bps`. Both are below 2^106 (see
+    /// [`crate::money::Limbs`]), so the difference cannot overflow.
+    pub fn of(gross: i128, fee_basis: i128) -> Self {
+        let fee = fee_micros(fee_basis);
+        Earnings {
+            gross,
+            fee,
+            net: gross - fee,
+        }
     }
 }
 
@@ -200,5 +224,235 @@ mod tests {
         // 0.000005 at 10% = 0.0000005 → 0.000001.
         assert_eq!(fee_micros(5 * 1000), 1);
         assert_eq!(fee_micros(4 * 1000), 0);
+    }
+}
+
+/// SPEC §5.7 over the pure arithmetic of charges, with random charges up to the highest price in
+/// numbers far past the old 64-bit limit: what the read models sum (as limb sums, the way SQL
+/// adds them) agrees with exact sums of the charges, for every buyer, provider and statement.
+#[cfg(test)]
+mod invariants {
+    use std::collections::BTreeMap;
+
+    use chrono::{DateTime, Duration, Utc};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::metering::{download_price_micros, Charge};
+    use crate::money::{Limbs, MAX_CHARGE_MICROS};
+    use crate::search::{unit_price_micros, Retrieval, SearchRecord};
+    use crate::{DatasetId, ObjectId, Price, PricingModel, TenantId};
+
+    /// One billable use: a download, or a result of the buyer's search number `search`.
+    #[derive(Clone, Debug)]
+    struct Use {
+        buyer: usize,
+        provider: usize,
+        month: i64,
+        price: i64,
+        model: PricingModel,
+        age_days: i64,
+        appearances: i64,
+        bps: u32,
+        search: Option<u8>,
+    }
+
+    fn price() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(Price::MAX.micros()),
+            0..=Price::MAX.micros(),
+            0i64..1_000,
+        ]
+    }
+
+    fn bps() -> impl Strategy<Value = u32> {
+        prop_oneof![Just(2000u32), Just(10_000), 0u32..=10_000]
+    }
+
+    fn a_use() -> impl Strategy<Value = Use> {
+        (
+            (0..3usize, 1..3usize, 0..3i64),
+            (price(), 0..3usize, 0..400i64, 0..2_000i64),
+            (bps(), prop::option::of(0..8u8)),
+        )
+            .prop_map(
+                |((buyer, other, month), (price, model, age_days, appearances), (bps, search))| {
+                    Use {
+                        buyer,
+                        provider: (buyer + other) % 3,
+                        month,
+                        price,
+                        model: [
+                            PricingModel::Fixed,
+                            PricingModel::TimeDecay,
+                            PricingModel::DemandCurve,
+                        ][model],
+                        age_days,
+                        appearances,
+                        bps,
+                        search,
+                    }
+                },
+            )
+    }
+
+    /// The old 64-bit fee, for amounts that fit it.
+    fn fee_micros_64(fee_basis: i64) -> i64 {
+        let (q, r) = (fee_basis / 10_000, fee_basis % 10_000);
+        if r.abs() * 2 >= 10_000 {
+            q + fee_basis.signum()
+        } else {
+            q
+        }
+    }
+
+    fn add(sum: &mut Limbs, term: i128) {
+        *sum = sum
+            .checked_add(Limbs::of(term).expect("a term fits 63 bits"))
+            .expect("a limb sum overflowed");
+    }
+
+    /// A statement as the projection keeps it.
+    #[derive(Default)]
+    struct Statement {
+        gross: Limbs,
+        fee_basis: Limbs,
+        lines: i64,
+        exact_gross: i128,
+        exact_basis: i128,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_figure_adds_up_far_past_64_bits(
+            uses in prop::collection::vec(a_use(), 0..64),
+            dear in 463usize..3_000,
+            (target, month, dear_bps) in (0..3usize, 0..3i64, prop_oneof![Just(2000u32), 1u32..=10_000]),
+        ) {
+            let tenants: Vec<TenantId> = (0..3).map(|_| TenantId::generate()).collect();
+            let datasets: Vec<DatasetId> = (0..3).map(|_| DatasetId::generate()).collect();
+            let objects: Vec<ObjectId> = (0..3).map(|_| ObjectId::generate()).collect();
+            let start: DateTime<Utc> = DateTime::from_timestamp(1_798_761_600, 0).unwrap(); // 2027-01-01
+            let charge = |u: &Use, amount_micros: i64| Charge {
+                access_id: "acc_x".into(),
+                buyer_tenant_id: tenants[u.buyer].clone(),
+                api_key_id: None,
+                provider_tenant_id: tenants[u.provider].clone(),
+                dataset_id: datasets[u.provider].clone(),
+                object_id: objects[u.provider].clone(),
+                amount_micros,
+                fee_bps: u.bps,
+                occurred_at: start + Duration::days(31 * u.month + 3),
+            };
+            // A run of downloads at the highest price into one statement, and random uses.
+            let run = Use {
+                buyer: (target + 1) % 3, provider: target, month, price: Price::MAX.micros(),
+                model: PricingModel::Fixed, age_days: 0, appearances: 0, bps: dear_bps, search: None,
+            };
+            // Each use with how many times it happens; the run is one charge downloaded `dear` times.
+            let all = std::iter::once((run, dear)).chain(uses.into_iter().map(|u| (u, 1)));
+
+            let mut downloads: Vec<(Charge, usize)> = Vec::new();
+            let mut searches: BTreeMap<(usize, u8), SearchRecord> = BTreeMap::new();
+            for (u, times) in all {
+                let amount = match u.search {
+                    None => download_price_micros(u.price).unwrap(),
+                    Some(_) => unit_price_micros(u.model, u.price, u.age_days, u.appearances),
+                };
+                let c = charge(&u, amount);
+                prop_assert_eq!(c.check(), Ok(()), "every charge of a valid price is recordable");
+                prop_assert!(c.amount_micros <= MAX_CHARGE_MICROS);
+                match u.search {
+                    None => downloads.push((c, times)),
+                    Some(n) => searches
+                        .entry((u.buyer, n))
+                        .or_insert_with(|| SearchRecord {
+                            buyer_tenant_id: tenants[u.buyer].clone(),
+                            api_key_id: None,
+                            query_text: "q".into(),
+                            dataset_ids: vec![],
+                            results: vec![],
+                            occurred_at: c.occurred_at,
+                        })
+                        .results
+                        .push(Retrieval {
+                            retrieval_event_id: "ret_x".into(),
+                            object_id: c.object_id.clone(),
+                            dataset_id: c.dataset_id.clone(),
+                            provider_tenant_id: c.provider_tenant_id.clone(),
+                            charge: Some(c),
+                        }),
+                }
+            }
+            let accesses: Vec<(&Charge, usize)> = downloads
+                .iter()
+                .map(|(c, times)| (c, *times))
+                .chain(searches.values().flat_map(|s| s.results.iter().filter_map(|r| r.charge.as_ref()).map(|c| (c, 1))))
+                .collect();
+
+            // What the read models sum, as SQL sums limbs.
+            let mut spend = [Limbs::default(); 3];
+            let mut revenue = [Limbs::default(); 3];
+            let mut statements: BTreeMap<(usize, DateTime<Utc>), Statement> = BTreeMap::new();
+            let index = |t: &TenantId| tenants.iter().position(|x| x == t).unwrap();
+            for (c, times) in &accesses {
+                let (buyer, provider) = (index(&c.buyer_tenant_id), index(&c.provider_tenant_id));
+                let s = statements.entry((provider, month_of(c.occurred_at).0)).or_default();
+                for _ in 0..*times {
+                    add(&mut spend[buyer], c.amount_micros.into());
+                    add(&mut revenue[provider], c.amount_micros.into());
+                    add(&mut s.gross, c.amount_micros.into());
+                    add(&mut s.fee_basis, c.fee_basis());
+                    s.lines += 1;
+                    s.exact_gross += i128::from(c.amount_micros);
+                    s.exact_basis += i128::from(c.amount_micros) * i128::from(c.fee_bps);
+                }
+            }
+
+            for s in searches.values() {
+                prop_assert!(i64::try_from(s.charged_micros()).is_ok(), "a search's total fits its column");
+            }
+            for (buyer, spent) in spend.iter().enumerate() {
+                // total_spend = Σ accesses = Σ search activities + Σ downloads.
+                let searched: i128 = searches.iter().filter(|((b, _), _)| *b == buyer).map(|(_, s)| s.charged_micros()).sum();
+                let downloaded: i128 = downloads
+                    .iter()
+                    .filter(|(c, _)| index(&c.buyer_tenant_id) == buyer)
+                    .map(|(c, times)| i128::from(c.amount_micros) * *times as i128)
+                    .sum();
+                prop_assert_eq!(spent.total(), searched + downloaded);
+            }
+            // Σ buyer spend = Σ provider gross.
+            let spent: i128 = spend.iter().map(|s| s.total()).sum();
+            let earned: i128 = revenue.iter().map(|r| r.total()).sum();
+            prop_assert_eq!(spent, earned);
+            prop_assert_eq!(spent, accesses.iter().map(|(c, times)| i128::from(c.amount_micros) * *times as i128).sum::<i128>());
+
+            let mut past_64_bits = false;
+            for (provider, earned) in revenue.iter().enumerate() {
+                // Σ statement gross = total revenue.
+                let gross: i128 = statements.iter().filter(|((p, _), _)| *p == provider).map(|(_, s)| s.gross.total()).sum();
+                prop_assert_eq!(gross, earned.total());
+            }
+            for s in statements.values() {
+                prop_assert_eq!(s.gross.total(), s.exact_gross);
+                prop_assert_eq!(s.fee_basis.total(), s.exact_basis);
+                let e = Earnings::of(s.gross.total(), s.fee_basis.total());
+                // round6 half away from zero of basis / 10000, computed another way.
+                prop_assert_eq!(e.fee, (s.exact_basis + 5_000) / 10_000);
+                prop_assert_eq!(e.net, e.gross - e.fee);
+                prop_assert!(0 <= e.fee && e.fee <= e.gross && e.net >= 0);
+                prop_assert!(s.lines > 0);
+                match i64::try_from(s.exact_basis) {
+                    // Normal amounts: exactly the fee of the 64-bit arithmetic.
+                    Ok(basis) => prop_assert_eq!(e.fee, i128::from(fee_micros_64(basis))),
+                    Err(_) => past_64_bits = true,
+                }
+            }
+            // The run at the highest price drives one statement's basis past 2^63.
+            prop_assert!(past_64_bits || dear_bps < 2000);
+        }
     }
 }

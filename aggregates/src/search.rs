@@ -7,7 +7,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::metering::Charge;
+use crate::metering::{Charge, ChargeError};
 use crate::{DatasetId, ObjectId, PricingModel, TenantId};
 
 /// One result of a search: the object, its dataset's owner and, if another tenant owns it, the
@@ -39,12 +39,12 @@ pub struct SearchRecord {
 }
 
 impl SearchRecord {
-    /// Σ of the results' charges, in micro-USD.
-    pub fn charged_micros(&self) -> i64 {
+    /// Σ of the results' charges, in micro-USD (exact; a recorded search's fits 64 bits).
+    pub fn charged_micros(&self) -> i128 {
         self.results
             .iter()
             .filter_map(|r| r.charge.as_ref())
-            .map(|c| c.amount_micros)
+            .map(|c| i128::from(c.amount_micros))
             .sum()
     }
 
@@ -99,6 +99,10 @@ pub enum SearchError {
     /// negative amount, fee over 100%, wrong buyer or object).
     #[error("invalid charge")]
     InvalidCharge,
+    /// A result's charge, or their sum, exceeds the largest recordable amount (422
+    /// `charge_too_large`).
+    #[error("charge too large")]
+    ChargeTooLarge,
 }
 
 impl Aggregate for Search {
@@ -128,16 +132,21 @@ impl Aggregate for Search {
             let own = result.provider_tenant_id == record.buyer_tenant_id;
             match &result.charge {
                 None if own => {}
+                Some(c) if !own && c.check() == Err(ChargeError::TooLarge) => {
+                    return Err(SearchError::ChargeTooLarge)
+                }
                 Some(c)
                     if !own
-                        && c.amount_micros >= 0
-                        && c.fee_bps <= 10_000
+                        && c.check().is_ok()
                         && c.buyer_tenant_id == record.buyer_tenant_id
                         && c.provider_tenant_id == result.provider_tenant_id
                         && c.object_id == result.object_id
                         && c.dataset_id == result.dataset_id => {}
                 _ => return Err(SearchError::InvalidCharge),
             }
+        }
+        if i64::try_from(record.charged_micros()).is_err() {
+            return Err(SearchError::ChargeTooLarge);
         }
         sink.write(SearchEvent::SearchPerformed(record), self).await;
         Ok(())
@@ -167,13 +176,13 @@ pub fn unit_price_micros(
             (price_micros as f64 * factor).round() as i64
         }
         PricingModel::DemandCurve => {
-            let numerator = price_micros * (1000 + appearances.clamp(0, 1000));
+            // In i128, so no price overflows; a result over 64 bits saturates and the command
+            // refuses it as too large.
+            let numerator =
+                i128::from(price_micros) * i128::from(1000 + appearances.clamp(0, 1000));
             let (q, r) = (numerator / 1000, numerator % 1000);
-            if r * 2 >= 1000 {
-                q + 1
-            } else {
-                q
-            }
+            let rounded = if r * 2 >= 1000 { q + 1 } else { q };
+            i64::try_from(rounded).unwrap_or(i64::MAX)
         }
     }
 }
@@ -262,6 +271,19 @@ mod tests {
                 vec![one.clone(), one],
             )))
             .then_expect_error(SearchError::DuplicateResult);
+    }
+
+    #[test]
+    fn a_charge_above_the_largest_recordable_amount_is_refused() {
+        let (buyer, provider) = (TenantId::generate(), TenantId::generate());
+        let too_large = crate::money::MAX_CHARGE_MICROS + 1;
+        TestFramework::<Search>::with(())
+            .given_no_previous_events()
+            .when(SearchCommand::Record(record(
+                &buyer,
+                vec![result(&buyer, &provider, Some(too_large))],
+            )))
+            .then_expect_error(SearchError::ChargeTooLarge);
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! providers' revenue and dataset analytics.
 
 use aggregates::metering::{Charge, Download, DownloadEvent};
+use aggregates::money::{Limbs, LIMB, LIMB_BITS};
 use aggregates::search::{Search, SearchEvent};
 use aggregates::timestamp;
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
@@ -153,6 +155,28 @@ pub async fn buyer_accesses(
     Ok((items, total))
 }
 
+/// The select list of an exact sum of the non-negative BIGINT `expr` over a group: three sums of
+/// its 21-bit limbs, `{alias}_l2`, `{alias}_l1`, `{alias}_l0` (see [`Limbs`]), each of which fits
+/// a BIGINT on both stores where the plain `SUM(expr)` would not. Read it with [`limb_sum`].
+pub(crate) fn limb_sums(expr: &str, alias: &str) -> String {
+    let (low, high) = (LIMB, 1i64 << (2 * LIMB_BITS));
+    format!(
+        "CAST(COALESCE(SUM(({expr}) / {high}), 0) AS BIGINT) AS {alias}_l2, \
+         CAST(COALESCE(SUM((({expr}) / {low}) % {low}), 0) AS BIGINT) AS {alias}_l1, \
+         CAST(COALESCE(SUM(({expr}) % {low}), 0) AS BIGINT) AS {alias}_l0"
+    )
+}
+
+/// The exact value of the limb columns `{alias}_l2`, `_l1`, `_l0` of a row.
+pub(crate) fn limb_sum(row: &AnyRow, alias: &str) -> Result<i128, sqlx::Error> {
+    Ok(Limbs([
+        row.try_get(format!("{alias}_l2").as_str())?,
+        row.try_get(format!("{alias}_l1").as_str())?,
+        row.try_get(format!("{alias}_l0").as_str())?,
+    ])
+    .total())
+}
+
 /// Sums of a tenant's charges as buyer (`buyer_tenant_id`) or provider (`provider_tenant_id`), in
 /// micro-USD: all time, and since `since`, in one query.
 pub async fn totals(
@@ -160,18 +184,21 @@ pub async fn totals(
     side: Side,
     tenant_id: &str,
     since: &str,
-) -> Result<(i64, i64), sqlx::Error> {
+) -> Result<(i128, i128), sqlx::Error> {
     let row = sqlx::query(&format!(
-        "SELECT CAST(COALESCE(SUM(charged_micros), 0) AS BIGINT) AS total, \
-         CAST(COALESCE(SUM(CASE WHEN occurred_at >= $2 THEN charged_micros ELSE 0 END), 0) AS BIGINT) AS recent \
-         FROM accesses WHERE {} = $1",
+        "SELECT {}, {} FROM accesses WHERE {} = $1",
+        limb_sums("charged_micros", "total"),
+        limb_sums(
+            "CASE WHEN occurred_at >= $2 THEN charged_micros ELSE 0 END",
+            "recent"
+        ),
         side.column()
     ))
     .bind(tenant_id)
     .bind(since)
     .fetch_one(&db.pool)
     .await?;
-    Ok((row.try_get("total")?, row.try_get("recent")?))
+    Ok((limb_sum(&row, "total")?, limb_sum(&row, "recent")?))
 }
 
 /// Which side of a charge a tenant is on.
@@ -196,50 +223,55 @@ pub async fn spend_by_day(
     tenant_id: &str,
     from: &str,
     to: &str,
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT SUBSTR(occurred_at, 1, 10) AS day, CAST(SUM(charged_micros) AS BIGINT) AS amount FROM accesses \
+) -> Result<Vec<(String, i128)>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT SUBSTR(occurred_at, 1, 10) AS day, {} FROM accesses \
          WHERE buyer_tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3 \
          GROUP BY SUBSTR(occurred_at, 1, 10) ORDER BY day",
-    )
+        limb_sums("charged_micros", "amount")
+    ))
     .bind(tenant_id)
     .bind(from)
     .bind(to)
     .fetch_all(&db.pool)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("day")?, r.try_get("amount")?)))
+        .map(|r| Ok((r.try_get("day")?, limb_sum(r, "amount")?)))
         .collect()
 }
 
 /// A buyer's spend per dataset in `[from, to)`: `(dataset_id, dataset_name, amount)`, amount desc
-/// then id.
+/// then id (sorted here: SQL cannot order by an exact sum it only holds in limbs).
 pub async fn spend_by_dataset(
     db: &Db,
     tenant_id: &str,
     from: &str,
     to: &str,
-) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT a.dataset_id, COALESCE(MAX(d.name), '') AS dataset_name, CAST(SUM(a.charged_micros) AS BIGINT) AS amount \
+) -> Result<Vec<(String, String, i128)>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT a.dataset_id, COALESCE(MAX(d.name), '') AS dataset_name, {} \
          FROM accesses a LEFT JOIN datasets d ON d.dataset_id = a.dataset_id \
          WHERE a.buyer_tenant_id = $1 AND a.occurred_at >= $2 AND a.occurred_at < $3 \
-         GROUP BY a.dataset_id ORDER BY amount DESC, a.dataset_id",
-    )
+         GROUP BY a.dataset_id",
+        limb_sums("a.charged_micros", "amount")
+    ))
     .bind(tenant_id)
     .bind(from)
     .bind(to)
     .fetch_all(&db.pool)
     .await?;
-    rows.iter()
+    let mut out = rows
+        .iter()
         .map(|r| {
             Ok((
                 r.try_get("dataset_id")?,
                 r.try_get("dataset_name")?,
-                r.try_get("amount")?,
+                limb_sum(r, "amount")?,
             ))
         })
-        .collect()
+        .collect::<Result<Vec<(String, String, i128)>, sqlx::Error>>()?;
+    out.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    Ok(out)
 }
 
 /// How many accesses a buyer tenant has, all time.
@@ -256,9 +288,9 @@ pub struct DatasetUsage {
     pub retrievals: i64,
     pub downloads: i64,
     pub unique_buyers: i64,
-    pub gross_micros: i64,
+    pub gross_micros: i128,
     /// Σ amount × fee bps, from which the fee is rounded once.
-    pub fee_basis: i64,
+    pub fee_basis: i128,
 }
 
 /// Totals of a dataset's accesses in `[from, to)`.
@@ -268,14 +300,15 @@ pub async fn dataset_usage(
     from: &str,
     to: &str,
 ) -> Result<DatasetUsage, sqlx::Error> {
-    let row = sqlx::query(
+    // A charge's fee basis is below 2^58 (commands bound the amount), so the product fits a row.
+    let row = sqlx::query(&format!(
         "SELECT CAST(COALESCE(SUM(CASE WHEN kind = 'retrieval' THEN 1 ELSE 0 END), 0) AS BIGINT) AS retrievals, \
          CAST(COALESCE(SUM(CASE WHEN kind = 'download' THEN 1 ELSE 0 END), 0) AS BIGINT) AS downloads, \
-         COUNT(DISTINCT buyer_tenant_id) AS unique_buyers, \
-         CAST(COALESCE(SUM(charged_micros), 0) AS BIGINT) AS gross, \
-         CAST(COALESCE(SUM(charged_micros * fee_bps), 0) AS BIGINT) AS fee_basis \
+         COUNT(DISTINCT buyer_tenant_id) AS unique_buyers, {}, {} \
          FROM accesses WHERE dataset_id = $1 AND occurred_at >= $2 AND occurred_at < $3",
-    )
+        limb_sums("charged_micros", "gross"),
+        limb_sums("charged_micros * fee_bps", "fee_basis"),
+    ))
     .bind(dataset_id)
     .bind(from)
     .bind(to)
@@ -285,8 +318,8 @@ pub async fn dataset_usage(
         retrievals: row.try_get("retrievals")?,
         downloads: row.try_get("downloads")?,
         unique_buyers: row.try_get("unique_buyers")?,
-        gross_micros: row.try_get("gross")?,
-        fee_basis: row.try_get("fee_basis")?,
+        gross_micros: limb_sum(&row, "gross")?,
+        fee_basis: limb_sum(&row, "fee_basis")?,
     })
 }
 
@@ -297,15 +330,15 @@ pub async fn dataset_daily(
     dataset_id: &str,
     from: &str,
     to: &str,
-) -> Result<Vec<(String, i64, i64, i64)>, sqlx::Error> {
-    let rows = sqlx::query(
+) -> Result<Vec<(String, i64, i64, i128)>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
         "SELECT SUBSTR(occurred_at, 1, 10) AS day, \
          CAST(SUM(CASE WHEN kind = 'retrieval' THEN 1 ELSE 0 END) AS BIGINT) AS retrievals, \
-         CAST(SUM(CASE WHEN kind = 'download' THEN 1 ELSE 0 END) AS BIGINT) AS downloads, \
-         CAST(SUM(charged_micros) AS BIGINT) AS gross \
+         CAST(SUM(CASE WHEN kind = 'download' THEN 1 ELSE 0 END) AS BIGINT) AS downloads, {} \
          FROM accesses WHERE dataset_id = $1 AND occurred_at >= $2 AND occurred_at < $3 \
          GROUP BY SUBSTR(occurred_at, 1, 10) ORDER BY day",
-    )
+        limb_sums("charged_micros", "gross")
+    ))
     .bind(dataset_id)
     .bind(from)
     .bind(to)
@@ -317,7 +350,7 @@ pub async fn dataset_daily(
                 r.try_get("day")?,
                 r.try_get("retrievals")?,
                 r.try_get("downloads")?,
-                r.try_get("gross")?,
+                limb_sum(r, "gross")?,
             ))
         })
         .collect()

@@ -43,7 +43,7 @@ impl Projection for ApiKeysProjection {
                 let scopes: Vec<&str> = p.scopes.iter().map(|s| s.as_str()).collect();
                 sqlx::query(
                     "INSERT INTO api_keys (api_key_id, tenant_id, name, key_prefix, scopes, dataset_access_mode, \
-                     created_at, expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     created_at, expires_at, created_by, spend_limit_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(p.api_key_id.as_str())
                 .bind(p.tenant_id.as_str())
@@ -54,6 +54,7 @@ impl Projection for ApiKeysProjection {
                 .bind(at)
                 .bind(p.expires_at.map(timestamp::format))
                 .bind(&p.created_by)
+                .bind(p.spend_limit_micros)
                 .execute(conn)
                 .await?
             }
@@ -105,6 +106,8 @@ pub struct ApiKeyRow {
     pub last_used_at: Option<String>,
     /// `usr_…` or `key_…` of the principal that created it.
     pub created_by: Option<String>,
+    /// The monthly spend limit in micro-USD, if any.
+    pub spend_limit_micros: Option<i64>,
 }
 
 impl ApiKeyRow {
@@ -122,7 +125,7 @@ impl ApiKeyRow {
 
 const KEY_SELECT: &str =
     "SELECT k.api_key_id, k.tenant_id, k.name, k.key_prefix, k.scopes, k.dataset_access_mode, \
-     k.created_at, k.expires_at, k.revoked_at, u.last_used_at, k.created_by \
+     k.created_at, k.expires_at, k.revoked_at, u.last_used_at, k.created_by, k.spend_limit_micros \
      FROM api_keys k LEFT JOIN api_key_usage u ON u.api_key_id = k.api_key_id";
 
 fn key_row(row: &AnyRow) -> Result<ApiKeyRow, sqlx::Error> {
@@ -139,6 +142,7 @@ fn key_row(row: &AnyRow) -> Result<ApiKeyRow, sqlx::Error> {
         revoked_at: row.try_get("revoked_at")?,
         last_used_at: row.try_get("last_used_at")?,
         created_by: row.try_get("created_by")?,
+        spend_limit_micros: row.try_get("spend_limit_micros")?,
     })
 }
 

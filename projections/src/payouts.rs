@@ -2,7 +2,8 @@
 //! charge; an admin's `PayoutStatementPaid` sets `paid_at`.
 
 use aggregates::metering::{Charge, Download, DownloadEvent};
-use aggregates::payout::{fee_micros, month_of, statement_id, PayoutEvent, PayoutStatement};
+use aggregates::money::Limbs;
+use aggregates::payout::{month_of, statement_id, Earnings, PayoutEvent, PayoutStatement};
 use aggregates::search::{Search, SearchEvent};
 use aggregates::timestamp;
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use sha2::Digest;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::accesses::limb_sum;
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// The statement id of a provider's month (stable across rebuilds).
@@ -31,7 +33,8 @@ impl Projection for PayoutsProjection {
         "payouts"
     }
     fn version(&self) -> i64 {
-        2
+        // 3: sums kept as limbs (migration 0013), rebuilt from the log.
+        3
     }
     fn tables(&self) -> &'static [&'static str] {
         &["payout_statements"]
@@ -72,21 +75,39 @@ impl Projection for PayoutsProjection {
     }
 }
 
-/// Adds one charge to its provider's statement for the month, creating the statement.
-async fn add_charge(conn: &mut AnyConnection, c: &Charge) -> Result<(), sqlx::Error> {
+/// Adds one charge to its provider's statement for the month, creating the statement. The gross
+/// and the fee basis grow by the limbs of the charge's amount and `amount × bps` (see
+/// [`Limbs`]): no client can drive a statement's sums out of range.
+async fn add_charge(conn: &mut AnyConnection, c: &Charge) -> Result<(), ProjectionError> {
     let (id, start, end) = statement_for(c.provider_tenant_id.as_str(), c.occurred_at);
+    // Commands refuse charges over MAX_CHARGE_MICROS, so both terms are far below 2^63.
+    let out_of_range =
+        || ProjectionError::Inconsistent(format!("charge {} out of range", c.access_id));
+    let Limbs([g2, g1, g0]) = Limbs::of(c.amount_micros.into()).ok_or_else(out_of_range)?;
+    let Limbs([f2, f1, f0]) = Limbs::of(c.fee_basis()).ok_or_else(out_of_range)?;
     sqlx::query(
-        "INSERT INTO payout_statements (statement_id, tenant_id, period_start, period_end, gross_micros, \
-         fee_basis, line_count) VALUES ($1, $2, $3, $4, $5, $6, 1) \
-         ON CONFLICT (statement_id) DO UPDATE SET gross_micros = payout_statements.gross_micros + excluded.gross_micros, \
-         fee_basis = payout_statements.fee_basis + excluded.fee_basis, line_count = payout_statements.line_count + 1",
+        "INSERT INTO payout_statements (statement_id, tenant_id, period_start, period_end, \
+         gross_l2, gross_l1, gross_l0, fee_basis_l2, fee_basis_l1, fee_basis_l0, line_count) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1) \
+         ON CONFLICT (statement_id) DO UPDATE SET \
+         gross_l2 = payout_statements.gross_l2 + excluded.gross_l2, \
+         gross_l1 = payout_statements.gross_l1 + excluded.gross_l1, \
+         gross_l0 = payout_statements.gross_l0 + excluded.gross_l0, \
+         fee_basis_l2 = payout_statements.fee_basis_l2 + excluded.fee_basis_l2, \
+         fee_basis_l1 = payout_statements.fee_basis_l1 + excluded.fee_basis_l1, \
+         fee_basis_l0 = payout_statements.fee_basis_l0 + excluded.fee_basis_l0, \
+         line_count = payout_statements.line_count + 1",
     )
     .bind(&id)
     .bind(c.provider_tenant_id.as_str())
     .bind(timestamp::format(start))
     .bind(timestamp::format(end))
-    .bind(c.amount_micros)
-    .bind(c.amount_micros * i64::from(c.fee_bps))
+    .bind(g2)
+    .bind(g1)
+    .bind(g0)
+    .bind(f2)
+    .bind(f1)
+    .bind(f0)
     .execute(conn)
     .await?;
     Ok(())
@@ -100,8 +121,8 @@ pub struct StatementRow {
     pub tenant_name: String,
     pub period_start: String,
     pub period_end: String,
-    pub gross_micros: i64,
-    pub fee_micros: i64,
+    /// Gross, fee and net in micro-USD, exact.
+    pub earnings: Earnings,
     pub line_count: i64,
     pub paid_at: Option<String>,
 }
@@ -121,7 +142,8 @@ impl StatementRow {
 
 const STATEMENT_SELECT: &str =
     "SELECT s.statement_id, s.tenant_id, COALESCE(t.name, '') AS tenant_name, s.period_start, \
-     s.period_end, s.gross_micros, s.fee_basis, s.line_count, s.paid_at \
+     s.period_end, s.gross_l2, s.gross_l1, s.gross_l0, s.fee_basis_l2, s.fee_basis_l1, s.fee_basis_l0, \
+     s.line_count, s.paid_at \
      FROM payout_statements s LEFT JOIN tenants t ON t.tenant_id = s.tenant_id";
 
 fn statement_row(row: &AnyRow) -> Result<StatementRow, sqlx::Error> {
@@ -131,8 +153,7 @@ fn statement_row(row: &AnyRow) -> Result<StatementRow, sqlx::Error> {
         tenant_name: row.try_get("tenant_name")?,
         period_start: row.try_get("period_start")?,
         period_end: row.try_get("period_end")?,
-        gross_micros: row.try_get("gross_micros")?,
-        fee_micros: fee_micros(row.try_get("fee_basis")?),
+        earnings: Earnings::of(limb_sum(row, "gross")?, limb_sum(row, "fee_basis")?),
         line_count: row.try_get("line_count")?,
         paid_at: row.try_get("paid_at")?,
     })

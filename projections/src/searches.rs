@@ -38,6 +38,13 @@ impl Projection for SearchesProjection {
             return Ok(());
         }
         let SearchEvent::SearchPerformed(record) = event.decode()?;
+        // The command refuses a search whose total would not fit (SearchError::ChargeTooLarge).
+        let charged = i64::try_from(record.charged_micros()).map_err(|_| {
+            ProjectionError::Inconsistent(format!(
+                "search {} total out of range",
+                event.aggregate_id
+            ))
+        })?;
         let occurred_at = timestamp::format(record.occurred_at);
         let dataset_ids: Vec<&str> = record.dataset_ids.iter().map(|d| d.as_str()).collect();
         sqlx::query(
@@ -50,7 +57,7 @@ impl Projection for SearchesProjection {
         .bind(&record.query_text)
         .bind(serde_json::to_string(&dataset_ids)?)
         .bind(record.results.len() as i64)
-        .bind(record.charged_micros())
+        .bind(charged)
         .bind(&occurred_at)
         .execute(&mut *conn)
         .await?;

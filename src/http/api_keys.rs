@@ -2,6 +2,8 @@
 
 use crate::http::routes::Routes;
 use aggregates::api_key::{AccessMode, ApiKeyCommand, IssuingKey, KeyProfile};
+use aggregates::money::{json_number, Amount, MICROS};
+use aggregates::spend::MAX_SPEND_LIMIT_MICROS;
 use aggregates::{ApiKey, ApiKeyId, DatasetId, GrantId, Scope, TenantId};
 use axum::extract::State;
 use axum::response::Response;
@@ -17,7 +19,7 @@ use crate::http::datasets::sort_key;
 use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
-use crate::http::json::{Fields, JsonBody};
+use crate::http::json::{number_or_string, Fields, JsonBody};
 use crate::http::openapi;
 use crate::http::pagination::{self, PageQuery};
 
@@ -67,6 +69,9 @@ pub struct ApiKeyView {
     /// When it was revoked.
     #[schema(required = true, format = DateTime)]
     pub revoked_at: Option<String>,
+    /// The most it may be charged per UTC month (USD), null for no limit.
+    #[schema(required = true, schema_with = openapi::optional_amount)]
+    pub spend_limit: Option<f64>,
 }
 
 /// A new API key with its secret, shown only here.
@@ -100,6 +105,9 @@ pub struct NewApiKey {
     /// Null.
     #[schema(required = true, format = DateTime)]
     pub revoked_at: Option<String>,
+    /// The most it may be charged per UTC month (USD), null for no limit.
+    #[schema(required = true, schema_with = openapi::optional_amount)]
+    pub spend_limit: Option<f64>,
     /// The full key `ipto_{prefix}_{secret}`; `null` in an idempotent replay (the secret is
     /// never stored).
     #[schema(required = true, pattern = "^ipto_[a-z0-9]{8}_[0-9A-Za-z]{40}$")]
@@ -140,6 +148,9 @@ pub struct ApiKeyDetail {
     /// When it was revoked.
     #[schema(required = true, format = DateTime)]
     pub revoked_at: Option<String>,
+    /// The most it may be charged per UTC month (USD), null for no limit.
+    #[schema(required = true, schema_with = openapi::optional_amount)]
+    pub spend_limit: Option<f64>,
     /// Its grants, oldest first.
     pub grants: Vec<Grant>,
 }
@@ -227,6 +238,7 @@ fn key_json(row: &ApiKeyRow, now: &str) -> Value {
         "expires_at": row.expires_at,
         "last_used_at": row.last_used_at,
         "revoked_at": row.revoked_at,
+        "spend_limit": row.spend_limit_micros.map(json_number),
     })
 }
 
@@ -280,6 +292,15 @@ struct CreateBody {
     /// RFC 3339, in the future; null for never.
     #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// The most the key may be charged per UTC month, in USD (0..=1000000000000, at most 6
+    /// decimals); null for no limit. A charge past it is 402 spend_limit_exceeded.
+    #[schema(schema_with = spend_limit_input)]
+    #[serde(default, deserialize_with = "number_or_string")]
+    spend_limit: Option<Value>,
+}
+
+fn spend_limit_input() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::amount_input((MAX_SPEND_LIMIT_MICROS / MICROS) as u64)
 }
 
 #[utoipa::path(
@@ -353,6 +374,11 @@ async fn create(
             }
         },
     };
+    let spend_limit = fields.optional(
+        "spend_limit",
+        body.spend_limit
+            .map(|v| Amount::from_json(&v, MAX_SPEND_LIMIT_MICROS).map(|a| a.micros())),
+    );
     fields.finish()?;
     if let Some(missing) = scopes.iter().find(|s| !principal.scopes.contains(s)) {
         return Err(AppError::Forbidden(format!(
@@ -399,6 +425,7 @@ async fn create(
         scopes,
         dataset_access_mode: mode,
         expires_at,
+        spend_limit_micros: spend_limit,
     };
     state
         .store

@@ -1,7 +1,7 @@
 //! The buyer's view of its metered use (SPEC §3.8).
 
 use crate::http::routes::Routes;
-use aggregates::money::json_number;
+use aggregates::money::{checked_sum, json_number};
 use aggregates::Scope;
 use axum::extract::State;
 use axum::response::Response;
@@ -458,7 +458,8 @@ async fn spend(
         })
         .collect();
     let datasets = read::spend_by_dataset(db, &principal.tenant_id, &from_text, &to_text).await?;
-    let total: i64 = days.iter().map(|(_, a)| a).sum();
+    let total = checked_sum(days.iter().map(|(_, a)| *a))
+        .ok_or_else(|| AppError::internal("spend total out of range"))?;
     let by_dataset: Vec<Value> = datasets
         .iter()
         .map(|(id, name, amount)| json!({ "dataset_id": id, "dataset_name": name, "amount": json_number(*amount) }))

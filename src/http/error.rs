@@ -87,6 +87,21 @@ pub enum AppError {
     /// 422 `validation_failed`.
     #[error("validation failed")]
     Validation(FieldErrors),
+    /// 422 `charge_too_large`: a charge above the largest recordable amount; nothing is charged.
+    #[error("charge too large")]
+    ChargeTooLarge,
+    /// 402 `charge_limit_exceeded`: a download would cost more than its `max_charge`; nothing is
+    /// charged.
+    #[error("charge limit exceeded")]
+    ChargeLimitExceeded { max_charge: i64, charge: i64 },
+    /// 402 `spend_limit_exceeded`: the charge would take the key's month past its `spend_limit`;
+    /// nothing is charged. Amounts in micro-USD.
+    #[error("spend limit exceeded")]
+    SpendLimitExceeded {
+        spend_limit: i64,
+        spent: i64,
+        charge: i64,
+    },
     /// 503 `unavailable`: the database cannot be reached.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -137,7 +152,10 @@ impl AppError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation(_) | Self::ChargeTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::ChargeLimitExceeded { .. } | Self::SpendLimitExceeded { .. } => {
+                StatusCode::PAYMENT_REQUIRED
+            }
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -206,6 +224,46 @@ impl AppError {
                 "validation_failed",
                 "Validation failed.".into(),
                 json!({ "fields": fields }),
+            ),
+            Self::ChargeTooLarge => (
+                "charge_too_large",
+                format!(
+                    "The charge exceeds the largest amount a single charge may record ({} USD); \
+                     nothing was charged.",
+                    aggregates::money::format_micros(aggregates::money::MAX_CHARGE_MICROS)
+                ),
+                json!({ "limit": aggregates::money::json_number(aggregates::money::MAX_CHARGE_MICROS) }),
+            ),
+            Self::ChargeLimitExceeded { max_charge, charge } => (
+                "charge_limit_exceeded",
+                format!(
+                    "The download costs {} USD, more than max_charge {}; nothing was charged.",
+                    aggregates::money::format_micros(*charge),
+                    aggregates::money::format_micros(*max_charge)
+                ),
+                json!({
+                    "max_charge": aggregates::money::json_number(*max_charge),
+                    "charge": aggregates::money::json_number(*charge),
+                }),
+            ),
+            Self::SpendLimitExceeded {
+                spend_limit,
+                spent,
+                charge,
+            } => (
+                "spend_limit_exceeded",
+                format!(
+                    "The charge of {} USD would take this key past its spend limit of {} USD \
+                     this month ({} USD spent); nothing was charged.",
+                    aggregates::money::format_micros(*charge),
+                    aggregates::money::format_micros(*spend_limit),
+                    aggregates::money::format_micros(*spent)
+                ),
+                json!({
+                    "spend_limit": aggregates::money::json_number(*spend_limit),
+                    "spent": aggregates::money::json_number(*spent),
+                    "charge": aggregates::money::json_number(*charge),
+                }),
             ),
             Self::Unavailable(_) => (
                 "unavailable",
@@ -384,15 +442,40 @@ impl From<aggregates::api_key::ApiKeyError> for AppError {
 }
 
 impl From<aggregates::search::SearchError> for AppError {
-    /// Every search error is the server's own inconsistency.
+    /// A charge too large to record is 422; every other search error is the server's own
+    /// inconsistency.
     fn from(error: aggregates::search::SearchError) -> Self {
-        Self::internal(error)
+        match error {
+            aggregates::search::SearchError::ChargeTooLarge => Self::ChargeTooLarge,
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<aggregates::spend::SpendError> for AppError {
+    fn from(error: aggregates::spend::SpendError) -> Self {
+        use aggregates::spend::SpendError;
+        match error {
+            SpendError::LimitExceeded {
+                limit_micros,
+                spent_micros,
+                amount_micros,
+            } => Self::SpendLimitExceeded {
+                spend_limit: limit_micros,
+                spent: spent_micros,
+                charge: amount_micros,
+            },
+            SpendError::InvalidAmount => Self::internal(error),
+        }
     }
 }
 
 impl From<aggregates::metering::DownloadError> for AppError {
     fn from(error: aggregates::metering::DownloadError) -> Self {
-        Self::internal(error)
+        match error {
+            aggregates::metering::DownloadError::ChargeTooLarge => Self::ChargeTooLarge,
+            other => Self::internal(other),
+        }
     }
 }
 
@@ -473,6 +556,35 @@ mod tests {
                 429,
             ),
             (AppError::DatasetNotFound("dset_x".into()), "not_found", 404),
+            (AppError::ChargeTooLarge, "charge_too_large", 422),
+            (
+                AppError::ChargeLimitExceeded {
+                    max_charge: 1,
+                    charge: 2,
+                },
+                "charge_limit_exceeded",
+                402,
+            ),
+            (
+                aggregates::spend::SpendError::LimitExceeded {
+                    limit_micros: 5,
+                    spent_micros: 4,
+                    amount_micros: 2,
+                }
+                .into(),
+                "spend_limit_exceeded",
+                402,
+            ),
+            (
+                aggregates::metering::DownloadError::ChargeTooLarge.into(),
+                "charge_too_large",
+                422,
+            ),
+            (
+                aggregates::search::SearchError::ChargeTooLarge.into(),
+                "charge_too_large",
+                422,
+            ),
             (AppError::internal("boom"), "internal", 500),
             (AppError::Unavailable("down".into()), "unavailable", 503),
         ];

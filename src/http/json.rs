@@ -144,6 +144,19 @@ fn find_nul(value: &Value, path: &str, found: &mut FieldErrors) {
     }
 }
 
+/// A field that is a JSON number or a string (an amount, SPEC §1.6), else the wrong JSON type
+/// (400); its value is checked afterwards (422).
+pub fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    use serde::Deserialize;
+    let value = Option::<Value>::deserialize(d)?;
+    match value {
+        None | Some(Value::Number(_)) | Some(Value::String(_)) => Ok(value),
+        Some(_) => Err(de::Error::custom(
+            "invalid type: expected a number or a string",
+        )),
+    }
+}
+
 /// Why a text holding U+0000 is refused.
 pub const NUL_REASON: &str = "must not contain U+0000";
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::http::routes::Routes;
 use aggregates::metering::{download_price_micros, Charge, Download, DownloadCommand};
-use aggregates::money::json_number;
+use aggregates::money::{json_number, Amount, MAX_CHARGE_MICROS};
 use aggregates::object::{
     ContentType, Filename, ObjectCommand, ObjectDescriptor, ObjectMetadata, ObjectStatus, Sha256Hex,
 };
@@ -21,6 +21,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::auth::{Principal, PrincipalKind};
+use crate::http::charges;
 use crate::http::datasets::{own_dataset, sort_key};
 use crate::http::envelope;
 use crate::http::error::AppError;
@@ -609,26 +610,53 @@ async fn list(
     Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
 }
 
+/// The query of a download.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DownloadQuery {
+    /// The most this download may cost, in USD (`^\d+(\.\d{1,6})?$`, at most 10000000): a
+    /// higher charge is 402 charge_limit_exceeded and nothing is charged.
+    #[param(schema_with = max_charge)]
+    max_charge: Option<String>,
+}
+
+fn max_charge() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::schema(json!({ "type": "string",
+        "pattern": "^(0*\\d{1,7}(\\.\\d{1,6})?|0*10000000(\\.0{1,6})?)$" }))
+}
+
 #[utoipa::path(
     get,
     path = "/v1/objects/{id}/download",
     tag = "objects",
     summary = "A signed download URL; another tenant's object is charged P × 10 (datasets:read).",
     security(("session" = []), ("api_key" = [])),
-    params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
+    params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$"), DownloadQuery),
     responses(
         (status = 200, description = "Where to download.", body = DownloadTicket),
+        (status = 402, description = "The charge is over max_charge (charge_limit_exceeded), or \
+            would take the key past its monthly spend_limit (spend_limit_exceeded); nothing is \
+            charged."),
         (status = 404, description = "Unknown, or not reachable by the caller."),
         (status = 409, description = "The owner's object is not staged or approved, or its \
             dataset is pending_deletion (invalid_state)."),
+        (status = 422, description = "The charge would exceed the largest amount a single charge \
+            may record (charge_too_large); nothing is charged."),
     )
 )]
 async fn download(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
+    Query(query): Query<DownloadQuery>,
 ) -> Result<Response, AppError> {
     principal.require(Scope::DatasetsRead)?;
+    let max_charge = charges::bound(
+        "max_charge",
+        query
+            .max_charge
+            .map(|raw| Amount::parse(&raw, MAX_CHARGE_MICROS)),
+    )?;
     ObjectId::parse(&id).map_err(|_| AppError::NotFound)?;
     let object = read::object(&state.store.db, &id)
         .await?
@@ -662,12 +690,21 @@ async fn download(
             provider_tenant_id: TenantId::parse(&dataset.tenant_id).map_err(AppError::internal)?,
             dataset_id: DatasetId::parse(&dataset.dataset_id).map_err(AppError::internal)?,
             object_id: ObjectId::parse(&id).map_err(AppError::internal)?,
-            amount_micros: download_price_micros(dataset.price_micros),
+            amount_micros: download_price_micros(dataset.price_micros)
+                .ok_or(AppError::ChargeTooLarge)?,
             fee_bps: state.config.platform_fee_bps,
             occurred_at: now,
         };
         let amount = charge.amount_micros;
-        state
+        if let Some(max_charge) = max_charge.filter(|max| amount > *max) {
+            return Err(AppError::ChargeLimitExceeded {
+                max_charge,
+                charge: amount,
+            });
+        }
+        let reservation =
+            charges::reserve(&state, &principal, access_id.as_str(), amount, now).await?;
+        let charged = state
             .store
             .execute::<Download>(
                 access_id.as_str(),
@@ -675,7 +712,11 @@ async fn download(
                 &(),
                 &principal.actor(),
             )
-            .await?;
+            .await;
+        if let Err(error) = charged {
+            charges::release(&state, &principal, reservation).await;
+            return Err(error.into());
+        }
         (amount, Some(access_id.to_string()))
     };
     let sha256 = object

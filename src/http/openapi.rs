@@ -136,6 +136,13 @@ const ERROR_CODES: &[(u16, &str, &[&str])] = &[
         &["forbidden"],
     ),
     (
+        402,
+        "The charge is over a bound the buyer set: a download's max_charge \
+         (charge_limit_exceeded, details = {max_charge, charge}) or the key's monthly spend_limit \
+         (spend_limit_exceeded, details = {spend_limit, spent, charge}); nothing is charged.",
+        &["charge_limit_exceeded", "spend_limit_exceeded"],
+    ),
+    (
         404,
         "The resource is absent, deleted, foreign or inaccessible; a malformed id is also 404.",
         &["not_found"],
@@ -172,8 +179,14 @@ const ERROR_CODES: &[(u16, &str, &[&str])] = &[
     (
         422,
         "A rule is broken or a field is unknown (details.fields = {field: reason}), or the \
-         uploaded bytes differ from the declared size or checksum (details = {expected, actual}).",
-        &["validation_failed", "size_mismatch", "checksum_mismatch"],
+         uploaded bytes differ from the declared size or checksum (details = {expected, actual}), \
+         or a charge exceeds the largest one that can be recorded (charge_too_large).",
+        &[
+            "validation_failed",
+            "size_mismatch",
+            "checksum_mismatch",
+            "charge_too_large",
+        ],
     ),
     (
         429,
@@ -780,6 +793,27 @@ pub fn optional_choice(expected: &str) -> utoipa::openapi::RefOr<utoipa::openapi
 /// A money amount in the response (SPEC §1.6): a plain decimal with at most 6 places.
 pub fn amount() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     schema(json!({ "type": "number", "minimum": 0 }))
+}
+
+/// An amount a client sends (SPEC §1.6): a JSON number, or a string `^\d+(\.\d{1,6})?$`, from
+/// 0 to `max` (a power of ten, in USD); `null` is absent.
+pub fn amount_input(max: u64) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let digits = max.to_string();
+    assert!(
+        digits.starts_with('1') && digits[1..].bytes().all(|b| b == b'0'),
+        "a power of ten"
+    );
+    let below = digits.len() - 1;
+    schema(json!({ "oneOf": [
+        { "type": "null" },
+        { "type": "number", "minimum": 0, "maximum": max, "multipleOf": 0.000001 },
+        { "type": "string", "pattern": format!("^(0*\\d{{1,{below}}}(\\.\\d{{1,6}})?|0*{max}(\\.0{{1,6}})?)$") },
+    ] }))
+}
+
+/// A response amount that may be absent (`null`).
+pub fn optional_amount() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(json!({ "type": ["number", "null"], "minimum": 0 }))
 }
 
 /// Text that is trimmed before its length (1..=`max`) is checked: it must hold a character that

@@ -2,6 +2,7 @@
 
 use crate::http::routes::Routes;
 use aggregates::money::json_number;
+use aggregates::payout::Earnings;
 use aggregates::Scope;
 use axum::extract::State;
 use axum::response::Response;
@@ -218,7 +219,7 @@ async fn analytics(
             json!({ "date": date, "retrievals": retrievals, "downloads": downloads, "gross_revenue": json_number(gross) })
         })
         .collect();
-    let fee = aggregates::payout::fee_micros(usage.fee_basis);
+    let earnings = Earnings::of(usage.gross_micros, usage.fee_basis);
     Ok(envelope::ok(json!({
         "dataset_id": dataset.dataset_id,
         "dataset_name": dataset.name,
@@ -229,8 +230,8 @@ async fn analytics(
         "retrievals": usage.retrievals,
         "downloads": usage.downloads,
         "unique_buyers": usage.unique_buyers,
-        "gross_revenue": json_number(usage.gross_micros),
-        "provider_earnings": json_number(usage.gross_micros - fee),
+        "gross_revenue": json_number(earnings.gross),
+        "provider_earnings": json_number(earnings.net),
         "currency": "USD",
         "from": from_text,
         "to": to_text,

@@ -5,10 +5,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use aggregates::metering::Charge;
-use aggregates::money::json_number;
+use aggregates::money::{json_number, Amount, MICROS};
 use aggregates::search::{unit_price_micros, Retrieval, Search, SearchCommand, SearchRecord};
 use aggregates::{
-    AccessId, DatasetId, ObjectId, PricingModel, RetrievalId, Scope, SearchActivityId, TenantId,
+    AccessId, DatasetId, ObjectId, Price, PricingModel, RetrievalId, Scope, SearchActivityId,
+    TenantId,
 };
 use axum::extract::State;
 use axum::response::Response;
@@ -21,18 +22,22 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
 use crate::auth::{Principal, PrincipalKind};
+use crate::http::charges;
 use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::Auth;
-use crate::http::json::{Fields, JsonBody};
+use crate::http::json::{number_or_string, Fields, JsonBody};
 use crate::http::openapi;
 use crate::http::routes::Routes;
+use crate::search::index::Hit;
 use crate::search::query::{self, Node};
 
 /// Longest accepted query, in characters.
 const MAX_QUERY_CHARS: usize = 1000;
 /// Most datasets a request may name.
 const MAX_DATASET_IDS: usize = 100;
+/// Most hits asked of the index when results over `max_price_per_result` are left out.
+const MAX_FETCH: usize = 400;
 
 /// Routes under `/v1`.
 pub fn routes() -> Routes {
@@ -63,6 +68,15 @@ struct SearchBody {
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 50)]
     #[serde(default, deserialize_with = "whole_number")]
     limit: Option<i64>,
+    /// The most one result may cost, in USD (a price, SPEC §1.6): results of other tenants priced
+    /// above it are left out and not charged. Default: no bound.
+    #[schema(schema_with = max_price)]
+    #[serde(default, deserialize_with = "number_or_string")]
+    max_price_per_result: Option<Value>,
+}
+
+fn max_price() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::amount_input((Price::MAX.micros() / MICROS) as u64)
 }
 
 /// An integer, also written with a zero fraction (`10.0`): JSON does not tell the two apart, and
@@ -160,6 +174,8 @@ struct SearchRequest {
     query: Node,
     dataset_ids: Option<Vec<String>>,
     limit: usize,
+    /// `max_price_per_result` in micro-USD.
+    max_price: Option<i64>,
 }
 
 fn validate(body: SearchBody) -> Result<SearchRequest, AppError> {
@@ -211,12 +227,18 @@ fn validate(body: SearchBody) -> Result<SearchRequest, AppError> {
     if !(1..=50).contains(&limit) {
         fields.fail("limit", "must be between 1 and 50");
     }
+    let max_price = fields.optional(
+        "max_price_per_result",
+        body.max_price_per_result
+            .map(|v| Amount::from_json(&v, Price::MAX.micros()).map(|a| a.micros())),
+    );
     fields.finish()?;
     Ok(SearchRequest {
         text: text.unwrap_or_default(),
         query: parsed.expect("validated"),
         dataset_ids,
         limit: limit as usize,
+        max_price,
     })
 }
 
@@ -230,6 +252,8 @@ fn validate(body: SearchBody) -> Result<SearchRequest, AppError> {
     request_body = SearchBody,
     responses(
         (status = 200, description = "The results, and the charge.", body = SearchResults),
+        (status = 402, description = "The charge would take the key past its monthly \
+            spend_limit (spend_limit_exceeded); nothing is charged or recorded."),
         (status = 404, description = "A named dataset is not accessible or, for an allow_list \
             key, not granted; details.dataset_id names it."),
         (status = 422, description = "A field is missing or invalid, or the query's syntax is \
@@ -243,15 +267,11 @@ async fn search(
 ) -> Result<Response, AppError> {
     principal.require(Scope::SearchQuery)?;
     let request = validate(body.parse()?)?;
-    let datasets = searchable(&state, &principal, request.dataset_ids.as_deref()).await?;
-    let ids: Vec<String> = datasets.keys().cloned().collect();
-    let index = state.search.index.clone();
-    let (node, limit) = (request.query.clone(), request.limit);
-    let hits = tokio::task::spawn_blocking(move || index.search(&node, &ids, limit))
-        .await
-        .map_err(AppError::internal)?
-        .map_err(AppError::internal)?;
-
+    let mut datasets = searchable(&state, &principal, request.dataset_ids.as_deref()).await?;
+    if let Some(max) = request.max_price {
+        // Not searched: other tenants' datasets none of whose results can cost `max` or less.
+        datasets.retain(|_, d| d.tenant_id == principal.tenant_id || lowest_price(d) <= max);
+    }
     let now = state.store.clock.now();
     let buyer = TenantId::parse(&principal.tenant_id).map_err(AppError::internal)?;
     let api_key_id = match &principal.kind {
@@ -259,27 +279,60 @@ async fn search(
         PrincipalKind::User { .. } => None,
     };
     let mut demand: HashMap<String, i64> = HashMap::new();
+    // The hits to answer with, and the unit price of each billable one. Results over the bound
+    // (time-decayed objects of a dataset near it) are left out; the index is asked for more
+    // until `limit` remain or the matches run out.
+    let ids: Vec<String> = datasets.keys().cloned().collect();
+    let mut fetch = request.limit;
+    let hits: Vec<(Hit, Option<i64>)> = loop {
+        let index = state.search.index.clone();
+        let (node, ids) = (request.query.clone(), ids.clone());
+        let found = tokio::task::spawn_blocking(move || index.search(&node, &ids, fetch))
+            .await
+            .map_err(AppError::internal)?
+            .map_err(AppError::internal)?;
+        let exhausted = found.len() < fetch;
+        let mut kept = Vec::with_capacity(request.limit);
+        for hit in found {
+            let dataset = &datasets[&hit.dataset_id];
+            let unit = if dataset.tenant_id == principal.tenant_id {
+                None
+            } else {
+                Some(price(&state, dataset, &hit.object_id, now, &mut demand).await?)
+            };
+            if unit.zip(request.max_price).is_some_and(|(p, max)| p > max) {
+                continue;
+            }
+            kept.push((hit, unit));
+            if kept.len() == request.limit {
+                break;
+            }
+        }
+        if kept.len() == request.limit || exhausted || fetch >= MAX_FETCH {
+            break kept;
+        }
+        fetch = (fetch * 4).min(MAX_FETCH);
+    };
+
     let mut retrievals = Vec::with_capacity(hits.len());
-    for hit in &hits {
+    for (hit, unit) in &hits {
         let dataset = &datasets[&hit.dataset_id];
         let provider = TenantId::parse(&dataset.tenant_id).map_err(AppError::internal)?;
         let object_id = ObjectId::parse(&hit.object_id).map_err(AppError::internal)?;
         let dataset_id = DatasetId::parse(&dataset.dataset_id).map_err(AppError::internal)?;
-        let charge = if provider == buyer {
-            None
-        } else {
-            let price = price(&state, dataset, &hit.object_id, now, &mut demand).await?;
-            Some(Charge {
+        let charge = match unit {
+            None => None,
+            Some(price) => Some(Charge {
                 access_id: AccessId::generate().to_string(),
                 buyer_tenant_id: buyer.clone(),
                 api_key_id: api_key_id.clone(),
                 provider_tenant_id: provider.clone(),
                 dataset_id: dataset_id.clone(),
                 object_id: object_id.clone(),
-                amount_micros: price,
+                amount_micros: *price,
                 fee_bps: state.config.platform_fee_bps,
                 occurred_at: now,
-            })
+            }),
         };
         retrievals.push(Retrieval {
             retrieval_event_id: RetrievalId::generate().to_string(),
@@ -310,7 +363,10 @@ async fn search(
         occurred_at: now,
     };
     let activity_id = SearchActivityId::generate();
-    state
+    let total = i64::try_from(record.charged_micros()).map_err(|_| AppError::ChargeTooLarge)?;
+    let reservation =
+        charges::reserve(&state, &principal, activity_id.as_str(), total, now).await?;
+    let recorded = state
         .store
         .execute::<Search>(
             activity_id.as_str(),
@@ -318,12 +374,16 @@ async fn search(
             &(),
             &principal.actor(),
         )
-        .await?;
+        .await;
+    if let Err(error) = recorded {
+        charges::release(&state, &principal, reservation).await;
+        return Err(error.into());
+    }
 
     let results: Vec<Value> = hits
         .iter()
         .zip(&record.results)
-        .map(|(hit, retrieval)| {
+        .map(|((hit, _), retrieval)| {
             let charged = retrieval.charge.as_ref().map_or(0, |c| c.amount_micros);
             json!({
                 "object_id": hit.object_id,
@@ -394,6 +454,15 @@ async fn searchable(
         }
     }
     Ok(out)
+}
+
+/// The least a result of `dataset` can cost (SPEC §5.3): its price, or a fifth of it when it
+/// decays with age; the demand curve only raises it.
+fn lowest_price(dataset: &DatasetRow) -> i64 {
+    match PricingModel::parse(&dataset.pricing_model) {
+        Some(model) => unit_price_micros(model, dataset.price_micros, i64::MAX / 2, 0),
+        None => dataset.price_micros,
+    }
 }
 
 /// The unit price of one billable result from `dataset` (SPEC §5.3), served now.

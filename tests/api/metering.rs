@@ -671,7 +671,7 @@ mod money_invariants {
                     assert_eq!(*revenue, *providers.get(tenant).unwrap_or(&0), "revenue = log");
                     assert_eq!(*gross, *revenue, "statements = revenue");
                     // One month here, so the statement fee is round6 of the whole basis.
-                    assert_eq!(*fee, aggregates::payout::fee_micros(*fees.get(tenant).unwrap_or(&0)));
+                    assert_eq!(i128::from(*fee), aggregates::payout::fee_micros((*fees.get(tenant).unwrap_or(&0)).into()));
                     spend_total += spend;
                     revenue_total += revenue;
                 }
