@@ -1,7 +1,8 @@
 //! Clients cannot exhaust the server: a signed upload URL takes one upload at a time, stalled
 //! uploads and headers are cut off after `IPTO_REQUEST_TIMEOUT_SECONDS`, JSON bodies must arrive
-//! within it, and at most `IPTO_MAX_CONNECTIONS` connections are served at once. Measured on the
-//! real binary, whose resident memory stays bounded under each attack.
+//! within it, at most `IPTO_MAX_CONNECTIONS` connections are served at once, and failed logins
+//! with huge e-mails are refused before anything is kept. Measured on the real binary, whose
+//! resident memory stays bounded under each attack.
 
 use std::time::{Duration, Instant};
 
@@ -139,6 +140,19 @@ async fn stalled_uploads_headers_and_bodies_leave_memory_bounded() {
     let mut bodies = Vec::new();
     for _ in 0..20 {
         bodies.push(stall(&server.address, &post, body - 1).await);
+    }
+
+    // Thirty failed logins with e-mails of a mebibyte each (none is remembered: 422).
+    let long = "a".repeat(1024 * 1024 - 256) + "@x.test";
+    for _ in 0..30 {
+        let login = server
+            .post(
+                "/v1/auth/login",
+                json!({"email": long, "password": "wrong password"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(login.status, 422);
     }
 
     // Every one of them is cut off within the timeout (plus the wait of those beyond the cap).
