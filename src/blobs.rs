@@ -341,14 +341,7 @@ impl Blobs {
         object_id: &str,
         sha256: &str,
         range: Option<(u64, Option<u64>)>,
-    ) -> Result<
-        (
-            u64,
-            std::ops::Range<u64>,
-            futures::stream::BoxStream<'static, Result<Bytes, BlobError>>,
-        ),
-        BlobError,
-    > {
+    ) -> Result<Served, BlobError> {
         match self
             .read_at(&self.sealed_location(object_id, sha256), range)
             .await
@@ -362,14 +355,7 @@ impl Blobs {
         &self,
         location: &Path,
         range: Option<(u64, Option<u64>)>,
-    ) -> Result<
-        (
-            u64,
-            std::ops::Range<u64>,
-            futures::stream::BoxStream<'static, Result<Bytes, BlobError>>,
-        ),
-        BlobError,
-    > {
+    ) -> Result<Served, BlobError> {
         // An end past the blob means its remainder (RFC 9110 §14.1.2). The local store clamps
         // a bounded range itself; an S3 server may refuse a huge end, so it is clamped here.
         let mut range = range;
@@ -476,6 +462,13 @@ impl Blobs {
         ignore_missing(self.store.delete(&location).await)
     }
 }
+
+/// A read blob: its whole size, the byte range served and the bytes of that range.
+pub type Served = (
+    u64,
+    std::ops::Range<u64>,
+    futures::stream::BoxStream<'static, Result<Bytes, BlobError>>,
+);
 
 /// What kind of blob the inventory found.
 #[derive(Clone, Debug, PartialEq, Eq)]
