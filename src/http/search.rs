@@ -28,6 +28,7 @@ use crate::http::json::{Fields, JsonBody};
 use crate::http::openapi;
 use crate::http::routes::Routes;
 use crate::search::query::{self, Node};
+use crate::search::IndexError;
 
 /// Longest accepted query, in characters.
 const MAX_QUERY_CHARS: usize = 1000;
@@ -232,8 +233,9 @@ fn validate(body: SearchBody) -> Result<SearchRequest, AppError> {
         (status = 200, description = "The results, and the charge.", body = SearchResults),
         (status = 404, description = "A named dataset is not accessible or, for an allow_list \
             key, not granted; details.dataset_id names it."),
-        (status = 422, description = "A field is missing or invalid, or the query's syntax is \
-            (details.fields.query)."),
+        (status = 422, description = "A field is missing or invalid, or the query's syntax is, \
+            or the query is too broad: more than 4096 terms once its wildcards are expanded, or \
+            more than 4,000,000 documents to scan (details.fields.query)."),
     )
 )]
 async fn search(
@@ -250,7 +252,10 @@ async fn search(
     let hits = tokio::task::spawn_blocking(move || index.search(&node, &ids, limit))
         .await
         .map_err(AppError::internal)?
-        .map_err(AppError::internal)?;
+        .map_err(|e| match e {
+            IndexError::TooBroad(why) => AppError::field("query", why.to_string()),
+            other => AppError::internal(other),
+        })?;
 
     let now = state.store.clock.now();
     let buyer = TenantId::parse(&principal.tenant_id).map_err(AppError::internal)?;

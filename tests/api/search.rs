@@ -670,3 +670,70 @@ pub fn pdf_with_text(text: &str) -> Vec<u8> {
     );
     pdf
 }
+
+/// The first `n` two-letter prefixes in order: `aa`, `ab`, … `az`, `ba`, …
+fn two_letter_prefixes(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let letter = |k: usize| char::from(b'a' + k as u8);
+            format!("{}{}", letter(i / 26), letter(i % 26))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_query_of_many_short_prefixes_is_refused_as_too_broad() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (token, tenant, dataset) = seller(&app, json!({})).await;
+    // An index with many distinct words: forty behind each two-letter prefix.
+    let prefixes = two_letter_prefixes(250);
+    let mut text = String::new();
+    for prefix in &prefixes {
+        for i in 0..40 {
+            text.push_str(&format!("{prefix}q{}{} ", i / 10, i % 10));
+        }
+    }
+    publish(
+        &app,
+        &token,
+        &tenant,
+        Some(&admin),
+        &dataset,
+        text_file("lexicon.txt"),
+        text.as_bytes(),
+    )
+    .await;
+    let hostile: String = prefixes
+        .iter()
+        .map(|p| format!("{p}*"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(hostile.chars().count(), 999);
+    let refused = search(&app, &token, json!({"query": hostile}))
+        .await
+        .expect(422);
+    assert_eq!(refused.code(), "validation_failed");
+    let message = refused.body["error"]["details"]["fields"]["query"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", refused.body));
+    assert!(
+        message.starts_with("too broad: expands to more than")
+            && message.contains("use longer prefixes"),
+        "{message}"
+    );
+    // A refused query is not a search: nothing is recorded.
+    let searches = app
+        .get("/v1/agent/activity/searches", Some(&token))
+        .await
+        .expect(200);
+    assert_eq!(searches.data()["total"], 0);
+    // Narrower queries over the same index still answer.
+    for query in ["aa*", "aaq0* OR abq1*", "aaq00 abq01 acq02"] {
+        let found = search(&app, &token, json!({"query": query}))
+            .await
+            .expect(200);
+        assert_eq!(found.data()["result_count"], 1, "{query}");
+    }
+    app.finish().await;
+}
