@@ -149,7 +149,13 @@ impl Application {
             .map_err(|e| StartError::Bind(config.bind, e))?;
         let blobs = open_blobs(&config, &key, address)?;
         let index = Arc::new(SearchIndex::open(&config.index_dir())?);
-        let search = Indexer::new(index, store.db.clone(), blobs.clone(), store.engine.clone());
+        let search = Indexer::new(
+            index,
+            store.db.clone(),
+            blobs.clone(),
+            store.engine.clone(),
+            crate::search::extract::PdfExtractor::from_config(&config),
+        );
         workers.spawn(search.clone().run(shutdown_rx.clone()));
         let state = AppState {
             store,

@@ -10,6 +10,7 @@ use projections::log;
 use crate::accounts::Accounts;
 use crate::app::{open_blobs, open_store, StartError};
 use crate::config::Config;
+use crate::search::extract::PdfExtractor;
 use crate::search::{self, Indexer, SearchIndex};
 
 /// A subcommand failed; the message goes to stderr and the exit code is 1.
@@ -86,6 +87,7 @@ async fn rebuild_search_index(
         store.db.clone(),
         blobs,
         store.engine.clone(),
+        PdfExtractor::from_config(config),
     );
     let tty = std::io::stderr().is_terminal();
     let mut last_draw = Instant::now();

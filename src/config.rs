@@ -38,6 +38,17 @@ pub enum Command {
     /// Read the event log.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Internal: reads a PDF on stdin and writes its text on stdout within these limits (the
+    /// search indexer runs it as a child process).
+    #[command(name = "extract-pdf", hide = true)]
+    ExtractPdf {
+        /// Address space cap, in MiB.
+        #[arg(long)]
+        memory_mb: u64,
+        /// CPU time cap, in seconds.
+        #[arg(long)]
+        cpu_seconds: u64,
+    },
 }
 
 /// `ipto projections …`
@@ -163,6 +174,16 @@ pub struct Config {
     /// the middle of an upload; an idle keep-alive connection is closed after it.
     #[arg(long, env = "IPTO_REQUEST_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub request_timeout_seconds: u64,
+    /// Seconds one PDF's text extraction may take (wall clock and CPU); a PDF past it is
+    /// indexed by filename and metadata only.
+    #[arg(long, env = "IPTO_PDF_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub pdf_timeout_seconds: u64,
+    /// Address space, in MiB, of the process that extracts one PDF's text.
+    #[arg(long, env = "IPTO_PDF_MEMORY_MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(64..=65536), global = true)]
+    pub pdf_memory_mb: u64,
+    /// The program run as `PROGRAM extract-pdf` to read PDFs (default: this executable).
+    #[arg(long, env = "IPTO_PDF_EXTRACTOR", global = true)]
+    pub pdf_extractor: Option<PathBuf>,
     /// Test only: shifts the clock forward.
     #[arg(
         long,
@@ -200,6 +221,7 @@ impl Config {
         config.data_dir = data_dir.into();
         config.database_url = None;
         config.index_dir = None;
+        config.pdf_extractor = None;
         config.bootstrap_admin_email = None;
         config
     }

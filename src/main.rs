@@ -26,6 +26,15 @@ fn main() -> ExitCode {
             };
         }
     };
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::ExtractPdf {
+        memory_mb,
+        cpu_seconds,
+    } = command
+    {
+        // The indexer's child: nothing else starts (no logging, no runtime), its limits come first.
+        return ipto::search::extract::extract_pdf_command(memory_mb, cpu_seconds);
+    }
     let config = cli.config.with_environment_secrets();
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -44,7 +53,7 @@ fn main() -> ExitCode {
         }
     };
     let outcome: Result<(), String> = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve) {
+        match command {
             Command::Serve => {
                 let app = Application::build(config)
                     .await
@@ -72,6 +81,7 @@ fn main() -> ExitCode {
             }) => cli::events_export(&config, after, aggregate_type.as_deref())
                 .await
                 .map_err(|e| e.to_string()),
+            Command::ExtractPdf { .. } => unreachable!("run before the runtime starts"),
         }
     });
     match outcome {

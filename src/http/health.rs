@@ -58,6 +58,48 @@ struct ProjectionHealth {
     failed_position: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The search index only: PDFs indexed by filename and metadata alone since this instance
+    /// started, because their text extraction ran past its time or memory limit or crashed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pdf_extraction: Option<PdfExtractionHealth>,
+}
+
+/// PDFs whose text extraction failed.
+#[derive(Serialize, ToSchema)]
+struct PdfExtractionHealth {
+    /// How many since this instance started.
+    #[schema(minimum = 0)]
+    failed: u64,
+    /// The last ten at most, newest first.
+    recent: Vec<FailedPdfHealth>,
+}
+
+/// One PDF indexed without its text.
+#[derive(Serialize, ToSchema)]
+struct FailedPdfHealth {
+    object_id: String,
+    /// `timeout`, `memory`, `crashed` or `unavailable` (the extractor could not start).
+    #[schema(pattern = "^(timeout|memory|crashed|unavailable)$")]
+    reason: &'static str,
+    /// What happened, in words.
+    detail: String,
+}
+
+impl From<&crate::search::indexer::PdfFailures> for PdfExtractionHealth {
+    fn from(failures: &crate::search::indexer::PdfFailures) -> Self {
+        Self {
+            failed: failures.total(),
+            recent: failures
+                .recent
+                .iter()
+                .map(|f| FailedPdfHealth {
+                    object_id: f.object_id.clone(),
+                    reason: f.reason,
+                    detail: f.detail.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[utoipa::path(
@@ -93,6 +135,7 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
                 state: status.state(),
                 failed_position: status.failed_position,
                 error: status.error,
+                pdf_extraction: None,
             },
         );
     }
@@ -110,6 +153,7 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
                 "ok"
             },
             failed_position: None,
+            pdf_extraction: Some(PdfExtractionHealth::from(&index.pdf_failures)),
             error: index.error,
         },
     );
@@ -147,7 +191,15 @@ async fn metrics(State(state): State<AppState>) -> Result<axum::response::Respon
         )])
         .collect();
     let documents = state.search.index.document_count();
-    let body = state.store.metrics.render(head, &positions, documents);
+    let mut body = state.store.metrics.render(head, &positions, documents);
+    body.push_str("# HELP ipto_search_pdf_extraction_failures_total PDFs indexed without their text since start: extraction past its time or memory limit, or crashed.\n# TYPE ipto_search_pdf_extraction_failures_total counter\n");
+    let failures = state.search.status().pdf_failures;
+    for reason in crate::search::extract::PdfFailure::REASONS {
+        let n = failures.by_reason.get(reason).copied().unwrap_or(0);
+        body.push_str(&format!(
+            "ipto_search_pdf_extraction_failures_total{{reason=\"{reason}\"}} {n}\n"
+        ));
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -31,6 +31,7 @@ use crate::http::openapi;
 use crate::http::routes::Routes;
 use crate::search::index::Hit;
 use crate::search::query::{self, Node};
+use crate::search::IndexError;
 
 /// Longest accepted query, in characters.
 const MAX_QUERY_CHARS: usize = 1000;
@@ -256,8 +257,9 @@ fn validate(body: SearchBody) -> Result<SearchRequest, AppError> {
             spend_limit (spend_limit_exceeded); nothing is charged or recorded."),
         (status = 404, description = "A named dataset is not accessible or, for an allow_list \
             key, not granted; details.dataset_id names it."),
-        (status = 422, description = "A field is missing or invalid, or the query's syntax is \
-            (details.fields.query)."),
+        (status = 422, description = "A field is missing or invalid, or the query's syntax is, \
+            or the query is too broad: more than 4096 terms once its wildcards are expanded, or \
+            more than 4,000,000 documents to scan (details.fields.query)."),
     )
 )]
 async fn search(
@@ -290,7 +292,10 @@ async fn search(
         let found = tokio::task::spawn_blocking(move || index.search(&node, &ids, fetch))
             .await
             .map_err(AppError::internal)?
-            .map_err(AppError::internal)?;
+            .map_err(|e| match e {
+                IndexError::TooBroad(why) => AppError::field("query", why.to_string()),
+                other => AppError::internal(other),
+            })?;
         let exhausted = found.len() < fetch;
         let mut kept = Vec::with_capacity(request.limit);
         for hit in found {

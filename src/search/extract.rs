@@ -1,10 +1,19 @@
 //! Text extraction and chunking: what of an approved object the index holds. Plain text, Markdown
-//! and CSV are read as UTF-8; JSON is flattened to `key: value` lines; PDF gives its text layer.
-//! Other types are found by filename and metadata only.
+//! and CSV are read as UTF-8; JSON is flattened to `key: value` lines; PDF gives its text layer,
+//! read by a child process (`ipto extract-pdf`) with its own time and memory limits, because a
+//! hostile PDF can make the parser loop, recurse until its stack overflows or allocate without
+//! end, and a thread can be neither stopped nor capped. Other types are found by filename and
+//! metadata only.
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
 
 use futures::TryStreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::blobs::{BlobError, Blobs};
+use crate::config::Config;
 
 /// Extracted text kept per object (SPEC appendix: 10 MiB of text).
 pub const MAX_TEXT_BYTES: usize = 10 * 1024 * 1024;
@@ -12,6 +21,11 @@ pub const MAX_TEXT_BYTES: usize = 10 * 1024 * 1024;
 pub const MAX_PDF_BYTES: usize = 64 * 1024 * 1024;
 /// Characters per chunk; a chunk ends at whitespace where one is near.
 pub const CHUNK_CHARS: usize = 1000;
+/// What `ipto extract-pdf` writes before the text: output without it is not an extraction (it
+/// may be another program's, e.g. a test binary run in its place).
+const PDF_TEXT_HEADER: &[u8] = b"ipto-pdf-text/1\n";
+/// The start of the extractor's standard error kept to explain a failure.
+const STDERR_KEPT: usize = 4096;
 
 /// The kinds of content whose text is indexed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,16 +53,91 @@ impl Kind {
     }
 }
 
-/// The object's text, or `None` when its type carries none we read (or the PDF has no usable
-/// text layer). A missing blob (deleted after approval, seen again during a rebuild) is `None`.
+/// How PDFs are read: the program run as `PROGRAM extract-pdf`, and its budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PdfExtractor {
+    pub program: PathBuf,
+    /// Wall-clock deadline, and the child's CPU time limit.
+    pub timeout: Duration,
+    /// The child's address space limit, in MiB.
+    pub memory_mb: u64,
+}
+
+impl PdfExtractor {
+    /// The extractor the configuration names: `IPTO_PDF_EXTRACTOR`, else this executable.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            program: config
+                .pdf_extractor
+                .clone()
+                .or_else(|| std::env::current_exe().ok())
+                .unwrap_or_else(|| PathBuf::from("ipto")),
+            timeout: Duration::from_secs(config.pdf_timeout_seconds),
+            memory_mb: config.pdf_memory_mb,
+        }
+    }
+}
+
+/// Why a PDF's text could not be had within its budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PdfFailure {
+    /// Still running at the deadline, or stopped at its CPU time limit.
+    Timeout,
+    /// Stopped when an allocation went past its address space limit.
+    Memory,
+    /// Ended by a signal, or with a non-zero status, or without the expected output.
+    Crashed(String),
+    /// The extractor could not be started.
+    Unavailable(String),
+}
+
+impl PdfFailure {
+    /// Every [`PdfFailure::reason`].
+    pub const REASONS: [&'static str; 4] = ["timeout", "memory", "crashed", "unavailable"];
+
+    /// A short name, for `/health` and the metrics' `reason` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Memory => "memory",
+            Self::Crashed(_) => "crashed",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for PdfFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("PDF extraction ran past its time limit"),
+            Self::Memory => f.write_str("PDF extraction ran past its memory limit"),
+            Self::Crashed(how) => write!(f, "PDF extraction failed: {how}"),
+            Self::Unavailable(why) => write!(f, "PDF extractor could not start: {why}"),
+        }
+    }
+}
+
+/// What was extracted of an object.
+#[derive(Debug, Default)]
+pub struct Extracted {
+    /// The text, if the content type has any and it could be read.
+    pub text: Option<String>,
+    /// Set when a PDF's extraction failed (its text is then `None`).
+    pub failure: Option<PdfFailure>,
+}
+
+/// The object's text, `None` when its type carries none we read (or the PDF has no usable text
+/// layer, or its extraction failed: see [`Extracted::failure`]). A missing blob (deleted after
+/// approval, seen again during a rebuild) has no text.
 pub async fn extract(
     blobs: &Blobs,
     object_id: &str,
     sha256: &str,
     content_type: &str,
-) -> Result<Option<String>, BlobError> {
+    pdf: &PdfExtractor,
+) -> Result<Extracted, BlobError> {
     let Some(kind) = Kind::of(content_type) else {
-        return Ok(None);
+        return Ok(Extracted::default());
     };
     let limit = match kind {
         Kind::Text | Kind::Json => MAX_TEXT_BYTES,
@@ -56,11 +145,11 @@ pub async fn extract(
     };
     let (total, _, mut stream) = match blobs.read(object_id, sha256, None).await {
         Ok(read) => read,
-        Err(BlobError::NotFound) => return Ok(None),
+        Err(BlobError::NotFound) => return Ok(Extracted::default()),
         Err(other) => return Err(other),
     };
     if kind == Kind::Pdf && total as usize > limit {
-        return Ok(None);
+        return Ok(Extracted::default());
     }
     let mut bytes = Vec::with_capacity((total as usize).min(limit));
     while let Some(chunk) = stream.try_next().await? {
@@ -71,14 +160,197 @@ pub async fn extract(
         }
     }
     drop(stream);
-    let text = tokio::task::spawn_blocking(move || match kind {
-        Kind::Text => Some(utf8_prefix(bytes)),
-        Kind::Json => Some(flatten_json(bytes)),
-        Kind::Pdf => pdf_text(&bytes),
+    let extracted = match kind {
+        Kind::Pdf => match run_pdf_extractor(pdf, bytes).await {
+            Ok(text) => Extracted {
+                text: Some(text).filter(|t| !t.trim().is_empty()),
+                failure: None,
+            },
+            Err(failure) => Extracted {
+                text: None,
+                failure: Some(failure),
+            },
+        },
+        Kind::Text | Kind::Json => Extracted {
+            text: tokio::task::spawn_blocking(move || match kind {
+                Kind::Json => flatten_json(bytes),
+                _ => utf8_prefix(bytes),
+            })
+            .await
+            .ok(),
+            failure: None,
+        },
+    };
+    Ok(Extracted {
+        text: extracted.text.map(|t| truncate(t, MAX_TEXT_BYTES)),
+        ..extracted
     })
-    .await
-    .unwrap_or(None);
-    Ok(text.map(|t| truncate(t, MAX_TEXT_BYTES)))
+}
+
+/// Runs `PROGRAM extract-pdf` on `bytes`: the PDF on its standard input, its text on its
+/// standard output. It is killed at the deadline (and stops itself at its CPU limit); it gets no
+/// environment, so none of the service's secrets.
+async fn run_pdf_extractor(pdf: &PdfExtractor, bytes: Vec<u8>) -> Result<String, PdfFailure> {
+    let mut child = tokio::process::Command::new(&pdf.program)
+        .arg("extract-pdf")
+        .arg("--memory-mb")
+        .arg(pdf.memory_mb.to_string())
+        .arg("--cpu-seconds")
+        .arg(pdf.timeout.as_secs().max(1).to_string())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| PdfFailure::Unavailable(format!("{}: {e}", pdf.program.display())))?;
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(PdfFailure::Unavailable("no pipes to the extractor".into()));
+    };
+    let exchange = async {
+        let feed = async move {
+            // A child that stopped early closes its end: its exit status says why.
+            let _ = stdin.write_all(&bytes).await;
+            drop(stdin);
+        };
+        let cap = PDF_TEXT_HEADER.len() + MAX_TEXT_BYTES;
+        let (_, text, errors) = tokio::join!(
+            feed,
+            read_capped(stdout, cap),
+            read_capped(stderr, STDERR_KEPT)
+        );
+        let status = child.wait().await;
+        (status, text, errors)
+    };
+    let (status, text, errors) = match tokio::time::timeout(pdf.timeout, exchange).await {
+        Ok(done) => done,
+        Err(_) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(PdfFailure::Timeout);
+        }
+    };
+    let status = status.map_err(|e| PdfFailure::Crashed(e.to_string()))?;
+    let errors = String::from_utf8_lossy(&errors);
+    if !status.success() {
+        return Err(classify(status, &errors));
+    }
+    match text.strip_prefix(PDF_TEXT_HEADER) {
+        Some(body) => Ok(utf8_prefix(body.to_vec())),
+        None => Err(PdfFailure::Crashed("unexpected output".into())),
+    }
+}
+
+/// Why the extractor ended unsuccessfully, from its exit status and the start of its stderr.
+fn classify(status: std::process::ExitStatus, stderr: &str) -> PdfFailure {
+    use std::os::unix::process::ExitStatusExt;
+    // Rust's allocation failure handler reports and aborts.
+    if stderr.contains("memory allocation of") {
+        return PdfFailure::Memory;
+    }
+    match status.signal() {
+        Some(signal) => {
+            let name = nix::sys::signal::Signal::try_from(signal)
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_else(|_| format!("signal {signal}"));
+            // SIGXCPU at the soft CPU limit, SIGKILL at the hard one.
+            if signal == nix::libc::SIGXCPU || signal == nix::libc::SIGKILL {
+                PdfFailure::Timeout
+            } else {
+                PdfFailure::Crashed(format!("killed by {name}"))
+            }
+        }
+        None => PdfFailure::Crashed(format!("exit status {}", status.code().unwrap_or(-1))),
+    }
+}
+
+/// Reads `from` to its end, keeping the first `cap` bytes (the rest is read and dropped, so the
+/// writer never blocks on a full pipe).
+async fn read_capped(mut from: impl AsyncRead + Unpin, cap: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..n.min(room)]);
+            }
+        }
+    }
+}
+
+/// `ipto extract-pdf`: caps its own address space and CPU time (and core dumps), then reads a
+/// PDF on stdin and writes [`PDF_TEXT_HEADER`] and its text on stdout. Exit 0 also for a PDF
+/// without text or that the parser rejects; 2 if the limits cannot be set, 3 on unreadable
+/// input. A panic, a stack overflow or a failed allocation ends it otherwise.
+///
+/// The limits are set, then the program runs itself again under them: an allocator reserves its
+/// address space when the process starts, before `main`, and a limit only bounds mappings made
+/// after it is set, so only an image started under the limit is held to it.
+pub fn extract_pdf_command(memory_mb: u64, cpu_seconds: u64) -> ExitCode {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let memory = memory_mb.saturating_mul(1024 * 1024);
+    let limits = [
+        (Resource::RLIMIT_CORE, 0, 0),
+        (Resource::RLIMIT_AS, memory, memory),
+        (
+            Resource::RLIMIT_CPU,
+            cpu_seconds,
+            cpu_seconds.saturating_add(1),
+        ),
+    ];
+    let in_force = limits
+        .iter()
+        .all(|(resource, soft, _)| getrlimit(*resource).is_ok_and(|(current, _)| current <= *soft));
+    if !in_force {
+        for (resource, soft, hard) in limits {
+            if let Err(e) = setrlimit(resource, soft, hard) {
+                eprintln!("extract-pdf: cannot limit {resource:?}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        let program = match std::env::current_exe() {
+            Ok(program) => program,
+            Err(e) => {
+                eprintln!("extract-pdf: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        // Only returns on failure.
+        let error = std::process::Command::new(program)
+            .args(std::env::args_os().skip(1))
+            .exec();
+        eprintln!("extract-pdf: cannot run under its limits: {error}");
+        return ExitCode::from(2);
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::stdin()
+        .lock()
+        .take(MAX_PDF_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+    {
+        eprintln!("extract-pdf: {e}");
+        return ExitCode::from(3);
+    }
+    let text = pdf_text(&bytes).unwrap_or_default();
+    let text = truncate(text, MAX_TEXT_BYTES);
+    let mut out = std::io::stdout().lock();
+    match out
+        .write_all(PDF_TEXT_HEADER)
+        .and_then(|()| out.write_all(text.as_bytes()))
+        .and_then(|()| out.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("extract-pdf: {e}");
+            ExitCode::from(3)
+        }
+    }
 }
 
 /// UTF-8 text, tolerating a character cut at the end of a truncated read and invalid bytes.
@@ -122,12 +394,11 @@ fn flatten_into(value: &serde_json::Value, key: &str, out: &mut String) {
     }
 }
 
-/// The text layer of a PDF; `None` for a PDF that cannot be read. The parser runs behind
-/// `catch_unwind`: a malformed file must not take the indexer down.
+/// The text layer of a PDF; `None` for a PDF that the parser rejects or that has no text. Only
+/// ever called in `ipto extract-pdf`: a panic there ends that process, never the service.
 fn pdf_text(bytes: &[u8]) -> Option<String> {
-    let outcome = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(bytes));
-    match outcome {
-        Ok(Ok(text)) if !text.trim().is_empty() => Some(text),
+    match pdf_extract::extract_text_from_mem(bytes) {
+        Ok(text) if !text.trim().is_empty() => Some(text),
         _ => None,
     }
 }
@@ -212,6 +483,48 @@ mod tests {
         );
         assert_eq!(text, "amount: 12.5\namount: 3\npaid: false\nvendor: Acme\n");
         assert_eq!(flatten_json(b"not json".to_vec()), "not json");
+    }
+
+    #[test]
+    fn an_extractor_that_ends_badly_is_classified_by_its_status_and_stderr() {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::ExitStatus;
+        let signalled = |signal: i32| ExitStatus::from_raw(signal);
+        let exited = |code: i32| ExitStatus::from_raw(code << 8);
+        assert_eq!(classify(signalled(24), ""), PdfFailure::Timeout);
+        assert_eq!(classify(signalled(9), ""), PdfFailure::Timeout);
+        assert_eq!(
+            classify(signalled(6), "memory allocation of 33396608 bytes failed\n"),
+            PdfFailure::Memory
+        );
+        assert_eq!(
+            classify(signalled(11), ""),
+            PdfFailure::Crashed("killed by SIGSEGV".into())
+        );
+        assert_eq!(
+            classify(exited(101), "thread 'main' panicked"),
+            PdfFailure::Crashed("exit status 101".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_foreign_extractor_fails_without_text() {
+        let extractor = |program: &str| PdfExtractor {
+            program: program.into(),
+            timeout: Duration::from_secs(5),
+            memory_mb: 512,
+        };
+        let missing = run_pdf_extractor(&extractor("/nonexistent/ipto"), b"%PDF".to_vec()).await;
+        assert!(
+            matches!(missing, Err(PdfFailure::Unavailable(_))),
+            "{missing:?}"
+        );
+        // A program that exits 0 without the header did not extract anything.
+        let foreign = run_pdf_extractor(&extractor("echo"), b"%PDF".to_vec()).await;
+        assert_eq!(
+            foreign,
+            Err(PdfFailure::Crashed("unexpected output".into()))
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! log position it reflects is stored in the index's own commit payload, so index and cursor move
 //! together and survive restarts.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -29,6 +29,14 @@ const INDEX_VERSION: u32 = 1;
 const WRITER_HEAP_BYTES: usize = 64 * 1024 * 1024;
 /// At most this many terms stand for one trailing wildcard, per field.
 const MAX_PREFIX_TERMS: usize = 1024;
+/// At most this many terms in the whole of one query: every word, phrase word and wildcard
+/// expansion, in each of the three fields it is matched in. One short prefix alone fits (three
+/// fields of [`MAX_PREFIX_TERMS`]); two that both expand that far, or hundreds of them, do not.
+pub const MAX_QUERY_TERMS: usize = 4096;
+/// At most this many postings read by one query: the sum of its terms' document frequencies,
+/// each phrase word counted once per phrase it is in, plus every document once per negation.
+/// An upper bound on the documents the query scans, known before it runs.
+pub const MAX_QUERY_DOCUMENTS: u64 = 4_000_000;
 /// The file whose lock marks the index as open in a process.
 const LOCK_FILE: &str = "ipto-index.lock";
 /// Snippets are at most this many characters.
@@ -40,10 +48,72 @@ pub enum IndexError {
     /// Another process holds the index's writer lock.
     #[error("search index {0} is in use by another process")]
     InUse(String),
+    /// The query is over its [`Budget`]; refused before it runs (HTTP 422 on `query`).
+    #[error(transparent)]
+    TooBroad(#[from] TooBroad),
     #[error("search index: {0}")]
     Tantivy(#[from] tantivy::TantivyError),
     #[error("search index: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Which part of its [`Budget`] a query exceeds.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TooBroad {
+    #[error("too broad: expands to more than {0} terms; use longer prefixes or fewer words")]
+    Terms(usize),
+    #[error(
+        "too broad: would scan more than {0} documents; use rarer words or fewer alternatives"
+    )]
+    Documents(u64),
+}
+
+/// What one query may cost before it runs: the terms its tantivy query holds and the postings
+/// they (and its negations) read. Both grow with the index, so both are checked against the
+/// index the query is about to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub terms: usize,
+    pub documents: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            terms: MAX_QUERY_TERMS,
+            documents: MAX_QUERY_DOCUMENTS,
+        }
+    }
+}
+
+/// What a query being built has used of its budget.
+struct Spend {
+    budget: Budget,
+    terms: usize,
+    documents: u64,
+}
+
+impl Spend {
+    fn new(budget: Budget) -> Self {
+        Self {
+            budget,
+            terms: 0,
+            documents: 0,
+        }
+    }
+
+    /// Charges `terms` more terms reading `documents` more postings; an error once over.
+    fn charge(&mut self, terms: usize, documents: u64) -> Result<(), TooBroad> {
+        self.terms = self.terms.saturating_add(terms);
+        self.documents = self.documents.saturating_add(documents);
+        if self.terms > self.budget.terms {
+            return Err(TooBroad::Terms(self.budget.terms));
+        }
+        if self.documents > self.budget.documents {
+            return Err(TooBroad::Documents(self.budget.documents));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -279,17 +349,31 @@ impl SearchIndex {
     }
 
     /// The best `limit` objects of the given datasets for the query: score desc, then object id.
+    /// A query over the default [`Budget`] is [`IndexError::TooBroad`].
     pub fn search(
         &self,
         node: &Node,
         datasets: &[String],
         limit: usize,
     ) -> Result<Vec<Hit>, IndexError> {
+        self.search_within(node, datasets, limit, Budget::default())
+    }
+
+    /// [`SearchIndex::search`] with another budget.
+    pub fn search_within(
+        &self,
+        node: &Node,
+        datasets: &[String],
+        limit: usize,
+        budget: Budget,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let searcher = self.reader.searcher();
+        // Checked first, whatever the datasets: whether a query is refused does not depend on
+        // who asks.
+        let user = self.query(&searcher, node, &mut Spend::new(budget))?;
         if datasets.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let searcher = self.reader.searcher();
-        let user = self.query(&searcher, node)?;
         let filter = TermSetQuery::new(
             datasets
                 .iter()
@@ -375,20 +459,36 @@ impl SearchIndex {
     }
 
     /// The tantivy query of a parsed query: each word, phrase or prefix matches the body, the
-    /// filename or the metadata.
-    fn query(&self, searcher: &Searcher, node: &Node) -> Result<Box<dyn Query>, IndexError> {
+    /// filename or the metadata. Every term and negation is charged to `spend` as it is added,
+    /// so a query over budget stops before it has expanded much.
+    fn query(
+        &self,
+        searcher: &Searcher,
+        node: &Node,
+        spend: &mut Spend,
+    ) -> Result<Box<dyn Query>, IndexError> {
         Ok(match node {
-            Node::Term(word) | Node::Phrase(word) => self.across_fields(|field| {
-                let terms = self.terms(field, word);
-                match terms.len() {
-                    0 => Box::new(EmptyQuery) as Box<dyn Query>,
-                    1 => Box::new(TermQuery::new(
-                        terms[0].clone(),
-                        IndexRecordOption::WithFreqs,
-                    )),
-                    _ => Box::new(PhraseQuery::new(terms)),
+            Node::Term(word) | Node::Phrase(word) => {
+                let mut per_field = Vec::new();
+                for field in self.text_fields() {
+                    let terms = self.terms(field, word);
+                    let mut documents = 0u64;
+                    for term in &terms {
+                        documents = documents.saturating_add(searcher.doc_freq(term)?);
+                    }
+                    spend.charge(terms.len(), documents)?;
+                    let query: Box<dyn Query> = match terms.len() {
+                        0 => Box::new(EmptyQuery),
+                        1 => Box::new(TermQuery::new(
+                            terms[0].clone(),
+                            IndexRecordOption::WithFreqs,
+                        )),
+                        _ => Box::new(PhraseQuery::new(terms)),
+                    };
+                    per_field.push((Occur::Should, query));
                 }
-            }),
+                Box::new(BooleanQuery::new(per_field))
+            }
             Node::Prefix(word) => {
                 let mut per_field = Vec::new();
                 for field in self.text_fields() {
@@ -400,15 +500,25 @@ impl SearchIndex {
                         .iter()
                         .map(|w| Term::from_field_text(field, w))
                         .collect();
+                    let mut leading = 0u64;
+                    for term in &terms {
+                        leading = leading.saturating_add(searcher.doc_freq(term)?);
+                    }
                     let expansions = expand(searcher, field, &last)?;
                     if expansions.is_empty() {
                         continue;
                     }
+                    // Each expansion is a term of its own, or a phrase that reads the leading
+                    // words again.
+                    let documents = expansions.iter().fold(0u64, |sum, (_, df)| {
+                        sum.saturating_add(*df).saturating_add(leading)
+                    });
+                    spend.charge(expansions.len() * (terms.len() + 1), documents)?;
                     let query: Box<dyn Query> = if terms.is_empty() {
                         Box::new(BooleanQuery::new(
                             expansions
                                 .into_iter()
-                                .map(|t| {
+                                .map(|(t, _)| {
                                     (
                                         Occur::Should,
                                         Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs))
@@ -422,7 +532,7 @@ impl SearchIndex {
                         Box::new(BooleanQuery::new(
                             expansions
                                 .into_iter()
-                                .map(|t| {
+                                .map(|(t, _)| {
                                     let mut phrase = terms.clone();
                                     phrase.push(t);
                                     (
@@ -437,21 +547,25 @@ impl SearchIndex {
                 }
                 Box::new(BooleanQuery::new(per_field))
             }
-            Node::Not(inner) => Box::new(BooleanQuery::new(vec![
-                (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
-                (Occur::MustNot, self.query(searcher, inner)?),
-            ])),
+            Node::Not(inner) => {
+                spend.charge(0, searcher.num_docs())?;
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
+                    (Occur::MustNot, self.query(searcher, inner, spend)?),
+                ]))
+            }
             Node::And(all) => {
                 let mut clauses = Vec::new();
                 for child in all {
                     match child {
                         Node::Not(inner) => {
-                            clauses.push((Occur::MustNot, self.query(searcher, inner)?))
+                            clauses.push((Occur::MustNot, self.query(searcher, inner, spend)?))
                         }
-                        other => clauses.push((Occur::Must, self.query(searcher, other)?)),
+                        other => clauses.push((Occur::Must, self.query(searcher, other, spend)?)),
                     }
                 }
                 if !clauses.iter().any(|(occur, _)| *occur == Occur::Must) {
+                    spend.charge(0, searcher.num_docs())?;
                     clauses.push((Occur::Must, Box::new(AllQuery)));
                 }
                 Box::new(BooleanQuery::new(clauses))
@@ -459,7 +573,7 @@ impl SearchIndex {
             Node::Or(any) => {
                 let mut clauses = Vec::new();
                 for child in any {
-                    clauses.push((Occur::Should, self.query(searcher, child)?));
+                    clauses.push((Occur::Should, self.query(searcher, child, spend)?));
                 }
                 Box::new(BooleanQuery::new(clauses))
             }
@@ -468,15 +582,6 @@ impl SearchIndex {
 
     fn text_fields(&self) -> [Field; 3] {
         [self.fields.body, self.fields.filename, self.fields.meta]
-    }
-
-    fn across_fields(&self, per_field: impl Fn(Field) -> Box<dyn Query>) -> Box<dyn Query> {
-        Box::new(BooleanQuery::new(
-            self.text_fields()
-                .into_iter()
-                .map(|field| (Occur::Should, per_field(field)))
-                .collect(),
-        ))
     }
 
     /// The words of `text` as the index stores them (split, lowercased).
@@ -507,9 +612,11 @@ fn highlightable(node: &Node) -> bool {
     }
 }
 
-/// The indexed terms of `field` starting with `prefix`, the first [`MAX_PREFIX_TERMS`] in order.
-fn expand(searcher: &Searcher, field: Field, prefix: &str) -> Result<Vec<Term>, IndexError> {
-    let mut found = BTreeSet::new();
+/// The indexed terms of `field` starting with `prefix`, the first [`MAX_PREFIX_TERMS`] in order,
+/// each with its document frequency. A term among the first of all segments together is among
+/// the first of each segment that holds it, so no segment is read past its own first ones.
+fn expand(searcher: &Searcher, field: Field, prefix: &str) -> Result<Vec<(Term, u64)>, IndexError> {
+    let mut found: BTreeMap<String, u64> = BTreeMap::new();
     for segment in searcher.segment_readers() {
         let inverted = segment.inverted_index(field)?;
         let mut stream = inverted
@@ -517,23 +624,22 @@ fn expand(searcher: &Searcher, field: Field, prefix: &str) -> Result<Vec<Term>, 
             .range()
             .ge(prefix.as_bytes())
             .into_stream()?;
-        while stream.advance() {
+        let mut taken = 0;
+        while taken < MAX_PREFIX_TERMS && stream.advance() {
             let key = stream.key();
             if !key.starts_with(prefix.as_bytes()) {
                 break;
             }
             if let Ok(word) = std::str::from_utf8(key) {
-                found.insert(word.to_owned());
-            }
-            if found.len() >= MAX_PREFIX_TERMS {
-                break;
+                *found.entry(word.to_owned()).or_default() += u64::from(stream.value().doc_freq);
+                taken += 1;
             }
         }
     }
     Ok(found
         .into_iter()
         .take(MAX_PREFIX_TERMS)
-        .map(|w| Term::from_field_text(field, &w))
+        .map(|(w, df)| (Term::from_field_text(field, &w), df))
         .collect())
 }
 
@@ -592,6 +698,103 @@ mod tests {
             .unwrap();
         assert!(other.is_empty());
         drop(reopened);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Words behind each of `prefixes` two-letter prefixes, `per_prefix` each, and the query of
+    /// those prefixes.
+    fn lexicon(prefixes: usize, per_prefix: usize) -> (String, Node) {
+        let letter = |k: usize| char::from(b'a' + k as u8);
+        let prefixes: Vec<String> = (0..prefixes)
+            .map(|i| format!("{}{}", letter(i / 26), letter(i % 26)))
+            .collect();
+        let mut text = String::new();
+        for prefix in &prefixes {
+            for i in 0..per_prefix {
+                text.push_str(&format!("{prefix}q{i} "));
+            }
+        }
+        let query = Node::And(prefixes.into_iter().map(Node::Prefix).collect());
+        (text, query)
+    }
+
+    #[test]
+    fn a_query_expanding_past_the_term_budget_is_refused() {
+        let dir = std::env::temp_dir().join(format!("ipto-index-{}", uuid::Uuid::new_v4()));
+        let index = SearchIndex::open(&dir).unwrap();
+        let (text, hostile) = lexicon(250, 20);
+        index.stage_object(&object("obj_1", &text)).unwrap();
+        index.commit(LogPosition::default()).unwrap();
+        let refused = index
+            .search(&hostile, &["dset_a".into()], 10)
+            .expect_err("5,000 expansions are over the budget");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("too broad: expands to more than"),
+            "{refused}"
+        );
+        // Fewer prefixes over the same index stay within it and find the object.
+        let narrow = match lexicon(20, 20).1 {
+            Node::And(prefixes) => Node::Or(prefixes),
+            other => other,
+        };
+        let hits = index.search(&narrow, &["dset_a".into()], 10).unwrap();
+        assert_eq!(hits.len(), 1);
+        drop(index);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn negations_phrases_and_long_alternatives_are_charged_to_the_budget() {
+        let dir = std::env::temp_dir().join(format!("ipto-index-{}", uuid::Uuid::new_v4()));
+        let index = SearchIndex::open(&dir).unwrap();
+        for i in 0..10 {
+            index
+                .stage_object(&object(&format!("obj_{i}"), "alpha beta gamma"))
+                .unwrap();
+        }
+        index.commit(LogPosition::default()).unwrap();
+        let datasets = ["dset_a".to_owned()];
+        // Ten documents: "alpha" reads 10 postings in the body (none in filename or metadata);
+        // each negation reads every document once more.
+        let budget = Budget {
+            terms: 30,
+            documents: 40,
+        };
+        let run = |query: &str| {
+            let node = crate::search::query::parse(query).unwrap();
+            index.search_within(&node, &datasets, 10, budget)
+        };
+        let refused = |query: &str| match run(query) {
+            Err(IndexError::TooBroad(why)) => why,
+            other => panic!("{query} was not refused: {other:?}"),
+        };
+        assert_eq!(run("alpha OR beta OR gamma").unwrap().len(), 10);
+        assert_eq!(run("-alpha").unwrap().len(), 0);
+        assert_eq!(
+            refused("alpha OR beta OR gamma OR alpha OR beta"),
+            TooBroad::Documents(40)
+        );
+        // Negations beside each other share one scan of every document; alternatives do not.
+        assert_eq!(run("-a -b -c -d -e").unwrap().len(), 10);
+        assert_eq!(refused("NOT NOT NOT NOT NOT a"), TooBroad::Documents(40));
+        assert_eq!(
+            refused("(-a) OR (-b) OR (-c) OR (-d) OR (-e)"),
+            TooBroad::Documents(40)
+        );
+        assert_eq!(
+            refused("\"alpha beta\" OR \"beta gamma\" OR \"gamma alpha\""),
+            TooBroad::Documents(40)
+        );
+        // Words that match nothing cost no postings but still a term in each field.
+        let words: Vec<String> = (0..11).map(|i| format!("absent{i}")).collect();
+        assert_eq!(refused(&words.join(" OR ")), TooBroad::Terms(30));
+        assert_eq!(
+            refused(&format!("\"{}\"", words.join(" "))),
+            TooBroad::Terms(30)
+        );
+        drop(index);
         let _ = std::fs::remove_dir_all(dir);
     }
 

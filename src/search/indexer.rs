@@ -13,7 +13,7 @@ use cqrs_es::Aggregate;
 use projections::{log, Db, LogPosition, ProjectorEngine, Reads, StoredEvent};
 use tokio::sync::watch;
 
-use super::extract;
+use super::extract::{self, PdfExtractor, PdfFailure};
 use super::index::{IndexError, IndexedObject, SearchIndex};
 use crate::blobs::{BlobError, Blobs};
 
@@ -25,6 +25,8 @@ const LIVE_BATCH: i64 = 500;
 const REBUILD_BATCH: i64 = 5000;
 /// Attempts at a batch before the index reports itself failed (it keeps retrying).
 const ATTEMPTS_BEFORE_FAILED: u32 = 3;
+/// PDF extraction failures remembered for `/health`.
+const RECENT_PDF_FAILURES: usize = 10;
 
 /// Why a batch could not be indexed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,43 @@ pub struct IndexStatus {
     /// Highest global position applied (on PostgreSQL the cursor's own position may be lower).
     pub position: i64,
     pub error: Option<String>,
+    /// PDFs whose extraction failed since this instance started.
+    pub pdf_failures: PdfFailures,
+}
+
+/// PDFs indexed without their text because extraction ran past its budget or crashed, since this
+/// instance started (a restart does not read them again: their objects stay indexed as they are).
+#[derive(Clone, Debug, Default)]
+pub struct PdfFailures {
+    /// Failures by reason (`timeout`, `memory`, `crashed`, `unavailable`).
+    pub by_reason: std::collections::BTreeMap<&'static str, u64>,
+    /// The last few, newest first.
+    pub recent: std::collections::VecDeque<FailedPdf>,
+}
+
+impl PdfFailures {
+    /// All failures.
+    pub fn total(&self) -> u64 {
+        self.by_reason.values().sum()
+    }
+
+    fn record(&mut self, object_id: &str, failure: &PdfFailure) {
+        *self.by_reason.entry(failure.reason()).or_default() += 1;
+        self.recent.push_front(FailedPdf {
+            object_id: object_id.to_owned(),
+            reason: failure.reason(),
+            detail: failure.to_string(),
+        });
+        self.recent.truncate(RECENT_PDF_FAILURES);
+    }
+}
+
+/// One PDF indexed without its text.
+#[derive(Clone, Debug)]
+pub struct FailedPdf {
+    pub object_id: String,
+    pub reason: &'static str,
+    pub detail: String,
 }
 
 /// Keeps one [`SearchIndex`] up to date with the log.
@@ -56,13 +95,22 @@ pub struct Indexer {
     db: Db,
     blobs: Blobs,
     engine: ProjectorEngine,
+    pdf: PdfExtractor,
     error: Arc<Mutex<Option<String>>>,
     highest: Arc<std::sync::atomic::AtomicI64>,
+    pdf_failures: Arc<Mutex<PdfFailures>>,
 }
 
 impl Indexer {
-    /// An indexer of `index`; registers it with the engine so that waits include it.
-    pub fn new(index: Arc<SearchIndex>, db: Db, blobs: Blobs, engine: ProjectorEngine) -> Self {
+    /// An indexer of `index` that reads PDFs with `pdf`; registers it with the engine so that
+    /// waits include it.
+    pub fn new(
+        index: Arc<SearchIndex>,
+        db: Db,
+        blobs: Blobs,
+        engine: ProjectorEngine,
+        pdf: PdfExtractor,
+    ) -> Self {
         engine.register_local(NAME, Reads::Aggregates(&[Object::TYPE]));
         engine.report_local(NAME, index.cursor(), false);
         Self {
@@ -70,8 +118,10 @@ impl Indexer {
             db,
             blobs,
             engine,
+            pdf,
             error: Arc::default(),
             highest: Arc::default(),
+            pdf_failures: Arc::default(),
         }
     }
 
@@ -83,6 +133,7 @@ impl Indexer {
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .max(self.index.cursor().position),
             error: self.error.lock().expect("lock poisoned").clone(),
+            pdf_failures: self.pdf_failures.lock().expect("lock poisoned").clone(),
         }
     }
 
@@ -201,13 +252,23 @@ impl Indexer {
                 _ => None,
             })
             .ok_or_else(|| IndexerError::Inconsistent(object_id.to_owned()))?;
-        let text = extract::extract(
+        let extracted = extract::extract(
             &self.blobs,
             object_id,
             sha256.as_str(),
             descriptor.content_type.as_str(),
+            &self.pdf,
         )
         .await?;
+        if let Some(failure) = &extracted.failure {
+            // Indexed by filename and metadata only; the batch goes on.
+            tracing::warn!(index = NAME, object_id, %failure, "PDF indexed without its text");
+            self.pdf_failures
+                .lock()
+                .expect("lock poisoned")
+                .record(object_id, failure);
+        }
+        let text = extracted.text;
         Ok(IndexedObject {
             object_id: object_id.to_owned(),
             dataset_id: descriptor.dataset_id.to_string(),

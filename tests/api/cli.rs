@@ -190,6 +190,7 @@ pub(crate) async fn open(fresh: &Fresh) -> ipto::AppState {
         store.db.clone(),
         blobs.clone(),
         store.engine.clone(),
+        ipto::search::extract::PdfExtractor::from_config(&config),
     );
     ipto::AppState {
         store,

@@ -60,6 +60,8 @@ pub fn config(fresh: &Fresh) -> Config {
     config.rate_limit_per_minute = 100_000;
     config.auth_rate_limit_per_minute = 100_000;
     config.auth_failure_limit_per_minute = 100_000;
+    // The app runs in this test binary: its own executable is not `ipto`.
+    config.pdf_extractor = Some(env!("CARGO_BIN_EXE_ipto").into());
     config
 }
 

@@ -641,18 +641,30 @@ async fn prices_follow_the_dataset_pricing_model() {
 /// A one-page PDF whose text layer holds `text` (Helvetica, uncompressed), with a correct xref.
 pub fn pdf_with_text(text: &str) -> Vec<u8> {
     let content = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
-    let objects = [
+    pdf_of(&[
         "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
         "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
         "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
-        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+        stream("", &content),
         "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_owned(),
-    ];
+    ])
+}
+
+/// A PDF of these objects (numbered from 1, the catalog first), with a correct xref.
+fn pdf_of(objects: &[String]) -> Vec<u8> {
+    let objects: Vec<Vec<u8>> = objects.iter().map(|o| o.as_bytes().to_vec()).collect();
+    pdf_of_bytes(&objects)
+}
+
+/// [`pdf_of`] for objects that are not all text.
+fn pdf_of_bytes(objects: &[Vec<u8>]) -> Vec<u8> {
     let mut pdf = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::new();
     for (i, body) in objects.iter().enumerate() {
         offsets.push(pdf.len());
-        pdf.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+        pdf.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        pdf.extend_from_slice(body);
+        pdf.extend_from_slice(b"\nendobj\n");
     }
     let xref = pdf.len();
     pdf.extend_from_slice(
@@ -669,4 +681,322 @@ pub fn pdf_with_text(text: &str) -> Vec<u8> {
         .as_bytes(),
     );
     pdf
+}
+
+/// A stream object: `dict` entries besides the length, then the content.
+fn stream(dict: &str, content: &str) -> String {
+    format!(
+        "<< {dict} /Length {} >>\nstream\n{content}\nendstream",
+        content.len()
+    )
+}
+
+/// A one-page PDF whose page draws form `X` (object 5): objects 5 and after are `forms`.
+fn pdf_drawing_forms(forms: Vec<String>) -> Vec<u8> {
+    let mut objects = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /XObject << /X 5 0 R >> >> >>".to_owned(),
+        stream("", "/X Do"),
+    ];
+    objects.extend(forms);
+    pdf_of(&objects)
+}
+
+/// A form drawing form `next` `times` times.
+fn form_drawing(next: usize, times: usize) -> String {
+    stream(
+        &format!("/Type /XObject /Subtype /Form /BBox [0 0 1 1] /Resources << /XObject << /X {next} 0 R >> >>"),
+        &vec!["/X Do"; times].join(" "),
+    )
+}
+
+/// Twelve levels of forms, each drawing the next eight times: 8^12 forms to walk, a few hundred
+/// bytes to send. The parser never finishes.
+fn pdf_of_nested_forms() -> Vec<u8> {
+    let mut forms: Vec<String> = (0..12).map(|level| form_drawing(6 + level, 8)).collect();
+    forms.push(stream(
+        "/Type /XObject /Subtype /Form /BBox [0 0 1 1]",
+        "0 0 m 1 1 l S",
+    ));
+    pdf_drawing_forms(forms)
+}
+
+/// A form that draws itself: the parser recurses until its stack overflows.
+fn pdf_of_a_form_drawing_itself() -> Vec<u8> {
+    pdf_drawing_forms(vec![form_drawing(5, 1)])
+}
+
+/// A one-page PDF whose content stream inflates to `n` zero bytes from about n / 160 bytes.
+fn pdf_inflating_to(n: usize) -> Vec<u8> {
+    let deflated = zeros_deflated(n);
+    let mut content = format!(
+        "<< /Filter /FlateDecode /Length {} >>\nstream\n",
+        deflated.len()
+    )
+    .into_bytes();
+    content.extend_from_slice(&deflated);
+    content.extend_from_slice(b"\nendstream");
+    let mut objects: Vec<Vec<u8>> = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+    ]
+    .iter()
+    .map(|o| o.as_bytes().to_vec())
+    .collect();
+    objects.push(content);
+    pdf_of_bytes(&objects)
+}
+
+/// A zlib stream of `n` (≥ 1) zero bytes, written by hand: one fixed-Huffman block of a literal
+/// zero, then copies of 258 bytes from 1 back (13 bits each), then the Adler-32 of the zeros.
+fn zeros_deflated(n: usize) -> Vec<u8> {
+    struct Bits {
+        out: Vec<u8>,
+        pending: u32,
+        count: u32,
+    }
+    impl Bits {
+        /// `count` bits of `value`, least significant first (the order of headers).
+        fn put(&mut self, value: u32, count: u32) {
+            self.pending |= value << self.count;
+            self.count += count;
+            while self.count >= 8 {
+                self.out.push(self.pending as u8);
+                self.pending >>= 8;
+                self.count -= 8;
+            }
+        }
+        /// A Huffman code: most significant bit first.
+        fn code(&mut self, code: u32, count: u32) {
+            self.put(code.reverse_bits() >> (32 - count), count);
+        }
+    }
+    let mut bits = Bits {
+        out: vec![0x78, 0x01],
+        pending: 0,
+        count: 0,
+    };
+    bits.put(1, 1); // the last block
+    bits.put(1, 2); // of fixed Huffman codes
+    bits.code(0x30, 8); // literal 0
+    let mut left = n - 1;
+    while left >= 258 {
+        bits.code(0b1100_0101, 8); // length code 285: 258 bytes
+        bits.code(0, 5); // distance code 0: 1 back
+        left -= 258;
+    }
+    for _ in 0..left {
+        bits.code(0x30, 8);
+    }
+    bits.code(0, 7); // end of block
+    if bits.count > 0 {
+        bits.out.push(bits.pending as u8);
+    }
+    // Adler-32 of zeros: a = 1, b = n.
+    let b = (n % 65_521) as u32;
+    bits.out.extend_from_slice(&((b << 16) | 1).to_be_bytes());
+    bits.out
+}
+
+/// Runs `body` on a runtime of its own, failing after `limit`. The runtime is then shut down
+/// without waiting for its blocking threads: an extraction that never ends must fail the test,
+/// not hang it.
+fn within(
+    limit: std::time::Duration,
+    body: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome =
+        runtime.block_on(async move { tokio::time::timeout(limit, tokio::spawn(body)).await });
+    runtime.shutdown_background();
+    match outcome {
+        Err(_) => panic!("did not finish within {limit:?}"),
+        Ok(Err(failed)) => std::panic::resume_unwind(failed.into_panic()),
+        Ok(Ok(())) => {}
+    }
+}
+
+#[test]
+fn pdfs_whose_extraction_hangs_crashes_or_runs_out_of_memory_are_indexed_by_name_and_reported() {
+    within(std::time::Duration::from_secs(120), async {
+        let fresh = fresh().await;
+        let mut config = config(&fresh);
+        config.pdf_timeout_seconds = 2;
+        // The debug build's own image takes about half of this.
+        config.pdf_memory_mb = 128;
+        let (app, admin) = spawn_with_admin(config).await;
+        let (token, tenant, dataset) = seller(&app, json!({})).await;
+        let pdf = |name: &str| json!({"filename": name, "content_type": "application/pdf"});
+        let endless = publish(
+            &app,
+            &token,
+            &tenant,
+            Some(&admin),
+            &dataset,
+            pdf("endless-forms.pdf"),
+            &pdf_of_nested_forms(),
+        )
+        .await;
+        app.get("/health", None).await.expect(200);
+        let recursive = publish(
+            &app,
+            &token,
+            &tenant,
+            Some(&admin),
+            &dataset,
+            pdf("recursive-form.pdf"),
+            &pdf_of_a_form_drawing_itself(),
+        )
+        .await;
+        let bomb = publish(
+            &app,
+            &token,
+            &tenant,
+            Some(&admin),
+            &dataset,
+            pdf("inflating-bomb.pdf"),
+            &pdf_inflating_to(256 << 20),
+        )
+        .await;
+        let ledger = publish(
+            &app,
+            &token,
+            &tenant,
+            Some(&admin),
+            &dataset,
+            pdf("ledger.pdf"),
+            &pdf_with_text("Quarterly ledger reconciliation"),
+        )
+        .await;
+        // The hostile PDFs are found by their names; the normal one by its text too.
+        for (query, expected) in [
+            ("endless", &endless),
+            ("recursive", &recursive),
+            ("bomb", &bomb),
+            ("reconciliation", &ledger),
+        ] {
+            let reply = search(&app, &token, json!({"query": query}))
+                .await
+                .expect(200);
+            assert_eq!(object_ids(&reply), vec![expected.clone()], "{query}");
+        }
+        let by_name = search(&app, &token, json!({"query": "endless"}))
+            .await
+            .expect(200);
+        assert_eq!(
+            by_name.data()["results"][0]["citation"]["locator"],
+            "filename"
+        );
+        // /health reports both, newest first, without calling the service degraded.
+        let health = app.get("/health", None).await.expect(200);
+        assert_eq!(health.data()["status"], "ok", "{}", health.body);
+        let report = &health.data()["projections"]["search"]["pdf_extraction"];
+        assert_eq!(report["failed"], 3, "{}", health.body);
+        let recent: Vec<(&str, &str)> = report["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["object_id"].as_str().unwrap(),
+                    f["reason"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            recent,
+            vec![
+                (bomb.as_str(), "memory"),
+                (recursive.as_str(), "crashed"),
+                (endless.as_str(), "timeout"),
+            ]
+        );
+        let metrics = app
+            .client
+            .get(format!("{}/metrics", app.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for reason in ["timeout", "crashed", "memory"] {
+            let line =
+                format!("ipto_search_pdf_extraction_failures_total{{reason=\"{reason}\"}} 1");
+            assert!(metrics.contains(&line), "{line} missing in {metrics}");
+        }
+        app.finish().await;
+    });
+}
+
+/// The first `n` two-letter prefixes in order: `aa`, `ab`, … `az`, `ba`, …
+fn two_letter_prefixes(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let letter = |k: usize| char::from(b'a' + k as u8);
+            format!("{}{}", letter(i / 26), letter(i % 26))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_query_of_many_short_prefixes_is_refused_as_too_broad() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (token, tenant, dataset) = seller(&app, json!({})).await;
+    // An index with many distinct words: forty behind each two-letter prefix.
+    let prefixes = two_letter_prefixes(250);
+    let mut text = String::new();
+    for prefix in &prefixes {
+        for i in 0..40 {
+            text.push_str(&format!("{prefix}q{}{} ", i / 10, i % 10));
+        }
+    }
+    publish(
+        &app,
+        &token,
+        &tenant,
+        Some(&admin),
+        &dataset,
+        text_file("lexicon.txt"),
+        text.as_bytes(),
+    )
+    .await;
+    let hostile: String = prefixes
+        .iter()
+        .map(|p| format!("{p}*"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(hostile.chars().count(), 999);
+    let refused = search(&app, &token, json!({"query": hostile}))
+        .await
+        .expect(422);
+    assert_eq!(refused.code(), "validation_failed");
+    let message = refused.body["error"]["details"]["fields"]["query"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", refused.body));
+    assert!(
+        message.starts_with("too broad: expands to more than")
+            && message.contains("use longer prefixes"),
+        "{message}"
+    );
+    // A refused query is not a search: nothing is recorded.
+    let searches = app
+        .get("/v1/agent/activity/searches", Some(&token))
+        .await
+        .expect(200);
+    assert_eq!(searches.data()["total"], 0);
+    // Narrower queries over the same index still answer.
+    for query in ["aa*", "aaq0* OR abq1*", "aaq00 abq01 acq02"] {
+        let found = search(&app, &token, json!({"query": query}))
+            .await
+            .expect(200);
+        assert_eq!(found.data()["result_count"], 1, "{query}");
+    }
+    app.finish().await;
 }
