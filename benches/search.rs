@@ -7,9 +7,15 @@
 //! 3. Restarts it and runs a mix of queries as a buyer (every result billable, so each search also
 //!    writes its `SearchPerformed` event): latency p50/p99 with one client, then throughput and
 //!    p50/p99 with eight.
+//! 4. Hostile queries, over an index that also holds a lexicon of 743,600 distinct words (1,100
+//!    behind every two-letter prefix): many short prefixes, long OR lists, deeply nested ORs, long
+//!    phrase lists and many negations. For each kind, the largest query the per-query budget still
+//!    accepts (found by bisection) and the 1,000-character one it refuses are timed, with one
+//!    client and then with four at once; it prints p50/p99 per kind and the p99 of them all.
 //!
 //! Run: `cargo bench --bench search`. `IPTO_BENCH_SEARCH_OBJECTS` (default 10,000) sets the number
 //! of objects; `IPTO_BENCH_DATABASE_URL=postgres://…` runs it on PostgreSQL (a fresh database).
+//! `IPTO_BENCH_HOSTILE_ROUNDS` (default 50) sets the timed runs of each hostile query per client.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -30,6 +36,12 @@ const QUERIES: [&str; 8] = [
     "(paqui OR dorsen) tuve",
     "zzzabsent",
 ];
+
+/// Words behind each two-letter prefix in the lexicon objects: more than one prefix expands to
+/// per field.
+const LEXICON_WORDS_PER_PREFIX: usize = 1_100;
+/// The longest query the API accepts.
+const MAX_QUERY_CHARS: usize = 1_000;
 
 struct Server {
     child: Child,
@@ -156,6 +168,115 @@ impl Words {
     }
 }
 
+/// Every two-letter prefix, `aa` to `zz`.
+fn two_letter_prefixes() -> Vec<String> {
+    let letters = || (b'a'..=b'z').map(char::from);
+    letters()
+        .flat_map(|a| letters().map(move |b| format!("{a}{b}")))
+        .collect()
+}
+
+/// The lexicon as objects of about `OBJECT_CHARS` each: `LEXICON_WORDS_PER_PREFIX` distinct words
+/// behind every two-letter prefix (`aa` + `aaa`, `aab`, …).
+fn lexicon_texts() -> Vec<String> {
+    let mut texts = vec![String::new()];
+    for prefix in two_letter_prefixes() {
+        for i in 0..LEXICON_WORDS_PER_PREFIX {
+            let letter = |k: usize| char::from(b'a' + (k % 26) as u8);
+            let word = format!(
+                "{prefix}{}{}{} ",
+                letter(i / 676),
+                letter(i / 26),
+                letter(i)
+            );
+            let last = texts.last_mut().expect("one text");
+            last.push_str(&word);
+            if last.len() >= OBJECT_CHARS {
+                texts.push(String::new());
+            }
+        }
+    }
+    texts.retain(|t| !t.is_empty());
+    texts
+}
+
+/// A kind of hostile query: `make(n)` grows with `n`, up to the longest the API accepts.
+struct Hostile {
+    name: &'static str,
+    make: Box<dyn Fn(usize) -> String + Send + Sync>,
+}
+
+/// The kinds of hostile query, built from the corpus' most common words (`common[0]` the most).
+fn hostile_kinds(common: Vec<String>) -> Vec<Hostile> {
+    let prefixes = two_letter_prefixes();
+    let common = Arc::new(common);
+    let word = {
+        let common = common.clone();
+        move |i: usize| common[i % common.len()].clone()
+    };
+    let (w1, w2, w3, w4, word5) = (word.clone(), word.clone(), word.clone(), word.clone(), word);
+    vec![
+        Hostile {
+            name: "short prefixes (aa* ab* …)",
+            make: Box::new(move |n| {
+                prefixes[..n.min(prefixes.len())]
+                    .iter()
+                    .map(|p| format!("{p}*"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+        },
+        Hostile {
+            name: "OR list of common words",
+            make: Box::new(move |n| (0..n).map(&w1).collect::<Vec<_>>().join(" OR ")),
+        },
+        Hostile {
+            name: "nested ORs of common words (depth ≤ 30)",
+            make: Box::new(move |n| {
+                let n = n.min(30);
+                let mut query = w2(n);
+                for i in (0..n).rev() {
+                    query = format!("({} OR {query})", w2(i));
+                }
+                query
+            }),
+        },
+        Hostile {
+            name: "alternating OR and AND nesting (depth ≤ 30)",
+            make: {
+                let word = word5.clone();
+                Box::new(move |n| {
+                    let n = n.min(30);
+                    let mut query = word(n);
+                    for i in (0..n).rev() {
+                        let op = if i % 2 == 0 { "OR" } else { "AND" };
+                        query = format!("({} {op} {query})", word(i));
+                    }
+                    query
+                })
+            },
+        },
+        Hostile {
+            name: "OR list of phrases",
+            make: Box::new(move |n| {
+                (0..n)
+                    .map(|i| format!("\"{} {}\"", w3(2 * i), w3(2 * i + 1)))
+                    .collect::<Vec<_>>()
+                    .join(" OR ")
+            }),
+        },
+        Hostile {
+            name: "OR list of negations",
+            make: Box::new(move |n| {
+                (0..n)
+                    .map(|i| format!("(-{})", w4(i)))
+                    .collect::<Vec<_>>()
+                    .join(" OR ")
+            }),
+        },
+    ]
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
@@ -245,12 +366,14 @@ async fn main() {
         .unwrap()
         .to_owned();
 
-    // 1. Seeding through the API, indexed live.
+    // 1. Seeding through the API, indexed live: the generated text, then the lexicon.
+    let lexicon = Arc::new(lexicon_texts());
+    let total = objects + lexicon.len();
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for worker in 0..16u64 {
-        let (client, base, seller, admin, dataset, tenant, next) = (
+        let (client, base, seller, admin, dataset, tenant, next, lexicon) = (
             client.clone(),
             base.clone(),
             seller.clone(),
@@ -258,16 +381,20 @@ async fn main() {
             dataset.clone(),
             tenant.clone(),
             next.clone(),
+            lexicon.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut words = Words::new(0x9e37_79b9_7f4a_7c15 ^ (worker + 1));
             let mut bytes = 0usize;
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= objects {
+                if n >= total {
                     return bytes;
                 }
-                let text = words.text(OBJECT_CHARS);
+                let text = match n.checked_sub(objects) {
+                    None => words.text(OBJECT_CHARS),
+                    Some(i) => lexicon[i].clone(),
+                };
                 bytes += text.len();
                 let upload = post(
                     &client,
@@ -303,9 +430,10 @@ async fn main() {
     }
     let seeded = started.elapsed().as_secs_f64();
     println!(
-        "store {store}: seeded {objects} objects ({:.1} MiB of text) through the API in {seeded:.1}s: {:.0} objects/s, each approval indexed before its response",
+        "store {store}: seeded {objects} objects and {} of lexicon ({:.1} MiB of text) through the API in {seeded:.1}s: {:.0} objects/s, each approval indexed before its response",
+        lexicon.len(),
         text_bytes as f64 / 1048576.0,
-        objects as f64 / seeded
+        total as f64 / seeded
     );
     stop(server);
 
@@ -416,6 +544,126 @@ async fn main() {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
+
+    // 4. Hostile queries.
+    let rounds: usize = std::env::var("IPTO_BENCH_HOSTILE_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50);
+    let common: Vec<String> = Words::new(1).vocabulary[..64].to_vec();
+    let mut all_one = Vec::new();
+    let mut all_four = Vec::new();
+    for kind in hostile_kinds(common) {
+        let longest = (1..=MAX_QUERY_CHARS)
+            .take_while(|n| (kind.make)(*n).chars().count() <= MAX_QUERY_CHARS)
+            .last()
+            .unwrap_or(1);
+        // The largest size still accepted, by bisection (acceptance only shrinks as n grows).
+        let accepted = |n: usize| {
+            let (client, base, buyer) = (client.clone(), base.clone(), buyer.clone());
+            let query = (kind.make)(n);
+            async move { attempt(&client, &base, &buyer, &query).await.1 == 200 }
+        };
+        let largest = if !accepted(1).await {
+            None
+        } else if accepted(longest).await {
+            Some(longest)
+        } else {
+            let (mut ok, mut refused) = (1, longest);
+            while refused - ok > 1 {
+                let mid = (ok + refused) / 2;
+                if accepted(mid).await {
+                    ok = mid;
+                } else {
+                    refused = mid;
+                }
+            }
+            Some(ok)
+        };
+        let mut cases = Vec::new();
+        if let Some(n) = largest {
+            cases.push((format!("largest accepted, n = {n}"), (kind.make)(n)));
+        }
+        if largest != Some(longest) {
+            cases.push((format!("refused, n = {longest}"), (kind.make)(longest)));
+        }
+        for (label, query) in cases {
+            let (_, status, message) = attempt(&client, &base, &buyer, &query).await;
+            let mut one = Vec::new();
+            for _ in 0..rounds {
+                one.push(attempt(&client, &base, &buyer, &query).await.0);
+            }
+            let mut four = Vec::new();
+            let mut tasks = Vec::new();
+            for _ in 0..4 {
+                let (client, base, buyer, query) =
+                    (client.clone(), base.clone(), buyer.clone(), query.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut took = Vec::new();
+                    for _ in 0..rounds {
+                        took.push(attempt(&client, &base, &buyer, &query).await.0);
+                    }
+                    took
+                }));
+            }
+            for task in tasks {
+                four.extend(task.await.unwrap());
+            }
+            one.sort();
+            four.sort();
+            println!(
+                "store {store}: hostile {}, {label} ({} chars, {status}{}): 1 client p50 {:.2} ms, p99 {:.2} ms; 4 clients p50 {:.2} ms, p99 {:.2} ms",
+                kind.name,
+                query.chars().count(),
+                message.map(|m| format!(": {m}")).unwrap_or_default(),
+                percentile(&one, 0.5),
+                percentile(&one, 0.99),
+                percentile(&four, 0.5),
+                percentile(&four, 0.99),
+            );
+            all_one.extend(one);
+            all_four.extend(four);
+        }
+    }
+    all_one.sort();
+    all_four.sort();
+    println!(
+        "store {store}: hostile queries, all kinds ({} and {} searches): 1 client p99 {:.2} ms (max {:.2} ms); 4 clients p99 {:.2} ms (max {:.2} ms)",
+        all_one.len(),
+        all_four.len(),
+        percentile(&all_one, 0.99),
+        percentile(&all_one, 1.0),
+        percentile(&all_four, 0.99),
+        percentile(&all_four, 1.0),
+    );
     stop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One search that may be refused: its time, status and, for a 422, the message on `query`.
+async fn attempt(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    query: &str,
+) -> (Duration, u16, Option<String>) {
+    let started = Instant::now();
+    let response = client
+        .post(format!("{base}/v1/search"))
+        .bearer_auth(token)
+        .json(&json!({"query": query, "limit": 10}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let took = started.elapsed();
+    assert!(
+        status == 200 || status == 422,
+        "hostile query answered {status}: {body}"
+    );
+    let message = body["error"]["details"]["fields"]["query"]
+        .as_str()
+        .map(str::to_owned);
+    (took, status, message)
 }

@@ -259,7 +259,7 @@ fn validate(body: SearchBody) -> Result<SearchRequest, AppError> {
             key, not granted; details.dataset_id names it."),
         (status = 422, description = "A field is missing or invalid, or the query's syntax is, \
             or the query is too broad: more than 4096 terms once its wildcards are expanded, or \
-            more than 4,000,000 documents to scan (details.fields.query)."),
+            more than 3,000,000 documents to scan (details.fields.query)."),
     )
 )]
 async fn search(

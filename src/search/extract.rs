@@ -79,15 +79,19 @@ impl PdfExtractor {
 }
 
 /// Why a PDF's text could not be had within its budget.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PdfFailure {
     /// Still running at the deadline, or stopped at its CPU time limit.
+    #[error("PDF extraction ran past its time limit")]
     Timeout,
     /// Stopped when an allocation went past its address space limit.
+    #[error("PDF extraction ran past its memory limit")]
     Memory,
     /// Ended by a signal, or with a non-zero status, or without the expected output.
+    #[error("PDF extraction failed: {0}")]
     Crashed(String),
     /// The extractor could not be started.
+    #[error("PDF extractor could not start: {0}")]
     Unavailable(String),
 }
 
@@ -102,17 +106,6 @@ impl PdfFailure {
             Self::Memory => "memory",
             Self::Crashed(_) => "crashed",
             Self::Unavailable(_) => "unavailable",
-        }
-    }
-}
-
-impl std::fmt::Display for PdfFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Timeout => f.write_str("PDF extraction ran past its time limit"),
-            Self::Memory => f.write_str("PDF extraction ran past its memory limit"),
-            Self::Crashed(how) => write!(f, "PDF extraction failed: {how}"),
-            Self::Unavailable(why) => write!(f, "PDF extractor could not start: {why}"),
         }
     }
 }
