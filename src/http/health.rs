@@ -64,39 +64,25 @@ struct ProjectionHealth {
     pdf_extraction: Option<PdfExtractionHealth>,
 }
 
-/// PDFs whose text extraction failed.
+/// PDFs whose text extraction failed (which ones is logged: this report is public).
 #[derive(Serialize, ToSchema)]
 struct PdfExtractionHealth {
     /// How many since this instance started.
     #[schema(minimum = 0)]
     failed: u64,
-    /// The last ten at most, newest first.
-    recent: Vec<FailedPdfHealth>,
-}
-
-/// One PDF indexed without its text.
-#[derive(Serialize, ToSchema)]
-struct FailedPdfHealth {
-    object_id: String,
-    /// `timeout`, `memory`, `crashed` or `unavailable` (the extractor could not start).
-    #[schema(pattern = "^(timeout|memory|crashed|unavailable)$")]
-    reason: &'static str,
-    /// What happened, in words.
-    detail: String,
+    /// How many by reason: `timeout`, `memory`, `crashed` or `unavailable` (the extractor could
+    /// not start).
+    by_reason: std::collections::BTreeMap<String, u64>,
 }
 
 impl From<&crate::search::indexer::PdfFailures> for PdfExtractionHealth {
     fn from(failures: &crate::search::indexer::PdfFailures) -> Self {
         Self {
             failed: failures.total(),
-            recent: failures
-                .recent
+            by_reason: failures
+                .by_reason
                 .iter()
-                .map(|f| FailedPdfHealth {
-                    object_id: f.object_id.clone(),
-                    reason: f.reason,
-                    detail: f.detail.clone(),
-                })
+                .map(|(reason, n)| ((*reason).to_owned(), *n))
                 .collect(),
         }
     }

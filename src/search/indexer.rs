@@ -25,8 +25,6 @@ const LIVE_BATCH: i64 = 500;
 const REBUILD_BATCH: i64 = 5000;
 /// Attempts at a batch before the index reports itself failed (it keeps retrying).
 const ATTEMPTS_BEFORE_FAILED: u32 = 3;
-/// PDF extraction failures remembered for `/health`.
-const RECENT_PDF_FAILURES: usize = 10;
 
 /// Why a batch could not be indexed.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +55,9 @@ pub struct IndexStatus {
 /// instance started (a restart does not read them again: their objects stay indexed as they are).
 #[derive(Clone, Debug, Default)]
 pub struct PdfFailures {
-    /// Failures by reason (`timeout`, `memory`, `crashed`, `unavailable`).
+    /// Failures by reason (`timeout`, `memory`, `crashed`, `unavailable`); which objects failed
+    /// is logged, not kept (the health report is public).
     pub by_reason: std::collections::BTreeMap<&'static str, u64>,
-    /// The last few, newest first.
-    pub recent: std::collections::VecDeque<FailedPdf>,
 }
 
 impl PdfFailures {
@@ -69,23 +66,9 @@ impl PdfFailures {
         self.by_reason.values().sum()
     }
 
-    fn record(&mut self, object_id: &str, failure: &PdfFailure) {
+    fn record(&mut self, failure: &PdfFailure) {
         *self.by_reason.entry(failure.reason()).or_default() += 1;
-        self.recent.push_front(FailedPdf {
-            object_id: object_id.to_owned(),
-            reason: failure.reason(),
-            detail: failure.to_string(),
-        });
-        self.recent.truncate(RECENT_PDF_FAILURES);
     }
-}
-
-/// One PDF indexed without its text.
-#[derive(Clone, Debug)]
-pub struct FailedPdf {
-    pub object_id: String,
-    pub reason: &'static str,
-    pub detail: String,
 }
 
 /// Keeps one [`SearchIndex`] up to date with the log.
@@ -266,7 +249,7 @@ impl Indexer {
             self.pdf_failures
                 .lock()
                 .expect("lock poisoned")
-                .record(object_id, failure);
+                .record(failure);
         }
         let text = extracted.text;
         Ok(IndexedObject {
