@@ -40,76 +40,74 @@ pub async fn authenticate(
     extensions: &Extensions,
     state: &AppState,
 ) -> Result<Principal, AppError> {
-    {
-        let authorization = headers.get(header::AUTHORIZATION);
-        let api_key = headers.get("x-api-key");
-        let token = match (authorization, api_key) {
-            (Some(_), Some(_)) => {
+    let authorization = headers.get(header::AUTHORIZATION);
+    let api_key = headers.get("x-api-key");
+    let token = match (authorization, api_key) {
+        (Some(_), Some(_)) => {
+            return Err(AppError::bad_request(
+                "Send either Authorization or X-API-Key, not both.",
+            ));
+        }
+        (Some(value), None) => {
+            let value = value
+                .to_str()
+                .map_err(|_| AppError::bad_request("Malformed Authorization header."))?;
+            let (scheme, token) = value
+                .split_once(' ')
+                .ok_or_else(|| AppError::bad_request("Authorization must be `Bearer <token>`."))?;
+            if !scheme.eq_ignore_ascii_case("bearer")
+                || token.trim().is_empty()
+                || token.contains(' ')
+            {
                 return Err(AppError::bad_request(
-                    "Send either Authorization or X-API-Key, not both.",
+                    "Authorization must be `Bearer <token>`.",
                 ));
             }
-            (Some(value), None) => {
-                let value = value
-                    .to_str()
-                    .map_err(|_| AppError::bad_request("Malformed Authorization header."))?;
-                let (scheme, token) = value.split_once(' ').ok_or_else(|| {
-                    AppError::bad_request("Authorization must be `Bearer <token>`.")
-                })?;
-                if !scheme.eq_ignore_ascii_case("bearer")
-                    || token.trim().is_empty()
-                    || token.contains(' ')
-                {
-                    return Err(AppError::bad_request(
-                        "Authorization must be `Bearer <token>`.",
-                    ));
-                }
-                token.trim().to_owned()
-            }
-            (None, Some(value)) => {
-                let key = value.to_str().map_err(|_| AppError::Unauthorized)?.trim();
-                // X-API-Key carries API keys only.
-                if !key.starts_with("ipto_") {
-                    return Err(AppError::Unauthorized);
-                }
-                key.to_owned()
-            }
-            (None, None) => return Err(AppError::Unauthorized),
-        };
-        let now = state.store.clock.now();
-        let check = crate::http::auth_failures::begin(state, extensions, &token, now)?;
-        let principal = if token.starts_with("sess_") {
-            Sessions {
-                db: &state.store.db,
-                key: &state.key,
-            }
-            .resolve(&token, now)
-            .await?
-        } else if token.starts_with("ipto_") {
-            ApiKeys {
-                db: &state.store.db,
-                key: &state.key,
-            }
-            .resolve(&token, now)
-            .await?
-        } else {
-            None
-        };
-        let principal = check.finish(principal)?;
-        // The per-credential bucket (SPEC §1.10), after credential validity and before scopes.
-        let quota = state.limits.take(
-            &format!("credential:{}", state.key.hmac_hex(token.as_bytes())),
-            state.config.rate_limit_per_minute,
-            now,
-        );
-        let _ = crate::store::REQUEST.try_with(|r| *r.quota.lock().expect("lock") = Some(quota));
-        if !quota.allowed {
-            return Err(AppError::RateLimited {
-                retry_after: quota.reset,
-            });
+            token.trim().to_owned()
         }
-        Ok(principal)
+        (None, Some(value)) => {
+            let key = value.to_str().map_err(|_| AppError::Unauthorized)?.trim();
+            // X-API-Key carries API keys only.
+            if !key.starts_with("ipto_") {
+                return Err(AppError::Unauthorized);
+            }
+            key.to_owned()
+        }
+        (None, None) => return Err(AppError::Unauthorized),
+    };
+    let now = state.store.clock.now();
+    let check = crate::http::auth_failures::begin(state, extensions, &token, now)?;
+    let principal = if token.starts_with("sess_") {
+        Sessions {
+            db: &state.store.db,
+            key: &state.key,
+        }
+        .resolve(&token, now)
+        .await?
+    } else if token.starts_with("ipto_") {
+        ApiKeys {
+            db: &state.store.db,
+            key: &state.key,
+        }
+        .resolve(&token, now)
+        .await?
+    } else {
+        None
+    };
+    let principal = check.finish(principal)?;
+    // The per-credential bucket (SPEC §1.10), after credential validity and before scopes.
+    let quota = state.limits.take(
+        &format!("credential:{}", state.key.hmac_hex(token.as_bytes())),
+        state.config.rate_limit_per_minute,
+        now,
+    );
+    let _ = crate::store::REQUEST.try_with(|r| *r.quota.lock().expect("lock") = Some(quota));
+    if !quota.allowed {
+        return Err(AppError::RateLimited {
+            retry_after: quota.reset,
+        });
     }
+    Ok(principal)
 }
 
 /// Path parameters; one that cannot be decoded (e.g. not UTF-8) names nothing that exists: 404.

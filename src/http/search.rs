@@ -422,20 +422,7 @@ async fn searchable(
     named: Option<&[String]>,
 ) -> Result<HashMap<String, DatasetRow>, AppError> {
     let db = &state.store.db;
-    let granted: Option<BTreeSet<String>> = match &principal.kind {
-        PrincipalKind::ApiKey { api_key_id } => {
-            let key = projections::api_keys::key(db, api_key_id)
-                .await?
-                .ok_or(AppError::Unauthorized)?;
-            if key.dataset_access_mode == "allow_list" {
-                let grants = projections::api_keys::grants(db, api_key_id).await?;
-                Some(grants.into_iter().map(|g| g.dataset_id).collect())
-            } else {
-                None
-            }
-        }
-        PrincipalKind::User { .. } => None,
-    };
+    let granted = principal.allow_list(db).await?;
     let allowed = |id: &str| granted.as_ref().is_none_or(|g| g.contains(id));
     if let Some(named) = named {
         for id in named {
