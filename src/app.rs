@@ -15,6 +15,7 @@ use crate::accounts::{Accounts, SignupCompletion};
 use crate::blobs::Blobs;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::search::embedding::EmbeddingWorker;
 use crate::search::{Indexer, SearchIndex};
 use crate::signing::SigningKey;
 use crate::store::{self, EventPool, Store};
@@ -55,6 +56,8 @@ pub enum StartError {
     Bootstrap(#[from] crate::accounts::BootstrapError),
     #[error(transparent)]
     Search(#[from] crate::search::IndexError),
+    #[error(transparent)]
+    Embedder(#[from] crate::search::embed::EmbedError),
 }
 
 /// Opens and migrates the store named by the configuration, with every projection registered but
@@ -148,15 +151,24 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError::Bind(config.bind, e))?;
         let blobs = open_blobs(&config, &key, address)?;
-        let index = Arc::new(SearchIndex::open(&config.index_dir())?);
+        let embedder = crate::search::embed::from_setting(&config.embedder)?;
+        let index = Arc::new(SearchIndex::open(
+            &config.index_dir(),
+            embedder.as_deref().map(crate::search::index::DenseKey::of),
+        )?);
+        let dense = embedder.map(|e| EmbeddingWorker::new(index.clone(), e));
         let search = Indexer::new(
             index,
             store.db.clone(),
             blobs.clone(),
             store.engine.clone(),
             crate::search::extract::PdfExtractor::from_config(&config),
-        );
+        )
+        .with_dense(dense);
         workers.spawn(search.clone().run(shutdown_rx.clone()));
+        if let Some(dense) = search.dense.clone() {
+            workers.spawn(dense.run(shutdown_rx.clone()));
+        }
         let state = AppState {
             store,
             key,

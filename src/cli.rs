@@ -79,7 +79,7 @@ async fn rebuild_search_index(
     store: &crate::store::Store,
     key: &crate::signing::SigningKey,
 ) -> Result<u64, CliError> {
-    let index = SearchIndex::open(&config.index_dir())
+    let index = SearchIndex::open(&config.index_dir(), None)
         .map_err(|e| CliError::Failed(format!("{e}; stop the server to rebuild it")))?;
     let blobs = open_blobs(config, key, config.bind)?;
     let indexer = Indexer::new(

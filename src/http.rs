@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod payouts;
 pub mod provider;
+pub mod retrieve;
 pub mod routes;
 pub mod search;
 pub mod storage;
@@ -48,6 +49,7 @@ pub fn routes() -> Routes {
                 .merge(provider::routes())
                 .merge(payouts::routes())
                 .merge(search::routes())
+                .merge(retrieve::routes())
                 .merge(events::routes()),
         )
 }

@@ -62,6 +62,29 @@ struct ProjectionHealth {
     /// started, because their text extraction ran past its time or memory limit or crashed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pdf_extraction: Option<PdfExtractionHealth>,
+    /// The search index only, with an embedder: the dense leg's lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dense: Option<DenseHealth>,
+}
+
+/// The dense leg: passages embedded and still waiting (served by the lexical leg meanwhile).
+#[derive(Serialize, ToSchema)]
+struct DenseHealth {
+    /// Passages with vectors.
+    #[schema(minimum = 0)]
+    embedded_passages: u64,
+    /// Passages of approved objects not yet embedded.
+    #[schema(minimum = 0)]
+    pending_passages: u64,
+    /// Approved objects not yet embedded.
+    #[schema(minimum = 0)]
+    pending_objects: u64,
+    /// Passages per second over the last batch.
+    #[schema(minimum = 0)]
+    passages_per_second: f64,
+    /// Why the last batch failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 /// PDFs whose text extraction failed (which ones is logged: this report is public).
@@ -122,6 +145,7 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
                 failed_position: status.failed_position,
                 error: status.error,
                 pdf_extraction: None,
+                dense: None,
             },
         );
     }
@@ -140,6 +164,17 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
             },
             failed_position: None,
             pdf_extraction: Some(PdfExtractionHealth::from(&index.pdf_failures)),
+            dense: state.search.dense.as_ref().map(|worker| {
+                let progress = state.search.index.dense_progress();
+                let status = worker.status();
+                DenseHealth {
+                    embedded_passages: progress.embedded_passages,
+                    pending_passages: progress.pending_passages,
+                    pending_objects: progress.pending_objects,
+                    passages_per_second: (status.passages_per_second * 10.0).round() / 10.0,
+                    error: status.error,
+                }
+            }),
             error: index.error,
         },
     );
@@ -185,6 +220,17 @@ async fn metrics(State(state): State<AppState>) -> Result<axum::response::Respon
         body.push_str(&format!(
             "ipto_search_pdf_extraction_failures_total{{reason=\"{reason}\"}} {n}\n"
         ));
+    }
+    if state.search.dense.is_some() {
+        let dense = state.search.index.dense_progress();
+        for (name, help, value) in [
+            ("ipto_search_dense_passages", "Passages with vectors in the index.", dense.embedded_passages),
+            ("ipto_search_dense_pending_passages", "Passages of approved objects not yet embedded (served by the lexical leg meanwhile).", dense.pending_passages),
+            ("ipto_search_dense_pending_objects", "Approved objects not yet embedded.", dense.pending_objects),
+            ("ipto_search_dense_vector_bytes", "Memory the passage vectors take.", dense.vector_bytes),
+        ] {
+            body.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+        }
     }
     Ok((
         [(

@@ -69,6 +69,7 @@ pub fn document(config: &Config) -> Value {
         crate::http::provider::Api::openapi(),
         crate::http::payouts::Api::openapi(),
         crate::http::search::Api::openapi(),
+        crate::http::retrieve::Api::openapi(),
         crate::http::events::Api::openapi(),
     ] {
         check_distinct_schemas(&doc, &part);

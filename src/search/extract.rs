@@ -21,6 +21,9 @@ pub const MAX_TEXT_BYTES: usize = 10 * 1024 * 1024;
 pub const MAX_PDF_BYTES: usize = 64 * 1024 * 1024;
 /// Characters per chunk; a chunk ends at whitespace where one is near.
 pub const CHUNK_CHARS: usize = 1000;
+/// Characters per passage, the dense leg's unit: a chunk is cut into passages that fit the
+/// encoder's window (128 WordPiece tokens hold some 500 characters of English prose).
+pub const PASSAGE_CHARS: usize = 500;
 /// What `ipto extract-pdf` writes before the text: output without it is not an extraction (it
 /// may be another program's, e.g. a test binary run in its place).
 const PDF_TEXT_HEADER: &[u8] = b"ipto-pdf-text/1\n";
@@ -418,6 +421,21 @@ pub struct Chunk<'a> {
 /// Splits text into consecutive chunks of at most [`CHUNK_CHARS`] characters, preferring to end
 /// each at whitespace in its last fifth. Chunks cover the text exactly, without overlap.
 pub fn chunks(text: &str) -> Vec<Chunk<'_>> {
+    split(text, CHUNK_CHARS, false)
+}
+
+/// Splits one chunk's text into passages of at most [`PASSAGE_CHARS`] characters, preferring to
+/// end each at a sentence's end, else at whitespace, in its second half; offsets are from the
+/// chunk's start. Passages cover the chunk exactly, without overlap, so a chunk alone tells where
+/// its passages are.
+pub fn passages(text: &str) -> Vec<Chunk<'_>> {
+    split(text, PASSAGE_CHARS, true)
+}
+
+/// Consecutive pieces of at most `max` characters that cover `text` exactly: each ends (with
+/// `sentences`) after the last sentence end (`.`, `!`, `?` or a line break, then whitespace) in
+/// its second half, else at whitespace in its last fifth, else at `max`.
+fn split(text: &str, max: usize, sentences: bool) -> Vec<Chunk<'_>> {
     let mut out = Vec::new();
     let mut rest = text;
     let mut start = 0;
@@ -425,18 +443,30 @@ pub fn chunks(text: &str) -> Vec<Chunk<'_>> {
         let mut cut = rest.len();
         let mut taken = 0;
         let mut last_space = None;
+        let mut last_sentence = None;
+        let mut previous = ' ';
         for (i, c) in rest.char_indices() {
-            if taken == CHUNK_CHARS {
+            if taken == max {
                 cut = i;
                 break;
             }
             taken += 1;
-            if c.is_whitespace() && taken > CHUNK_CHARS * 4 / 5 {
-                last_space = Some((i + c.len_utf8(), taken));
+            if c.is_whitespace() {
+                let at = Some((i + c.len_utf8(), taken));
+                if taken > max * 4 / 5 {
+                    last_space = at;
+                }
+                if sentences
+                    && taken > max / 2
+                    && (matches!(previous, '.' | '!' | '?') || c == '\n')
+                {
+                    last_sentence = at;
+                }
             }
+            previous = c;
         }
         if cut < rest.len() {
-            if let Some((at, n)) = last_space {
+            if let Some((at, n)) = last_sentence.or(last_space) {
                 cut = at;
                 taken = n;
             }
@@ -546,6 +576,32 @@ mod tests {
                 at = piece.end;
             }
             prop_assert_eq!(at, text.chars().count());
+        }
+
+        #[test]
+        fn passages_cover_a_chunk_exactly(text in "(\\PC|\\s|[.?!] ){0,1200}") {
+            let pieces = passages(&text);
+            let joined: String = pieces.iter().map(|c| c.text).collect();
+            prop_assert_eq!(&joined, &text);
+            let mut at = 0;
+            for piece in &pieces {
+                prop_assert_eq!(piece.start, at);
+                prop_assert_eq!(piece.end - piece.start, piece.text.chars().count());
+                prop_assert!(piece.end - piece.start <= PASSAGE_CHARS);
+                at = piece.end;
+            }
+            prop_assert_eq!(at, text.chars().count());
+        }
+    }
+
+    #[test]
+    fn passages_end_at_sentences() {
+        let sentence = "The port of Rotterdam reports congestion at the container terminals. ";
+        let text = sentence.repeat(12);
+        let pieces = passages(&text);
+        assert!(pieces.len() >= 2);
+        for piece in &pieces[..pieces.len() - 1] {
+            assert!(piece.text.ends_with(". "), "{:?}", piece.text);
         }
     }
 }

@@ -1,11 +1,12 @@
 //! The tantivy index (BM25) over approved objects: one document per chunk of extracted text, each
-//! carrying its object's filename and metadata so that every field can match. The cursor of the
-//! log position it reflects is stored in the index's own commit payload, so index and cursor move
-//! together and survive restarts.
+//! carrying its object's filename and metadata so that every field can match, and, once the dense
+//! leg has embedded it, its passages' vectors. The cursor of the log position it reflects is stored
+//! in the index's own commit payload, so index, vectors and cursor move together and survive
+//! restarts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use projections::LogPosition;
 use tantivy::collector::TopDocs;
@@ -20,11 +21,12 @@ use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
 };
 
+use super::dense::{self, DenseStore, Near, ObjectVectors, PassageVector};
 use super::extract;
 use super::query::Node;
 
 /// Bump when the schema or what is indexed changes: an index of another version is rebuilt.
-const INDEX_VERSION: u32 = 1;
+const INDEX_VERSION: u32 = 2;
 /// Indexing memory budget (tantivy's minimum per thread is 15 MB).
 const WRITER_HEAP_BYTES: usize = 64 * 1024 * 1024;
 /// At most this many terms stand for one trailing wildcard, per field.
@@ -139,6 +141,8 @@ struct Fields {
     meta: Field,
     body: Field,
     start: Field,
+    /// The chunk's passages and their vectors ([`dense::encode`]); absent until embedded.
+    dense: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -147,9 +151,10 @@ fn schema() -> (Schema, Fields) {
         object_id: builder.add_text_field("object_id", STRING | STORED),
         dataset_id: builder.add_text_field("dataset_id", STRING | STORED),
         filename: builder.add_text_field("filename", TEXT | STORED),
-        meta: builder.add_text_field("meta", TEXT),
+        meta: builder.add_text_field("meta", TEXT | STORED),
         body: builder.add_text_field("body", TEXT | STORED),
         start: builder.add_u64_field("start", STORED),
+        dense: builder.add_bytes_field("dense", STORED),
     };
     (builder.build(), fields)
 }
@@ -177,6 +182,126 @@ pub struct Hit {
     pub locator: String,
 }
 
+/// The embedder whose vectors the index keeps: its [`dense::key_of`] and dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenseKey {
+    pub key: u64,
+    pub dimensions: usize,
+}
+
+impl DenseKey {
+    /// The key of an embedder's vectors.
+    pub fn of(embedder: &dyn super::embed::Embedder) -> Self {
+        Self {
+            key: dense::key_of(embedder.identity()),
+            dimensions: embedder.dimensions(),
+        }
+    }
+}
+
+/// An object whose passages wait for vectors: its committed chunks.
+#[derive(Clone, Debug)]
+pub struct PendingObject {
+    pub object_id: String,
+    pub chunks: Vec<StoredChunk>,
+}
+
+/// One chunk document as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredChunk {
+    pub dataset_id: String,
+    pub filename: String,
+    pub meta: Vec<String>,
+    pub body: String,
+    pub start: u64,
+}
+
+impl StoredChunk {
+    /// The chunk's passages, relative to its start: (start, end, text).
+    pub fn passages(&self) -> Vec<(u32, u32, &str)> {
+        extract::passages(&self.body)
+            .into_iter()
+            .filter(|p| !p.text.trim().is_empty())
+            .map(|p| (p.start as u32, p.end as u32, p.text))
+            .collect()
+    }
+}
+
+/// What a staged change does to the in-memory state once committed.
+enum Change {
+    Added {
+        object_id: String,
+        passages: u64,
+    },
+    Removed(String),
+    Cleared,
+    Embedded {
+        object_id: String,
+        vectors: ObjectVectors,
+    },
+}
+
+/// The dense leg's committed state: the vectors, and the objects still to embed.
+#[derive(Default)]
+struct DenseState {
+    store: DenseStore,
+    /// Objects with text and no vectors yet, with their passage counts, oldest first.
+    pending: BTreeMap<String, u64>,
+    pending_passages: u64,
+}
+
+impl DenseState {
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::Added {
+                object_id,
+                passages,
+            } => {
+                self.forget(&object_id);
+                if passages > 0 {
+                    self.pending_passages += passages;
+                    self.pending.insert(object_id, passages);
+                }
+            }
+            Change::Removed(object_id) => self.forget(&object_id),
+            Change::Cleared => *self = Self::default(),
+            Change::Embedded { object_id, vectors } => {
+                if let Some(n) = self.pending.remove(&object_id) {
+                    self.pending_passages -= n;
+                }
+                self.store.insert(object_id, vectors);
+            }
+        }
+    }
+
+    fn forget(&mut self, object_id: &str) {
+        if let Some(n) = self.pending.remove(object_id) {
+            self.pending_passages -= n;
+        }
+        self.store.remove(object_id);
+    }
+}
+
+/// The dense leg's progress, for `/health` and `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DenseProgress {
+    pub embedded_passages: u64,
+    pub pending_passages: u64,
+    pub pending_objects: u64,
+    /// Memory the vectors take.
+    pub vector_bytes: u64,
+}
+
+/// One chunk found by a query.
+#[derive(Clone, Debug)]
+pub struct ChunkHit {
+    pub object_id: String,
+    pub score: f32,
+    /// Where the first highlighted word is, in characters from the chunk's start (0 if none).
+    pub matched_at: u64,
+    pub chunk: StoredChunk,
+}
+
 /// The index of this instance.
 pub struct SearchIndex {
     /// Held while the index is open; a second process gets [`IndexError::InUse`].
@@ -186,6 +311,15 @@ pub struct SearchIndex {
     fields: Fields,
     analyzer: TextAnalyzer,
     cursor: Mutex<LogPosition>,
+    /// Held from a batch's first staged change to its commit: the indexer's and the embedder's
+    /// batches never mix.
+    pub batch: tokio::sync::Mutex<()>,
+    /// Notified when a commit adds objects to embed.
+    pub added: tokio::sync::Notify,
+    /// The embedder whose vectors count; `None` without a dense leg.
+    embedder: Option<DenseKey>,
+    staged: Mutex<Vec<Change>>,
+    dense: RwLock<DenseState>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -197,7 +331,8 @@ struct Payload {
 impl SearchIndex {
     /// Opens the index in `dir`, creating it (or recreating one of another version), and takes its
     /// writer lock.
-    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+    /// With `embedder`, vectors of that embedder are loaded and objects without them are pending.
+    pub fn open(dir: &Path, embedder: Option<DenseKey>) -> Result<Self, IndexError> {
         std::fs::create_dir_all(dir)?;
         // Our own lock, taken before anything is read or wiped and never deleted: tantivy's
         // writer lock file would go with a wiped directory.
@@ -261,14 +396,257 @@ impl SearchIndex {
             .try_into()?;
         let analyzer = index.tokenizer_for_field(fields.body)?;
         let cursor = stored_payload(&index).map(|p| p.cursor).unwrap_or_default();
-        Ok(Self {
+        let opened = Self {
             _lock: lock,
             reader,
             writer: Mutex::new(writer),
             fields,
             analyzer,
             cursor: Mutex::new(cursor),
-        })
+            batch: tokio::sync::Mutex::new(()),
+            added: tokio::sync::Notify::new(),
+            embedder,
+            staged: Mutex::default(),
+            dense: RwLock::default(),
+        };
+        opened.load_dense()?;
+        Ok(opened)
+    }
+
+    /// Reads every committed chunk: vectors of the configured embedder into memory, objects
+    /// lacking them (or holding another embedder's) into the pending list.
+    fn load_dense(&self) -> Result<(), IndexError> {
+        let Some(embedder) = self.embedder else {
+            return Ok(());
+        };
+        let searcher = self.reader.searcher();
+        let mut objects: BTreeMap<String, (String, bool, u64, Vec<PassageVector>)> =
+            BTreeMap::new();
+        for segment in searcher.segment_readers() {
+            let store = segment.get_store_reader(64)?;
+            for doc in store.iter::<TantivyDocument>(segment.alive_bitset()) {
+                let doc = doc?;
+                let chunk = self.stored_chunk(&doc);
+                let object_id = text_of(&doc, self.fields.object_id).to_owned();
+                let entry = objects
+                    .entry(object_id)
+                    .or_insert_with(|| (chunk.dataset_id.clone(), true, 0, Vec::new()));
+                let passages = chunk.passages();
+                entry.2 += passages.len() as u64;
+                if passages.is_empty() {
+                    continue;
+                }
+                let decoded = doc
+                    .get_first(self.fields.dense)
+                    .and_then(|v| v.as_bytes())
+                    .and_then(|b| dense::decode(b, embedder.key, embedder.dimensions));
+                match decoded {
+                    Some(vectors) => {
+                        entry
+                            .3
+                            .extend(vectors.into_iter().map(|((s, e), v)| PassageVector {
+                                chunk_start: chunk.start,
+                                start: chunk.start + u64::from(s),
+                                end: chunk.start + u64::from(e),
+                                vector: v.into(),
+                            }))
+                    }
+                    None => entry.1 = false,
+                }
+            }
+        }
+        let mut state = self.dense.write().expect("lock poisoned");
+        for (object_id, (dataset_id, complete, passages, vectors)) in objects {
+            if complete {
+                if !vectors.is_empty() {
+                    state.apply(Change::Embedded {
+                        object_id,
+                        vectors: ObjectVectors {
+                            dataset_id: dataset_id.into(),
+                            passages: vectors,
+                        },
+                    });
+                }
+            } else {
+                state.apply(Change::Added {
+                    object_id,
+                    passages,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn stored_chunk(&self, doc: &TantivyDocument) -> StoredChunk {
+        StoredChunk {
+            dataset_id: text_of(doc, self.fields.dataset_id).to_owned(),
+            filename: text_of(doc, self.fields.filename).to_owned(),
+            meta: doc
+                .get_all(self.fields.meta)
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            body: text_of(doc, self.fields.body).to_owned(),
+            start: doc
+                .get_first(self.fields.start)
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0),
+        }
+    }
+
+    /// The committed chunks of an object, in order.
+    pub fn chunks_of(&self, object_id: &str) -> Result<Vec<StoredChunk>, IndexError> {
+        let searcher = self.reader.searcher();
+        let query = TermQuery::new(
+            Term::from_field_text(self.fields.object_id, object_id),
+            IndexRecordOption::Basic,
+        );
+        let found = searcher.search(&query, &TopDocs::with_limit(100_000).order_by_score())?;
+        let mut chunks = Vec::with_capacity(found.len());
+        for (_, address) in found {
+            chunks.push(self.stored_chunk(&searcher.doc(address)?));
+        }
+        chunks.sort_by_key(|c| c.start);
+        Ok(chunks)
+    }
+
+    /// Up to about `passages` passages' worth of objects waiting for vectors, oldest first
+    /// (always at least one object if any waits).
+    pub fn pending(&self, passages: u64) -> Result<Vec<PendingObject>, IndexError> {
+        let ids: Vec<String> = {
+            let state = self.dense.read().expect("lock poisoned");
+            let mut total = 0;
+            state
+                .pending
+                .iter()
+                .take_while(|(_, n)| {
+                    let take = total == 0 || total + **n <= passages;
+                    total += **n;
+                    take
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        ids.into_iter()
+            .map(|object_id| {
+                Ok(PendingObject {
+                    chunks: self.chunks_of(&object_id)?,
+                    object_id,
+                })
+            })
+            .collect()
+    }
+
+    /// Stages an object's chunks again, each with its passages' vectors (`vectors[i]` are chunk
+    /// i's, in [`StoredChunk::passages`] order). Skipped (false) if the object is no longer
+    /// waiting or its chunks changed since they were read. Call with [`SearchIndex::batch`] held.
+    pub fn stage_vectors(
+        &self,
+        object: &PendingObject,
+        vectors: &[Vec<Vec<f32>>],
+    ) -> Result<bool, IndexError> {
+        let Some(embedder) = self.embedder else {
+            return Ok(false);
+        };
+        let waiting = self
+            .dense
+            .read()
+            .expect("lock poisoned")
+            .pending
+            .contains_key(&object.object_id);
+        if !waiting || self.chunks_of(&object.object_id)? != object.chunks {
+            return Ok(false);
+        }
+        let writer = self.writer.lock().expect("lock poisoned");
+        writer.delete_term(Term::from_field_text(
+            self.fields.object_id,
+            &object.object_id,
+        ));
+        let mut all = Vec::new();
+        for (chunk, vectors) in object.chunks.iter().zip(vectors) {
+            let ranges: Vec<(u32, u32)> =
+                chunk.passages().iter().map(|(s, e, _)| (*s, *e)).collect();
+            let mut doc = self.chunk_doc(&object.object_id, chunk);
+            if !ranges.is_empty() {
+                doc.add_bytes(
+                    self.fields.dense,
+                    &dense::encode(embedder.key, &ranges, vectors),
+                );
+            }
+            writer.add_document(doc)?;
+            all.extend(ranges.iter().zip(vectors).map(|((s, e), v)| PassageVector {
+                chunk_start: chunk.start,
+                start: chunk.start + u64::from(*s),
+                end: chunk.start + u64::from(*e),
+                vector: v.clone().into(),
+            }));
+        }
+        self.staged
+            .lock()
+            .expect("lock poisoned")
+            .push(Change::Embedded {
+                object_id: object.object_id.clone(),
+                vectors: ObjectVectors {
+                    dataset_id: object
+                        .chunks
+                        .first()
+                        .map_or("", |c| c.dataset_id.as_str())
+                        .into(),
+                    passages: all,
+                },
+            });
+        Ok(true)
+    }
+
+    fn chunk_doc(&self, object_id: &str, chunk: &StoredChunk) -> TantivyDocument {
+        let mut doc = TantivyDocument::default();
+        doc.add_text(self.fields.object_id, object_id);
+        doc.add_text(self.fields.dataset_id, &chunk.dataset_id);
+        doc.add_text(self.fields.filename, &chunk.filename);
+        for meta in &chunk.meta {
+            doc.add_text(self.fields.meta, meta);
+        }
+        doc.add_text(self.fields.body, &chunk.body);
+        doc.add_u64(self.fields.start, chunk.start);
+        doc
+    }
+
+    /// The dense leg's progress.
+    pub fn dense_progress(&self) -> DenseProgress {
+        let state = self.dense.read().expect("lock poisoned");
+        DenseProgress {
+            embedded_passages: state.store.passage_count(),
+            pending_passages: state.pending_passages,
+            pending_objects: state.pending.len() as u64,
+            vector_bytes: state.store.vector_bytes(),
+        }
+    }
+
+    /// The `limit` passages (with `per_object`, objects by their best passage) of `datasets`
+    /// nearest to the query vector.
+    pub fn nearest(
+        &self,
+        query: &[f32],
+        datasets: &[String],
+        limit: usize,
+        per_object: bool,
+    ) -> Vec<Near> {
+        self.dense
+            .read()
+            .expect("lock poisoned")
+            .store
+            .nearest(query, datasets, limit, per_object)
+    }
+
+    /// The committed text of an object's chunk that starts at `chunk_start`, with its filename.
+    pub fn chunk_at(
+        &self,
+        object_id: &str,
+        chunk_start: u64,
+    ) -> Result<Option<StoredChunk>, IndexError> {
+        Ok(self
+            .chunks_of(object_id)?
+            .into_iter()
+            .find(|c| c.start == chunk_start))
     }
 
     /// The log position of the last committed batch, as stored in an index directory (without
@@ -304,17 +682,30 @@ impl SearchIndex {
                 text: "",
             });
         }
+        let mut passages = 0;
         for piece in pieces {
-            let mut doc = TantivyDocument::default();
-            doc.add_text(self.fields.object_id, &object.object_id);
-            doc.add_text(self.fields.dataset_id, &object.dataset_id);
-            doc.add_text(self.fields.filename, &object.filename);
-            for (key, value) in &object.metadata {
-                doc.add_text(self.fields.meta, format!("{key} {value}"));
-            }
-            doc.add_text(self.fields.body, piece.text);
-            doc.add_u64(self.fields.start, piece.start as u64);
-            writer.add_document(doc)?;
+            let chunk = StoredChunk {
+                dataset_id: object.dataset_id.clone(),
+                filename: object.filename.clone(),
+                meta: object
+                    .metadata
+                    .iter()
+                    .map(|(key, value)| format!("{key} {value}"))
+                    .collect(),
+                body: piece.text.to_owned(),
+                start: piece.start as u64,
+            };
+            passages += chunk.passages().len() as u64;
+            writer.add_document(self.chunk_doc(&object.object_id, &chunk))?;
+        }
+        if self.embedder.is_some() {
+            self.staged
+                .lock()
+                .expect("lock poisoned")
+                .push(Change::Added {
+                    object_id: object.object_id.clone(),
+                    passages,
+                });
         }
         Ok(())
     }
@@ -323,12 +714,20 @@ impl SearchIndex {
     pub fn stage_removal(&self, object_id: &str) {
         let writer = self.writer.lock().expect("lock poisoned");
         writer.delete_term(Term::from_field_text(self.fields.object_id, object_id));
+        self.staged
+            .lock()
+            .expect("lock poisoned")
+            .push(Change::Removed(object_id.to_owned()));
     }
 
     /// Stages the removal of every document (before a rebuild).
     pub fn stage_clear(&self) -> Result<(), IndexError> {
         let writer = self.writer.lock().expect("lock poisoned");
         writer.delete_all_documents()?;
+        self.staged
+            .lock()
+            .expect("lock poisoned")
+            .push(Change::Cleared);
         Ok(())
     }
 
@@ -343,6 +742,15 @@ impl SearchIndex {
         }
         self.reader.reload()?;
         *self.cursor.lock().expect("lock poisoned") = cursor;
+        let staged = std::mem::take(&mut *self.staged.lock().expect("lock poisoned"));
+        let added = staged.iter().any(|c| matches!(c, Change::Added { .. }));
+        let mut state = self.dense.write().expect("lock poisoned");
+        for change in staged {
+            state.apply(change);
+        }
+        if added {
+            self.added.notify_one();
+        }
         Ok(())
     }
 
@@ -355,6 +763,7 @@ impl SearchIndex {
     pub fn rollback(&self) -> Result<(), IndexError> {
         let mut writer = self.writer.lock().expect("lock poisoned");
         writer.rollback()?;
+        self.staged.lock().expect("lock poisoned").clear();
         Ok(())
     }
 
@@ -470,6 +879,64 @@ impl SearchIndex {
                 }
             })
             .collect();
+        Ok(hits)
+    }
+
+    /// The best `limit` chunks (several may be of one object) of the given datasets for the
+    /// query, with where in each its best match starts: score desc, then object id and start.
+    pub fn search_chunks(
+        &self,
+        node: &Node,
+        datasets: &[String],
+        limit: usize,
+    ) -> Result<Vec<ChunkHit>, IndexError> {
+        let searcher = self.reader.searcher();
+        let user = self.query(&searcher, node, &mut Spend::new(Budget::default()))?;
+        if datasets.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let filter = TermSetQuery::new(
+            datasets
+                .iter()
+                .map(|d| Term::from_field_text(self.fields.dataset_id, d)),
+        );
+        let query = BooleanQuery::new(vec![
+            (Occur::Must, user.box_clone()),
+            (
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(filter), 0.0)),
+            ),
+        ]);
+        let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+        let mut snippets = SnippetGenerator::create(&searcher, &*user, self.fields.body)?;
+        snippets.set_max_num_chars(SNIPPET_CHARS);
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let chunk = self.stored_chunk(&doc);
+            let snippet = snippets.snippet(&chunk.body);
+            let at = if snippet.highlighted().is_empty() {
+                0
+            } else {
+                chunk.body[..snippet.fragment_range().start].chars().count()
+                    + snippet
+                        .highlighted()
+                        .first()
+                        .map_or(0, |h| snippet.fragment()[..h.start].chars().count())
+            };
+            hits.push(ChunkHit {
+                object_id: text_of(&doc, self.fields.object_id).to_owned(),
+                score,
+                matched_at: at as u64,
+                chunk,
+            });
+        }
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.object_id.cmp(&b.object_id))
+                .then_with(|| a.chunk.start.cmp(&b.chunk.start))
+        });
         Ok(hits)
     }
 
@@ -724,8 +1191,11 @@ mod tests {
     #[test]
     fn an_open_index_is_locked_and_keeps_its_cursor_across_reopening() {
         let dir = std::env::temp_dir().join(format!("ipto-index-{}", uuid::Uuid::new_v4()));
-        let index = SearchIndex::open(&dir).unwrap();
-        assert!(matches!(SearchIndex::open(&dir), Err(IndexError::InUse(_))));
+        let index = SearchIndex::open(&dir, None).unwrap();
+        assert!(matches!(
+            SearchIndex::open(&dir, None),
+            Err(IndexError::InUse(_))
+        ));
         index.stage_object(&object("obj_1", "alpha beta")).unwrap();
         let cursor = LogPosition { tx: 0, position: 7 };
         index.commit(cursor).unwrap();
@@ -736,7 +1206,7 @@ mod tests {
         assert_eq!(hits[0].locator, "chars:0-10");
         drop(index);
         assert_eq!(SearchIndex::stored_cursor(&dir), Some(cursor));
-        let reopened = SearchIndex::open(&dir).unwrap();
+        let reopened = SearchIndex::open(&dir, None).unwrap();
         assert_eq!(reopened.cursor(), cursor);
         assert_eq!(reopened.document_count(), 1);
         // Another dataset's documents are never returned.
@@ -768,7 +1238,7 @@ mod tests {
     #[test]
     fn a_query_expanding_past_the_term_budget_is_refused() {
         let dir = std::env::temp_dir().join(format!("ipto-index-{}", uuid::Uuid::new_v4()));
-        let index = SearchIndex::open(&dir).unwrap();
+        let index = SearchIndex::open(&dir, None).unwrap();
         let (text, hostile) = lexicon(250, 20);
         index.stage_object(&object("obj_1", &text)).unwrap();
         index.commit(LogPosition::default()).unwrap();
@@ -795,7 +1265,7 @@ mod tests {
     #[test]
     fn negations_phrases_and_long_alternatives_are_charged_to_the_budget() {
         let dir = std::env::temp_dir().join(format!("ipto-index-{}", uuid::Uuid::new_v4()));
-        let index = SearchIndex::open(&dir).unwrap();
+        let index = SearchIndex::open(&dir, None).unwrap();
         for i in 0..10 {
             index
                 .stage_object(&object(&format!("obj_{i}"), "alpha beta gamma"))
@@ -878,7 +1348,7 @@ mod tests {
     #[test]
     fn a_long_text_is_cited_by_the_fragment_around_its_match() {
         let dir = std::env::temp_dir().join(format!("ipto-index-{}", uuid::Uuid::new_v4()));
-        let index = SearchIndex::open(&dir).unwrap();
+        let index = SearchIndex::open(&dir, None).unwrap();
         let text = format!(
             "{} needle here {}",
             "hay ".repeat(400),

@@ -13,6 +13,7 @@ use cqrs_es::Aggregate;
 use projections::{log, Db, LogPosition, ProjectorEngine, Reads, StoredEvent};
 use tokio::sync::watch;
 
+use super::embedding::EmbeddingWorker;
 use super::extract::{self, PdfExtractor, PdfFailure};
 use super::index::{IndexError, IndexedObject, SearchIndex};
 use crate::blobs::{BlobError, Blobs};
@@ -82,6 +83,8 @@ pub struct Indexer {
     error: Arc<Mutex<Option<String>>>,
     highest: Arc<std::sync::atomic::AtomicI64>,
     pdf_failures: Arc<Mutex<PdfFailures>>,
+    /// The dense leg, if an embedder is configured.
+    pub dense: Option<EmbeddingWorker>,
 }
 
 impl Indexer {
@@ -105,7 +108,14 @@ impl Indexer {
             error: Arc::default(),
             highest: Arc::default(),
             pdf_failures: Arc::default(),
+            dense: None,
         }
+    }
+
+    /// With the dense leg's worker (which embeds what this indexer adds).
+    pub fn with_dense(mut self, dense: Option<EmbeddingWorker>) -> Self {
+        self.dense = dense;
+        self
     }
 
     /// Where the index is and whether its last batch failed.
@@ -127,6 +137,7 @@ impl Indexer {
         loop {
             if *shutdown.borrow() {
                 // Store the cursor of batches that changed nothing, to spare the next start.
+                let _batch = self.index.batch.lock().await;
                 let (index, cursor) = (self.index.clone(), self.index.cursor());
                 let _ = tokio::task::spawn_blocking(move || index.commit(cursor)).await;
                 return;
@@ -163,6 +174,7 @@ impl Indexer {
 
     /// Indexes at most one batch and commits it. Returns the number of events read.
     pub async fn step(&self, batch: i64) -> Result<usize, IndexerError> {
+        let _batch = self.index.batch.lock().await;
         let cursor = self.index.cursor();
         let events = log::read_after(&self.db, cursor, batch).await?;
         let Some(last) = events.last().map(|e| e.cursor) else {
@@ -269,11 +281,14 @@ impl Indexer {
     /// Empties the index and replays the whole log into it. `progress(done, total)` is called
     /// after each batch. Returns the number of events replayed.
     pub async fn rebuild(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64, IndexerError> {
-        self.index.stage_clear()?;
-        let index = self.index.clone();
-        tokio::task::spawn_blocking(move || index.commit(LogPosition::default()))
-            .await
-            .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
+        {
+            let _batch = self.index.batch.lock().await;
+            self.index.stage_clear()?;
+            let index = self.index.clone();
+            tokio::task::spawn_blocking(move || index.commit(LogPosition::default()))
+                .await
+                .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
+        }
         let total = log::count(&self.db).await? as u64;
         let mut done = 0u64;
         progress(0, total);
@@ -281,6 +296,7 @@ impl Indexer {
             let n = self.step(REBUILD_BATCH).await? as u64;
             if n == 0 {
                 // Store the exact cursor, even if the last batches changed nothing.
+                let _batch = self.index.batch.lock().await;
                 let (index, cursor) = (self.index.clone(), self.index.cursor());
                 tokio::task::spawn_blocking(move || index.commit(cursor))
                     .await

@@ -130,6 +130,193 @@ pub fn parse(input: &str) -> Result<Node, SyntaxError> {
     }
 }
 
+/// Whether the query uses an operator: AND, OR, NOT, a leading `-`, quotes, parentheses or a
+/// trailing `*` (what makes `auto` lexical). Text that does not lex counts as using one.
+pub fn uses_operators(input: &str) -> bool {
+    match lex(input) {
+        Ok(tokens) => tokens.iter().any(|t| !matches!(t, Token::Word(_))),
+        Err(_) => true,
+    }
+}
+
+/// The natural-language reading of a query: each of its words, any one of them (OR), stop words
+/// left out unless nothing else is left; operators are read as punctuation. `None` if the query
+/// has no word at all.
+pub fn any_word(input: &str) -> Option<Node> {
+    let words: Vec<String> = input
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| !matches!(w.as_str(), "and" | "or" | "not"))
+        .collect();
+    let content: Vec<&String> = words.iter().filter(|w| !is_stop_word(w)).collect();
+    let chosen: Vec<&String> = if content.is_empty() {
+        words.iter().collect()
+    } else {
+        content
+    };
+    let mut unique: Vec<String> = Vec::new();
+    for word in chosen {
+        if !unique.contains(word) {
+            unique.push(word.clone());
+        }
+    }
+    match unique.len() {
+        0 => None,
+        1 => Some(Node::Term(unique.remove(0))),
+        _ => Some(Node::Or(unique.into_iter().map(Node::Term).collect())),
+    }
+}
+
+/// English stop words: the function words of questions and prose that carry no topic (the
+/// list of scikit-learn's and NLTK's common core, lowercase).
+pub fn is_stop_word(word: &str) -> bool {
+    STOP_WORDS.binary_search(&word).is_ok()
+}
+
+/// Sorted.
+const STOP_WORDS: &[&str] = &[
+    "a",
+    "about",
+    "above",
+    "after",
+    "again",
+    "against",
+    "all",
+    "also",
+    "am",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "be",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "between",
+    "both",
+    "but",
+    "by",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "doing",
+    "down",
+    "during",
+    "each",
+    "either",
+    "etc",
+    "few",
+    "for",
+    "from",
+    "further",
+    "had",
+    "has",
+    "have",
+    "having",
+    "he",
+    "her",
+    "here",
+    "hers",
+    "herself",
+    "him",
+    "himself",
+    "his",
+    "how",
+    "however",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "itself",
+    "just",
+    "may",
+    "me",
+    "might",
+    "more",
+    "most",
+    "must",
+    "my",
+    "myself",
+    "no",
+    "nor",
+    "not",
+    "now",
+    "of",
+    "off",
+    "on",
+    "once",
+    "only",
+    "or",
+    "other",
+    "our",
+    "ours",
+    "ourselves",
+    "out",
+    "over",
+    "own",
+    "same",
+    "shall",
+    "she",
+    "should",
+    "so",
+    "some",
+    "such",
+    "than",
+    "that",
+    "the",
+    "their",
+    "theirs",
+    "them",
+    "themselves",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "through",
+    "to",
+    "too",
+    "under",
+    "until",
+    "up",
+    "upon",
+    "us",
+    "very",
+    "was",
+    "we",
+    "were",
+    "what",
+    "when",
+    "where",
+    "whether",
+    "which",
+    "while",
+    "who",
+    "whom",
+    "why",
+    "will",
+    "with",
+    "within",
+    "without",
+    "would",
+    "you",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
+];
+
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
@@ -211,6 +398,58 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_words_are_sorted() {
+        assert!(STOP_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn operators_are_told_from_questions() {
+        for boolean in [
+            "a AND b", "a OR b", "NOT a", "a -b", "\"a b\"", "(a b)", "invoic*",
+        ] {
+            assert!(uses_operators(boolean), "{boolean}");
+        }
+        for question in [
+            "why are shipments from Rotterdam delayed?",
+            "cost - benefit",
+            "e-mail and or not",
+        ] {
+            assert!(!uses_operators(question), "{question}");
+        }
+        assert!(uses_operators("\"unbalanced"));
+    }
+
+    #[test]
+    fn a_question_is_any_of_its_content_words() {
+        assert_eq!(
+            any_word("Why are shipments from Rotterdam delayed? Delayed!"),
+            Some(Node::Or(vec![
+                Node::Term("shipments".into()),
+                Node::Term("rotterdam".into()),
+                Node::Term("delayed".into()),
+            ]))
+        );
+        assert_eq!(
+            any_word("(DSS) \"office\" AND invoic*"),
+            Some(Node::Or(vec![
+                Node::Term("dss".into()),
+                Node::Term("office".into()),
+                Node::Term("invoic".into()),
+            ]))
+        );
+        // Only stop words: they are all there is to match.
+        assert_eq!(
+            any_word("who are you"),
+            Some(Node::Or(vec![
+                Node::Term("who".into()),
+                Node::Term("are".into()),
+                Node::Term("you".into()),
+            ]))
+        );
+        assert_eq!(any_word("?? -- ()"), None);
+    }
     use proptest::prelude::*;
 
     fn term(w: &str) -> Node {

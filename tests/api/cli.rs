@@ -184,7 +184,7 @@ pub(crate) async fn open(fresh: &Fresh) -> ipto::AppState {
         "inspection-index-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    let index = ipto::search::SearchIndex::open(&dir).unwrap();
+    let index = ipto::search::SearchIndex::open(&dir, None).unwrap();
     let search = ipto::search::Indexer::new(
         std::sync::Arc::new(index),
         store.db.clone(),

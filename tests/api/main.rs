@@ -20,5 +20,6 @@ mod objects;
 mod openapi;
 mod projections;
 mod replays;
+mod retrieval;
 mod search;
 mod security;

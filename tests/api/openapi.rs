@@ -17,6 +17,8 @@ const PENDING_ROUTES: &[(&str, &str)] = &[];
 /// the service must serve them all, so a route lost from the router and the document together is
 /// still noticed.
 const SPEC_ROUTES: usize = 46;
+/// Routes the issues add beyond SPEC §3 (`POST /v1/retrieve`).
+const ADDED_ROUTES: usize = 1;
 
 /// Methods an OpenAPI path item may hold.
 const METHODS: &[&str] = &[
@@ -108,7 +110,7 @@ async fn the_document_describes_exactly_the_routes_served() {
     );
     assert_eq!(
         served.len() + PENDING_ROUTES.len(),
-        SPEC_ROUTES,
+        SPEC_ROUTES + ADDED_ROUTES,
         "every route of SPEC §3 is served or pending: {served:?}"
     );
     for (method, path) in PENDING_ROUTES {

@@ -111,7 +111,7 @@ async fn a_buyer_finds_approved_text_with_a_citation_and_pays_per_result() {
     .await
     .expect(200);
     let data = found.data();
-    assert_eq!(data["retrieval_mode_used"], "lexical");
+    assert_eq!(data["retrieval_mode_used"], "hybrid");
     assert_eq!(data["result_count"], 1);
     assert_eq!(data["charged_amount"], json!(0.05));
     assert_eq!(data["currency"], "USD");
@@ -182,8 +182,12 @@ async fn a_buyer_finds_approved_text_with_a_citation_and_pays_per_result() {
     assert_eq!(own.data()["results"][0]["billable"], false);
     assert_eq!(own.data()["results"][0]["charged_amount"], json!(0));
     assert_eq!(own.data()["charged_amount"], json!(0));
-    // A search that finds nothing is still recorded.
-    let none = search(&app, &buyer, json!({"query": "nothingmatches"}))
+    // A search that finds nothing is still recorded (lexically: dense always finds a nearest).
+    let none = search(
+        &app,
+        &buyer,
+        json!({"query": "nothingmatches", "retrieval_mode": "lexical"}),
+    )
         .await
         .expect(200);
     assert_eq!(none.data()["result_count"], 0);
@@ -266,24 +270,36 @@ async fn the_query_language_combines_terms_phrases_groups_and_prefixes() {
         ("-alpha", sorted(&[d])),
         ("c.txt", sorted(&[c])),
     ] {
-        let reply = search(&app, &token, json!({"query": query}))
-            .await
-            .expect(200);
+        let reply = search(
+            &app,
+            &token,
+            json!({"query": query, "retrieval_mode": "lexical"}),
+        )
+        .await
+        .expect(200);
         assert_eq!(object_ids(&reply), expected, "{query}");
     }
     // A match on the filename alone cites the filename.
-    let by_name = search(&app, &token, json!({"query": "d.txt"}))
-        .await
-        .expect(200);
+    let by_name = search(
+        &app,
+        &token,
+        json!({"query": "d.txt", "retrieval_mode": "lexical"}),
+    )
+    .await
+    .expect(200);
     assert_eq!(
         by_name.data()["results"][0]["citation"]["locator"],
         "filename"
     );
     assert_eq!(by_name.data()["results"][0]["snippet"], "d.txt");
     // `limit` caps the results; order is score desc then object id.
-    let limited = search(&app, &token, json!({"query": "alpha", "limit": 2}))
-        .await
-        .expect(200);
+    let limited = search(
+        &app,
+        &token,
+        json!({"query": "alpha", "limit": 2, "retrieval_mode": "lexical"}),
+    )
+    .await
+    .expect(200);
     assert_eq!(limited.data()["result_count"], 2);
 
     for bad in [
@@ -374,14 +390,22 @@ async fn json_and_pdf_text_and_metadata_are_searchable() {
         ("reconciliation", &pdf_object),
         ("treasury", &image),
     ] {
-        let reply = search(&app, &token, json!({"query": query}))
-            .await
-            .expect(200);
-        assert_eq!(object_ids(&reply), vec![expected.clone()], "{query}");
-    }
-    let by_meta = search(&app, &token, json!({"query": "treasury"}))
+        let reply = search(
+            &app,
+            &token,
+            json!({"query": query, "retrieval_mode": "lexical"}),
+        )
         .await
         .expect(200);
+        assert_eq!(object_ids(&reply), vec![expected.clone()], "{query}");
+    }
+    let by_meta = search(
+        &app,
+        &token,
+        json!({"query": "treasury", "retrieval_mode": "lexical"}),
+    )
+    .await
+    .expect(200);
     assert_eq!(
         by_meta.data()["results"][0]["citation"]["locator"],
         "metadata"
@@ -880,9 +904,13 @@ fn pdfs_whose_extraction_hangs_crashes_or_runs_out_of_memory_are_indexed_by_name
             ("bomb", &bomb),
             ("reconciliation", &ledger),
         ] {
-            let reply = search(&app, &token, json!({"query": query}))
-                .await
-                .expect(200);
+            let reply = search(
+                &app,
+                &token,
+                json!({"query": query, "retrieval_mode": "lexical"}),
+            )
+            .await
+            .expect(200);
             assert_eq!(object_ids(&reply), vec![expected.clone()], "{query}");
         }
         let by_name = search(&app, &token, json!({"query": "endless"}))
