@@ -494,7 +494,7 @@ impl<'a> Market<'a> {
                 unit
             }
         };
-        Ok(!unit.zip(self.max_price).is_some_and(|(p, max)| p > max))
+        Ok(unit.zip(self.max_price).is_none_or(|(p, max)| p <= max))
     }
 
     /// Records the request as one search activity with one retrieval per object (in order;

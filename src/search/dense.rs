@@ -38,8 +38,11 @@ pub fn encode(key: u64, passages: &[(u32, u32)], vectors: &[Vec<f32>]) -> Vec<u8
     out
 }
 
+/// A passage's range in its chunk, and its vector.
+pub type Embedded = ((u32, u32), Vec<f32>);
+
 /// The passages and vectors in `bytes`, if they are of the embedder `key` with `dimensions`.
-pub fn decode(bytes: &[u8], key: u64, dimensions: usize) -> Option<Vec<((u32, u32), Vec<f32>)>> {
+pub fn decode(bytes: &[u8], key: u64, dimensions: usize) -> Option<Vec<Embedded>> {
     let u32_at = |at: usize| -> Option<u32> {
         Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
     };

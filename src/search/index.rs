@@ -14,9 +14,13 @@ use tantivy::query::{
     AllQuery, BooleanQuery, ConstScoreQuery, EmptyQuery, Occur, PhraseQuery, Query, TermQuery,
     TermSetQuery,
 };
-use tantivy::schema::{Field, IndexRecordOption, Schema, Value, STORED, STRING, TEXT};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING, TEXT,
+};
 use tantivy::snippet::SnippetGenerator;
-use tantivy::tokenizer::TextAnalyzer;
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
 use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
 };
@@ -140,6 +144,8 @@ struct Fields {
     filename: Field,
     meta: Field,
     body: Field,
+    /// The body for questions: stemmed, without stop words and single characters.
+    body_en: Field,
     start: Field,
     /// The chunk's passages and their vectors ([`dense::encode`]); absent until embedded.
     dense: Field,
@@ -153,10 +159,50 @@ fn schema() -> (Schema, Fields) {
         filename: builder.add_text_field("filename", TEXT | STORED),
         meta: builder.add_text_field("meta", TEXT | STORED),
         body: builder.add_text_field("body", TEXT | STORED),
+        body_en: builder.add_text_field(
+            "body_en",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(ENGLISH)
+                    .set_index_option(IndexRecordOption::WithFreqs),
+            ),
+        ),
         start: builder.add_u64_field("start", STORED),
         dense: builder.add_bytes_field("dense", STORED),
     };
     (builder.build(), fields)
+}
+
+/// The analyzer of [`Fields::body_en`].
+const ENGLISH: &str = "ipto_en";
+
+/// Words of 1 to 40 characters, lowercased, English stop words (Lucene's list) and single letters
+/// and digits left out, then stemmed (Snowball English). Measured on CISI: stemming and the stop
+/// words lift BM25's nDCG@10 from 0.356 to 0.385, dropping single characters to 0.395.
+fn english() -> TextAnalyzer {
+    let mut stop: Vec<String> = [
+        "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is",
+        "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there",
+        "these", "they", "this", "to", "was", "will", "with",
+    ]
+    .iter()
+    .map(|w| (*w).to_owned())
+    .collect();
+    stop.extend(('a'..='z').chain('0'..='9').map(String::from));
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(StopWordFilter::remove(stop))
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+/// How a query's words are matched: as written (the query language) or as a question's (stemmed,
+/// in [`Fields::body_en`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    Exact,
+    Natural,
 }
 
 /// What the index holds of one approved object.
@@ -193,11 +239,15 @@ impl DenseKey {
     /// The key of an embedder's vectors.
     pub fn of(embedder: &dyn super::embed::Embedder) -> Self {
         Self {
-            key: dense::key_of(embedder.identity()),
+            key: dense::key_of(&format!("{}|{PASSAGES}", embedder.identity())),
             dimensions: embedder.dimensions(),
         }
     }
 }
+
+/// How passages are cut and what is embedded of them: part of every vector's key, so a change
+/// embeds everything again.
+const PASSAGES: &str = "passages/1: 500 characters, sentence ends, heading before each";
 
 /// An object whose passages wait for vectors: its committed chunks.
 #[derive(Clone, Debug)]
@@ -394,6 +444,7 @@ impl SearchIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
+        index.tokenizers().register(ENGLISH, english());
         let analyzer = index.tokenizer_for_field(fields.body)?;
         let cursor = stored_payload(&index).map(|p| p.cursor).unwrap_or_default();
         let opened = Self {
@@ -606,6 +657,7 @@ impl SearchIndex {
             doc.add_text(self.fields.meta, meta);
         }
         doc.add_text(self.fields.body, &chunk.body);
+        doc.add_text(self.fields.body_en, &chunk.body);
         doc.add_u64(self.fields.start, chunk.start);
         doc
     }
@@ -783,6 +835,16 @@ impl SearchIndex {
         self.search_within(node, datasets, limit, Budget::default())
     }
 
+    /// [`SearchIndex::search`] read as a question's words ([`Reading::Natural`]).
+    pub fn search_natural(
+        &self,
+        node: &Node,
+        datasets: &[String],
+        limit: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
+        self.search_read(node, Reading::Natural, datasets, limit, Budget::default())
+    }
+
     /// [`SearchIndex::search`] with another budget.
     pub fn search_within(
         &self,
@@ -791,10 +853,21 @@ impl SearchIndex {
         limit: usize,
         budget: Budget,
     ) -> Result<Vec<Hit>, IndexError> {
+        self.search_read(node, Reading::Exact, datasets, limit, budget)
+    }
+
+    fn search_read(
+        &self,
+        node: &Node,
+        reading: Reading,
+        datasets: &[String],
+        limit: usize,
+        budget: Budget,
+    ) -> Result<Vec<Hit>, IndexError> {
         let searcher = self.reader.searcher();
         // Checked first, whatever the datasets: whether a query is refused does not depend on
         // who asks.
-        let user = self.query(&searcher, node, &mut Spend::new(budget))?;
+        let user = self.query(&searcher, node, reading, &mut Spend::new(budget))?;
         if datasets.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
@@ -833,7 +906,7 @@ impl SearchIndex {
         let mut best = best;
         best.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         best.truncate(limit);
-        let mut body_snippets = SnippetGenerator::create(&searcher, &*user, self.fields.body)?;
+        let mut body_snippets = self.snippets(&searcher, &*user, reading)?;
         body_snippets.set_max_num_chars(SNIPPET_CHARS);
         let filename_snippets = SnippetGenerator::create(&searcher, &*user, self.fields.filename)?;
         let hits = best
@@ -887,11 +960,12 @@ impl SearchIndex {
     pub fn search_chunks(
         &self,
         node: &Node,
+        reading: Reading,
         datasets: &[String],
         limit: usize,
     ) -> Result<Vec<ChunkHit>, IndexError> {
         let searcher = self.reader.searcher();
-        let user = self.query(&searcher, node, &mut Spend::new(Budget::default()))?;
+        let user = self.query(&searcher, node, reading, &mut Spend::new(Budget::default()))?;
         if datasets.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
@@ -908,7 +982,7 @@ impl SearchIndex {
             ),
         ]);
         let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
-        let mut snippets = SnippetGenerator::create(&searcher, &*user, self.fields.body)?;
+        let mut snippets = self.snippets(&searcher, &*user, reading)?;
         snippets.set_max_num_chars(SNIPPET_CHARS);
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
@@ -943,16 +1017,44 @@ impl SearchIndex {
     /// The tantivy query of a parsed query: each word, phrase or prefix matches the body, the
     /// filename or the metadata. Every term and negation is charged to `spend` as it is added,
     /// so a query over budget stops before it has expanded much.
+    /// Highlights in the stored body what `query` matches: its body terms, or (for a question)
+    /// its stemmed terms, found by stemming the body the same way.
+    fn snippets(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        reading: Reading,
+    ) -> Result<SnippetGenerator, IndexError> {
+        if reading == Reading::Exact {
+            return Ok(SnippetGenerator::create(searcher, query, self.fields.body)?);
+        }
+        let mut terms = BTreeMap::new();
+        query.query_terms(&mut |term, _| {
+            if term.field() == self.fields.body_en {
+                if let Some(text) = term.value().as_str() {
+                    terms.insert(text.to_owned(), 1.0);
+                }
+            }
+        });
+        Ok(SnippetGenerator::new(
+            terms,
+            english(),
+            self.fields.body,
+            SNIPPET_CHARS,
+        ))
+    }
+
     fn query(
         &self,
         searcher: &Searcher,
         node: &Node,
+        reading: Reading,
         spend: &mut Spend,
     ) -> Result<Box<dyn Query>, IndexError> {
         Ok(match node {
             Node::Term(word) | Node::Phrase(word) => {
                 let mut per_field = Vec::new();
-                for field in self.text_fields() {
+                for field in self.text_fields(reading) {
                     let terms = self.terms(field, word);
                     let mut documents = 0u64;
                     for term in &terms {
@@ -976,8 +1078,8 @@ impl SearchIndex {
             }
             Node::Prefix(word) => {
                 let mut per_field = Vec::new();
-                for field in self.text_fields() {
-                    let mut words = self.words(word);
+                for field in self.text_fields(reading) {
+                    let mut words = self.words(field, word);
                     let Some(last) = words.pop() else {
                         continue;
                     };
@@ -1038,7 +1140,7 @@ impl SearchIndex {
                 spend.charge(0, searcher.num_docs())?;
                 let query = Box::new(BooleanQuery::new(vec![
                     (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
-                    (Occur::MustNot, self.query(searcher, inner, spend)?),
+                    (Occur::MustNot, self.query(searcher, inner, reading, spend)?),
                 ]));
                 spend.nesting -= 1;
                 query
@@ -1051,10 +1153,10 @@ impl SearchIndex {
                     _ => None,
                 }) {
                     match child {
-                        Node::Not(inner) => {
-                            clauses.push((Occur::MustNot, self.query(searcher, inner, spend)?))
-                        }
-                        other => clauses.push((Occur::Must, self.query(searcher, other, spend)?)),
+                        Node::Not(inner) => clauses
+                            .push((Occur::MustNot, self.query(searcher, inner, reading, spend)?)),
+                        other => clauses
+                            .push((Occur::Must, self.query(searcher, other, reading, spend)?)),
                     }
                 }
                 if !clauses.iter().any(|(occur, _)| *occur == Occur::Must) {
@@ -1071,7 +1173,7 @@ impl SearchIndex {
                     Node::Or(inner) => Some(inner),
                     _ => None,
                 }) {
-                    clauses.push((Occur::Should, self.query(searcher, child, spend)?));
+                    clauses.push((Occur::Should, self.query(searcher, child, reading, spend)?));
                 }
                 spend.nesting -= 1;
                 Box::new(BooleanQuery::new(clauses))
@@ -1079,13 +1181,22 @@ impl SearchIndex {
         })
     }
 
-    fn text_fields(&self) -> [Field; 3] {
-        [self.fields.body, self.fields.filename, self.fields.meta]
+    fn text_fields(&self, reading: Reading) -> [Field; 3] {
+        let body = match reading {
+            Reading::Exact => self.fields.body,
+            Reading::Natural => self.fields.body_en,
+        };
+        [body, self.fields.filename, self.fields.meta]
     }
 
-    /// The words of `text` as the index stores them (split, lowercased).
-    fn words(&self, text: &str) -> Vec<String> {
-        let mut analyzer = self.analyzer.clone();
+    /// The words of `text` as the index stores them in `field` (split, lowercased; for
+    /// [`Fields::body_en`] also stemmed, stop words out).
+    fn words(&self, field: Field, text: &str) -> Vec<String> {
+        let mut analyzer = if field == self.fields.body_en {
+            english()
+        } else {
+            self.analyzer.clone()
+        };
         let mut stream = analyzer.token_stream(text);
         let mut words = Vec::new();
         while stream.advance() {
@@ -1095,7 +1206,7 @@ impl SearchIndex {
     }
 
     fn terms(&self, field: Field, text: &str) -> Vec<Term> {
-        self.words(text)
+        self.words(field, text)
             .iter()
             .map(|w| Term::from_field_text(field, w))
             .collect()
