@@ -7,7 +7,10 @@
 //!    axum route;
 //! 3. search latency and throughput at 1, 16 and 64 clients over an index of 100,000 chunks;
 //! 4. `ipto projections rebuild --all` over a log of a million events, against a raw ordered
-//!    scan of the events table, with the process's peak RSS.
+//!    scan of the events table, with the process's peak RSS;
+//!
+//! and, once, on SQLite: retrieval quality over a test collection (CISI), each retrieval mode
+//! against a tuned BM25 peer (`quality.rs`).
 //!
 //! Writes `results/latest.md` and `results/latest.json` beside this crate, after comparing with
 //! the previous `latest.json`. Run through `bench/run`; settings in `bench/README.md`.
@@ -15,6 +18,7 @@
 mod corpus;
 mod eventlog;
 mod load;
+mod quality;
 mod report;
 mod server;
 
@@ -49,6 +53,12 @@ struct Settings {
     buyers: usize,
     out: PathBuf,
     bin: PathBuf,
+    /// `IPTO_BENCH_ONLY`: the one slot to run (`quality`), or every slot.
+    only: Option<String>,
+    /// The SMART-format collection the quality slot measures.
+    quality_dir: PathBuf,
+    /// How long the quality slot waits for the index (dense leg included) to catch up.
+    quality_timeout: Duration,
 }
 
 impl Settings {
@@ -84,12 +94,32 @@ impl Settings {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results")),
             bin,
+            only: var("IPTO_BENCH_ONLY"),
+            quality_dir: var("IPTO_BENCH_QUALITY_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    // The shared folder beside the repository.
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cisi")
+                }),
+            quality_timeout: Duration::from_secs(number(
+                "IPTO_BENCH_QUALITY_TIMEOUT_SECONDS",
+                1800,
+            )),
         }
     }
 
     fn describe(&self) -> String {
+        let quality = format!(
+            "retrieval quality over {} on SQLite",
+            std::fs::canonicalize(&self.quality_dir)
+                .unwrap_or_else(|_| self.quality_dir.clone())
+                .display()
+        );
+        if self.only.is_some() {
+            return format!("only {quality}");
+        }
         format!(
-            "{} s measured after {} ms warm-up per figure; {} sellers, {} buyers; search index of {} chunks; log of {} events; PostgreSQL {}",
+            "{} s measured after {} ms warm-up per figure; {} sellers, {} buyers; search index of {} chunks; log of {} events; PostgreSQL {}; {quality}",
             self.timing.measure.as_secs(),
             self.timing.warmup.as_millis(),
             self.sellers,
@@ -124,10 +154,21 @@ async fn run() {
         "{} is missing: build it with `cargo build --release --bin ipto` (bench/run does)",
         settings.bin.display()
     );
+    match settings.only.as_deref() {
+        None | Some("quality") => {}
+        Some(other) => {
+            panic!("unknown IPTO_BENCH_ONLY={other}: the one slot it selects is quality")
+        }
+    }
     let root = std::env::temp_dir().join(format!("ipto-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root).expect("scratch root");
     let mut figures = Vec::new();
-    for store in settings.stores.clone() {
+    let stores = if settings.only.is_some() {
+        Vec::new()
+    } else {
+        settings.stores.clone()
+    };
+    for store in stores {
         eprintln!("== {store}");
         let postgres = match store.as_str() {
             "sqlite" => None,
@@ -138,6 +179,16 @@ async fn run() {
             Ok(mut f) => figures.append(&mut f),
             Err(error) => eprintln!("{store}: skipped: {error}"),
         }
+    }
+    let quality = quality::Quality {
+        dir: &settings.quality_dir,
+        timeout: settings.quality_timeout,
+        bin: &settings.bin,
+        root: &root,
+    };
+    match quality::bench(quality).await {
+        Ok(mut f) => figures.append(&mut f),
+        Err(error) => eprintln!("quality: skipped: {error}"),
     }
     let _ = std::fs::remove_dir_all(&root);
 

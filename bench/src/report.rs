@@ -22,7 +22,7 @@ pub enum Target {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Figure {
     pub store: String,
-    /// `commands`, `reads`, `search`, `rebuild`.
+    /// `commands`, `reads`, `search`, `rebuild`, or the collection of a quality figure (`cisi`).
     pub group: String,
     pub name: String,
     pub unit: String,
@@ -131,9 +131,9 @@ pub fn regressions(current: &Results, previous: &Results) -> Vec<String> {
                 format!(
                     "{}: {} {} (previous {} {})",
                     f.key(),
-                    fmt(new),
+                    shown(new, &f.unit),
                     f.unit,
-                    fmt(old),
+                    shown(old, &f.unit),
                     f.unit
                 )
             })
@@ -148,6 +148,15 @@ fn fmt(v: f64) -> String {
         format!("{v:.1}")
     } else {
         format!("{v:.2}")
+    }
+}
+
+/// A value in its unit; scores (no unit, 0..=1) keep three decimals.
+fn shown(v: f64, unit: &str) -> String {
+    if unit.is_empty() {
+        format!("{v:.3}")
+    } else {
+        fmt(v)
     }
 }
 
@@ -188,10 +197,13 @@ pub fn markdown(current: &Results, previous: Option<&Results>) -> String {
         let _ = writeln!(out, "|---|---|---:|---|---:|---|:-:|---:|");
         for f in current.figures.iter().filter(|f| f.store == store) {
             let value = match f.value {
-                Some(v) => format!("{} {}", fmt(v), f.unit),
+                Some(v) => format!("{} {}", shown(v, &f.unit), f.unit)
+                    .trim_end()
+                    .to_owned(),
                 None => "not available".into(),
             };
             let ceiling = match f.ceiling {
+                Some(c) if f.unit.is_empty() => format!("{} ({})", shown(c, ""), f.ceiling_name),
                 Some(c) => format!("{} {} ({})", fmt(c), f.unit, f.ceiling_name),
                 None => "–".into(),
             };
@@ -217,7 +229,7 @@ pub fn markdown(current: &Results, previous: Option<&Results>) -> String {
                     } else {
                         ""
                     };
-                    format!("{}{mark}", fmt(v))
+                    format!("{}{mark}", shown(v, &f.unit))
                 })
                 .unwrap_or_else(|| "–".into());
             let name = if f.note.is_empty() {
