@@ -5,7 +5,7 @@ k1 = 1.5, b = 0.75, OR semantics) over a SMART-format collection, as a user woul
     python3 bench/peer/bm25_peer.py COLLECTION_DIR RUN.json [METHOD]
 
 Reads the collection's *.ALL (documents: .I id, .T title, .W text) and *.QRY (queries: .I id,
-.W text) files, indexes "{title}\n\n{text}" per document, retrieves the top 50 documents of
+.T title where there is one, .W text) files, indexes "{title}\n\n{text}" per document, retrieves the top 50 documents of
 every query and writes the run as JSON: query id -> ranked document ids (best first). Documents
 with a score of 0 (no query term) are left out. METHOD is bm25s's scoring variant, default
 "lucene". Exits with status 2, printing how to install, if bm25s or PyStemmer is missing.
@@ -64,7 +64,10 @@ def main():
         sys.exit(2)
 
     documents = records(one(directory, ".ALL"))
-    queries = [(i, f.get("W", "")) for i, f in records(one(directory, ".QRY"))]
+    queries = [
+        (i, f"{f.get('T', '').strip()}\n{f.get('W', '').strip()}".strip())
+        for i, f in records(one(directory, ".QRY"))
+    ]
     texts = [f"{f.get('T', '')}\n\n{f.get('W', '')}" for _, f in documents]
     stemmer = Stemmer.Stemmer("english")
     retriever = bm25s.BM25(k1=1.5, b=0.75, method=method)

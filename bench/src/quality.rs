@@ -44,7 +44,7 @@ pub struct Collection {
     /// The `.ALL` file's stem in lower case (`cisi`).
     pub name: String,
     pub documents: Vec<Document>,
-    /// Judged queries only, in file order: (id, the `.W` text).
+    /// Judged queries only, in file order: (id, the text: `.T` where there is one, then `.W`).
     pub queries: Vec<(String, String)>,
     /// Query id → relevant document ids.
     pub relevant: HashMap<String, HashSet<String>>,
@@ -72,7 +72,7 @@ impl Collection {
         let queries = records(&read(&one_file(dir, ".QRY")?)?)
             .into_iter()
             .filter(|(id, _)| relevant.contains_key(id))
-            .map(|(id, mut fields)| (id, fields.remove(&'W').unwrap_or_default()))
+            .map(|(id, mut fields)| (id, query_text(&mut fields)))
             .collect();
         let name = all
             .file_name()
@@ -87,6 +87,16 @@ impl Collection {
             relevant,
         })
     }
+}
+
+/// A query as its record writes it: its title (some CISI queries have one) and its text, as the
+/// issue's peer figure of 0.396 was measured.
+fn query_text(fields: &mut HashMap<char, String>) -> String {
+    let title = fields.remove(&'T').unwrap_or_default();
+    let text = fields.remove(&'W').unwrap_or_default();
+    format!("{}\n{}", title.trim(), text.trim())
+        .trim()
+        .to_owned()
 }
 
 fn one_file(dir: &Path, suffix: &str) -> Result<PathBuf, String> {

@@ -47,7 +47,7 @@ pub struct Api;
 #[schema(as = RetrieveQuery)]
 #[serde(deny_unknown_fields)]
 struct RetrieveBody {
-    /// A question, or a query in the search syntax; trimmed, 1..=1000 characters.
+    /// A question, or a query in the search syntax; trimmed, 1..=4000 characters.
     #[schema(required = true, schema_with = query_text)]
     query: Option<String>,
     /// 1..=100 accessible datasets (duplicates collapsed); default every searchable one.

@@ -36,7 +36,7 @@ use crate::search::retrieval::{Engine, Question, Requested, RetrievalError};
 use crate::search::IndexError;
 
 /// Longest accepted query, in characters.
-pub(crate) const MAX_QUERY_CHARS: usize = 1000;
+pub(crate) const MAX_QUERY_CHARS: usize = 4000;
 /// Most datasets a request may name.
 pub(crate) const MAX_DATASET_IDS: usize = 100;
 /// Most hits asked of the index when results over `max_price_per_result` are left out.
@@ -57,8 +57,10 @@ pub struct Api;
 #[schema(as = SearchQuery)]
 #[serde(deny_unknown_fields)]
 struct SearchBody {
-    /// Trimmed, 1..=1000 characters: terms (AND), `OR`, `NOT`/`-`, `"phrases"`, `( … )`, and a
-    /// trailing `*` for a prefix. Unbalanced quotes or parentheses, or a leading wildcard, are 422.
+    /// Trimmed, 1..=4000 characters. A question (no operators) matches any of its words in
+    /// `hybrid` and `auto` (stemmed, English stop words out). In the query language, terms are
+    /// ANDed; `OR`, `NOT`/`-`, `"phrases"`, `( … )`, and a trailing `*` for a prefix. Unbalanced
+    /// quotes or parentheses, or a leading wildcard, are 422.
     #[schema(required = true, schema_with = query_text)]
     query: Option<String>,
     /// 1..=100 accessible datasets (duplicates collapsed); default every searchable one.
