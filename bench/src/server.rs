@@ -59,6 +59,10 @@ impl Scratch {
             .env("IPTO_DATABASE_URL", &self.database_url)
             .env("IPTO_SIGNING_KEY", "bench signing key, at least 32 bytes")
             .env("IPTO_LOG", "warn");
+        // The embedder under test, if the run names one (`none` measures the lexical leg alone).
+        if let Ok(embedder) = std::env::var("IPTO_EMBEDDER") {
+            command.env("IPTO_EMBEDDER", embedder);
+        }
         command
     }
 }

@@ -138,21 +138,38 @@ fn embed_objects(
     embedder: &dyn Embedder,
     objects: &[PendingObject],
 ) -> Result<Vec<Vec<Vec<Vec<f32>>>>, EmbedError> {
-    let owned: Vec<String> = objects
-        .iter()
-        .flat_map(|o| {
-            let heading = heading(o);
-            o.chunks.iter().flat_map(move |c| {
-                c.passages()
-                    .into_iter()
-                    .map(move |(start, _, text)| match heading {
-                        Some(h) if c.start + u64::from(start) > 0 => passage_text(h, text),
-                        _ => text.to_owned(),
-                    })
-            })
-        })
-        .collect();
+    let mut owned: Vec<String> = Vec::new();
+    for object in objects {
+        let heading = heading(object);
+        for chunk in &object.chunks {
+            for (start, _, text) in chunk.passages() {
+                owned.push(match &heading {
+                    Some(h) if chunk.start + u64::from(start) > 0 => passage_text(h, text),
+                    _ => text.to_owned(),
+                });
+            }
+        }
+    }
     let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let flat = embed_parallel(embedder, &texts)?;
+    let mut flat = flat.into_iter();
+    Ok(objects
+        .iter()
+        .map(|o| {
+            o.chunks
+                .iter()
+                .map(|c| flat.by_ref().take(c.passages().len()).collect())
+                .collect()
+        })
+        .collect())
+}
+
+/// One vector per text, in order, embedded on as many threads as there are cores (at most 8),
+/// [`CALL_PASSAGES`] texts per call of the embedder.
+pub fn embed_parallel(
+    embedder: &dyn Embedder,
+    texts: &[&str],
+) -> Result<Vec<Vec<f32>>, EmbedError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
@@ -186,27 +203,23 @@ fn embed_objects(
     if flat.len() != texts.len() {
         return Err(EmbedError::Failed("fewer vectors than passages".into()));
     }
-    let mut flat = flat.into_iter();
-    Ok(objects
-        .iter()
-        .map(|o| {
-            o.chunks
-                .iter()
-                .map(|c| flat.by_ref().take(c.passages().len()).collect())
-                .collect()
-        })
-        .collect())
+    Ok(flat)
 }
 
-/// An object's heading: the first line of its text, if it is short (at most 200 characters) and
-/// not the whole text. Measured on CISI: putting the title before every passage lifts the dense
-/// leg's nDCG@10 by 0.02 to 0.03 at every passage size tried.
-pub fn heading(object: &PendingObject) -> Option<&str> {
+/// An object's heading: its first paragraph (up to the first blank line; its lines joined), or
+/// else its first line, if that is short (at most 200 characters) and not the whole text.
+/// Measured on CISI: putting the title before every passage lifts the dense leg's nDCG@10 by 0.02
+/// to 0.03 at every passage size tried.
+pub fn heading(object: &PendingObject) -> Option<String> {
     let first = object.chunks.first().filter(|c| c.start == 0)?;
-    let line = first.body.lines().next()?.trim();
     let whole = first.body.trim();
-    (!line.is_empty() && line.chars().count() <= HEADING_CHARS && line.len() < whole.len())
-        .then_some(line)
+    let short = |text: &str| {
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        (!text.is_empty() && text.chars().count() <= HEADING_CHARS).then_some(text)
+    };
+    let paragraph = whole.split("\n\n").next().filter(|p| p.len() < whole.len());
+    let line = whole.lines().next().filter(|l| l.len() < whole.len());
+    paragraph.and_then(short).or_else(|| line.and_then(short))
 }
 
 /// Longest first line taken as a heading.
@@ -227,4 +240,39 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| IndexError::Io(std::io::Error::other(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::index::StoredChunk;
+
+    fn object(text: &str) -> PendingObject {
+        PendingObject {
+            object_id: "obj_1".into(),
+            chunks: vec![StoredChunk {
+                dataset_id: "dset_1".into(),
+                filename: "a.txt".into(),
+                meta: Vec::new(),
+                body: text.into(),
+                start: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_heading_is_the_first_paragraph_or_line_when_short() {
+        let title = object("Port congestion\nin Rotterdam\n\nVessels wait at anchor.");
+        assert_eq!(
+            heading(&title).as_deref(),
+            Some("Port congestion in Rotterdam")
+        );
+        let line = object("Port congestion\nVessels wait at anchor.");
+        assert_eq!(heading(&line).as_deref(), Some("Port congestion"));
+        assert_eq!(heading(&object("One line only.")), None);
+        let long = format!("{}\n\nbody", "word ".repeat(60));
+        assert_eq!(heading(&object(&long)), None);
+        assert_eq!(passage_text("Title", "body"), "Title. body");
+        assert_eq!(passage_text("Why?", "body"), "Why? body");
+    }
 }

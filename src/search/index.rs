@@ -247,7 +247,7 @@ impl DenseKey {
 
 /// How passages are cut and what is embedded of them: part of every vector's key, so a change
 /// embeds everything again.
-const PASSAGES: &str = "passages/1: 500 characters, sentence ends, heading before each";
+const PASSAGES: &str = "passages/2: 500 characters, sentence ends, heading before each";
 
 /// An object whose passages wait for vectors: its committed chunks.
 #[derive(Clone, Debug)]
@@ -499,7 +499,7 @@ impl SearchIndex {
                                 chunk_start: chunk.start,
                                 start: chunk.start + u64::from(s),
                                 end: chunk.start + u64::from(e),
-                                vector: v.into(),
+                                vector: dense::Quantized::of(&v),
                             }))
                     }
                     None => entry.1 = false,
@@ -551,9 +551,9 @@ impl SearchIndex {
             Term::from_field_text(self.fields.object_id, object_id),
             IndexRecordOption::Basic,
         );
-        let found = searcher.search(&query, &TopDocs::with_limit(100_000).order_by_score())?;
+        let found = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
         let mut chunks = Vec::with_capacity(found.len());
-        for (_, address) in found {
+        for address in found {
             chunks.push(self.stored_chunk(&searcher.doc(address)?));
         }
         chunks.sort_by_key(|c| c.start);
@@ -628,7 +628,7 @@ impl SearchIndex {
                 chunk_start: chunk.start,
                 start: chunk.start + u64::from(*s),
                 end: chunk.start + u64::from(*e),
-                vector: v.clone().into(),
+                vector: dense::Quantized::of(v),
             }));
         }
         self.staged

@@ -2,7 +2,8 @@
 //! `dense` (cosine over passage vectors), `hybrid` (the BM25 top 100 and the dense top 100 fused)
 //! and `auto`. A query without operators is read as a question in `hybrid` and `auto`: any of its
 //! content words, stemmed, BM25-ranked. `auto` is lexical for a query with operators, unless that
-//! reading finds nothing; then (and for every other query) it is hybrid.
+//! reading finds nothing; then (and for every other query) it is hybrid. In hybrid, a lexical leg
+//! with operators that matches nothing is replaced by the question's reading of its words.
 //!
 //! Fusion is by score, not rank: each leg's scores become z-scores over its own list (an entry
 //! missing from a list takes that list's lowest), and the fused score is
@@ -116,6 +117,8 @@ enum Plan {
     Hybrid(Option<Leg>),
     /// Operators as written; if nothing matches, hybrid over the words.
     LexicalThenHybrid(Leg, Option<Leg>),
+    /// Without a dense leg: operators as written; if nothing matches, the words.
+    LexicalThenWords(Leg, Option<Leg>),
 }
 
 impl<'a> Engine<'a> {
@@ -132,8 +135,11 @@ impl<'a> Engine<'a> {
             (Requested::Auto, true) if operators => Plan::LexicalThenHybrid(exact(), words()),
             (Requested::Auto, true) => Plan::Hybrid(words()),
             // Without a dense leg, hybrid is its lexical leg.
+            (Requested::Hybrid | Requested::Auto, false) if operators => {
+                Plan::LexicalThenWords(exact(), words())
+            }
             (Requested::Hybrid | Requested::Auto, false) => {
-                Plan::Lexical(natural().unwrap_or_else(exact))
+                Plan::Lexical(words().unwrap_or_else(exact))
             }
         })
     }
@@ -183,6 +189,13 @@ impl<'a> Engine<'a> {
             Plan::Hybrid(node) => {
                 self.hybrid_objects(question.text, node.as_ref(), datasets, limit, depth)
             }
+            Plan::LexicalThenWords(leg, words) => {
+                let mut hits = self.lexical_objects(&leg, datasets, limit)?;
+                if let (true, Some(words)) = (hits.is_empty(), words) {
+                    hits = self.lexical_objects(&words, datasets, limit)?;
+                }
+                Ok((hits, Mode::Lexical))
+            }
         }
     }
 
@@ -194,10 +207,15 @@ impl<'a> Engine<'a> {
         limit: usize,
         depth: usize,
     ) -> Result<(Vec<Hit>, Mode), RetrievalError> {
-        let lexical = match leg {
+        let mut lexical = match leg {
             Some(leg) => self.lexical_objects(leg, datasets, depth)?,
             None => Vec::new(),
         };
+        if lexical.is_empty() {
+            if let Some(words) = fallback(text, leg) {
+                lexical = self.lexical_objects(&words, datasets, depth)?;
+            }
+        }
         let q = self.embed(text)?;
         let near = self.index.nearest(&q, datasets, depth, true);
         let mut order = fuse(
@@ -282,6 +300,13 @@ impl<'a> Engine<'a> {
             Plan::Hybrid(node) => {
                 self.hybrid_units(question.text, node.as_ref(), datasets, limit, depth)
             }
+            Plan::LexicalThenWords(leg, words) => {
+                let mut units = self.lexical_units(&leg, datasets, limit)?;
+                if let (true, Some(words)) = (units.is_empty(), words) {
+                    units = self.lexical_units(&words, datasets, limit)?;
+                }
+                Ok((units, Mode::Lexical))
+            }
         }
     }
 
@@ -293,10 +318,15 @@ impl<'a> Engine<'a> {
         limit: usize,
         depth: usize,
     ) -> Result<(Vec<Unit>, Mode), RetrievalError> {
-        let lexical = match leg {
+        let mut lexical = match leg {
             Some(leg) => self.lexical_units(leg, datasets, depth)?,
             None => Vec::new(),
         };
+        if lexical.is_empty() {
+            if let Some(words) = fallback(text, leg) {
+                lexical = self.lexical_units(&words, datasets, depth)?;
+            }
+        }
         let q = self.embed(text)?;
         let near = self.index.nearest(&q, datasets, depth, false);
         let fused = fuse(
@@ -361,6 +391,15 @@ impl<'a> Engine<'a> {
             text: slice(chunk, near.start, near.end),
             score: f64::from(near.score),
         }))
+    }
+}
+
+/// The lexical leg to try when a query with operators matched nothing in hybrid: its words, as a
+/// question's (a question that happens to hold quotes or parentheses is still a question).
+fn fallback(text: &str, leg: Option<&Leg>) -> Option<Leg> {
+    match leg {
+        Some((_, Reading::Exact)) => query::any_word(text).map(|n| (n, Reading::Natural)),
+        _ => None,
     }
 }
 
