@@ -479,6 +479,18 @@ fn z_scores<K: Copy>(list: &[(K, f64)]) -> (Vec<(K, f64)>, f64) {
     (z, floor)
 }
 
+/// The characters `start..end` of the object's text, from the chunk that holds them.
+fn slice(chunk: &StoredChunk, start: u64, end: u64) -> String {
+    let from = start.saturating_sub(chunk.start) as usize;
+    let to = end.saturating_sub(chunk.start) as usize;
+    chunk
+        .body
+        .chars()
+        .skip(from)
+        .take(to.saturating_sub(from))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,16 +524,4 @@ mod tests {
         let flat = fuse([("x", 1.0), ("y", 1.0)].into_iter(), std::iter::empty());
         assert!(flat.iter().all(|(_, s)| *s == 0.0));
     }
-}
-
-/// The characters `start..end` of the object's text, from the chunk that holds them.
-fn slice(chunk: &StoredChunk, start: u64, end: u64) -> String {
-    let from = start.saturating_sub(chunk.start) as usize;
-    let to = end.saturating_sub(chunk.start) as usize;
-    chunk
-        .body
-        .chars()
-        .skip(from)
-        .take(to.saturating_sub(from))
-        .collect()
 }
