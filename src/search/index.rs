@@ -871,18 +871,7 @@ impl SearchIndex {
         if datasets.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let filter = TermSetQuery::new(
-            datasets
-                .iter()
-                .map(|d| Term::from_field_text(self.fields.dataset_id, d)),
-        );
-        let query = BooleanQuery::new(vec![
-            (Occur::Must, user.box_clone()),
-            (
-                Occur::Must,
-                Box::new(ConstScoreQuery::new(Box::new(filter), 0.0)),
-            ),
-        ]);
+        let query = self.within(&*user, datasets);
         // Several chunks of one object may rank high: fetch more until `limit` objects are found
         // or the matches run out.
         let mut fetch = (limit * 8).max(64);
@@ -969,18 +958,7 @@ impl SearchIndex {
         if datasets.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let filter = TermSetQuery::new(
-            datasets
-                .iter()
-                .map(|d| Term::from_field_text(self.fields.dataset_id, d)),
-        );
-        let query = BooleanQuery::new(vec![
-            (Occur::Must, user.box_clone()),
-            (
-                Occur::Must,
-                Box::new(ConstScoreQuery::new(Box::new(filter), 0.0)),
-            ),
-        ]);
+        let query = self.within(&*user, datasets);
         let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
         let mut snippets = self.snippets(&searcher, &*user, reading)?;
         snippets.set_max_num_chars(SNIPPET_CHARS);
@@ -1017,6 +995,22 @@ impl SearchIndex {
     /// The tantivy query of a parsed query: each word, phrase or prefix matches the body, the
     /// filename or the metadata. Every term and negation is charged to `spend` as it is added,
     /// so a query over budget stops before it has expanded much.
+    /// `user` restricted to the chunks of `datasets` (which add nothing to the score).
+    fn within(&self, user: &dyn Query, datasets: &[String]) -> BooleanQuery {
+        let filter = TermSetQuery::new(
+            datasets
+                .iter()
+                .map(|d| Term::from_field_text(self.fields.dataset_id, d)),
+        );
+        BooleanQuery::new(vec![
+            (Occur::Must, user.box_clone()),
+            (
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(filter), 0.0)),
+            ),
+        ])
+    }
+
     /// Highlights in the stored body what `query` matches: its body terms, or (for a question)
     /// its stemmed terms, found by stemming the body the same way.
     fn snippets(

@@ -144,18 +144,6 @@ impl<'a> Engine<'a> {
         })
     }
 
-    fn lexical_objects(
-        &self,
-        (node, reading): &Leg,
-        datasets: &[String],
-        limit: usize,
-    ) -> Result<Vec<Hit>, IndexError> {
-        match reading {
-            Reading::Exact => self.index.search(node, datasets, limit),
-            Reading::Natural => self.index.search_natural(node, datasets, limit),
-        }
-    }
-
     fn embed(&self, text: &str) -> Result<Vec<f32>, RetrievalError> {
         let embedder = self.embedder.ok_or(RetrievalError::NoDense)?;
         Ok(embedder
@@ -171,104 +159,7 @@ impl<'a> Engine<'a> {
         datasets: &[String],
         limit: usize,
     ) -> Result<(Vec<Hit>, Mode), RetrievalError> {
-        let depth = limit.max(LEG_DEPTH);
-        match self.plan(question)? {
-            Plan::Lexical(leg) => Ok((self.lexical_objects(&leg, datasets, limit)?, Mode::Lexical)),
-            Plan::Dense => {
-                let q = self.embed(question.text)?;
-                let near = self.index.nearest(&q, datasets, limit, true);
-                Ok((self.dense_hits(near)?, Mode::Dense))
-            }
-            Plan::LexicalThenHybrid(leg, words) => {
-                let hits = self.lexical_objects(&leg, datasets, limit)?;
-                if !hits.is_empty() {
-                    return Ok((hits, Mode::Lexical));
-                }
-                self.hybrid_objects(question.text, words.as_ref(), datasets, limit, depth)
-            }
-            Plan::Hybrid(node) => {
-                self.hybrid_objects(question.text, node.as_ref(), datasets, limit, depth)
-            }
-            Plan::LexicalThenWords(leg, words) => {
-                let mut hits = self.lexical_objects(&leg, datasets, limit)?;
-                if let (true, Some(words)) = (hits.is_empty(), words) {
-                    hits = self.lexical_objects(&words, datasets, limit)?;
-                }
-                Ok((hits, Mode::Lexical))
-            }
-        }
-    }
-
-    fn hybrid_objects(
-        &self,
-        text: &str,
-        leg: Option<&Leg>,
-        datasets: &[String],
-        limit: usize,
-        depth: usize,
-    ) -> Result<(Vec<Hit>, Mode), RetrievalError> {
-        let mut lexical = match leg {
-            Some(leg) => self.lexical_objects(leg, datasets, depth)?,
-            None => Vec::new(),
-        };
-        if lexical.is_empty() {
-            if let Some(words) = fallback(text, leg) {
-                lexical = self.lexical_objects(&words, datasets, depth)?;
-            }
-        }
-        let q = self.embed(text)?;
-        let near = self.index.nearest(&q, datasets, depth, true);
-        let mut order = fuse(
-            lexical
-                .iter()
-                .map(|h| (h.object_id.as_str(), f64::from(h.score))),
-            near.iter()
-                .map(|n| (n.object_id.as_str(), f64::from(n.score))),
-        );
-        order.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        order.truncate(limit);
-        let by_lexical: HashMap<&str, &Hit> =
-            lexical.iter().map(|h| (h.object_id.as_str(), h)).collect();
-        let by_dense: HashMap<&str, &Near> =
-            near.iter().map(|n| (n.object_id.as_str(), n)).collect();
-        let mut hits = Vec::with_capacity(order.len());
-        for (object_id, score) in order {
-            let hit = match by_lexical.get(object_id) {
-                Some(hit) => Some((*hit).clone()),
-                None => self.dense_hit(by_dense[object_id])?,
-            };
-            if let Some(mut hit) = hit {
-                hit.score = score as f32;
-                hits.push(hit);
-            }
-        }
-        Ok((hits, Mode::Hybrid))
-    }
-
-    fn dense_hits(&self, near: Vec<Near>) -> Result<Vec<Hit>, RetrievalError> {
-        let mut hits = Vec::with_capacity(near.len());
-        for n in &near {
-            hits.extend(self.dense_hit(n)?);
-        }
-        Ok(hits)
-    }
-
-    /// A dense hit as a search result: its passage is the snippet (cut to 200 characters).
-    fn dense_hit(&self, near: &Near) -> Result<Option<Hit>, RetrievalError> {
-        let Some(chunk) = self.index.chunk_at(&near.object_id, near.chunk_start)? else {
-            return Ok(None);
-        };
-        let text = slice(&chunk, near.start, near.end);
-        let snippet: String = text.trim_end().chars().take(SNIPPET_CHARS).collect();
-        let to = near.start + snippet.chars().count() as u64;
-        Ok(Some(Hit {
-            object_id: near.object_id.clone(),
-            dataset_id: near.dataset_id.clone(),
-            filename: chunk.filename,
-            score: near.score,
-            snippet,
-            locator: format!("chars:{}-{to}", near.start),
-        }))
+        self.answer::<Objects>(question, datasets, limit)
     }
 
     /// The best `limit` passages of `datasets`, and the mode that ran.
@@ -278,111 +169,224 @@ impl<'a> Engine<'a> {
         datasets: &[String],
         limit: usize,
     ) -> Result<(Vec<Unit>, Mode), RetrievalError> {
+        self.answer::<Passages>(question, datasets, limit)
+    }
+
+    /// Runs the question's plan for answers of shape `S`.
+    fn answer<S: Shape>(
+        &self,
+        question: &Question<'_>,
+        datasets: &[String],
+        limit: usize,
+    ) -> Result<(Vec<S::Item>, Mode), RetrievalError> {
         let depth = limit.max(LEG_DEPTH);
         match self.plan(question)? {
-            Plan::Lexical(leg) => Ok((self.lexical_units(&leg, datasets, limit)?, Mode::Lexical)),
+            Plan::Lexical(leg) => Ok((S::lexical(self, &leg, datasets, limit)?, Mode::Lexical)),
             Plan::Dense => {
                 let q = self.embed(question.text)?;
-                let near = self.index.nearest(&q, datasets, limit, false);
-                let mut units = Vec::with_capacity(near.len());
+                let near = self.index.nearest(&q, datasets, limit, S::PER_OBJECT);
+                let mut chunks = Chunks::new();
+                let mut items = Vec::with_capacity(near.len());
                 for n in &near {
-                    units.extend(self.dense_unit(n, &mut HashMap::new())?);
+                    items.extend(S::of_near(self, n, &mut chunks)?);
                 }
-                Ok((units, Mode::Dense))
+                Ok((items, Mode::Dense))
             }
             Plan::LexicalThenHybrid(leg, words) => {
-                let units = self.lexical_units(&leg, datasets, limit)?;
-                if !units.is_empty() {
-                    return Ok((units, Mode::Lexical));
+                let items = S::lexical(self, &leg, datasets, limit)?;
+                if !items.is_empty() {
+                    return Ok((items, Mode::Lexical));
                 }
-                self.hybrid_units(question.text, words.as_ref(), datasets, limit, depth)
+                self.hybrid::<S>(question.text, words.as_ref(), datasets, limit, depth)
             }
-            Plan::Hybrid(node) => {
-                self.hybrid_units(question.text, node.as_ref(), datasets, limit, depth)
+            Plan::Hybrid(leg) => {
+                self.hybrid::<S>(question.text, leg.as_ref(), datasets, limit, depth)
             }
             Plan::LexicalThenWords(leg, words) => {
-                let mut units = self.lexical_units(&leg, datasets, limit)?;
-                if let (true, Some(words)) = (units.is_empty(), words) {
-                    units = self.lexical_units(&words, datasets, limit)?;
+                let mut items = S::lexical(self, &leg, datasets, limit)?;
+                if let (true, Some(words)) = (items.is_empty(), words) {
+                    items = S::lexical(self, &words, datasets, limit)?;
                 }
-                Ok((units, Mode::Lexical))
+                Ok((items, Mode::Lexical))
             }
         }
     }
 
-    fn hybrid_units(
+    /// Both legs, `depth` deep, fused ([`fuse`]); the best `limit`, score desc then key asc.
+    fn hybrid<S: Shape>(
         &self,
         text: &str,
         leg: Option<&Leg>,
         datasets: &[String],
         limit: usize,
         depth: usize,
-    ) -> Result<(Vec<Unit>, Mode), RetrievalError> {
+    ) -> Result<(Vec<S::Item>, Mode), RetrievalError> {
         let mut lexical = match leg {
-            Some(leg) => self.lexical_units(leg, datasets, depth)?,
+            Some(leg) => S::lexical(self, leg, datasets, depth)?,
             None => Vec::new(),
         };
         if lexical.is_empty() {
             if let Some(words) = fallback(text, leg) {
-                lexical = self.lexical_units(&words, datasets, depth)?;
+                lexical = S::lexical(self, &words, datasets, depth)?;
             }
         }
         let q = self.embed(text)?;
-        let near = self.index.nearest(&q, datasets, depth, false);
-        let fused = fuse(
-            lexical
-                .iter()
-                .map(|u| ((u.object_id.as_str(), u.start), u.score)),
-            near.iter()
-                .map(|n| ((n.object_id.as_str(), n.start), f64::from(n.score))),
+        let near = self.index.nearest(&q, datasets, depth, S::PER_OBJECT);
+        let mut order = fuse(
+            lexical.iter().map(|item| (S::key(item), S::score(item))),
+            near.iter().map(|n| (S::near_key(n), f64::from(n.score))),
         );
-        let by_lexical: HashMap<(&str, u64), &Unit> = lexical
-            .iter()
-            .map(|u| ((u.object_id.as_str(), u.start), u))
-            .collect();
-        let by_dense: HashMap<(&str, u64), &Near> = near
-            .iter()
-            .map(|n| ((n.object_id.as_str(), n.start), n))
-            .collect();
-        let mut chunks = HashMap::new();
-        let mut units = Vec::with_capacity(fused.len());
-        for (key, score) in fused {
-            let unit = match by_lexical.get(&key) {
-                Some(unit) => Some((*unit).clone()),
-                None => self.dense_unit(by_dense[&key], &mut chunks)?,
+        order.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        order.truncate(limit);
+        let by_lexical: HashMap<S::Key, &S::Item> =
+            lexical.iter().map(|item| (S::key(item), item)).collect();
+        let by_dense: HashMap<S::Key, &Near> = near.iter().map(|n| (S::near_key(n), n)).collect();
+        let mut chunks = Chunks::new();
+        let mut items = Vec::with_capacity(order.len());
+        for (key, score) in order {
+            let item = match by_lexical.get(&key) {
+                Some(item) => Some((*item).clone()),
+                None => S::of_near(self, by_dense[&key], &mut chunks)?,
             };
-            units.extend(unit.map(|u| Unit { score, ..u }));
+            items.extend(item.map(|item| S::scored(item, score)));
         }
-        units.sort_by(unit_order);
-        units.truncate(limit);
-        Ok((units, Mode::Hybrid))
+        Ok((items, Mode::Hybrid))
     }
 
-    /// Lexical hits as passages: each matching chunk's passage that holds its best match (one
-    /// unit per passage, the chunk's score).
-    fn lexical_units(
-        &self,
-        (node, reading): &Leg,
-        datasets: &[String],
-        limit: usize,
-    ) -> Result<Vec<Unit>, RetrievalError> {
-        let hits = self.index.search_chunks(node, *reading, datasets, limit)?;
-        let mut units: Vec<Unit> = hits.into_iter().map(unit_of_chunk).collect();
-        units.sort_by(unit_order);
-        Ok(units)
-    }
-
-    fn dense_unit(
+    /// The committed chunk a dense hit is in, read once per request.
+    fn chunk<'c>(
         &self,
         near: &Near,
-        chunks: &mut HashMap<(String, u64), Option<StoredChunk>>,
-    ) -> Result<Option<Unit>, RetrievalError> {
+        chunks: &'c mut Chunks,
+    ) -> Result<Option<&'c StoredChunk>, RetrievalError> {
         let key = (near.object_id.clone(), near.chunk_start);
         if !chunks.contains_key(&key) {
             let chunk = self.index.chunk_at(&near.object_id, near.chunk_start)?;
             chunks.insert(key.clone(), chunk);
         }
-        Ok(chunks[&key].as_ref().map(|chunk| Unit {
+        Ok(chunks[&key].as_ref())
+    }
+}
+
+/// Chunks read for dense hits, by object and start.
+type Chunks = HashMap<(String, u64), Option<StoredChunk>>;
+
+/// A shape of answer: its items, how the lexical leg finds them, how a dense hit becomes one, and
+/// what identifies one across the legs.
+trait Shape {
+    type Item: Clone;
+    type Key: Clone + Eq + Ord + std::hash::Hash;
+    /// Whether the dense leg ranks objects (by their best passage) rather than passages.
+    const PER_OBJECT: bool;
+    fn lexical(
+        engine: &Engine<'_>,
+        leg: &Leg,
+        datasets: &[String],
+        limit: usize,
+    ) -> Result<Vec<Self::Item>, RetrievalError>;
+    fn of_near(
+        engine: &Engine<'_>,
+        near: &Near,
+        chunks: &mut Chunks,
+    ) -> Result<Option<Self::Item>, RetrievalError>;
+    fn key(item: &Self::Item) -> Self::Key;
+    fn near_key(near: &Near) -> Self::Key;
+    fn score(item: &Self::Item) -> f64;
+    fn scored(item: Self::Item, score: f64) -> Self::Item;
+}
+
+/// One hit per object (`POST /v1/search`).
+struct Objects;
+
+impl Shape for Objects {
+    type Item = Hit;
+    type Key = String;
+    const PER_OBJECT: bool = true;
+
+    fn lexical(
+        engine: &Engine<'_>,
+        (node, reading): &Leg,
+        datasets: &[String],
+        limit: usize,
+    ) -> Result<Vec<Hit>, RetrievalError> {
+        Ok(match reading {
+            Reading::Exact => engine.index.search(node, datasets, limit)?,
+            Reading::Natural => engine.index.search_natural(node, datasets, limit)?,
+        })
+    }
+
+    /// A dense hit as a search result: its passage is the snippet (cut to 200 characters).
+    fn of_near(
+        engine: &Engine<'_>,
+        near: &Near,
+        chunks: &mut Chunks,
+    ) -> Result<Option<Hit>, RetrievalError> {
+        let Some(chunk) = engine.chunk(near, chunks)? else {
+            return Ok(None);
+        };
+        let text = slice(chunk, near.start, near.end);
+        let snippet: String = text.trim_end().chars().take(SNIPPET_CHARS).collect();
+        let to = near.start + snippet.chars().count() as u64;
+        Ok(Some(Hit {
+            object_id: near.object_id.clone(),
+            dataset_id: near.dataset_id.clone(),
+            filename: chunk.filename.clone(),
+            score: near.score,
+            snippet,
+            locator: format!("chars:{}-{to}", near.start),
+        }))
+    }
+
+    fn key(hit: &Hit) -> String {
+        hit.object_id.clone()
+    }
+
+    fn near_key(near: &Near) -> String {
+        near.object_id.clone()
+    }
+
+    fn score(hit: &Hit) -> f64 {
+        f64::from(hit.score)
+    }
+
+    fn scored(hit: Hit, score: f64) -> Hit {
+        Hit {
+            score: score as f32,
+            ..hit
+        }
+    }
+}
+
+/// Passages, several per object if they rank (`POST /v1/retrieve`).
+struct Passages;
+
+impl Shape for Passages {
+    type Item = Unit;
+    type Key = (String, u64);
+    const PER_OBJECT: bool = false;
+
+    /// Lexical hits as passages: each matching chunk's passage that holds its best match (the
+    /// chunk's score).
+    fn lexical(
+        engine: &Engine<'_>,
+        (node, reading): &Leg,
+        datasets: &[String],
+        limit: usize,
+    ) -> Result<Vec<Unit>, RetrievalError> {
+        let hits = engine
+            .index
+            .search_chunks(node, *reading, datasets, limit)?;
+        let mut units: Vec<Unit> = hits.into_iter().map(unit_of_chunk).collect();
+        units.sort_by(unit_order);
+        Ok(units)
+    }
+
+    fn of_near(
+        engine: &Engine<'_>,
+        near: &Near,
+        chunks: &mut Chunks,
+    ) -> Result<Option<Unit>, RetrievalError> {
+        Ok(engine.chunk(near, chunks)?.map(|chunk| Unit {
             object_id: near.object_id.clone(),
             dataset_id: near.dataset_id.clone(),
             filename: chunk.filename.clone(),
@@ -391,6 +395,22 @@ impl<'a> Engine<'a> {
             text: slice(chunk, near.start, near.end),
             score: f64::from(near.score),
         }))
+    }
+
+    fn key(unit: &Unit) -> (String, u64) {
+        (unit.object_id.clone(), unit.start)
+    }
+
+    fn near_key(near: &Near) -> (String, u64) {
+        (near.object_id.clone(), near.start)
+    }
+
+    fn score(unit: &Unit) -> f64 {
+        unit.score
+    }
+
+    fn scored(unit: Unit, score: f64) -> Unit {
+        Unit { score, ..unit }
     }
 }
 
@@ -438,7 +458,7 @@ fn unit_order(a: &Unit, b: &Unit) -> std::cmp::Ordering {
 /// The two legs' entries with their fused scores: [`LEXICAL_WEIGHT`] · z(lexical score) + the
 /// rest · z(dense score), each z over its own list; an entry missing from a list takes that
 /// list's lowest z (0 for an empty list). In no particular order.
-pub fn fuse<K: Copy + Eq + std::hash::Hash>(
+pub fn fuse<K: Clone + Eq + std::hash::Hash>(
     lexical: impl Iterator<Item = (K, f64)>,
     dense: impl Iterator<Item = (K, f64)>,
 ) -> Vec<(K, f64)> {
@@ -464,7 +484,7 @@ pub fn fuse<K: Copy + Eq + std::hash::Hash>(
 }
 
 /// Each entry's z-score within the list (0 for all when the scores do not vary), and the lowest.
-fn z_scores<K: Copy>(list: &[(K, f64)]) -> (Vec<(K, f64)>, f64) {
+fn z_scores<K: Clone>(list: &[(K, f64)]) -> (Vec<(K, f64)>, f64) {
     if list.is_empty() {
         return (Vec::new(), 0.0);
     }
@@ -473,7 +493,7 @@ fn z_scores<K: Copy>(list: &[(K, f64)]) -> (Vec<(K, f64)>, f64) {
     let sd = (list.iter().map(|(_, s)| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
     let z: Vec<(K, f64)> = list
         .iter()
-        .map(|(k, s)| (*k, if sd > 1e-12 { (s - mean) / sd } else { 0.0 }))
+        .map(|(k, s)| (k.clone(), if sd > 1e-12 { (s - mean) / sd } else { 0.0 }))
         .collect();
     let floor = z.iter().map(|(_, z)| *z).fold(f64::INFINITY, f64::min);
     (z, floor)

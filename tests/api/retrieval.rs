@@ -65,7 +65,9 @@ async fn corpus(config: ipto::config::Config) -> (TestApp, String, String, Strin
         .as_str()
         .unwrap()
         .to_owned();
-    embedded(&app).await;
+    if app.config.embedder != "none" {
+        embedded(&app).await;
+    }
     (app, admin, seller, key, objects)
 }
 
@@ -383,4 +385,71 @@ async fn embeddings_endpoint(calls: Arc<AtomicUsize>) -> String {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{address}/v1/embeddings")
+}
+
+#[tokio::test]
+async fn vectors_committed_before_a_crash_are_kept_and_the_rest_are_embedded_after_it() {
+    use crate::cli::Server;
+    let fresh = fresh().await;
+    // Approved and indexed lexically by a server without a dense leg: nothing embedded yet.
+    let mut lexical_only = config(&fresh);
+    lexical_only.embedder = "none".into();
+    let (app, _, _, key, objects) = corpus(lexical_only).await;
+    app.stop().await;
+
+    // A server with the encoder embeds them; it is killed (SIGKILL) once some are committed.
+    let health = |server: &Server| {
+        let (client, address) = (server.client.clone(), server.address.clone());
+        async move {
+            let response = client
+                .get(format!("{address}/health"))
+                .send()
+                .await
+                .unwrap();
+            reply(response).await.data()["projections"]["search"]["dense"].clone()
+        }
+    };
+    let server = Server::start(&fresh).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let before = loop {
+        let dense = health(&server).await;
+        if dense["embedded_passages"].as_u64() > Some(0) {
+            break dense["embedded_passages"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "nothing embedded: {dense}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.kill();
+
+    // Restarted: what was committed is there at once; the rest is embedded; dense search works.
+    let server = Server::start(&fresh).await;
+    let at_start = health(&server).await;
+    assert!(
+        at_start["embedded_passages"].as_u64().unwrap() >= before,
+        "{at_start}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let dense = health(&server).await;
+        if dense["pending_objects"] == 0 {
+            assert_eq!(dense["embedded_passages"].as_u64(), Some(4), "{dense}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not embedded after the restart: {dense}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let found = server
+        .client
+        .post(format!("{}/v1/search", server.address))
+        .bearer_auth(&key)
+        .json(&json!({"query": "why do cargo ships get held up at the harbour", "retrieval_mode": "dense"}))
+        .send()
+        .await
+        .unwrap();
+    let found = reply(found).await.expect(200);
+    assert_eq!(ids(found.data())[0], objects[0]);
+    server.stop();
 }
