@@ -15,6 +15,7 @@ pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod json;
+pub mod market;
 pub mod middleware;
 pub mod objects;
 pub mod openapi;

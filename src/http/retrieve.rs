@@ -19,12 +19,12 @@ use crate::http::envelope;
 use crate::http::error::AppError;
 use crate::http::extract::Auth;
 use crate::http::json::{number_or_string, Fields, JsonBody};
-use crate::http::openapi;
-use crate::http::routes::Routes;
-use crate::http::search::{
+use crate::http::market::{
     dataset_ids, max_price, query_text, retrieval_mode, rounded, run, validate_common,
     whole_number, Common, Market, Prices,
 };
+use crate::http::openapi;
+use crate::http::routes::Routes;
 use crate::search::retrieval::Unit;
 
 /// Most units a request may ask for.
