@@ -58,13 +58,14 @@ fn main() {
     let (p50, p99) = percentiles(&mut times);
     println!("== query embedding: p50 {p50:.2} ms, p99 {p99:.2} ms");
 
+    let dimensions = encoder.embed(&["width"]).unwrap()[0].len();
     for total in [100_000usize, 200_000] {
-        let (store, datasets) = synthetic(total, encoder.dimensions());
+        let (store, datasets) = synthetic(total, dimensions);
         let bytes = store.vector_bytes();
         let mut rng = Lcg(7);
         let mut times = Vec::new();
         for _ in 0..200 {
-            let q = unit(&mut rng, encoder.dimensions());
+            let q = unit(&mut rng, dimensions);
             let started = Instant::now();
             let found = store.nearest(&q, &datasets, 100, true);
             times.push(started.elapsed().as_secs_f64() * 1e3);

@@ -44,17 +44,15 @@ pub fn encode(key: u64, passages: &[(u32, u32)], vectors: &[Vec<f32>]) -> Vec<u8
 /// A passage's range in its chunk, and its vector.
 pub type Embedded = ((u32, u32), Vec<f32>);
 
-/// The passages and vectors in `bytes`, if they are of the embedder `key` with `dimensions`.
-pub fn decode(bytes: &[u8], key: u64, dimensions: usize) -> Option<Vec<Embedded>> {
+/// The passages and vectors in `bytes`, if they are of the embedder `key` and whole.
+pub fn decode(bytes: &[u8], key: u64) -> Option<Vec<Embedded>> {
     let u32_at = |at: usize| -> Option<u32> {
         Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
     };
     if bytes.get(..4)? != MAGIC || u64::from_le_bytes(bytes.get(4..12)?.try_into().ok()?) != key {
         return None;
     }
-    if u32_at(12)? as usize != dimensions {
-        return None;
-    }
+    let dimensions = u32_at(12)? as usize;
     let count = u32_at(16)? as usize;
     let ranges_at = 20;
     let vectors_at = ranges_at + count.checked_mul(8)?;
@@ -293,16 +291,12 @@ mod tests {
     fn bytes_round_trip_and_refuse_another_embedder() {
         let vectors = vec![vec![0.6, 0.8], vec![1.0, 0.0]];
         let bytes = encode(7, &[(0, 5), (5, 9)], &vectors);
-        let back = decode(&bytes, 7, 2).unwrap();
+        let back = decode(&bytes, 7).unwrap();
         assert_eq!(back[0], ((0, 5), vec![0.6, 0.8]));
         assert_eq!(back[1], ((5, 9), vec![1.0, 0.0]));
-        assert!(decode(&bytes, 8, 2).is_none(), "another embedder's key");
-        assert!(decode(&bytes, 7, 3).is_none(), "other dimensions");
-        assert!(
-            decode(&bytes[..bytes.len() - 1], 7, 2).is_none(),
-            "truncated"
-        );
-        assert!(decode(b"junk", 7, 2).is_none());
+        assert!(decode(&bytes, 8).is_none(), "another embedder's key");
+        assert!(decode(&bytes[..bytes.len() - 1], 7).is_none(), "truncated");
+        assert!(decode(b"junk", 7).is_none());
     }
 
     #[test]

@@ -21,8 +21,6 @@ pub trait Embedder: Send + Sync {
     /// Everything that decides the coordinates (model, revision, preprocessing), as one string:
     /// stored with the vectors, compared for exact equality.
     fn identity(&self) -> &str;
-    /// The length of every vector.
-    fn dimensions(&self) -> usize;
     /// One unit-length vector per text, in order. Texts are non-empty.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
@@ -65,10 +63,6 @@ impl Embedder for Pocket {
         &self.identity
     }
 
-    fn dimensions(&self) -> usize {
-        pocket_encoder::model_info().dimensions
-    }
-
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.encoder
             .embed(texts)
@@ -84,7 +78,8 @@ pub struct OpenAiCompatible {
     url: String,
     model: String,
     identity: String,
-    dimensions: std::sync::OnceLock<usize>,
+    /// The length of the endpoint's vectors, once seen: it may not change while running.
+    width: std::sync::OnceLock<usize>,
     client: reqwest::Client,
 }
 
@@ -106,7 +101,7 @@ impl OpenAiCompatible {
             model: model.to_owned(),
             identity: serde_json::json!({"kind": "openai-compatible", "url": url, "model": model})
                 .to_string(),
-            dimensions: std::sync::OnceLock::new(),
+            width: std::sync::OnceLock::new(),
             client,
         })
     }
@@ -126,10 +121,6 @@ struct EmbeddingItem {
 impl Embedder for OpenAiCompatible {
     fn identity(&self) -> &str {
         &self.identity
-    }
-
-    fn dimensions(&self) -> usize {
-        *self.dimensions.get().unwrap_or(&0)
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
@@ -158,7 +149,7 @@ impl Embedder for OpenAiCompatible {
         if out.iter().any(|v| v.is_empty() || v.len() != width) {
             return Err(failed(&"embeddings missing or of different lengths"));
         }
-        let known = *self.dimensions.get_or_init(|| width);
+        let known = *self.width.get_or_init(|| width);
         if known != width {
             return Err(failed(&"the endpoint changed its embeddings' length"));
         }

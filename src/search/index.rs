@@ -228,11 +228,11 @@ pub struct Hit {
     pub locator: String,
 }
 
-/// The embedder whose vectors the index keeps: its [`dense::key_of`] and dimensions.
+/// The embedder whose vectors the index keeps: the [`dense::key_of`] its identity and the
+/// passage rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenseKey {
     pub key: u64,
-    pub dimensions: usize,
 }
 
 impl DenseKey {
@@ -240,7 +240,6 @@ impl DenseKey {
     pub fn of(embedder: &dyn super::embed::Embedder) -> Self {
         Self {
             key: dense::key_of(&format!("{}|{PASSAGES}", embedder.identity())),
-            dimensions: embedder.dimensions(),
         }
     }
 }
@@ -490,7 +489,7 @@ impl SearchIndex {
                 let decoded = doc
                     .get_first(self.fields.dense)
                     .and_then(|v| v.as_bytes())
-                    .and_then(|b| dense::decode(b, embedder.key, embedder.dimensions));
+                    .and_then(|b| dense::decode(b, embedder.key));
                 match decoded {
                     Some(vectors) => {
                         entry

@@ -332,7 +332,7 @@ async fn vectors_survive_a_restart_and_another_embedder_embeds_again() {
     let endpoint = embeddings_endpoint(calls.clone()).await;
     let mut other = config;
     other.embedder = format!("openai:{endpoint}#pocket-as-a-service");
-    let app = spawn_with(other).await;
+    let app = spawn_with(other.clone()).await;
     let again = embedded(&app).await;
     assert_eq!(again["embedded_passages"].as_u64(), Some(passages));
     assert!(calls.load(Ordering::SeqCst) as u64 >= passages);
@@ -344,6 +344,21 @@ async fn vectors_survive_a_restart_and_another_embedder_embeds_again() {
     )
     .await;
     assert_eq!(ids(&found)[0], objects[0]);
+    app.stop().await;
+
+    // Restarted with that endpoint: its vectors are the ones kept, nothing is embedded again.
+    let before = calls.load(Ordering::SeqCst);
+    let app = spawn_with(other).await;
+    let health = app.get("/health", None).await.expect(200);
+    let dense = &health.data()["projections"]["search"]["dense"];
+    assert_eq!(
+        dense["embedded_passages"].as_u64(),
+        Some(passages),
+        "{dense}"
+    );
+    assert_eq!(dense["pending_objects"], 0, "{dense}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), before);
     app.finish().await;
 }
 
