@@ -114,7 +114,7 @@ pub struct RetrievalUnit {
 }
 
 /// Where a passage comes from.
-#[derive(Serialize, ToSchema)]
+#[derive(Clone, Serialize, ToSchema)]
 pub struct Provenance {
     pub filename: String,
     /// The SHA-256 of the approved bytes.
@@ -224,16 +224,24 @@ async fn retrieve(
         .iter()
         .map(|r| (r.object_id.as_str(), r))
         .collect();
-    let mut charged_once: Vec<&str> = Vec::new();
+    // Each object's provenance, read once; its first unit carries its charge.
+    let mut provenance: HashMap<&str, Provenance> = HashMap::new();
     let mut answer = Vec::with_capacity(units.len());
     for unit in &units {
         let retrieval = retrieval_of[unit.object_id.as_str()];
-        let object = projections::objects::object(&state.store.db, &unit.object_id)
-            .await?
-            .ok_or_else(|| AppError::internal("a retrieved object has no read model"))?;
-        let first = !charged_once.contains(&unit.object_id.as_str());
+        let first = !provenance.contains_key(unit.object_id.as_str());
         if first {
-            charged_once.push(&unit.object_id);
+            let object = projections::objects::object(&state.store.db, &unit.object_id)
+                .await?
+                .ok_or_else(|| AppError::internal("a retrieved object has no read model"))?;
+            provenance.insert(
+                &unit.object_id,
+                Provenance {
+                    filename: unit.filename.clone(),
+                    checksum_sha256: object.checksum_sha256.unwrap_or_default(),
+                    approved_at: object.approved_at.unwrap_or_default(),
+                },
+            );
         }
         let charged = match &retrieval.charge {
             Some(charge) if first => charge.amount_micros,
@@ -247,11 +255,7 @@ async fn retrieve(
             text: unit.text.clone(),
             locator: format!("chars:{}-{}", unit.start, unit.end),
             score: rounded(unit.score),
-            provenance: Provenance {
-                filename: unit.filename.clone(),
-                checksum_sha256: object.checksum_sha256.unwrap_or_default(),
-                approved_at: object.approved_at.unwrap_or_default(),
-            },
+            provenance: provenance[unit.object_id.as_str()].clone(),
             billable: retrieval.charge.is_some(),
             charged_amount: json_number(charged),
         });

@@ -141,6 +141,14 @@ pub struct Near {
     pub score: f32,
 }
 
+fn bytes_of(object: &ObjectVectors) -> u64 {
+    object
+        .passages
+        .iter()
+        .map(|p| (p.vector.values.len() + std::mem::size_of::<f32>()) as u64)
+        .sum()
+}
+
 /// A passage's score, object, dataset and vector, while a scan ranks them.
 type Scored<'a> = (f32, &'a str, &'a str, &'a PassageVector);
 
@@ -153,6 +161,8 @@ pub struct DenseStore {
     objects: HashMap<String, ObjectVectors>,
     by_dataset: HashMap<Arc<str>, BTreeSet<String>>,
     passages: u64,
+    /// Bytes of every vector's coordinates and scale.
+    bytes: u64,
 }
 
 impl DenseStore {
@@ -160,6 +170,7 @@ impl DenseStore {
     pub fn insert(&mut self, object_id: String, vectors: ObjectVectors) {
         self.remove(&object_id);
         self.passages += vectors.passages.len() as u64;
+        self.bytes += bytes_of(&vectors);
         self.by_dataset
             .entry(vectors.dataset_id.clone())
             .or_default()
@@ -171,6 +182,7 @@ impl DenseStore {
     pub fn remove(&mut self, object_id: &str) {
         if let Some(old) = self.objects.remove(object_id) {
             self.passages -= old.passages.len() as u64;
+            self.bytes -= bytes_of(&old);
             if let Some(set) = self.by_dataset.get_mut(&old.dataset_id) {
                 set.remove(object_id);
                 if set.is_empty() {
@@ -191,11 +203,7 @@ impl DenseStore {
 
     /// Bytes the vectors take in memory (coordinates only).
     pub fn vector_bytes(&self) -> u64 {
-        self.objects
-            .values()
-            .flat_map(|o| &o.passages)
-            .map(|p| (p.vector.values.len() + 4) as u64)
-            .sum()
+        self.bytes
     }
 
     /// The `limit` passages of `datasets` most similar to `query` (with `per_object`, only each
@@ -323,6 +331,8 @@ mod tests {
             },
         );
         assert_eq!(store.passage_count(), 3);
+        // Two coordinates and a scale each.
+        assert_eq!(store.vector_bytes(), 3 * (2 + 4));
         let q = [0.0, 1.0];
         let best = store.nearest(&q, &["dset_1".into(), "dset_2".into()], 10, false);
         assert_eq!(
@@ -341,6 +351,7 @@ mod tests {
         );
         store.remove("obj_a");
         assert_eq!(store.passage_count(), 1);
+        assert_eq!(store.vector_bytes(), 2 + 4);
         assert!(store.nearest(&q, &["dset_1".into()], 10, false).is_empty());
     }
 

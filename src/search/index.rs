@@ -359,6 +359,8 @@ pub struct SearchIndex {
     writer: Mutex<IndexWriter>,
     fields: Fields,
     analyzer: TextAnalyzer,
+    /// [`english`], built once.
+    english: TextAnalyzer,
     cursor: Mutex<LogPosition>,
     /// Held from a batch's first staged change to its commit: the indexer's and the embedder's
     /// batches never mix.
@@ -452,6 +454,7 @@ impl SearchIndex {
             writer: Mutex::new(writer),
             fields,
             analyzer,
+            english: english(),
             cursor: Mutex::new(cursor),
             batch: tokio::sync::Mutex::new(()),
             added: tokio::sync::Notify::new(),
@@ -1031,7 +1034,7 @@ impl SearchIndex {
         });
         Ok(SnippetGenerator::new(
             terms,
-            english(),
+            self.english.clone(),
             self.fields.body,
             SNIPPET_CHARS,
         ))
@@ -1186,7 +1189,7 @@ impl SearchIndex {
     /// [`Fields::body_en`] also stemmed, stop words out).
     fn words(&self, field: Field, text: &str) -> Vec<String> {
         let mut analyzer = if field == self.fields.body_en {
-            english()
+            self.english.clone()
         } else {
             self.analyzer.clone()
         };
