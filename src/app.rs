@@ -119,6 +119,8 @@ impl Application {
             );
         }
         crate::auth::prepare();
+        // A bad embedder setting is a configuration error: refused before anything is opened.
+        let embedder = crate::search::embed::from_setting(&config.embedder)?;
         let (store, key) = open_store(&config).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut workers = store.engine.start(shutdown_rx.clone()).await?;
@@ -151,7 +153,6 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError::Bind(config.bind, e))?;
         let blobs = open_blobs(&config, &key, address)?;
-        let embedder = crate::search::embed::from_setting(&config.embedder)?;
         let index = Arc::new(SearchIndex::open(
             &config.index_dir(),
             embedder.as_deref().map(crate::search::index::DenseKey::of),
