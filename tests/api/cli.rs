@@ -239,7 +239,11 @@ async fn usage_and_configuration_errors_have_their_exit_codes() {
     );
     let unknown = run(&fresh, &["projections", "rebuild", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
-    for embedder in ["magic", "openai:http://127.0.0.1:9", "openai:ftp://host/v1#m"] {
+    for embedder in [
+        "magic",
+        "openai:http://127.0.0.1:9",
+        "openai:ftp://host/v1#m",
+    ] {
         let bad = ipto(&fresh, &["serve"])
             .env("IPTO_BIND", "127.0.0.1:0")
             .env("IPTO_EMBEDDER", embedder)

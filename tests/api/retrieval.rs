@@ -468,3 +468,35 @@ async fn vectors_committed_before_a_crash_are_kept_and_the_rest_are_embedded_aft
     assert_eq!(ids(found.data())[0], objects[0]);
     server.stop();
 }
+
+#[tokio::test]
+async fn without_an_embedder_hybrid_is_its_lexical_leg_and_dense_is_refused() {
+    let fresh = fresh().await;
+    let mut lexical_only = config(&fresh);
+    lexical_only.embedder = "none".into();
+    let (app, _, _, key, objects) = corpus(lexical_only).await;
+    // A phrase that is nowhere: the lexical leg reads its words instead.
+    for mode in [None, Some("hybrid")] {
+        let found = search(&app, &key, "\"rotterdam sourdough\"", mode).await;
+        assert_eq!(found["retrieval_mode_used"], "lexical", "{mode:?}");
+        let mut found = ids(&found);
+        found.sort();
+        let mut expected = vec![objects[0].clone(), objects[2].clone()];
+        expected.sort();
+        assert_eq!(found, expected, "{mode:?}");
+    }
+    // In lexical mode the phrase keeps its meaning.
+    assert!(ids(&search(&app, &key, "\"rotterdam sourdough\"", Some("lexical")).await).is_empty());
+    let refused = app
+        .post(
+            "/v1/search",
+            Some(&key),
+            json!({"query": "ships", "retrieval_mode": "dense"}),
+        )
+        .await
+        .expect(422);
+    assert!(refused.body["error"]["details"]["fields"]["retrieval_mode"].is_string());
+    let health = app.get("/health", None).await.expect(200);
+    assert!(health.data()["projections"]["search"]["dense"].is_null());
+    app.finish().await;
+}
