@@ -82,6 +82,10 @@ struct DenseHealth {
     /// Passages per second over the last batch.
     #[schema(minimum = 0)]
     passages_per_second: f64,
+    /// Objects set aside since start because their passages could not be embedded (logged;
+    /// tried again at the next start; the lexical leg serves them).
+    #[schema(minimum = 0)]
+    set_aside_objects: u64,
     /// Why the last batch failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -172,6 +176,7 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
                     pending_passages: progress.pending_passages,
                     pending_objects: progress.pending_objects,
                     passages_per_second: (status.passages_per_second * 10.0).round() / 10.0,
+                    set_aside_objects: status.set_aside,
                     error: status.error,
                 }
             }),

@@ -72,7 +72,7 @@ impl Embedder for Pocket {
 
 /// An OpenAI-compatible embeddings endpoint (`{"model", "input": [..]}` →
 /// `{"data": [{"index", "embedding"}]}`) that the deployment runs itself. Its identity is the
-/// model name and the URL; the vectors are normalised here. Called from blocking threads of the
+/// model name (the endpoint may move without re-embedding); the vectors are normalised here. Called from blocking threads of the
 /// server's runtime.
 pub struct OpenAiCompatible {
     url: String,
@@ -99,8 +99,7 @@ impl OpenAiCompatible {
         Ok(Self {
             url: url.to_owned(),
             model: model.to_owned(),
-            identity: serde_json::json!({"kind": "openai-compatible", "url": url, "model": model})
-                .to_string(),
+            identity: serde_json::json!({"kind": "openai-compatible", "model": model}).to_string(),
             width: std::sync::OnceLock::new(),
             client,
         })

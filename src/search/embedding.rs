@@ -33,6 +33,9 @@ pub struct EmbeddingStatus {
     pub passages_per_second: f64,
     /// Passages embedded since start.
     pub embedded_since_start: u64,
+    /// Objects set aside since start because their passages could not be embedded (tried
+    /// again at the next start).
+    pub set_aside: u64,
     pub error: Option<String>,
 }
 
@@ -104,7 +107,11 @@ impl EmbeddingWorker {
             (batch, vectors)
         })
         .await?;
-        let vectors = vectors?;
+        let (batch, vectors) = match vectors {
+            Ok(vectors) => (batch, vectors),
+            Err(error) if batch.len() > 1 => self.one_by_one(batch, error).await?,
+            Err(error) => return Err(error.into()),
+        };
         let passages: u64 = vectors
             .iter()
             .flat_map(|chunks| chunks.iter().map(|c| c.len() as u64))
@@ -131,13 +138,58 @@ impl EmbeddingWorker {
     }
 }
 
+impl EmbeddingWorker {
+    /// After a failed batch, each object alone: those that fail while others succeed are set
+    /// aside until the next start (logged and counted), so one text the embedder cannot take
+    /// does not stop the rest. If every object fails, the embedder is at fault: the batch's
+    /// error is returned and the batch retried later.
+    async fn one_by_one(
+        &self,
+        batch: Vec<PendingObject>,
+        error: EmbedError,
+    ) -> Result<(Vec<PendingObject>, Vec<Embeddings>), EmbeddingError> {
+        let embedder = self.embedder.clone();
+        let outcomes = blocking(move || {
+            batch
+                .into_iter()
+                .map(|object| {
+                    let vectors = embed_objects(&*embedder, std::slice::from_ref(&object));
+                    (object, vectors.map(|mut v| v.remove(0)))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        if outcomes.iter().all(|(_, v)| v.is_err()) {
+            return Err(error.into());
+        }
+        let mut kept = (Vec::new(), Vec::new());
+        for (object, vectors) in outcomes {
+            match vectors {
+                Ok(vectors) => {
+                    kept.0.push(object);
+                    kept.1.push(vectors);
+                }
+                Err(error) => {
+                    tracing::warn!(object_id = %object.object_id, %error, "object set aside: its passages could not be embedded");
+                    self.index.set_aside(&object.object_id);
+                    self.status.lock().expect("lock poisoned").set_aside += 1;
+                }
+            }
+        }
+        Ok(kept)
+    }
+}
+
+/// One object's vectors: per chunk, per passage.
+type Embeddings = Vec<Vec<Vec<f32>>>;
+
 /// Every passage of every object, embedded on as many threads as there are cores: per object,
 /// per chunk, the vectors in passage order. A passage after the object's heading is embedded
 /// with the heading before it ([`heading`]).
 fn embed_objects(
     embedder: &dyn Embedder,
     objects: &[PendingObject],
-) -> Result<Vec<Vec<Vec<Vec<f32>>>>, EmbedError> {
+) -> Result<Vec<Embeddings>, EmbedError> {
     let mut owned: Vec<String> = Vec::new();
     for object in objects {
         let heading = heading(object);

@@ -664,6 +664,15 @@ impl SearchIndex {
         doc
     }
 
+    /// Stops waiting for an object's vectors until the index is next opened (its passages could
+    /// not be embedded); the lexical leg still serves it.
+    pub fn set_aside(&self, object_id: &str) {
+        let mut state = self.dense.write().expect("lock poisoned");
+        if let Some(n) = state.pending.remove(object_id) {
+            state.pending_passages -= n;
+        }
+    }
+
     /// The dense leg's progress.
     pub fn dense_progress(&self) -> DenseProgress {
         let state = self.dense.read().expect("lock poisoned");

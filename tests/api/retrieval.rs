@@ -363,7 +363,7 @@ async fn vectors_survive_a_restart_and_another_embedder_embeds_again() {
 }
 
 /// An OpenAI-compatible embeddings endpoint on a random port, answering with the bundled
-/// encoder; `calls` counts the texts it embedded.
+/// encoder; `calls` counts the texts it embedded. A request holding the word POISON fails (500).
 async fn embeddings_endpoint(calls: Arc<AtomicUsize>) -> String {
     use axum::routing::post;
     let encoder = Arc::new(ipto::search::embed::Pocket::new().unwrap());
@@ -380,6 +380,9 @@ async fn embeddings_endpoint(calls: Arc<AtomicUsize>) -> String {
                     .iter()
                     .map(|t| t.as_str().unwrap().to_owned())
                     .collect();
+                if texts.iter().any(|t| t.contains("POISON")) {
+                    return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                }
                 calls.fetch_add(texts.len(), Ordering::SeqCst);
                 let vectors = tokio::task::spawn_blocking(move || {
                     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -392,7 +395,7 @@ async fn embeddings_endpoint(calls: Arc<AtomicUsize>) -> String {
                     .enumerate()
                     .map(|(i, v)| json!({"index": i, "embedding": v}))
                     .collect();
-                axum::Json(json!({"data": data}))
+                Ok(axum::Json(json!({"data": data})))
             }
         }),
     );
@@ -498,5 +501,66 @@ async fn without_an_embedder_hybrid_is_its_lexical_leg_and_dense_is_refused() {
     assert!(refused.body["error"]["details"]["fields"]["retrieval_mode"].is_string());
     let health = app.get("/health", None).await.expect(200);
     assert!(health.data()["projections"]["search"]["dense"].is_null());
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn an_object_the_embedder_refuses_is_set_aside_and_the_others_are_embedded() {
+    let fresh = fresh().await;
+    let mut config = config(&fresh);
+    config.embedder = format!(
+        "openai:{}#pocket-as-a-service",
+        embeddings_endpoint(Arc::default()).await
+    );
+    let (app, admin) = spawn_with_admin(config).await;
+    let (seller, _, tenant) = app.signup(&email()).await;
+    let dataset = app
+        .dataset(&seller, json!({"name": "Notes", "visibility": "listed"}))
+        .await;
+    let mut objects = Vec::new();
+    for (i, text) in [PORT_DELAYS, "A POISON pill for the embedder.", BREAD]
+        .iter()
+        .enumerate()
+    {
+        let upload = json!({"filename": format!("n-{i}.txt"), "content_type": "text/plain"});
+        objects.push(
+            publish(
+                &app,
+                &seller,
+                &tenant,
+                Some(&admin),
+                &dataset,
+                upload,
+                text.as_bytes(),
+            )
+            .await,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dense = loop {
+        let health = app.get("/health", None).await.expect(200);
+        let dense = health.data()["projections"]["search"]["dense"].clone();
+        if dense["pending_objects"] == 0 {
+            break dense;
+        }
+        assert!(Instant::now() < deadline, "still waiting: {dense}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dense["embedded_passages"], 2, "{dense}");
+    assert_eq!(dense["set_aside_objects"], 1, "{dense}");
+    // The refused object is still found by its words; the others by their meaning.
+    let (buyer, _, _) = app.signup(&email()).await;
+    assert_eq!(
+        ids(&search(&app, &buyer, "poison", Some("lexical")).await),
+        [objects[1].clone()]
+    );
+    let found = search(
+        &app,
+        &buyer,
+        "why do cargo ships get held up at the harbour",
+        Some("dense"),
+    )
+    .await;
+    assert_eq!(ids(&found), [objects[0].clone(), objects[2].clone()]);
     app.finish().await;
 }
