@@ -181,8 +181,9 @@ pub struct Config {
     /// Address space, in MiB, of the process that extracts one PDF's text.
     #[arg(long, env = "IPTO_PDF_MEMORY_MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(64..=65536), global = true)]
     pub pdf_memory_mb: u64,
-    /// The dense leg's embedder: `pocket` (the bundled sentence encoder), `none` (lexical only),
-    /// or `openai:URL#MODEL` (an OpenAI-compatible embeddings endpoint the deployment runs).
+    /// The dense leg's embedder: `pocket` (the bundled sentence encoder on 8-bit integers),
+    /// `pocket-f32` (the same weights in f32, the reference), `none` (lexical only), or
+    /// `openai:URL#MODEL` (an OpenAI-compatible embeddings endpoint the deployment runs).
     #[arg(long, env = "IPTO_EMBEDDER", default_value = "pocket", global = true)]
     pub embedder: String,
     /// The program run as `PROGRAM extract-pdf` to read PDFs (default: this executable).

@@ -176,6 +176,37 @@ pub async fn seed(
     }
 }
 
+/// Waits until the embedding worker has embedded every passage of the index (from `/metrics`),
+/// at most `limit`; the passages embedded and the seconds waited.
+pub async fn embedded(api: &Api, limit: Duration) -> Result<(u64, f64), String> {
+    let started = Instant::now();
+    let mut reported = Instant::now();
+    loop {
+        let text = api.text("/metrics").await?;
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        let pending = gauge("ipto_search_dense_pending_passages ")
+            .ok_or("/metrics has no ipto_search_dense_pending_passages")?;
+        let done = gauge("ipto_search_dense_passages ").unwrap_or(0);
+        if pending == 0 {
+            return Ok((done, started.elapsed().as_secs_f64()));
+        }
+        if started.elapsed() > limit {
+            return Err(format!(
+                "{pending} passages still not embedded after {} s",
+                limit.as_secs()
+            ));
+        }
+        if reported.elapsed() > Duration::from_secs(60) {
+            eprintln!("  embedding: {done} passages embedded, {pending} waiting");
+            reported = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The index's document count once the search index has caught up with the log (from
 /// `/metrics`).
 async fn settled_documents(api: &Api) -> Result<u64, String> {

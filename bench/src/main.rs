@@ -48,12 +48,16 @@ struct Settings {
     postgres: String,
     events: u64,
     search_chunks: u64,
+    /// `IPTO_BENCH_DENSE_WAIT_SECONDS`: how long the search slot waits for every passage to be
+    /// embedded.
+    dense_wait: Duration,
     timing: Timing,
     sellers: usize,
     buyers: usize,
     out: PathBuf,
     bin: PathBuf,
-    /// `IPTO_BENCH_ONLY`: the one slot to run (`quality`), or every slot.
+    /// `IPTO_BENCH_ONLY`: the one slot to run (`quality`, or `search` on each store), or every
+    /// slot.
     only: Option<String>,
     /// The SMART-format collection the quality slot measures.
     quality_dir: PathBuf,
@@ -84,6 +88,7 @@ impl Settings {
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into()),
             events: number("IPTO_BENCH_EVENTS", 1_000_000),
             search_chunks: number("IPTO_BENCH_SEARCH_CHUNKS", 100_000),
+            dense_wait: Duration::from_secs(number("IPTO_BENCH_DENSE_WAIT_SECONDS", 3600)),
             timing: Timing {
                 warmup: Duration::from_millis(number("IPTO_BENCH_WARMUP_MS", 1000)),
                 measure: Duration::from_secs(number("IPTO_BENCH_SECONDS", 5)),
@@ -155,9 +160,9 @@ async fn run() {
         settings.bin.display()
     );
     match settings.only.as_deref() {
-        None | Some("quality") => {}
+        None | Some("quality") | Some("search") => {}
         Some(other) => {
-            panic!("unknown IPTO_BENCH_ONLY={other}: the one slot it selects is quality")
+            panic!("unknown IPTO_BENCH_ONLY={other}: the slots it selects are quality and search")
         }
     }
     let root = std::env::temp_dir().join(format!("ipto-bench-{}", std::process::id()));
@@ -168,6 +173,16 @@ async fn run() {
     } else {
         settings.stores.clone()
     };
+    if settings.only.as_deref() == Some("search") {
+        for store in settings.stores.clone() {
+            eprintln!("== {store}: search");
+            let postgres = (store == "postgres").then_some(settings.postgres.as_str());
+            match bench_search(&store, postgres, &settings, &root).await {
+                Ok(mut f) => figures.append(&mut f),
+                Err(error) => eprintln!("{store}: search skipped: {error}"),
+            }
+        }
+    }
     for store in stores {
         eprintln!("== {store}");
         let postgres = match store.as_str() {
@@ -186,9 +201,11 @@ async fn run() {
         bin: &settings.bin,
         root: &root,
     };
-    match quality::bench(quality).await {
-        Ok(mut f) => figures.append(&mut f),
-        Err(error) => eprintln!("quality: skipped: {error}"),
+    if settings.only.as_deref() != Some("search") {
+        match quality::bench(quality).await {
+            Ok(mut f) => figures.append(&mut f),
+            Err(error) => eprintln!("quality: skipped: {error}"),
+        }
     }
     let _ = std::fs::remove_dir_all(&root);
 
@@ -750,12 +767,30 @@ async fn bench_search(
                 })
                 .collect::<Vec<_>>(),
         );
+        let seeding = Instant::now();
         let (chunks, _) = corpus::seed(&api, &admin, shelves, settings.search_chunks).await?;
-        Ok::<_, String>((chunks, buyer))
+        let seeded = seeding.elapsed().as_secs_f64();
+        let (passages, waited) = corpus::embedded(&api, settings.dense_wait).await?;
+        let rate = passages as f64 / (seeded + waited);
+        eprintln!(
+            "  dense leg: {passages} passages embedded {waited:.0} s after seeding ({seeded:.0} s); {rate:.0} passages/s from the first upload"
+        );
+        let embedding = Figure::new(store, "search", "embedding: passages/s", "passages/s", true)
+            .value(rate)
+            .note(format!(
+                "{passages} passages of {chunks} chunks, from the first upload until none waits (uploads and indexing running alongside)"
+            ))
+            .target(Target::AtLeast { value: 200.0 });
+        Ok::<_, String>((chunks, buyer, embedding))
     }
     .await;
     let mut figures = match seeded {
-        Ok((chunks, buyer)) => search(store, &api, &buyer.token, settings.timing, chunks).await,
+        Ok((chunks, buyer, embedding)) => {
+            let mut figures = vec![embedding];
+            figures.extend(search(store, &api, &buyer.token, settings.timing, chunks).await);
+            figures.extend(search_modes(store, &api, &buyer.token, settings.timing, chunks).await);
+            figures
+        }
         Err(e) => {
             served.stop();
             scratch.remove().await;
@@ -846,6 +881,65 @@ async fn search(store: &str, api: &Api, token: &str, timing: Timing, chunks: u64
         if m.errors > 0 {
             eprintln!(
                 "  search: {} errors, first: {}",
+                m.errors,
+                m.first_error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    figures
+}
+
+/// Each retrieval mode alone, at one client, once every passage is embedded: the time one
+/// search takes (`hybrid` is judged against 50 ms).
+async fn search_modes(
+    store: &str,
+    api: &Api,
+    token: &str,
+    timing: Timing,
+    chunks: u64,
+) -> Vec<Figure> {
+    let queries = Arc::new(corpus::queries());
+    let mut figures = Vec::new();
+    for mode in ["lexical", "dense", "hybrid"] {
+        let (api, token, queries) = (api.clone(), token.to_owned(), queries.clone());
+        let op: Op = Arc::new(move |worker, i| {
+            let (api, token, queries) = (api.clone(), token.clone(), queries.clone());
+            Box::pin(async move {
+                let query = &queries[(worker + i as usize) % queries.len()];
+                let found = api
+                    .post(
+                        "/v1/search",
+                        Some(&token),
+                        json!({"query": query, "retrieval_mode": mode}),
+                    )
+                    .await?;
+                match found["results"].as_array() {
+                    Some(results) if !results.is_empty() => Ok(()),
+                    _ => Err(format!("no {mode} results for {query}")),
+                }
+            })
+        });
+        let m = load::run(1, timing, op).await;
+        eprintln!("  search {mode}, 1 client: {}", line(&m));
+        let note =
+            format!("retrieval_mode {mode}, index of {chunks} chunks, every passage embedded");
+        let name = |what: &str| format!("search {mode}, 1 client: {what}");
+        figures.push(
+            Figure::new(store, "search", &name("p50"), "ms", false)
+                .value(m.p50_ms)
+                .note(note.clone()),
+        );
+        let p99 = Figure::new(store, "search", &name("p99"), "ms", false)
+            .value(m.p99_ms)
+            .note(note);
+        figures.push(if mode == "hybrid" {
+            p99.target(Target::AtMost { value: 50.0 })
+        } else {
+            p99
+        });
+        if m.errors > 0 {
+            eprintln!(
+                "  search {mode}: {} errors, first: {}",
                 m.errors,
                 m.first_error.as_deref().unwrap_or("")
             );

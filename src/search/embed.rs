@@ -1,7 +1,9 @@
 //! The dense leg's embedders: text in, unit-length vectors out. The seam is [`Embedder`]; the
-//! default is the bundled `pocket-encoder` (paraphrase-MiniLM-L3-v2, 384 dimensions, CPU only, no
-//! download); a deployment may instead name an OpenAI-compatible embeddings endpoint it runs
-//! itself, or switch the dense leg off. Chosen by `IPTO_EMBEDDER`.
+//! default is the bundled encoder (paraphrase-MiniLM-L3-v2 as `pocket-encoder` ships it, 384
+//! dimensions, CPU only, no download) run on 8-bit integers by the `encoder` crate; `pocket-f32`
+//! runs the same weights in `pocket-encoder`'s own f32 code (the reference, about 3× slower); a
+//! deployment may instead name an OpenAI-compatible embeddings endpoint it runs itself, or switch
+//! the dense leg off. Chosen by `IPTO_EMBEDDER`.
 //!
 //! Every embedder has an [`Embedder::identity`]: the vectors of one identity are never compared
 //! with another's, and the index re-embeds everything when the configured identity changes.
@@ -21,33 +23,72 @@ pub trait Embedder: Send + Sync {
     /// Everything that decides the coordinates (model, revision, preprocessing), as one string:
     /// stored with the vectors, compared for exact equality.
     fn identity(&self) -> &str;
+    /// Whether one call already uses every core (else callers spread calls over threads).
+    fn parallel(&self) -> bool {
+        false
+    }
     /// One unit-length vector per text, in order. Texts are non-empty.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
 
-/// The embedder a configuration names: `pocket` (the default), `none`, or
+/// The embedder a configuration names: `pocket` (the default), `pocket-f32`, `none`, or
 /// `openai:{url}#{model}` for an OpenAI-compatible `POST {url}` embeddings endpoint.
 pub fn from_setting(setting: &str) -> Result<Option<Arc<dyn Embedder>>, EmbedError> {
     let setting = setting.trim();
     match setting {
         "" | "pocket" => Ok(Some(Arc::new(Pocket::new()?))),
+        "pocket-f32" => Ok(Some(Arc::new(PocketF32::new()?))),
         "none" => Ok(None),
         other => match other.strip_prefix("openai:") {
             Some(rest) => Ok(Some(Arc::new(OpenAiCompatible::new(rest)?))),
             None => Err(EmbedError::Failed(format!(
-                "unknown embedder {other:?}: expected pocket, none or openai:URL#MODEL"
+                "unknown embedder {other:?}: expected pocket, pocket-f32, none or openai:URL#MODEL"
             ))),
         },
     }
 }
 
-/// The bundled sentence encoder.
+/// The bundled sentence encoder on 8-bit integers (the default).
 pub struct Pocket {
-    encoder: pocket_encoder::Encoder,
+    encoder: encoder::Encoder,
     identity: String,
 }
 
 impl Pocket {
+    /// Loads the compiled-in weights (once per process).
+    pub fn new() -> Result<Self, EmbedError> {
+        let encoder = encoder::Encoder::new().map_err(|e| EmbedError::Failed(e.to_string()))?;
+        Ok(Self {
+            encoder,
+            identity: encoder::Encoder::identity(),
+        })
+    }
+}
+
+impl Embedder for Pocket {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Already spread over every core.
+    fn parallel(&self) -> bool {
+        true
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.encoder
+            .embed(texts)
+            .map_err(|e| EmbedError::Failed(e.to_string()))
+    }
+}
+
+/// The bundled sentence encoder in `pocket-encoder`'s own f32 code, one text at a time.
+pub struct PocketF32 {
+    encoder: pocket_encoder::Encoder,
+    identity: String,
+}
+
+impl PocketF32 {
     /// Loads the compiled-in weights (once per process).
     pub fn new() -> Result<Self, EmbedError> {
         let encoder =
@@ -58,7 +99,7 @@ impl Pocket {
     }
 }
 
-impl Embedder for Pocket {
+impl Embedder for PocketF32 {
     fn identity(&self) -> &str {
         &self.identity
     }

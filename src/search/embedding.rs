@@ -14,8 +14,11 @@ use super::index::{IndexError, PendingObject, SearchIndex};
 
 /// Passages embedded per commit.
 const BATCH_PASSAGES: u64 = 256;
-/// Passages per call of the embedder.
+/// Passages per call of an embedder that runs on one thread per call.
 const CALL_PASSAGES: usize = 32;
+/// Passages per call of an embedder that spreads each call over the cores itself: its matrix
+/// products grow with the batch.
+const PARALLEL_CALL_PASSAGES: usize = 512;
 
 /// Why a batch could not be embedded.
 #[derive(Debug, thiserror::Error)]
@@ -216,12 +219,20 @@ fn embed_objects(
         .collect())
 }
 
-/// One vector per text, in order, embedded on as many threads as there are cores (at most 8),
-/// [`CALL_PASSAGES`] texts per call of the embedder.
+/// One vector per text, in order: in calls of [`PARALLEL_CALL_PASSAGES`] to an embedder that
+/// spreads them over the cores itself, else on as many threads as there are cores (at most 8),
+/// [`CALL_PASSAGES`] texts per call.
 pub fn embed_parallel(
     embedder: &dyn Embedder,
     texts: &[&str],
 ) -> Result<Vec<Vec<f32>>, EmbedError> {
+    if embedder.parallel() {
+        let mut flat = Vec::with_capacity(texts.len());
+        for call in texts.chunks(PARALLEL_CALL_PASSAGES) {
+            flat.extend(embedder.embed(call)?);
+        }
+        return checked(flat, texts.len());
+    }
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
@@ -252,7 +263,11 @@ pub fn embed_parallel(
         }
         Ok::<_, EmbedError>(flat)
     })?;
-    if flat.len() != texts.len() {
+    checked(flat, texts.len())
+}
+
+fn checked(flat: Vec<Vec<f32>>, expected: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+    if flat.len() != expected {
         return Err(EmbedError::Failed("fewer vectors than passages".into()));
     }
     Ok(flat)
