@@ -275,6 +275,11 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_spend_limit_is_a_trillion_dollars() {
+        assert_eq!(MAX_SPEND_LIMIT_MICROS, 1_000_000_000_000_000_000);
+    }
+
+    #[test]
     fn months_are_utc_calendar_months_of_one_key() {
         let key = ApiKeyId::generate();
         let at = |s: &str| crate::timestamp::parse(s).unwrap();
