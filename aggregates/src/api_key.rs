@@ -462,6 +462,32 @@ mod tests {
     }
 
     #[test]
+    fn each_widening_says_what_the_caller_cannot_pass_on() {
+        // The 403's message, capitalised by the HTTP layer.
+        for (widening, reason) in [
+            (
+                Widening::Scope(Scope::BillingRead),
+                "a key cannot hold billing:read, which the caller lacks",
+            ),
+            (
+                Widening::AccessMode,
+                "an allow_list key can only create allow_list keys",
+            ),
+            (
+                Widening::Expiry,
+                "a key cannot outlive the key that creates it",
+            ),
+            (
+                Widening::Dataset,
+                "an allow_list key can only grant datasets granted to it",
+            ),
+            (Widening::OwnGrant, "a key cannot grant datasets to itself"),
+        ] {
+            assert_eq!(ApiKeyError::Wider(widening).to_string(), reason);
+        }
+    }
+
+    #[test]
     fn a_key_never_grants_to_itself() {
         let events = created();
         let ApiKeyEvent::ApiKeyCreated(own) = &events[0] else {

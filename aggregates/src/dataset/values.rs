@@ -102,6 +102,10 @@ mod tests {
 
     #[test]
     fn names_and_descriptions_are_bounded() {
+        assert_eq!(
+            DatasetName::parse(" AP Invoices ").unwrap().as_str(),
+            "AP Invoices"
+        );
         assert!(DatasetName::parse(&"x".repeat(200)).is_ok());
         assert!(DatasetName::parse(&"x".repeat(201)).is_err());
         assert!(DatasetName::parse("  ").is_err());
