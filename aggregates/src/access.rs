@@ -169,6 +169,21 @@ mod tests {
     }
 
     #[test]
+    fn roles_serialize_as_their_wire_names() {
+        for (role, name) in [
+            (Role::Owner, "owner"),
+            (Role::Admin, "admin"),
+            (Role::SellerManager, "seller_manager"),
+            (Role::BuyerManager, "buyer_manager"),
+            (Role::Operator, "operator"),
+            (Role::Viewer, "viewer"),
+        ] {
+            assert_eq!(role.as_str(), name);
+            assert_eq!(serde_json::to_value(role).unwrap(), name);
+        }
+    }
+
+    #[test]
     fn scopes_round_trip_through_their_names() {
         for scope in Scope::ALL {
             assert_eq!(Scope::parse(scope.as_str()), Some(scope));

@@ -317,6 +317,42 @@ mod tests {
     }
 
     #[test]
+    fn the_state_knows_the_profile_revocation_and_grants() {
+        let p = profile(vec![Scope::SearchQuery]);
+        let (kept, removed) = (GrantId::generate(), GrantId::generate());
+        let (dataset, other) = (DatasetId::generate(), DatasetId::generate());
+        let mut key = ApiKey::default();
+        assert_eq!(key.profile(), None);
+        for event in [
+            ApiKeyEvent::ApiKeyCreated(p.clone()),
+            ApiKeyEvent::ApiKeyGrantAdded {
+                grant_id: kept.clone(),
+                dataset_id: dataset.clone(),
+            },
+            ApiKeyEvent::ApiKeyGrantAdded {
+                grant_id: removed.clone(),
+                dataset_id: other.clone(),
+            },
+            ApiKeyEvent::ApiKeyGrantRemoved {
+                grant_id: removed,
+                dataset_id: other.clone(),
+            },
+        ] {
+            key.apply(event);
+        }
+        assert_eq!(key.profile(), Some(&p));
+        assert_eq!(key.revoked_at(), None);
+        assert_eq!(
+            key.grants(),
+            &BTreeMap::from([(kept.clone(), dataset.clone())])
+        );
+        assert_eq!(key.grant_for(&dataset), Some(&kept));
+        assert_eq!(key.grant_for(&other), None);
+        key.apply(ApiKeyEvent::ApiKeyRevoked { revoked_at: at() });
+        assert_eq!(key.revoked_at(), Some(at()));
+    }
+
+    #[test]
     fn commands_on_an_unknown_key_are_not_found() {
         KeyTest::with(())
             .given_no_previous_events()
@@ -422,6 +458,32 @@ mod tests {
                     issuer: parent.clone(),
                 })
                 .then_expect_events(vec![ApiKeyEvent::ApiKeyCreated(child)]);
+        }
+    }
+
+    #[test]
+    fn each_widening_says_what_the_caller_cannot_pass_on() {
+        // The 403's message, capitalised by the HTTP layer.
+        for (widening, reason) in [
+            (
+                Widening::Scope(Scope::BillingRead),
+                "a key cannot hold billing:read, which the caller lacks",
+            ),
+            (
+                Widening::AccessMode,
+                "an allow_list key can only create allow_list keys",
+            ),
+            (
+                Widening::Expiry,
+                "a key cannot outlive the key that creates it",
+            ),
+            (
+                Widening::Dataset,
+                "an allow_list key can only grant datasets granted to it",
+            ),
+            (Widening::OwnGrant, "a key cannot grant datasets to itself"),
+        ] {
+            assert_eq!(ApiKeyError::Wider(widening).to_string(), reason);
         }
     }
 

@@ -102,6 +102,25 @@ mod tests {
         assert_eq!(Email::parse(&raw), Err(EmailError::TooLong));
     }
 
+    #[test]
+    fn two_hundred_and_fifty_four_characters_are_the_most() {
+        // `@example.com` is 12 characters; the limit counts after trimming and lowercasing.
+        let longest = format!("{}@example.com", "é".repeat(242));
+        assert_eq!(
+            Email::parse(&format!(" {longest} ")).unwrap().as_str(),
+            longest
+        );
+        let over = format!("{}@example.com", "é".repeat(243));
+        assert_eq!(Email::parse(&over), Err(EmailError::TooLong));
+    }
+
+    #[test]
+    fn an_address_displays_as_its_normal_form() {
+        let email = Email::parse(" Ann@Example.com").unwrap();
+        assert_eq!(email.to_string(), "ann@example.com");
+        assert_eq!(serde_json::to_value(&email).unwrap(), "ann@example.com");
+    }
+
     proptest! {
         #[test]
         fn parsing_is_idempotent(local in "[a-zA-Z0-9._%+-]{1,30}", domain in "[a-zA-Z0-9-]{1,20}", tld in "[a-zA-Z]{2,6}") {

@@ -95,6 +95,15 @@ mod tests {
     }
 
     #[test]
+    fn the_state_knows_the_signup_holding_the_address() {
+        let signup = signup();
+        let mut reservation = EmailReservation::default();
+        assert_eq!(reservation.signup(), None);
+        reservation.apply(EmailReservationEvent::EmailReserved(signup.clone()));
+        assert_eq!(reservation.signup(), Some(&signup));
+    }
+
+    #[test]
     fn reserving_a_taken_address_is_refused() {
         TestFramework::<EmailReservation>::with(())
             .given(vec![EmailReservationEvent::EmailReserved(signup())])

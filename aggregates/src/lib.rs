@@ -56,4 +56,27 @@ pub mod timestamp {
             .ok()
             .map(|t| t.with_timezone(&Utc))
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[test]
+        fn instants_print_in_utc_with_microseconds() {
+            let at = parse("2026-12-31T23:30:00.5-01:00").unwrap();
+            assert_eq!(format(at), "2027-01-01T00:30:00.500000Z");
+            assert_eq!(parse("2027-01-01T00:30:00.5Z"), Some(at));
+            assert_eq!(parse("2027-01-01 00:30"), None);
+        }
+
+        proptest! {
+            #[test]
+            fn text_order_is_time_order(a in 0i64..=253_402_300_799_999_999, b in 0i64..=253_402_300_799_999_999) {
+                let (a, b) = (DateTime::from_timestamp_micros(a).unwrap(), DateTime::from_timestamp_micros(b).unwrap());
+                prop_assert_eq!(format(a).cmp(&format(b)), a.cmp(&b));
+                prop_assert_eq!(parse(&format(a)), Some(a));
+            }
+        }
+    }
 }

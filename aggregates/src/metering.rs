@@ -198,6 +198,36 @@ mod tests {
     }
 
     #[test]
+    fn a_charge_is_recordable_exactly_within_its_bounds() {
+        for (amount, bps) in [(0, 0), (0, 10_000), (MAX_CHARGE_MICROS, 0), (1, 2000)] {
+            assert_eq!(charge(amount, bps).check(), Ok(()), "{amount} at {bps}");
+        }
+        for (amount, bps) in [(-1, 0), (-1, 2000), (0, 10_001), (1, u32::MAX)] {
+            assert_eq!(
+                charge(amount, bps).check(),
+                Err(ChargeError::Invalid),
+                "{amount} at {bps}"
+            );
+        }
+        for amount in [MAX_CHARGE_MICROS + 1, i64::MAX] {
+            assert_eq!(
+                charge(amount, 10_000).check(),
+                Err(ChargeError::TooLarge),
+                "{amount}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_free_download_at_the_highest_fee_rate_is_recorded() {
+        let c = charge(0, 10_000);
+        TestFramework::<Download>::with(())
+            .given_no_previous_events()
+            .when(DownloadCommand::Charge(c.clone()))
+            .then_expect_events(vec![DownloadEvent::DownloadCharged(c)]);
+    }
+
+    #[test]
     fn a_download_costs_ten_results() {
         assert_eq!(download_price_micros(50_000), Some(500_000));
         assert_eq!(download_price_micros(1), Some(10));
@@ -210,5 +240,6 @@ mod tests {
             charge(MAX_CHARGE_MICROS, 10_000).fee_basis(),
             100_000_000_000_000_000
         );
+        assert_eq!(charge(500_000, 2000).fee_basis(), 1_000_000_000);
     }
 }

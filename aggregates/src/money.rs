@@ -351,6 +351,8 @@ mod tests {
 
     #[test]
     fn amounts_print_in_plain_notation() {
+        assert_eq!(format_micros(0), "0");
+        assert_eq!(format_micros(-1), "-0.000001");
         assert_eq!(format_micros(50_000), "0.05");
         assert_eq!(format_micros(2 * MICROS), "2");
         assert_eq!(format_micros(1), "0.000001");
@@ -486,6 +488,17 @@ mod tests {
                 .unwrap()
                 .micros(),
             1
+        );
+        assert_eq!(
+            Amount::from_json(&serde_json::json!("2.5"), max)
+                .unwrap()
+                .micros(),
+            2_500_000
+        );
+        assert_eq!(
+            Amount::from_json(&serde_json::json!("1e3"), max),
+            Err(AmountError::Malformed),
+            "strings follow the strict pattern"
         );
         assert_eq!(
             Amount::from_json(&serde_json::json!(true), max),

@@ -681,6 +681,19 @@ mod tests {
         assert_eq!(object.review_state(), Some(Approved));
         assert_eq!(object.review_note(), None);
         assert_eq!(object.rejection_reason(), None);
+
+        let (d, mut events) = history(Staged);
+        events.push(ObjectEvent::ObjectApproved {
+            dataset_id: d.dataset_id,
+            tenant_id: d.tenant_id,
+            size_bytes: 11,
+            note: Some("legible".into()),
+            reviewed_at: at(30),
+        });
+        let mut object = Object::default();
+        events.into_iter().for_each(|e| object.apply(e));
+        assert_eq!(object.review_note(), Some("legible"));
+        assert_eq!(object.reviewed_at(), Some(at(30)));
     }
 
     #[test]

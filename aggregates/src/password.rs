@@ -48,7 +48,24 @@ mod tests {
     #[test]
     fn debug_output_hides_the_secret() {
         let password = Password::parse("correct horse").unwrap();
-        assert!(!format!("{password:?}").contains("horse"));
+        assert_eq!(format!("{password:?}"), "Password(<redacted>)");
+    }
+
+    #[test]
+    fn seven_characters_are_too_short_and_eight_are_enough() {
+        assert_eq!(Password::parse(""), Err(PasswordError::TooShort));
+        assert_eq!(Password::parse("1234567"), Err(PasswordError::TooShort));
+        assert_eq!(Password::parse("12345678").unwrap().expose(), "12345678");
+    }
+
+    #[test]
+    fn a_hundred_and_twenty_eight_characters_are_the_most() {
+        let longest = "é".repeat(128);
+        assert_eq!(Password::parse(&longest).unwrap().expose(), longest);
+        assert_eq!(
+            Password::parse(&"é".repeat(129)),
+            Err(PasswordError::TooLong)
+        );
     }
 
     proptest! {

@@ -195,6 +195,43 @@ mod tests {
     }
 
     #[test]
+    fn a_statement_can_be_paid_the_instant_its_period_ends() {
+        let end = at("2026-12-01T00:00:00Z");
+        TestFramework::<PayoutStatement>::with(())
+            .given_no_previous_events()
+            .when(PayoutCommand::MarkPaid {
+                period_end: end,
+                at: end,
+            })
+            .then_expect_events(vec![PayoutEvent::PayoutStatementPaid { paid_at: end }]);
+        TestFramework::<PayoutStatement>::with(())
+            .given_no_previous_events()
+            .when(PayoutCommand::MarkPaid {
+                period_end: end,
+                at: end - chrono::Duration::microseconds(1),
+            })
+            .then_expect_error(PayoutError::Open);
+    }
+
+    #[test]
+    fn a_paid_statement_stays_paid_whenever_it_is_asked_again() {
+        let end = at("2026-12-01T00:00:00Z");
+        for again in [
+            end - chrono::Duration::days(1),
+            end,
+            at("2027-03-01T00:00:00Z"),
+        ] {
+            TestFramework::<PayoutStatement>::with(())
+                .given(vec![PayoutEvent::PayoutStatementPaid { paid_at: end }])
+                .when(PayoutCommand::MarkPaid {
+                    period_end: end,
+                    at: again,
+                })
+                .then_expect_error(PayoutError::Paid);
+        }
+    }
+
+    #[test]
     fn months_are_utc_calendar_months() {
         let (start, end) = month_of(at("2026-12-31T23:59:59Z"));
         assert_eq!(
@@ -217,6 +254,45 @@ mod tests {
         assert!(a < statement_id("tnt_a", at("2026-12-01T00:00:00Z"), digest));
     }
 
+    fn sha256(bytes: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes).into()
+    }
+
+    #[test]
+    fn a_statement_id_is_the_period_start_then_a_hash_of_tenant_and_period() {
+        // Ids already stored by the read models must come out the same on every rebuild.
+        let start = at("2026-11-01T00:00:00Z");
+        let id = statement_id("tnt_a", start, sha256);
+        let bits = crate::ids::parse_prefixed("stmt", &id).unwrap();
+        assert_eq!(bits >> 80, 1_793_491_200_000, "milliseconds of 2026-11-01");
+        let hash = sha256(b"ipto.statement\ntnt_a\n1793491200");
+        let mut tail = [0u8; 16];
+        tail[6..].copy_from_slice(&hash[..10]);
+        assert_eq!(bits & ((1 << 80) - 1), u128::from_be_bytes(tail));
+    }
+
+    #[test]
+    fn earnings_are_gross_less_the_rounded_fee() {
+        // 12.5 USD at 20 % (basis 12_500_000 × 2000): fee 2.5, net 10.
+        assert_eq!(
+            Earnings::of(12_500_000, 25_000_000_000),
+            Earnings {
+                gross: 12_500_000,
+                fee: 2_500_000,
+                net: 10_000_000,
+            }
+        );
+        assert_eq!(
+            Earnings::of(0, 0),
+            Earnings {
+                gross: 0,
+                fee: 0,
+                net: 0
+            }
+        );
+    }
+
     #[test]
     fn fees_round_half_away_from_zero() {
         // 10 USD at 20% = 2 USD.
@@ -224,6 +300,53 @@ mod tests {
         // 0.000005 at 10% = 0.0000005 → 0.000001.
         assert_eq!(fee_micros(5 * 1000), 1);
         assert_eq!(fee_micros(4 * 1000), 0);
+    }
+}
+
+/// The period and id arithmetic against independent computations with `chrono`.
+#[cfg(test)]
+mod periods {
+    use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Instants from 1970 to 2400, as microseconds.
+    fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+        (0i64..13_569_465_600_000_000).prop_map(|us| DateTime::from_timestamp_micros(us).unwrap())
+    }
+
+    fn digest(bytes: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes).into()
+    }
+
+    proptest! {
+        #[test]
+        fn a_month_runs_from_its_first_day_to_the_next_months(at in instant()) {
+            let first = NaiveDate::from_ymd_opt(at.year(), at.month(), 1).unwrap();
+            let next = first.checked_add_months(Months::new(1)).unwrap();
+            let midnight = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap());
+            let (start, end) = month_of(at);
+            prop_assert_eq!((start, end), (midnight(first), midnight(next)));
+            prop_assert!(start <= at && at < end);
+            prop_assert_eq!(month_of(start), (start, end));
+            prop_assert_eq!(month_of(end).0, end);
+        }
+
+        #[test]
+        fn an_id_carries_its_period_start_in_milliseconds_and_sorts_by_it(
+            a in instant(),
+            b in instant(),
+            tenant in "tnt_[0-9a-z]{26}",
+        ) {
+            let (start_a, start_b) = (month_of(a).0, month_of(b).0);
+            let (id_a, id_b) = (statement_id(&tenant, start_a, digest), statement_id(&tenant, start_b, digest));
+            let bits = crate::ids::parse_prefixed("stmt", &id_a).unwrap();
+            prop_assert_eq!((bits >> 80) as i64, start_a.timestamp_millis());
+            prop_assert_eq!(id_a.cmp(&id_b), start_a.cmp(&start_b));
+            prop_assert_eq!(&id_a, &statement_id(&tenant, start_a, digest));
+        }
     }
 }
 

@@ -252,6 +252,31 @@ mod tests {
     }
 
     #[test]
+    fn a_record_sums_its_charges_and_names_the_datasets_that_answered() {
+        let (buyer, provider) = (TenantId::generate(), TenantId::generate());
+        let (a, b, own) = (
+            result(&buyer, &provider, Some(50_000)),
+            result(&buyer, &provider, Some(7)),
+            result(&buyer, &buyer, None),
+        );
+        // A second result from the first dataset.
+        let again = Retrieval {
+            object_id: ObjectId::generate(),
+            ..a.clone()
+        };
+        let r = record(&buyer, vec![b.clone(), own.clone(), a.clone(), again]);
+        assert_eq!(r.charged_micros(), 100_007);
+        let mut expected = vec![&a.dataset_id, &b.dataset_id, &own.dataset_id];
+        expected.sort();
+        assert_eq!(r.result_datasets(), expected);
+        assert_eq!(
+            record(&buyer, vec![]).result_datasets(),
+            Vec::<&DatasetId>::new()
+        );
+        assert_eq!(record(&buyer, vec![]).charged_micros(), 0);
+    }
+
+    #[test]
     fn a_search_with_no_results_is_still_recorded() {
         let r = record(&TenantId::generate(), vec![]);
         TestFramework::<Search>::with(())

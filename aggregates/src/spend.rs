@@ -245,6 +245,20 @@ mod tests {
     }
 
     #[test]
+    fn the_state_is_what_the_month_has_reserved() {
+        let mut spend = KeySpend::default();
+        assert_eq!(spend.spent_micros(), 0);
+        spend.apply(reserved("acc_1", 4_000_000, 4_000_000));
+        assert_eq!(spend.spent_micros(), 4_000_000);
+        spend.apply(SpendEvent::SpendReleased {
+            reservation_id: "acc_1".into(),
+            amount_micros: 1_500_000,
+            spent_micros: 2_500_000,
+        });
+        assert_eq!(spend.spent_micros(), 2_500_000);
+    }
+
+    #[test]
     fn a_release_gives_the_amount_back() {
         TestFramework::<KeySpend>::with(())
             .given(vec![reserved("acc_1", 3_000_000, 3_000_000)])
@@ -272,6 +286,11 @@ mod tests {
                 amount_micros: 2,
             })
             .then_expect_error(SpendError::InvalidAmount);
+    }
+
+    #[test]
+    fn the_largest_spend_limit_is_a_trillion_dollars() {
+        assert_eq!(MAX_SPEND_LIMIT_MICROS, 1_000_000_000_000_000_000);
     }
 
     #[test]

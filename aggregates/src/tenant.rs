@@ -99,6 +99,27 @@ mod tests {
     }
 
     #[test]
+    fn the_state_knows_the_name() {
+        let (_, name, event) = created();
+        let mut tenant = Tenant::default();
+        assert_eq!(tenant.name(), None);
+        tenant.apply(event);
+        assert_eq!(tenant.name(), Some(&name));
+    }
+
+    #[test]
+    fn creating_the_same_name_under_another_id_is_refused() {
+        let (_, name, event) = created();
+        TenantTest::with(())
+            .given(vec![event])
+            .when(TenantCommand::Create {
+                tenant_id: TenantId::generate(),
+                name,
+            })
+            .then_expect_error(TenantError::AlreadyExists);
+    }
+
+    #[test]
     fn creating_over_another_tenant_is_refused() {
         let (tenant_id, _, event) = created();
         TenantTest::with(())

@@ -77,6 +77,24 @@ mod tests {
         assert_eq!(DisplayName::parse(" \t "), Err(TextError::Empty));
     }
 
+    #[test]
+    fn a_hundred_characters_are_the_most() {
+        let longest = "é".repeat(100);
+        assert_eq!(DisplayName::parse(&longest).unwrap().as_str(), longest);
+        assert_eq!(
+            TenantName::parse(&format!(" {longest} ")).unwrap().as_str(),
+            longest
+        );
+        assert_eq!(
+            DisplayName::parse(&"é".repeat(101)),
+            Err(TextError::TooLong(100))
+        );
+        assert_eq!(
+            TenantName::parse(&"é".repeat(101)),
+            Err(TextError::TooLong(100))
+        );
+    }
+
     proptest! {
         #[test]
         fn lengths_count_scalar_values(n in 1usize..130) {

@@ -168,6 +168,24 @@ mod tests {
             .then_expect_events(vec![]);
     }
 
+    fn state_after(events: Vec<UserEvent>) -> User {
+        let mut user = User::default();
+        events.into_iter().for_each(|e| user.apply(e));
+        user
+    }
+
+    #[test]
+    fn the_state_knows_the_profile_and_whether_the_user_is_a_platform_admin() {
+        let profile = profile();
+        let registered = UserEvent::UserRegistered(profile.clone());
+        let user = state_after(vec![registered.clone(), UserEvent::UserLoggedIn {}]);
+        assert_eq!(user.profile(), Some(&profile));
+        assert!(!user.is_platform_admin());
+        let admin = state_after(vec![registered, UserEvent::PlatformAdminGranted {}]);
+        assert!(admin.is_platform_admin());
+        assert_eq!(User::default().profile(), None);
+    }
+
     #[test]
     fn commands_on_an_unregistered_user_are_refused() {
         UserTest::with(())

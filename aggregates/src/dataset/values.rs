@@ -102,10 +102,19 @@ mod tests {
 
     #[test]
     fn names_and_descriptions_are_bounded() {
+        assert_eq!(
+            DatasetName::parse(" AP Invoices ").unwrap().as_str(),
+            "AP Invoices"
+        );
         assert!(DatasetName::parse(&"x".repeat(200)).is_ok());
         assert!(DatasetName::parse(&"x".repeat(201)).is_err());
         assert!(DatasetName::parse("  ").is_err());
         assert!(Description::parse("").is_ok());
-        assert!(Description::parse(&"é".repeat(5001)).is_err());
+        let longest = "é".repeat(5000);
+        assert_eq!(Description::parse(&longest).unwrap().as_str(), longest);
+        assert_eq!(
+            Description::parse(&"é".repeat(5001)),
+            Err(TextError::TooLong(5000))
+        );
     }
 }

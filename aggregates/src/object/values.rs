@@ -238,6 +238,131 @@ mod tests {
         assert!(ObjectMetadata::parse(empty_key).is_err());
     }
 
+    #[test]
+    fn a_filename_has_one_to_255_characters() {
+        let longest = "é".repeat(255);
+        assert_eq!(Filename::parse(&longest).unwrap().as_str(), longest);
+        assert_eq!(
+            Filename::parse(&"é".repeat(256)),
+            Err(ObjectFieldError::Length(255))
+        );
+        assert_eq!(Filename::parse(""), Err(ObjectFieldError::Length(255)));
+        assert_eq!(Filename::parse("a").unwrap().as_str(), "a");
+        for dots in [".", ".."] {
+            assert_eq!(
+                Filename::parse(dots),
+                Err(ObjectFieldError::IllegalFilename)
+            );
+        }
+        assert_eq!(Filename::parse("...").unwrap().as_str(), "...");
+        assert_eq!(Filename::parse(" ~").unwrap().as_str(), " ~");
+    }
+
+    #[test]
+    fn a_media_type_has_at_most_255_characters_and_127_per_name() {
+        let longest = format!("{}/{}", "a".repeat(127), "b".repeat(127));
+        assert_eq!(ContentType::parse(&longest).unwrap().as_str(), longest);
+        let long_name = format!("{}/b", "a".repeat(128));
+        assert_eq!(
+            ContentType::parse(&long_name),
+            Err(ObjectFieldError::MediaType)
+        );
+        let long_subtype = format!("a/{}", "b".repeat(128));
+        assert_eq!(
+            ContentType::parse(&long_subtype),
+            Err(ObjectFieldError::MediaType)
+        );
+        // `text/plain; p=` is 14 characters.
+        let with_parameter = format!("text/plain; p={}", "v".repeat(241));
+        assert_eq!(
+            ContentType::parse(&format!(" {with_parameter} "))
+                .unwrap()
+                .as_str(),
+            with_parameter
+        );
+        let over = format!("text/plain; p={}", "v".repeat(242));
+        assert_eq!(ContentType::parse(&over), Err(ObjectFieldError::MediaType));
+    }
+
+    #[test]
+    fn media_type_parameters_need_a_name_and_a_printable_value() {
+        for good in ["text/plain;charset=utf-8", "text/plain ; a=1 ; b=\"x\""] {
+            assert_eq!(ContentType::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "text/plain; charset=",
+            "text/plain; charset= ",
+            "text/plain; =utf-8",
+            "text/plain; -x=1",
+            "text/plain; charset=ütf",
+            "text/plain; a=1; b",
+            "-text/plain",
+            "text/-plain",
+            "text/pl ain",
+            "text/plain/x",
+            "text/plain;",
+        ] {
+            assert_eq!(
+                ContentType::parse(bad),
+                Err(ObjectFieldError::MediaType),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_digest_has_exactly_64_hex_characters() {
+        let digest = "0123456789abcdefABCDEF".repeat(3)[..64].to_owned();
+        assert_eq!(
+            Sha256Hex::parse(&digest).unwrap().as_str(),
+            digest.to_lowercase()
+        );
+        assert_eq!(
+            Sha256Hex::parse(&"a".repeat(65)),
+            Err(ObjectFieldError::Sha256)
+        );
+        assert_eq!(Sha256Hex::parse(""), Err(ObjectFieldError::Sha256));
+        assert_eq!(
+            Sha256Hex::parse(&format!("{}g", "a".repeat(63))),
+            Err(ObjectFieldError::Sha256)
+        );
+    }
+
+    #[test]
+    fn metadata_holds_at_most_50_entries_with_keys_to_64_and_values_to_1024() {
+        let fifty: BTreeMap<_, _> = (0..50).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        assert_eq!(
+            ObjectMetadata::parse(fifty.clone()).unwrap().entries(),
+            &fifty
+        );
+        let widest = BTreeMap::from([
+            ("k".repeat(64), "é".repeat(1024)),
+            ("a".into(), String::new()),
+        ]);
+        assert_eq!(
+            ObjectMetadata::parse(widest.clone()).unwrap().entries(),
+            &widest
+        );
+        let long_key = BTreeMap::from([("é".repeat(65), "v".to_owned())]);
+        assert_eq!(
+            ObjectMetadata::parse(long_key),
+            Err((Some("é".repeat(65)), ObjectFieldError::MetadataKey))
+        );
+        let long_value = BTreeMap::from([("lang".to_owned(), "é".repeat(1025))]);
+        assert_eq!(
+            ObjectMetadata::parse(long_value),
+            Err((Some("lang".into()), ObjectFieldError::MetadataValue))
+        );
+        assert_eq!(
+            ObjectMetadata::parse(BTreeMap::from([(String::new(), "v".to_owned())])),
+            Err((Some(String::new()), ObjectFieldError::MetadataKey))
+        );
+        assert!(ObjectMetadata::parse(BTreeMap::new())
+            .unwrap()
+            .entries()
+            .is_empty());
+    }
+
     proptest! {
         #[test]
         fn parsing_never_panics(raw in "\\PC{0,300}") {
