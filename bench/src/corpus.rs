@@ -176,6 +176,13 @@ pub async fn seed(
     }
 }
 
+/// The value of the first `/metrics` line that starts with `name`.
+fn gauge(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+}
+
 /// Waits until the embedding worker has embedded every passage of the index (from `/metrics`),
 /// at most `limit`; the passages embedded and the seconds waited.
 pub async fn embedded(api: &Api, limit: Duration) -> Result<(u64, f64), String> {
@@ -183,10 +190,7 @@ pub async fn embedded(api: &Api, limit: Duration) -> Result<(u64, f64), String> 
     let mut reported = Instant::now();
     loop {
         let text = api.text("/metrics").await?;
-        let gauge = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-        };
+        let gauge = |name: &str| gauge(&text, name);
         let pending = gauge("ipto_search_dense_pending_passages ")
             .ok_or("/metrics has no ipto_search_dense_pending_passages")?;
         let done = gauge("ipto_search_dense_passages ").unwrap_or(0);
@@ -213,10 +217,7 @@ async fn settled_documents(api: &Api) -> Result<u64, String> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let text = api.text("/metrics").await?;
-        let gauge = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-        };
+        let gauge = |name: &str| gauge(&text, name);
         let documents = gauge("ipto_search_index_documents")
             .ok_or("/metrics has no ipto_search_index_documents")?;
         if gauge("ipto_projection_lag_events{projection=\"search\"}") == Some(0) {

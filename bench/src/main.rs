@@ -865,28 +865,41 @@ async fn search(store: &str, api: &Api, token: &str, timing: Timing, chunks: u64
                 .value(m.throughput())
                 .note(note.clone()),
         );
-        figures.push(
-            Figure::new(store, "search", &name("p50"), "ms", false)
-                .value(m.p50_ms)
-                .note(note.clone()),
+        figures.extend(latencies(store, &name, &m, note, clients == 1));
+    }
+    figures
+}
+
+/// A search measurement's p50 and p99 (the p99 judged against 50 ms when `judged`); its errors
+/// are reported.
+fn latencies(
+    store: &str,
+    name: &dyn Fn(&str) -> String,
+    m: &load::Measured,
+    note: String,
+    judged: bool,
+) -> [Figure; 2] {
+    if m.errors > 0 {
+        eprintln!(
+            "  {}: {} errors, first: {}",
+            name("errors"),
+            m.errors,
+            m.first_error.as_deref().unwrap_or("")
         );
-        let p99 = Figure::new(store, "search", &name("p99"), "ms", false)
-            .value(m.p99_ms)
-            .note(note);
-        figures.push(if clients == 1 {
+    }
+    let p99 = Figure::new(store, "search", &name("p99"), "ms", false)
+        .value(m.p99_ms)
+        .note(note.clone());
+    [
+        Figure::new(store, "search", &name("p50"), "ms", false)
+            .value(m.p50_ms)
+            .note(note),
+        if judged {
             p99.target(Target::AtMost { value: 50.0 })
         } else {
             p99
-        });
-        if m.errors > 0 {
-            eprintln!(
-                "  search: {} errors, first: {}",
-                m.errors,
-                m.first_error.as_deref().unwrap_or("")
-            );
-        }
-    }
-    figures
+        },
+    ]
 }
 
 /// Each retrieval mode alone, at one client, once every passage is embedded: the time one
@@ -924,26 +937,7 @@ async fn search_modes(
         let note =
             format!("retrieval_mode {mode}, index of {chunks} chunks, every passage embedded");
         let name = |what: &str| format!("search {mode}, 1 client: {what}");
-        figures.push(
-            Figure::new(store, "search", &name("p50"), "ms", false)
-                .value(m.p50_ms)
-                .note(note.clone()),
-        );
-        let p99 = Figure::new(store, "search", &name("p99"), "ms", false)
-            .value(m.p99_ms)
-            .note(note);
-        figures.push(if mode == "hybrid" {
-            p99.target(Target::AtMost { value: 50.0 })
-        } else {
-            p99
-        });
-        if m.errors > 0 {
-            eprintln!(
-                "  search {mode}: {} errors, first: {}",
-                m.errors,
-                m.first_error.as_deref().unwrap_or("")
-            );
-        }
+        figures.extend(latencies(store, &name, &m, note, mode == "hybrid"));
     }
     figures
 }
