@@ -200,6 +200,21 @@ const BOLA_SWEEP: &[Probe] = &[
         Some(r#"{"query": "bytes", "dataset_ids": ["<own_dataset>", "<hidden_dataset>"]}"#),
         404,
     ),
+    // Retrieve names datasets in its body the same way.
+    probe(
+        "POST",
+        "/v1/retrieve",
+        "/v1/retrieve",
+        Some(r#"{"query": "bytes", "dataset_ids": ["<hidden_dataset>"]}"#),
+        404,
+    ),
+    probe(
+        "POST",
+        "/v1/retrieve",
+        "/v1/retrieve",
+        Some(r#"{"query": "bytes", "dataset_ids": ["<own_dataset>", "<hidden_dataset>"]}"#),
+        404,
+    ),
     //
     // Provider analytics (SPEC §3.7): own dataset only.
     probe(
