@@ -47,8 +47,11 @@ const TOKENIZER: &[u8] = include_bytes!(concat!(env!("ENCODER_ASSETS"), "/tokeni
 /// Why texts could not be encoded. Input text is never included.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EncoderError {
+    /// The texts break a bound of [`Encoder::embed`] (blank, too long, too many): nothing is
+    /// embedded.
     #[error("{0}")]
     Input(&'static str),
+    /// The bundled model could not be loaded or run.
     #[error("encoder failed: {0}")]
     Failed(String),
 }
