@@ -22,7 +22,7 @@ use crate::http::error::AppError;
 use crate::http::json::Fields;
 use crate::http::openapi;
 use crate::search::query::{self, Node};
-use crate::search::retrieval::{Engine, Question, Requested, RetrievalError};
+use crate::search::retrieval::{Engine, Mode, Question, Requested, RetrievalError};
 use crate::search::IndexError;
 
 /// Longest accepted query, in characters.
@@ -215,6 +215,33 @@ pub(crate) struct Market<'a> {
 pub(crate) struct Metered {
     pub record: SearchRecord,
     pub activity_id: String,
+}
+
+/// How a metered answer (search or retrieve) ends: what it cost, where it is recorded, what ran.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Metering {
+    /// Σ the charges of the answer (each object at most once).
+    #[schema(schema_with = openapi::amount)]
+    pub charged_amount: Value,
+    /// Always `USD`.
+    #[schema(pattern = "^USD$")]
+    pub currency: String,
+    /// The search activity recorded for the request.
+    pub search_activity_id: String,
+    /// The mode that ran: `lexical`, `dense` or `hybrid`.
+    #[schema(pattern = "^(lexical|dense|hybrid)$")]
+    pub retrieval_mode_used: String,
+}
+
+impl Metering {
+    pub(crate) fn of(metered: Metered, mode: Mode) -> Self {
+        Self {
+            charged_amount: aggregates::money::json_number(metered.record.charged_micros()),
+            currency: "USD".to_owned(),
+            search_activity_id: metered.activity_id,
+            retrieval_mode_used: mode.as_str().to_owned(),
+        }
+    }
 }
 
 impl<'a> Market<'a> {

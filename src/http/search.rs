@@ -19,7 +19,7 @@ use crate::http::extract::Auth;
 use crate::http::json::{number_or_string, Fields, JsonBody};
 use crate::http::market::{
     dataset_ids, max_price, query_text, retrieval_mode, rounded, run, validate_common,
-    whole_number, Common, Market, Prices,
+    whole_number, Common, Market, Metering, Prices,
 };
 use crate::http::openapi;
 use crate::http::routes::Routes;
@@ -75,17 +75,9 @@ pub struct SearchResults {
     /// How many results.
     #[schema(minimum = 0, maximum = 50)]
     pub result_count: i64,
-    /// Σ the results' charges.
-    #[schema(schema_with = openapi::amount)]
-    pub charged_amount: Value,
-    /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: String,
-    /// The search activity recorded for the request.
-    pub search_activity_id: String,
-    /// The mode that ran: `lexical`, `dense` or `hybrid`.
-    #[schema(pattern = "^(lexical|dense|hybrid)$")]
-    pub retrieval_mode_used: String,
+    /// The charge, the activity and the mode.
+    #[serde(flatten)]
+    pub metering: Metering,
 }
 
 /// One matching object.
@@ -238,9 +230,6 @@ async fn search(
     Ok(envelope::ok(SearchResults {
         result_count: results.len() as i64,
         results,
-        charged_amount: json_number(metered.record.charged_micros()),
-        currency: "USD".to_owned(),
-        search_activity_id: metered.activity_id,
-        retrieval_mode_used: mode.as_str().to_owned(),
+        metering: Metering::of(metered, mode),
     }))
 }
