@@ -125,19 +125,19 @@ impl Accounts<'_> {
         let (token, expires_at) = self
             .sessions()
             .create(
-                &user.user_id,
-                &user.tenant_id,
+                user.user_id.as_str(),
+                user.tenant_id.as_str(),
                 now,
                 self.session_ttl_seconds,
             )
             .await?;
-        let actor = Actor::user(&user.user_id, &user.tenant_id);
+        let actor = Actor::user(user.user_id.as_str(), user.tenant_id.as_str());
         self.store
-            .execute::<User>(&user.user_id, UserCommand::RecordLogin, &(), &actor)
+            .execute::<User>(user.user_id.as_str(), UserCommand::RecordLogin, &(), &actor)
             .await?;
         Ok(SessionGrant {
-            user_id: UserId::parse(&user.user_id).map_err(AppError::internal)?,
-            tenant_id: TenantId::parse(&user.tenant_id).map_err(AppError::internal)?,
+            user_id: user.user_id,
+            tenant_id: user.tenant_id,
             token,
             expires_at,
         })

@@ -18,24 +18,8 @@ use crate::config::Config;
 use crate::search::embedding::EmbeddingWorker;
 use crate::search::{Indexer, SearchIndex};
 use crate::signing::SigningKey;
+use crate::state::AppState;
 use crate::store::{self, EventPool, Store};
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub key: SigningKey,
-    pub blobs: Blobs,
-    pub config: Arc<Config>,
-    /// Wakes the background jobs.
-    pub jobs: Arc<watch::Sender<u64>>,
-    /// Request counters of this instance.
-    pub limits: Arc<crate::ratelimit::RateLimiter>,
-    /// This instance's search index and its indexer.
-    pub search: Indexer,
-    /// Uploads being received by this instance's `/storage` routes.
-    pub uploads: Arc<crate::blobs::UploadsInFlight>,
-}
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]

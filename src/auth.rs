@@ -4,6 +4,7 @@
 //! carry 128 random bits; only HMAC-SHA256(signing key, token) is stored. Secrets are compared in
 //! constant time and never logged.
 
+use aggregates::api_key::{AccessMode, KeyStatus};
 use std::sync::OnceLock;
 
 use aggregates::access::session_scopes;
@@ -94,7 +95,7 @@ impl Principal {
     /// 403 unless the principal holds `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), AppError> {
         if self.scopes.contains(&scope) {
-            let _ = crate::store::REQUEST.try_with(|r| r.require(scope));
+            let _ = crate::request::REQUEST.try_with(|r| r.require(scope));
             Ok(())
         } else {
             Err(AppError::Forbidden(format!(
@@ -121,7 +122,7 @@ impl Principal {
     pub fn require_platform_admin(&self) -> Result<&str, AppError> {
         let (user_id, _) = self.require_session()?;
         if self.is_platform_admin {
-            let _ = crate::store::REQUEST.try_with(|r| r.require(Scope::Admin));
+            let _ = crate::request::REQUEST.try_with(|r| r.require(Scope::Admin));
             Ok(user_id)
         } else {
             Err(AppError::Forbidden("Platform admins only.".into()))
@@ -140,11 +141,13 @@ impl Principal {
         let key = projections::api_keys::key(db, api_key_id)
             .await?
             .ok_or(AppError::Unauthorized)?;
-        if key.dataset_access_mode != "allow_list" {
+        if key.dataset_access_mode != AccessMode::AllowList {
             return Ok(None);
         }
         let grants = projections::api_keys::grants(db, api_key_id).await?;
-        Ok(Some(grants.into_iter().map(|g| g.dataset_id).collect()))
+        Ok(Some(
+            grants.into_iter().map(|g| g.dataset_id.into()).collect(),
+        ))
     }
 
     /// The actor recorded on the events this principal causes.
@@ -339,7 +342,7 @@ impl ApiKeys<'_> {
             return Ok(None);
         };
         let now_text = aggregates::timestamp::format(now);
-        if key.status(&now_text) != "active" {
+        if key.status(&now_text) != KeyStatus::Active {
             return Ok(None);
         }
         // A key created by a key works only while every key above it does.
@@ -351,7 +354,7 @@ impl ApiKeys<'_> {
                 return Ok(None);
             }
             match projections::api_keys::key(self.db, &parent).await? {
-                Some(row) if row.status(&now_text) == "active" => creator = row.created_by,
+                Some(row) if row.status(&now_text) == KeyStatus::Active => creator = row.created_by,
                 _ => return Ok(None),
             }
         }
@@ -373,9 +376,9 @@ impl ApiKeys<'_> {
             .await?;
         }
         Ok(Some(Principal {
-            tenant_id: key.tenant_id,
+            tenant_id: key.tenant_id.into(),
             kind: PrincipalKind::ApiKey { api_key_id },
-            scopes: key.scopes,
+            scopes: key.scopes.0,
             roles: Vec::new(),
             is_platform_admin: false,
         }))

@@ -29,6 +29,9 @@ use sha2::{Digest, Sha256};
 use crate::signing::SigningKey;
 
 /// Bytes buffered per part of a streamed upload.
+/// How long a download or preview URL stays valid.
+pub const DOWNLOAD_TTL: chrono::Duration = chrono::Duration::minutes(15);
+
 const PART_BYTES: usize = 8 * 1024 * 1024;
 /// Parts in flight at once during a streamed upload.
 const PARTS_IN_FLIGHT: usize = 2;

@@ -270,8 +270,9 @@ pub async fn events_export(
         let Some(last) = batch.last() else { break };
         cursor = last.position;
         for event in &batch {
-            let line = crate::audit::event_json(event.position, &event.event);
-            writeln!(out, "{line}").map_err(|e| CliError::Failed(e.to_string()))?;
+            let line = crate::audit::AuditEvent::new(event.position, &event.event);
+            serde_json::to_writer(&mut out, &line).map_err(|e| CliError::Failed(e.to_string()))?;
+            writeln!(out).map_err(|e| CliError::Failed(e.to_string()))?;
         }
     }
     out.flush().map_err(|e| CliError::Failed(e.to_string()))?;

@@ -15,30 +15,34 @@ pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod json;
+pub mod lookup;
 pub mod market;
 pub mod middleware;
 pub mod objects;
-pub mod openapi;
 pub mod pagination;
 pub mod payouts;
 pub mod provider;
 pub mod retrieve;
-pub mod routes;
 pub mod search;
 pub mod storage;
+pub mod views;
 pub mod window;
 
-use axum::Router;
+use std::sync::Arc;
 
-use crate::app::AppState;
-use crate::http::routes::Routes;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// Every route of the service, recorded (see [`Routes`]).
-pub fn routes() -> Routes {
-    Routes::new()
+use crate::state::AppState;
+
+/// Every documented route of the service, each with its OpenAPI operation.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi_json))
         .merge(health::routes())
-        .merge(openapi::routes())
-        .merge(storage::routes())
         .nest(
             "/v1",
             accounts::routes()
@@ -55,19 +59,54 @@ pub fn routes() -> Routes {
         )
 }
 
+/// The path templates served, in axum's `{param}` syntax: every documented one, and the signed
+/// storage URL.
+pub fn paths() -> Vec<String> {
+    let (_, api) = api().split_for_parts();
+    api.paths
+        .paths
+        .into_keys()
+        .chain([storage::PATH.to_owned()])
+        .collect()
+}
+
+/// The served OpenAPI document, built once from the routes.
+#[derive(Clone)]
+struct Document(Arc<str>);
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    summary = "This OpenAPI 3.1 document (no envelope, no credentials).",
+    responses((status = 200, description = "The OpenAPI document.", body = Object))
+)]
+async fn openapi_json(Extension(Document(document)): Extension<Document>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.to_string(),
+    )
+        .into_response()
+}
+
 /// Every route of the service.
 ///
 /// The conventions middleware wraps the whole router from outside, so that it sees responses
 /// complete (axum adds `Allow` to a 405 at the router's top level).
 pub fn router(state: AppState) -> Router {
-    let routes = routes()
-        .into_router()
+    let (routes, api) = api().split_for_parts();
+    let document = Document(Arc::from(
+        crate::openapi::document(api, state.config.max_object_bytes).to_string(),
+    ));
+    let routes = routes
+        .merge(storage::routes())
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,
         ))
         .fallback(middleware::not_found)
+        .layer(Extension(document))
         .with_state(state.clone());
     Router::new()
         .fallback_service(routes)

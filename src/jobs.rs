@@ -11,7 +11,7 @@ use aggregates::object::ObjectCommand;
 use aggregates::{Dataset, Object};
 use tokio::sync::watch;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::Actor;
 
 /// How often the jobs run without a wake-up.
@@ -56,11 +56,6 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
     }
-}
-
-/// Asks the jobs to run now (after a dataset deletion).
-pub fn wake(state: &AppState) {
-    state.jobs.send_modify(|n| *n = n.wrapping_add(1));
 }
 
 /// Rejects every staged object whose review window has passed.

@@ -15,11 +15,15 @@ pub mod config;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
+pub mod request;
 pub mod search;
 pub mod server;
 pub mod signing;
+pub mod state;
 pub mod store;
 
-pub use app::{AppState, Application};
+pub use app::Application;
 pub use config::{Cli, Command, Config};
+pub use state::AppState;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A permission a principal may hold. The declaration order is the canonical order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Scope {
     /// Read own datasets, objects and entitlements; catalog; download.
     #[serde(rename = "datasets:read")]
@@ -66,6 +67,7 @@ impl Scope {
 
 /// A user's role within their tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The signup user.

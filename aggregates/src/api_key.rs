@@ -22,6 +22,10 @@ choice!(
     /// Which datasets a key may search and download.
     AccessMode { AllAvailable => "all_available", AllowList => "allow_list" }
 );
+choice!(
+    /// Whether a key still authenticates: neither revoked nor past its expiry.
+    KeyStatus { Active => "active", Revoked => "revoked", Expired => "expired" }
+);
 
 /// What a key is, as created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,11 +1,19 @@
 //! Closed sets of wire names (`snake_case`) with parsing at the boundary.
 
-/// Declares a `Copy` enum with `as_str`, `parse` and `ALL`, serialized by its wire name.
+/// A stored or sent name outside a closed set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown name {0:?}")]
+pub struct UnknownChoice(pub String);
+
+/// Declares a `Copy` enum with `as_str`, `parse` and `ALL`, serialized by its wire name and read
+/// from it (`TryFrom<String>`, as read-model rows hold it).
 #[macro_export]
 macro_rules! choice {
+    (@join $first:literal $(, $rest:literal)*) => { concat!($first $(, "|", $rest)*) };
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $name {
             $(#[serde(rename = $wire)] $variant,)+
         }
@@ -24,9 +32,19 @@ macro_rules! choice {
                 match raw { $($wire => Some($name::$variant),)+ _ => None }
             }
 
-            /// `a|b|c`, for error messages.
+            /// `a|b|c`: every wire name, for error messages and schemas.
+            pub const EXPECTED: &'static str = $crate::choice!(@join $($wire),+);
+
+            /// [`Self::EXPECTED`], owned.
             pub fn expected() -> String {
-                [$($wire),+].join("|")
+                Self::EXPECTED.to_owned()
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $crate::choice::UnknownChoice;
+            fn try_from(raw: String) -> Result<Self, Self::Error> {
+                Self::parse(&raw).ok_or($crate::choice::UnknownChoice(raw))
             }
         }
 

@@ -7,7 +7,12 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::money::MAX_CHARGE_MICROS;
-use crate::{DatasetId, ObjectId, TenantId};
+use crate::{choice, DatasetId, ObjectId, TenantId};
+
+choice!(
+    /// What a metered access paid for: a search result or a download.
+    AccessKind { Retrieval => "retrieval", Download => "download" }
+);
 
 /// A charge: who pays whom, for what, how much (micro-USD) and the platform fee rate in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -210,7 +210,66 @@ impl Amount {
     pub fn micros(self) -> i64 {
         self.0
     }
+
+    /// An amount the service computed (a charge, a total), in micro-units.
+    pub fn from_micros(micros: i64) -> Self {
+        Amount(micros)
+    }
 }
+
+/// A sum of charges in micro-USD (revenue, spend), wider than any single charge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Total(i128);
+
+impl Total {
+    /// A sum in micro-units.
+    pub fn from_micros(micros: i128) -> Self {
+        Total(micros)
+    }
+
+    /// The sum in micro-units.
+    pub fn micros(self) -> i128 {
+        self.0
+    }
+}
+
+/// Serialized as a JSON number in units, like [`Price`].
+impl serde::Serialize for Total {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        json_number(self.0).serialize(serializer)
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Total {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        Amount::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Total {}
+
+/// Serialized as a JSON number in units, like [`Price`].
+impl serde::Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Price(self.0).serialize(serializer)
+    }
+}
+
+/// An amount in a response (SPEC §1.6): a plain decimal with at most 6 places.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Amount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Number)
+            .minimum(Some(0))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Amount {}
 
 /// Rewrites `d[.ddd]e[+-]x` as a plain decimal (`1.2e-6` → `0.0000012`); `None` without an
 /// exponent or when the text is not of that shape (then the caller's strict parse refuses it).
@@ -276,6 +335,33 @@ pub fn format_micros(micros: impl Into<i128>) -> String {
 pub fn json_number(micros: impl Into<i128>) -> serde_json::Value {
     serde_json::from_str(&format_micros(micros)).unwrap_or(serde_json::Value::Null)
 }
+
+/// A price in micro-units as stored, checked to lie in 0..=1,000,000 USD.
+impl TryFrom<i64> for Price {
+    type Error = PriceError;
+    fn try_from(micros: i64) -> Result<Self, PriceError> {
+        match micros {
+            m if m < 0 => Err(PriceError::Malformed),
+            m if m > Self::MAX.0 => Err(PriceError::TooLarge),
+            m => Ok(Price(m)),
+        }
+    }
+}
+
+/// A price in a response (SPEC §1.6): a plain decimal with at most 6 places.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Price {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Number)
+            .minimum(Some(0))
+            .maximum(Some(1_000_000))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Price {}
 
 impl fmt::Display for Price {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -345,6 +431,48 @@ mod tests {
         assert_eq!(Price::parse("1000000.000001"), Err(PriceError::TooLarge));
         assert_eq!(
             Price::parse("99999999999999999999"),
+            Err(PriceError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn totals_serialize_in_plain_notation() {
+        assert_eq!(serde_json::to_value(Total::from_micros(0)).unwrap(), 0);
+        assert_eq!(
+            serde_json::to_value(Total::from_micros(1_500_000)).unwrap(),
+            1.5
+        );
+        // Past i64, whole amounts still print exactly.
+        let wide = 100_000_000_000_000_000_000_i128;
+        assert_eq!(Total::from_micros(wide).micros(), wide);
+        assert_eq!(
+            serde_json::to_string(&Total::from_micros(wide)).unwrap(),
+            format_micros(wide)
+        );
+    }
+
+    #[test]
+    fn amounts_serialize_as_prices_do() {
+        for micros in [0, 1, 50_000, 2_000_000, MAX_CHARGE_MICROS] {
+            assert_eq!(
+                serde_json::to_value(Amount::from_micros(micros)).unwrap(),
+                serde_json::to_value(Price(micros)).unwrap()
+            );
+        }
+        assert_eq!(Amount::from_micros(7).micros(), 7);
+        assert_eq!(
+            serde_json::to_value(Amount::from_micros(2_500_000)).unwrap(),
+            2.5
+        );
+    }
+
+    #[test]
+    fn stored_prices_are_checked() {
+        assert_eq!(Price::try_from(0), Ok(Price::from_micros(0)));
+        assert_eq!(Price::try_from(Price::MAX.micros()), Ok(Price::MAX));
+        assert_eq!(Price::try_from(-1), Err(PriceError::Malformed));
+        assert_eq!(
+            Price::try_from(Price::MAX.micros() + 1),
             Err(PriceError::TooLarge)
         );
     }

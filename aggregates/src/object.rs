@@ -18,6 +18,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::DatasetStatus;
 use crate::{DatasetId, ObjectId, TenantId};
 
 /// What was declared when the upload started.
@@ -118,11 +119,13 @@ impl Aggregate for Object {
         if let ObjectCommand::InitiateUpload {
             descriptor,
             upload_expires_at,
+            dataset,
         } = command
         {
             if self.descriptor.is_some() {
                 return Err(ObjectError::AlreadyExists);
             }
+            admit(dataset)?;
             sink.write(
                 ObjectEvent::ObjectUploadInitiated {
                     descriptor,
@@ -147,15 +150,19 @@ impl Aggregate for Object {
                 sha256,
                 uploaded_at,
                 review_expires_at,
+                dataset,
             } => match status {
-                PendingUpload => ObjectEvent::ObjectUploadConfirmed {
-                    dataset_id,
-                    tenant_id,
-                    size_bytes,
-                    sha256,
-                    uploaded_at,
-                    review_expires_at,
-                },
+                PendingUpload => {
+                    admit(dataset)?;
+                    ObjectEvent::ObjectUploadConfirmed {
+                        dataset_id,
+                        tenant_id,
+                        size_bytes,
+                        sha256,
+                        uploaded_at,
+                        review_expires_at,
+                    }
+                }
                 // A retried confirm answers with the current object.
                 Staged | Approved | Rejected => return Ok(()),
                 Cancelled | Deleted => return Err(ObjectError::InvalidState(status)),
@@ -167,28 +174,40 @@ impl Aggregate for Object {
                 },
                 _ => return Err(ObjectError::InvalidState(status)),
             },
-            ObjectCommand::Approve { note, reviewed_at } => match status {
-                Staged => ObjectEvent::ObjectApproved {
-                    dataset_id,
-                    tenant_id,
-                    size_bytes,
-                    note,
-                    reviewed_at,
-                },
-                _ => return Err(ObjectError::InvalidState(status)),
-            },
+            // A review needs the dataset before the object's own state.
+            ObjectCommand::Approve {
+                note,
+                reviewed_at,
+                dataset,
+            } => {
+                admit(dataset)?;
+                match status {
+                    Staged => ObjectEvent::ObjectApproved {
+                        dataset_id,
+                        tenant_id,
+                        size_bytes,
+                        note,
+                        reviewed_at,
+                    },
+                    _ => return Err(ObjectError::InvalidState(status)),
+                }
+            }
             ObjectCommand::Reject {
                 reason,
                 reviewed_at,
-            } => match status {
-                Staged => ObjectEvent::ObjectRejected {
-                    dataset_id,
-                    tenant_id,
-                    reason,
-                    reviewed_at,
-                },
-                _ => return Err(ObjectError::InvalidState(status)),
-            },
+                dataset,
+            } => {
+                admit(dataset)?;
+                match status {
+                    Staged => ObjectEvent::ObjectRejected {
+                        dataset_id,
+                        tenant_id,
+                        reason,
+                        reviewed_at,
+                    },
+                    _ => return Err(ObjectError::InvalidState(status)),
+                }
+            }
             ObjectCommand::ExpireReview { reviewed_at } => match status {
                 Staged => ObjectEvent::ObjectRejected {
                     dataset_id,
@@ -257,6 +276,25 @@ impl Aggregate for Object {
             ObjectEvent::ObjectDeleted { .. } => Deleted,
         };
         self.status = Some(next);
+    }
+}
+
+/// Uploads, confirms and reviews need a dataset that is not being deleted (SPEC §4.2).
+fn admit(dataset: DatasetStatus) -> Result<(), ObjectError> {
+    if dataset.is_being_deleted() {
+        Err(ObjectError::DatasetState(dataset))
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether the owner may download an object in `status` of a dataset in `dataset` (free and
+/// unrecorded): staged or approved bytes, while the dataset is not being deleted. Otherwise the
+/// refusal names the object's status.
+pub fn owner_download(status: ObjectStatus, dataset: DatasetStatus) -> Result<(), ObjectError> {
+    match status {
+        ObjectStatus::Staged | ObjectStatus::Approved if !dataset.is_being_deleted() => Ok(()),
+        _ => Err(ObjectError::InvalidState(status)),
     }
 }
 
@@ -348,6 +386,7 @@ mod tests {
         ObjectTest::with(())
             .given_no_previous_events()
             .when(ObjectCommand::InitiateUpload {
+                dataset: DatasetStatus::Active,
                 descriptor: d.clone(),
                 upload_expires_at: at(3600),
             })
@@ -358,11 +397,98 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_uploaded_into_a_dataset_being_deleted() {
+        for dataset in [DatasetStatus::PendingDeletion, DatasetStatus::Deleted] {
+            ObjectTest::with(())
+                .given_no_previous_events()
+                .when(ObjectCommand::InitiateUpload {
+                    dataset,
+                    descriptor: descriptor(),
+                    upload_expires_at: at(3600),
+                })
+                .then_expect_error(ObjectError::DatasetState(dataset));
+        }
+    }
+
+    #[test]
+    fn a_pending_upload_is_not_confirmed_once_its_dataset_is_being_deleted() {
+        let (_, events) = history(PendingUpload);
+        ObjectTest::with(())
+            .given(events)
+            .when(ObjectCommand::ConfirmUpload {
+                dataset: DatasetStatus::PendingDeletion,
+                sha256: sha(),
+                uploaded_at: at(10),
+                review_expires_at: at(20),
+            })
+            .then_expect_error(ObjectError::DatasetState(DatasetStatus::PendingDeletion));
+    }
+
+    #[test]
+    fn a_retried_confirm_still_answers_while_the_dataset_is_being_deleted() {
+        let (_, events) = history(Staged);
+        ObjectTest::with(())
+            .given(events)
+            .when(ObjectCommand::ConfirmUpload {
+                dataset: DatasetStatus::PendingDeletion,
+                sha256: sha(),
+                uploaded_at: at(10),
+                review_expires_at: at(20),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn no_review_happens_while_the_dataset_is_being_deleted_whatever_the_object() {
+        let dataset = DatasetStatus::PendingDeletion;
+        let reviews = [
+            ObjectCommand::Approve {
+                dataset,
+                note: None,
+                reviewed_at: at(30),
+            },
+            ObjectCommand::Reject {
+                dataset,
+                reason: "late".into(),
+                reviewed_at: at(30),
+            },
+        ];
+        for status in [Staged, Approved] {
+            for review in reviews.clone() {
+                ObjectTest::with(())
+                    .given(history(status).1)
+                    .when(review)
+                    .then_expect_error(ObjectError::DatasetState(dataset));
+            }
+        }
+    }
+
+    #[test]
+    fn owners_download_staged_or_approved_bytes_of_a_dataset_not_being_deleted() {
+        for status in ObjectStatus::ALL {
+            for dataset in DatasetStatus::ALL {
+                let allowed = matches!(status, Staged | Approved) && !dataset.is_being_deleted();
+                let expected = if allowed {
+                    Ok(())
+                } else {
+                    Err(ObjectError::InvalidState(*status))
+                };
+                assert_eq!(
+                    owner_download(*status, *dataset),
+                    expected,
+                    "{status} in {dataset}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn initiating_over_an_existing_object_is_refused() {
         let (d, events) = history(PendingUpload);
         ObjectTest::with(())
             .given(events)
             .when(ObjectCommand::InitiateUpload {
+                dataset: DatasetStatus::Active,
                 descriptor: d,
                 upload_expires_at: at(1),
             })
@@ -375,6 +501,7 @@ mod tests {
         ObjectTest::with(())
             .given(events)
             .when(ObjectCommand::ConfirmUpload {
+                dataset: DatasetStatus::Active,
                 sha256: sha(),
                 uploaded_at: at(10),
                 review_expires_at: at(20),
@@ -395,6 +522,7 @@ mod tests {
             ObjectTest::with(())
                 .given(history(status).1)
                 .when(ObjectCommand::ConfirmUpload {
+                    dataset: DatasetStatus::Active,
                     sha256: sha(),
                     uploaded_at: at(30),
                     review_expires_at: at(40),
@@ -409,6 +537,7 @@ mod tests {
             ObjectTest::with(())
                 .given(history(status).1)
                 .when(ObjectCommand::ConfirmUpload {
+                    dataset: DatasetStatus::Active,
                     sha256: sha(),
                     uploaded_at: at(30),
                     review_expires_at: at(40),
@@ -441,6 +570,7 @@ mod tests {
         ObjectTest::with(())
             .given(events)
             .when(ObjectCommand::Approve {
+                dataset: DatasetStatus::Active,
                 note: Some("fine".into()),
                 reviewed_at: at(50),
             })
@@ -459,6 +589,7 @@ mod tests {
             ObjectTest::with(())
                 .given(history(status).1)
                 .when(ObjectCommand::Approve {
+                    dataset: DatasetStatus::Active,
                     note: None,
                     reviewed_at: at(50),
                 })
@@ -466,6 +597,7 @@ mod tests {
             ObjectTest::with(())
                 .given(history(status).1)
                 .when(ObjectCommand::Reject {
+                    dataset: DatasetStatus::Active,
                     reason: "no".into(),
                     reviewed_at: at(50),
                 })
@@ -479,6 +611,7 @@ mod tests {
         ObjectTest::with(())
             .given(events)
             .when(ObjectCommand::Reject {
+                dataset: DatasetStatus::Active,
                 reason: "blurry".into(),
                 reviewed_at: at(50),
             })
@@ -550,6 +683,7 @@ mod tests {
         ObjectTest::with(())
             .given(events)
             .when(ObjectCommand::InitiateUpload {
+                dataset: DatasetStatus::Active,
                 descriptor: d,
                 upload_expires_at: at(1),
             })
@@ -561,6 +695,7 @@ mod tests {
         ObjectTest::with(())
             .given(history(Rejected).1)
             .when(ObjectCommand::Approve {
+                dataset: DatasetStatus::Active,
                 note: None,
                 reviewed_at: at(50),
             })
@@ -572,6 +707,7 @@ mod tests {
         ObjectTest::with(())
             .given(history(Approved).1)
             .when(ObjectCommand::Reject {
+                dataset: DatasetStatus::Active,
                 reason: "late".into(),
                 reviewed_at: at(50),
             })
@@ -583,6 +719,7 @@ mod tests {
         ObjectTest::with(())
             .given(history(Staged).1)
             .when(ObjectCommand::ConfirmUpload {
+                dataset: DatasetStatus::Active,
                 sha256: Sha256Hex::parse(&"cd".repeat(32)).unwrap(),
                 uploaded_at: at(30),
                 review_expires_at: at(40),
@@ -602,6 +739,7 @@ mod tests {
         ObjectTest::with(())
             .given(events)
             .when(ObjectCommand::Approve {
+                dataset: DatasetStatus::Active,
                 note: None,
                 reviewed_at: at(61),
             })
@@ -726,16 +864,19 @@ mod tests {
     fn every_command_but_initiate() -> Vec<ObjectCommand> {
         vec![
             ObjectCommand::ConfirmUpload {
+                dataset: DatasetStatus::Active,
                 sha256: sha(),
                 uploaded_at: at(30),
                 review_expires_at: at(40),
             },
             ObjectCommand::CancelUpload,
             ObjectCommand::Approve {
+                dataset: DatasetStatus::Active,
                 note: None,
                 reviewed_at: at(50),
             },
             ObjectCommand::Reject {
+                dataset: DatasetStatus::Active,
                 reason: "no".into(),
                 reviewed_at: at(50),
             },

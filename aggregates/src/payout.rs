@@ -6,7 +6,13 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::choice;
 use crate::ids::encode_body;
+
+choice!(
+    /// Where a statement stands: its month not over, over and unpaid, or paid.
+    StatementStatus { Open => "open", Pending => "pending", Paid => "paid" }
+);
 
 /// A statement's payment state.
 #[derive(Debug, Default, Serialize, Deserialize)]

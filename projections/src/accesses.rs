@@ -1,16 +1,17 @@
 //! Metered accesses: every charge (search retrievals and downloads), for buyers' activity, spend,
 //! providers' revenue and dataset analytics.
 
-use aggregates::metering::{Charge, Download, DownloadEvent};
+use aggregates::metering::{AccessKind, Charge, Download, DownloadEvent};
 use aggregates::money::{Limbs, LIMB, LIMB_BITS};
 use aggregates::search::{Search, SearchEvent};
-use aggregates::timestamp;
+use aggregates::{timestamp, AccessId, DatasetId, ObjectId};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::rows::keyset_start;
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// The `accesses` table.
@@ -38,11 +39,17 @@ impl Projection for AccessesProjection {
     ) -> Result<(), ProjectionError> {
         if event.aggregate_type == Download::TYPE {
             let DownloadEvent::DownloadCharged(c) = event.decode()?;
-            insert(conn, "download", &c, None).await?;
+            insert(conn, AccessKind::Download, &c, None).await?;
         } else if event.aggregate_type == Search::TYPE {
             let SearchEvent::SearchPerformed(record) = event.decode()?;
             for charge in record.results.iter().filter_map(|r| r.charge.as_ref()) {
-                insert(conn, "retrieval", charge, Some(&event.aggregate_id)).await?;
+                insert(
+                    conn,
+                    AccessKind::Retrieval,
+                    charge,
+                    Some(&event.aggregate_id),
+                )
+                .await?;
             }
         }
         Ok(())
@@ -51,7 +58,7 @@ impl Projection for AccessesProjection {
 
 async fn insert(
     conn: &mut AnyConnection,
-    kind: &str,
+    kind: AccessKind,
     c: &Charge,
     search_activity_id: Option<&str>,
 ) -> Result<(), sqlx::Error> {
@@ -61,7 +68,7 @@ async fn insert(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&c.access_id)
-    .bind(kind)
+    .bind(kind.as_str())
     .bind(c.buyer_tenant_id.as_str())
     .bind(c.provider_tenant_id.as_str())
     .bind(c.dataset_id.as_str())
@@ -77,12 +84,16 @@ async fn insert(
 }
 
 /// An access as buyers see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct AccessRow {
-    pub access_id: String,
-    pub kind: String,
-    pub dataset_id: String,
-    pub object_id: String,
+    #[sqlx(try_from = "String")]
+    pub access_id: AccessId,
+    #[sqlx(try_from = "String")]
+    pub kind: AccessKind,
+    #[sqlx(try_from = "String")]
+    pub dataset_id: DatasetId,
+    #[sqlx(try_from = "String")]
+    pub object_id: ObjectId,
     pub api_key_id: Option<String>,
     pub search_activity_id: Option<String>,
     pub charged_micros: i64,
@@ -107,12 +118,12 @@ pub async fn buyer_accesses(
     db: &Db,
     tenant_id: &str,
     filter: &AccessFilter,
-    after: Option<(String, String)>,
-    limit: usize,
+    after: Option<&(String, String)>,
+    fetch: usize,
 ) -> Result<(Vec<AccessRow>, i64), sqlx::Error> {
-    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
+    let (after_at, after_id) = keyset_start(after);
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
-    let rows = sqlx::query(&format!(
+    let items = sqlx::query_as(&format!(
         "SELECT access_id, kind, dataset_id, object_id, api_key_id, search_activity_id, charged_micros, occurred_at \
          FROM accesses {ACCESS_WHERE} AND (occurred_at < $7 OR (occurred_at = $7 AND access_id < $8)) \
          ORDER BY occurred_at DESC, access_id DESC LIMIT $9"
@@ -125,7 +136,7 @@ pub async fn buyer_accesses(
     .bind(text(&filter.to))
     .bind(after_at)
     .bind(after_id)
-    .bind(limit as i64 + 1)
+    .bind(fetch as i64)
     .fetch_all(&db.pool)
     .await?;
     let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM accesses {ACCESS_WHERE}"))
@@ -137,21 +148,6 @@ pub async fn buyer_accesses(
         .bind(text(&filter.to))
         .fetch_one(&db.pool)
         .await?;
-    let items = rows
-        .iter()
-        .map(|r| {
-            Ok(AccessRow {
-                access_id: r.try_get("access_id")?,
-                kind: r.try_get("kind")?,
-                dataset_id: r.try_get("dataset_id")?,
-                object_id: r.try_get("object_id")?,
-                api_key_id: r.try_get("api_key_id")?,
-                search_activity_id: r.try_get("search_activity_id")?,
-                charged_micros: r.try_get("charged_micros")?,
-                occurred_at: r.try_get("occurred_at")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
     Ok((items, total))
 }
 

@@ -2,13 +2,14 @@
 
 use aggregates::tenant::TenantEvent;
 use aggregates::user::{Profile, UserEvent};
-use aggregates::{Role, Tenant, User};
+use aggregates::{Role, Tenant, TenantId, User, UserId};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
 use sqlx::AnyConnection;
 use sqlx::Row;
 
+use crate::rows::Flag;
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// The `tenants` table.
@@ -130,15 +131,19 @@ impl Projection for UsersProjection {
 }
 
 /// A row of the `users` read model joined with its tenant.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct UserRow {
-    pub user_id: String,
-    pub tenant_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: UserId,
+    #[sqlx(try_from = "String")]
+    pub tenant_id: TenantId,
     pub tenant_name: String,
     pub email: String,
     pub display_name: String,
-    pub roles: Vec<Role>,
-    pub is_platform_admin: bool,
+    #[sqlx(try_from = "String")]
+    pub roles: Roles,
+    #[sqlx(try_from = "i64")]
+    pub is_platform_admin: Flag,
     pub login_count: i64,
     pub created_at: String,
 }
@@ -148,49 +153,44 @@ const USER_SELECT: &str =
      u.display_name, u.roles, u.is_platform_admin, u.login_count, u.created_at \
      FROM users u LEFT JOIN tenants t ON t.tenant_id = u.tenant_id";
 
-fn user_row(row: sqlx::any::AnyRow) -> Result<UserRow, sqlx::Error> {
-    let roles: String = row.try_get("roles")?;
-    let admin: i64 = row.try_get("is_platform_admin")?;
-    Ok(UserRow {
-        user_id: row.try_get("user_id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        tenant_name: row.try_get("tenant_name")?,
-        email: row.try_get("email")?,
-        display_name: row.try_get("display_name")?,
-        roles: roles
+/// A user's roles, stored comma-separated by their wire names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Roles(pub Vec<Role>);
+
+impl TryFrom<String> for Roles {
+    type Error = serde_json::Error;
+    fn try_from(stored: String) -> Result<Self, serde_json::Error> {
+        stored
             .split(',')
-            .filter_map(|r| serde_json::from_value(serde_json::Value::String(r.to_owned())).ok())
-            .collect(),
-        is_platform_admin: admin != 0,
-        login_count: row.try_get("login_count")?,
-        created_at: row.try_get("created_at")?,
-    })
+            .filter(|r| !r.is_empty())
+            .map(|r| serde_json::from_value(serde_json::Value::String(r.to_owned())))
+            .collect::<Result<_, _>>()
+            .map(Roles)
+    }
 }
 
 /// A user by id.
 pub async fn user_by_id(db: &Db, user_id: &str) -> Result<Option<UserRow>, sqlx::Error> {
-    let row = sqlx::query(&format!("{USER_SELECT} WHERE u.user_id = $1"))
+    sqlx::query_as(&format!("{USER_SELECT} WHERE u.user_id = $1"))
         .bind(user_id)
         .fetch_optional(&db.pool)
-        .await?;
-    row.map(user_row).transpose()
+        .await
 }
 
 /// A user by normalised e-mail.
 pub async fn user_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
-    let row = sqlx::query(&format!("{USER_SELECT} WHERE u.email = $1"))
+    sqlx::query_as(&format!("{USER_SELECT} WHERE u.email = $1"))
         .bind(email)
         .fetch_optional(&db.pool)
-        .await?;
-    row.map(user_row).transpose()
+        .await
 }
 
 /// Every user, by id (for tests and audits).
 pub async fn all_users(db: &Db) -> Result<Vec<UserRow>, sqlx::Error> {
-    let rows = sqlx::query(&format!("{USER_SELECT} ORDER BY u.user_id"))
+    sqlx::query_as(&format!("{USER_SELECT} ORDER BY u.user_id"))
         .fetch_all(&db.pool)
-        .await?;
-    rows.into_iter().map(user_row).collect()
+        .await
 }
 
 /// A tenant's name.

@@ -1,13 +1,14 @@
 //! API keys and their dataset grants, without secrets.
 
-use aggregates::api_key::ApiKeyEvent;
-use aggregates::{timestamp, ApiKey, Scope};
+use aggregates::api_key::{AccessMode, ApiKeyEvent, KeyStatus};
+use aggregates::choice::UnknownChoice;
+use aggregates::{timestamp, ApiKey, ApiKeyId, DatasetId, GrantId, Scope, TenantId};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::rows::keyset_start;
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// The `api_keys` and `api_key_grants` tables.
@@ -92,14 +93,18 @@ impl Projection for ApiKeysProjection {
 }
 
 /// A row of `api_keys`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct ApiKeyRow {
-    pub api_key_id: String,
-    pub tenant_id: String,
+    #[sqlx(try_from = "String")]
+    pub api_key_id: ApiKeyId,
+    #[sqlx(try_from = "String")]
+    pub tenant_id: TenantId,
     pub name: String,
     pub key_prefix: String,
-    pub scopes: Vec<Scope>,
-    pub dataset_access_mode: String,
+    #[sqlx(try_from = "String")]
+    pub scopes: Scopes,
+    #[sqlx(try_from = "String")]
+    pub dataset_access_mode: AccessMode,
     pub created_at: String,
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
@@ -112,14 +117,31 @@ pub struct ApiKeyRow {
 
 impl ApiKeyRow {
     /// `active`, `revoked` or `expired` at `now` (RFC 3339).
-    pub fn status(&self, now: &str) -> &'static str {
+    pub fn status(&self, now: &str) -> KeyStatus {
         if self.revoked_at.is_some() {
-            "revoked"
+            KeyStatus::Revoked
         } else if self.expires_at.as_deref().is_some_and(|e| e <= now) {
-            "expired"
+            KeyStatus::Expired
         } else {
-            "active"
+            KeyStatus::Active
         }
+    }
+}
+
+/// A key's scopes, stored comma-separated in canonical order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Scopes(pub Vec<Scope>);
+
+impl TryFrom<String> for Scopes {
+    type Error = UnknownChoice;
+    fn try_from(stored: String) -> Result<Self, UnknownChoice> {
+        stored
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| Scope::parse(s).ok_or_else(|| UnknownChoice(s.to_owned())))
+            .collect::<Result<_, _>>()
+            .map(Scopes)
     }
 }
 
@@ -128,31 +150,12 @@ const KEY_SELECT: &str =
      k.created_at, k.expires_at, k.revoked_at, u.last_used_at, k.created_by, k.spend_limit_micros \
      FROM api_keys k LEFT JOIN api_key_usage u ON u.api_key_id = k.api_key_id";
 
-fn key_row(row: &AnyRow) -> Result<ApiKeyRow, sqlx::Error> {
-    let scopes: String = row.try_get("scopes")?;
-    Ok(ApiKeyRow {
-        api_key_id: row.try_get("api_key_id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        name: row.try_get("name")?,
-        key_prefix: row.try_get("key_prefix")?,
-        scopes: scopes.split(',').filter_map(Scope::parse).collect(),
-        dataset_access_mode: row.try_get("dataset_access_mode")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        created_by: row.try_get("created_by")?,
-        spend_limit_micros: row.try_get("spend_limit_micros")?,
-    })
-}
-
 /// A key by id.
 pub async fn key(db: &Db, api_key_id: &str) -> Result<Option<ApiKeyRow>, sqlx::Error> {
-    let row = sqlx::query(&format!("{KEY_SELECT} WHERE k.api_key_id = $1"))
+    sqlx::query_as(&format!("{KEY_SELECT} WHERE k.api_key_id = $1"))
         .bind(api_key_id)
         .fetch_optional(&db.pool)
-        .await?;
-    row.as_ref().map(key_row).transpose()
+        .await
 }
 
 /// The keys a key created, revoked ones included.
@@ -167,51 +170,43 @@ pub async fn created_by_key(db: &Db, api_key_id: &str) -> Result<Vec<String>, sq
 pub async fn tenant_keys(
     db: &Db,
     tenant_id: &str,
-    after: Option<(String, String)>,
-    limit: usize,
+    after: Option<&(String, String)>,
+    fetch: usize,
 ) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
-    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
-    let rows = sqlx::query(&format!(
+    let (after_at, after_id) = keyset_start(after);
+    sqlx::query_as(&format!(
         "{KEY_SELECT} WHERE k.tenant_id = $1 AND (k.created_at < $2 OR (k.created_at = $2 AND k.api_key_id < $3)) \
          ORDER BY k.created_at DESC, k.api_key_id DESC LIMIT $4"
     ))
     .bind(tenant_id)
     .bind(after_at)
     .bind(after_id)
-    .bind(limit as i64 + 1)
+    .bind(fetch as i64)
     .fetch_all(&db.pool)
-    .await?;
-    rows.iter().map(key_row).collect()
+    .await
 }
 
 /// A grant.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct GrantRow {
-    pub grant_id: String,
-    pub api_key_id: String,
-    pub dataset_id: String,
+    #[sqlx(try_from = "String")]
+    pub grant_id: GrantId,
+    #[sqlx(try_from = "String")]
+    pub api_key_id: ApiKeyId,
+    #[sqlx(try_from = "String")]
+    pub dataset_id: DatasetId,
     pub created_at: String,
 }
 
 /// A key's grants, oldest first.
 pub async fn grants(db: &Db, api_key_id: &str) -> Result<Vec<GrantRow>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT grant_id, api_key_id, dataset_id, created_at FROM api_key_grants WHERE api_key_id = $1 \
          ORDER BY created_at, grant_id",
     )
     .bind(api_key_id)
     .fetch_all(&db.pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(GrantRow {
-                grant_id: r.try_get("grant_id")?,
-                api_key_id: r.try_get("api_key_id")?,
-                dataset_id: r.try_get("dataset_id")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
+    .await
 }
 
 /// Grants on a dataset, as `(api_key_id, grant_id)` (for the deletion cascade).

@@ -1,30 +1,40 @@
 //! Datasets: the `datasets` read model (with its object counters) and `entitlements`, and the
 //! queries behind dataset listings, the catalog and access checks.
 
-use aggregates::dataset::DatasetEvent;
+use aggregates::dataset::{
+    DatasetEvent, DatasetStatus, MonetizationMode, PricingModel, SourceModality, Visibility,
+};
 use aggregates::object::{ObjectEvent, ObjectStatus};
-use aggregates::{Dataset, Object};
+use aggregates::{Dataset, DatasetId, Object, Price, TenantId};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
+use crate::rows::{keyset_start, Flag};
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// A row of the `datasets` read model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct DatasetRow {
-    pub dataset_id: String,
-    pub tenant_id: String,
+    #[sqlx(try_from = "String")]
+    pub dataset_id: DatasetId,
+    #[sqlx(try_from = "String")]
+    pub tenant_id: TenantId,
     pub name: String,
     pub description: String,
-    pub source_modality: String,
-    pub monetization_mode: String,
-    pub pricing_model: String,
-    pub visibility: String,
-    pub status: String,
-    pub price_micros: i64,
+    #[sqlx(try_from = "String")]
+    pub source_modality: SourceModality,
+    #[sqlx(try_from = "String")]
+    pub monetization_mode: MonetizationMode,
+    #[sqlx(try_from = "String")]
+    pub pricing_model: PricingModel,
+    #[sqlx(try_from = "String")]
+    pub visibility: Visibility,
+    #[sqlx(try_from = "String")]
+    pub status: DatasetStatus,
+    #[sqlx(rename = "price_micros", try_from = "i64")]
+    pub price: Price,
     pub object_count: i64,
     pub active_object_count: i64,
     pub storage_bytes: i64,
@@ -36,35 +46,14 @@ const DATASET_COLUMNS: &str = "dataset_id, tenant_id, name, description, source_
      pricing_model, visibility, status, price_micros, object_count, active_object_count, storage_bytes, \
      created_at, updated_at";
 
-fn dataset_row(row: &AnyRow) -> Result<DatasetRow, sqlx::Error> {
-    Ok(DatasetRow {
-        dataset_id: row.try_get("dataset_id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        source_modality: row.try_get("source_modality")?,
-        monetization_mode: row.try_get("monetization_mode")?,
-        pricing_model: row.try_get("pricing_model")?,
-        visibility: row.try_get("visibility")?,
-        status: row.try_get("status")?,
-        price_micros: row.try_get("price_micros")?,
-        object_count: row.try_get("object_count")?,
-        active_object_count: row.try_get("active_object_count")?,
-        storage_bytes: row.try_get("storage_bytes")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
 /// A dataset by id, in any status (deleted included; callers decide visibility).
 pub async fn dataset(db: &Db, dataset_id: &str) -> Result<Option<DatasetRow>, sqlx::Error> {
-    let row = sqlx::query(&format!(
+    sqlx::query_as(&format!(
         "SELECT {DATASET_COLUMNS} FROM datasets WHERE dataset_id = $1"
     ))
     .bind(dataset_id)
     .fetch_optional(&db.pool)
-    .await?;
-    row.as_ref().map(dataset_row).transpose()
+    .await
 }
 
 /// A tenant's datasets, newest first, `deleted` never, optionally one status; `after` is the
@@ -73,11 +62,11 @@ pub async fn tenant_datasets(
     db: &Db,
     tenant_id: &str,
     status: Option<&str>,
-    after: Option<(String, String)>,
-    limit: usize,
+    after: Option<&(String, String)>,
+    fetch: usize,
 ) -> Result<Vec<DatasetRow>, sqlx::Error> {
-    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
-    let rows = sqlx::query(&format!(
+    let (after_at, after_id) = keyset_start(after);
+    sqlx::query_as(&format!(
         "SELECT {DATASET_COLUMNS} FROM datasets \
          WHERE tenant_id = $1 AND status <> 'deleted' AND ($2 = '' OR status = $2) \
            AND (created_at < $3 OR (created_at = $3 AND dataset_id < $4)) \
@@ -87,19 +76,20 @@ pub async fn tenant_datasets(
     .bind(status.unwrap_or(""))
     .bind(after_at)
     .bind(after_id)
-    .bind(limit as i64 + 1)
+    .bind(fetch as i64)
     .fetch_all(&db.pool)
-    .await?;
-    rows.iter().map(dataset_row).collect()
+    .await
 }
 
 /// A catalog entry: an `active`, `listed` or `restricted` dataset of any tenant.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct CatalogRow {
+    #[sqlx(flatten)]
     pub dataset: DatasetRow,
     pub tenant_name: String,
     /// Whether the asking tenant may search and download it (own, listed, or entitled).
-    pub accessible: bool,
+    #[sqlx(try_from = "i64")]
+    pub accessible: Flag,
 }
 
 /// The catalog, newest first, filtered by a case-insensitive substring of name or description.
@@ -107,10 +97,10 @@ pub async fn catalog(
     db: &Db,
     viewer_tenant: &str,
     q: Option<&str>,
-    after: Option<(String, String)>,
-    limit: usize,
+    after: Option<&(String, String)>,
+    fetch: usize,
 ) -> Result<Vec<CatalogRow>, sqlx::Error> {
-    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
+    let (after_at, after_id) = keyset_start(after);
     let pattern = q
         .map(|q| format!("%{}%", escape_like(&q.to_lowercase())))
         .unwrap_or_default();
@@ -118,7 +108,7 @@ pub async fn catalog(
         .split(", ")
         .map(|c| format!("d.{c}"))
         .collect();
-    let rows = sqlx::query(&format!(
+    sqlx::query_as(&format!(
         "SELECT {}, COALESCE(t.name, '') AS tenant_name, \
            CASE WHEN d.tenant_id = $1 OR d.visibility = 'listed' \
                   OR EXISTS (SELECT 1 FROM entitlements e WHERE e.dataset_id = d.dataset_id AND e.tenant_id = $1) \
@@ -134,18 +124,9 @@ pub async fn catalog(
     .bind(pattern)
     .bind(after_at)
     .bind(after_id)
-    .bind(limit as i64 + 1)
+    .bind(fetch as i64)
     .fetch_all(&db.pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(CatalogRow {
-                dataset: dataset_row(row)?,
-                tenant_name: row.try_get("tenant_name")?,
-                accessible: row.try_get::<i64, _>("accessible")? != 0,
-            })
-        })
-        .collect()
+    .await
 }
 
 fn escape_like(raw: &str) -> String {
@@ -158,11 +139,15 @@ fn escape_like(raw: &str) -> String {
 /// deleted), or another tenant's `active` dataset that is `listed`, or `restricted` with an
 /// entitlement.
 pub fn accessible(dataset: &DatasetRow, tenant: &str, entitled: bool) -> bool {
-    if dataset.tenant_id == tenant {
-        return dataset.status != "deleted";
+    if dataset.tenant_id.as_str() == tenant {
+        return dataset.status != DatasetStatus::Deleted;
     }
-    dataset.status == "active"
-        && (dataset.visibility == "listed" || (dataset.visibility == "restricted" && entitled))
+    dataset.status == DatasetStatus::Active
+        && match dataset.visibility {
+            Visibility::Listed => true,
+            Visibility::Restricted => entitled,
+            Visibility::Private => false,
+        }
 }
 
 /// Whether `tenant` holds an entitlement on the dataset.
@@ -177,10 +162,12 @@ pub async fn is_entitled(db: &Db, dataset_id: &str, tenant_id: &str) -> Result<b
 }
 
 /// An entitlement with its tenant's name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct EntitlementRow {
-    pub dataset_id: String,
-    pub tenant_id: String,
+    #[sqlx(try_from = "String")]
+    pub dataset_id: DatasetId,
+    #[sqlx(try_from = "String")]
+    pub tenant_id: TenantId,
     pub tenant_name: String,
     pub created_at: String,
 }
@@ -189,11 +176,11 @@ pub struct EntitlementRow {
 pub async fn entitlements(
     db: &Db,
     dataset_id: &str,
-    after: Option<(String, String)>,
-    limit: usize,
+    after: Option<&(String, String)>,
+    fetch: usize,
 ) -> Result<Vec<EntitlementRow>, sqlx::Error> {
-    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
-    let rows = sqlx::query(
+    let (after_at, after_id) = keyset_start(after);
+    sqlx::query_as(
         "SELECT e.dataset_id, e.tenant_id, COALESCE(t.name, '') AS tenant_name, e.created_at \
          FROM entitlements e LEFT JOIN tenants t ON t.tenant_id = e.tenant_id \
          WHERE e.dataset_id = $1 AND (e.created_at < $2 OR (e.created_at = $2 AND e.tenant_id < $3)) \
@@ -202,19 +189,9 @@ pub async fn entitlements(
     .bind(dataset_id)
     .bind(after_at)
     .bind(after_id)
-    .bind(limit as i64 + 1)
+    .bind(fetch as i64)
     .fetch_all(&db.pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(EntitlementRow {
-                dataset_id: row.try_get("dataset_id")?,
-                tenant_id: row.try_get("tenant_id")?,
-                tenant_name: row.try_get("tenant_name")?,
-                created_at: row.try_get("created_at")?,
-            })
-        })
-        .collect()
+    .await
 }
 
 /// The `datasets` table: profile, status and the object counters.
@@ -408,20 +385,26 @@ impl Projection for EntitlementsProjection {
 }
 
 /// A provider's catalogue in figures: datasets not being deleted, and their confirmed objects.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct ProviderCounts {
+    #[sqlx(rename = "datasets")]
     pub total_datasets: i64,
+    #[sqlx(rename = "objects")]
     pub total_objects: i64,
+    #[sqlx(rename = "bytes")]
     pub total_storage_bytes: i64,
+    #[sqlx(rename = "staged")]
     pub objects_pending_review: i64,
+    #[sqlx(rename = "approved")]
     pub objects_approved: i64,
+    #[sqlx(rename = "rejected")]
     pub objects_rejected: i64,
 }
 
 /// The provider dashboard's counters.
 pub async fn provider_counts(db: &Db, tenant_id: &str) -> Result<ProviderCounts, sqlx::Error> {
     // One round trip: the dataset sums, and the review states counted beside them.
-    let row = sqlx::query(
+    sqlx::query_as(
         "SELECT COUNT(*) AS datasets, CAST(COALESCE(SUM(object_count), 0) AS BIGINT) AS objects, \
          CAST(COALESCE(SUM(storage_bytes), 0) AS BIGINT) AS bytes, \
          CAST(COALESCE(SUM(active_object_count), 0) AS BIGINT) AS approved, \
@@ -435,27 +418,18 @@ pub async fn provider_counts(db: &Db, tenant_id: &str) -> Result<ProviderCounts,
     )
     .bind(tenant_id)
     .fetch_one(&db.pool)
-    .await?;
-    Ok(ProviderCounts {
-        total_datasets: row.try_get("datasets")?,
-        total_objects: row.try_get("objects")?,
-        total_storage_bytes: row.try_get("bytes")?,
-        objects_pending_review: row.try_get("staged")?,
-        objects_approved: row.try_get("approved")?,
-        objects_rejected: row.try_get("rejected")?,
-    })
+    .await
 }
 
 /// The active datasets `tenant` may search (SPEC §3.12): its own, and other tenants' that are
 /// `listed`, or `restricted` with an entitlement.
 pub async fn searchable(db: &Db, tenant_id: &str) -> Result<Vec<DatasetRow>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
+    sqlx::query_as(&format!(
         "SELECT {DATASET_COLUMNS} FROM datasets d WHERE d.status = 'active' AND (d.tenant_id = $1 \
          OR d.visibility = 'listed' OR (d.visibility = 'restricted' AND EXISTS \
          (SELECT 1 FROM entitlements e WHERE e.dataset_id = d.dataset_id AND e.tenant_id = $1)))"
     ))
     .bind(tenant_id)
     .fetch_all(&db.pool)
-    .await?;
-    rows.iter().map(dataset_row).collect()
+    .await
 }

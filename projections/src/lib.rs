@@ -11,6 +11,7 @@ pub mod engine;
 pub mod log;
 pub mod objects;
 pub mod payouts;
+pub mod rows;
 pub mod searches;
 
 pub use db::{Db, Dialect};

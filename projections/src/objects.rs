@@ -3,29 +3,34 @@
 
 use std::collections::BTreeMap;
 
-use aggregates::object::ObjectEvent;
-use aggregates::{timestamp, Object};
+use aggregates::object::{ObjectEvent, ObjectStatus};
+use aggregates::{timestamp, DatasetId, Object, ObjectId, TenantId};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::rows::{keyset_start, JsonText};
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// A row of the `objects` read model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct ObjectRow {
-    pub object_id: String,
-    pub dataset_id: String,
-    pub tenant_id: String,
+    #[sqlx(try_from = "String")]
+    pub object_id: ObjectId,
+    #[sqlx(try_from = "String")]
+    pub dataset_id: DatasetId,
+    #[sqlx(try_from = "String")]
+    pub tenant_id: TenantId,
     pub filename: String,
     pub content_type: String,
     pub size_bytes: i64,
     pub declared_sha256: Option<String>,
     pub checksum_sha256: Option<String>,
-    pub metadata: BTreeMap<String, String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub metadata: JsonText<BTreeMap<String, String>>,
+    #[sqlx(try_from = "String")]
+    pub status: ObjectStatus,
     pub review_state: Option<String>,
     pub rejection_reason: Option<String>,
     pub created_at: String,
@@ -41,39 +46,14 @@ const OBJECT_COLUMNS: &str = "o.object_id, o.dataset_id, o.tenant_id, o.filename
      o.rejection_reason, o.created_at, o.uploaded_at, o.review_expires_at, o.reviewed_at, \
      o.approved_at, o.updated_at";
 
-fn object_row(row: &AnyRow) -> Result<ObjectRow, sqlx::Error> {
-    let metadata: String = row.try_get("metadata")?;
-    Ok(ObjectRow {
-        object_id: row.try_get("object_id")?,
-        dataset_id: row.try_get("dataset_id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        filename: row.try_get("filename")?,
-        content_type: row.try_get("content_type")?,
-        size_bytes: row.try_get("size_bytes")?,
-        declared_sha256: row.try_get("declared_sha256")?,
-        checksum_sha256: row.try_get("checksum_sha256")?,
-        metadata: serde_json::from_str(&metadata).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        status: row.try_get("status")?,
-        review_state: row.try_get("review_state")?,
-        rejection_reason: row.try_get("rejection_reason")?,
-        created_at: row.try_get("created_at")?,
-        uploaded_at: row.try_get("uploaded_at")?,
-        review_expires_at: row.try_get("review_expires_at")?,
-        reviewed_at: row.try_get("reviewed_at")?,
-        approved_at: row.try_get("approved_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
 /// An object by id, in any status.
 pub async fn object(db: &Db, object_id: &str) -> Result<Option<ObjectRow>, sqlx::Error> {
-    let row = sqlx::query(&format!(
+    sqlx::query_as(&format!(
         "SELECT {OBJECT_COLUMNS} FROM objects o WHERE o.object_id = $1"
     ))
     .bind(object_id)
     .fetch_optional(&db.pool)
-    .await?;
-    row.as_ref().map(object_row).transpose()
+    .await
 }
 
 /// A dataset's objects, newest first; without a status filter `cancelled` and `deleted` are
@@ -82,11 +62,11 @@ pub async fn dataset_objects(
     db: &Db,
     dataset_id: &str,
     status: Option<&str>,
-    after: Option<(String, String)>,
-    limit: usize,
+    after: Option<&(String, String)>,
+    fetch: usize,
 ) -> Result<Vec<ObjectRow>, sqlx::Error> {
-    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
-    let rows = sqlx::query(&format!(
+    let (after_at, after_id) = keyset_start(after);
+    sqlx::query_as(&format!(
         "SELECT {OBJECT_COLUMNS} FROM objects o \
          WHERE o.dataset_id = $1 \
            AND (($2 = '' AND o.status NOT IN ('cancelled', 'deleted')) OR o.status = $2) \
@@ -97,15 +77,15 @@ pub async fn dataset_objects(
     .bind(status.unwrap_or(""))
     .bind(after_at)
     .bind(after_id)
-    .bind(limit as i64 + 1)
+    .bind(fetch as i64)
     .fetch_all(&db.pool)
-    .await?;
-    rows.iter().map(object_row).collect()
+    .await
 }
 
 /// A staged object awaiting review, with its tenant and dataset names.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct ReviewRow {
+    #[sqlx(flatten)]
     pub object: ObjectRow,
     pub tenant_name: String,
     pub dataset_name: String,
@@ -121,11 +101,12 @@ pub async fn review_queue(
     db: &Db,
     tenant_id: Option<&str>,
     dataset_id: Option<&str>,
-    after: Option<(String, String)>,
-    limit: usize,
+    after: Option<&(String, String)>,
+    fetch: usize,
 ) -> Result<(Vec<ReviewRow>, i64), sqlx::Error> {
-    let (after_at, after_id) = after.unwrap_or_default();
-    let rows = sqlx::query(&format!(
+    // Oldest first: the first page starts after "", which sorts before every timestamp.
+    let (after_at, after_id) = after.map_or(("", ""), |(at, id)| (at.as_str(), id.as_str()));
+    let items = sqlx::query_as(&format!(
         "SELECT {OBJECT_COLUMNS}, COALESCE(t.name, '') AS tenant_name, d.name AS dataset_name {QUEUE_FROM} \
            AND (o.uploaded_at > $3 OR (o.uploaded_at = $3 AND o.object_id > $4)) \
          ORDER BY o.uploaded_at, o.object_id LIMIT $5"
@@ -134,7 +115,7 @@ pub async fn review_queue(
     .bind(dataset_id.unwrap_or(""))
     .bind(after_at)
     .bind(after_id)
-    .bind(limit as i64 + 1)
+    .bind(fetch as i64)
     .fetch_all(&db.pool)
     .await?;
     let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {QUEUE_FROM}"))
@@ -142,16 +123,6 @@ pub async fn review_queue(
         .bind(dataset_id.unwrap_or(""))
         .fetch_one(&db.pool)
         .await?;
-    let items = rows
-        .iter()
-        .map(|row| {
-            Ok(ReviewRow {
-                object: object_row(row)?,
-                tenant_name: row.try_get("tenant_name")?,
-                dataset_name: row.try_get("dataset_name")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
     Ok((items, total))
 }
 

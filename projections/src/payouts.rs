@@ -3,6 +3,7 @@
 
 use aggregates::metering::{Charge, Download, DownloadEvent};
 use aggregates::money::Limbs;
+use aggregates::payout::StatementStatus;
 use aggregates::payout::{month_of, statement_id, Earnings, PayoutEvent, PayoutStatement};
 use aggregates::search::{Search, SearchEvent};
 use aggregates::timestamp;
@@ -15,6 +16,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::accesses::limb_sum;
+use crate::rows::keyset_start;
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// The statement id of a provider's month (stable across rebuilds).
@@ -129,13 +131,13 @@ pub struct StatementRow {
 
 impl StatementRow {
     /// `open` until the period ends, then `pending`, then `paid`.
-    pub fn status(&self, now: &str) -> &'static str {
+    pub fn status(&self, now: &str) -> StatementStatus {
         if self.paid_at.is_some() {
-            "paid"
+            StatementStatus::Paid
         } else if now < self.period_end.as_str() {
-            "open"
+            StatementStatus::Open
         } else {
-            "pending"
+            StatementStatus::Pending
         }
     }
 }
@@ -173,10 +175,10 @@ pub async fn statement(db: &Db, statement_id: &str) -> Result<Option<StatementRo
 pub async fn statements(
     db: &Db,
     tenant_id: Option<&str>,
-    after: Option<(String, String)>,
-    limit: usize,
+    after: Option<&(String, String)>,
+    fetch: usize,
 ) -> Result<Vec<StatementRow>, sqlx::Error> {
-    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
+    let (after_at, after_id) = keyset_start(after);
     let rows = sqlx::query(&format!(
         "{STATEMENT_SELECT} WHERE ($1 = '' OR s.tenant_id = $1) \
          AND (s.period_start < $2 OR (s.period_start = $2 AND s.statement_id < $3)) \
@@ -185,7 +187,7 @@ pub async fn statements(
     .bind(tenant_id.unwrap_or(""))
     .bind(after_at)
     .bind(after_id)
-    .bind(limit as i64 + 1)
+    .bind(fetch as i64)
     .fetch_all(&db.pool)
     .await?;
     rows.iter().map(statement_row).collect()
@@ -195,17 +197,17 @@ pub async fn statements(
 pub async fn statements_in_status(
     db: &Db,
     tenant_id: Option<&str>,
-    status: &str,
+    status: StatementStatus,
     now: &str,
-    after: Option<(String, String)>,
-    limit: usize,
+    after: Option<&(String, String)>,
+    fetch: usize,
 ) -> Result<Vec<StatementRow>, sqlx::Error> {
     let condition = match status {
-        "paid" => "s.paid_at IS NOT NULL",
-        "open" => "s.paid_at IS NULL AND s.period_end > $5",
-        _ => "s.paid_at IS NULL AND s.period_end <= $5",
+        StatementStatus::Paid => "s.paid_at IS NOT NULL",
+        StatementStatus::Open => "s.paid_at IS NULL AND s.period_end > $5",
+        StatementStatus::Pending => "s.paid_at IS NULL AND s.period_end <= $5",
     };
-    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
+    let (after_at, after_id) = keyset_start(after);
     let rows = sqlx::query(&format!(
         "{STATEMENT_SELECT} WHERE ($1 = '' OR s.tenant_id = $1) AND ($5 = $5) AND {condition} \
          AND (s.period_start < $2 OR (s.period_start = $2 AND s.statement_id < $3)) \
@@ -214,7 +216,7 @@ pub async fn statements_in_status(
     .bind(tenant_id.unwrap_or(""))
     .bind(after_at)
     .bind(after_id)
-    .bind(limit as i64 + 1)
+    .bind(fetch as i64)
     .bind(now)
     .fetch_all(&db.pool)
     .await?;

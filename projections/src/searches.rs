@@ -3,12 +3,13 @@
 //! dataset, for analytics and the demand-curve price).
 
 use aggregates::search::{Search, SearchEvent};
-use aggregates::timestamp;
+use aggregates::{timestamp, DatasetId, SearchActivityId};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
+use crate::rows::{keyset_start, JsonText};
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
 /// The `search_activities` and `search_appearances` tables.
@@ -86,11 +87,13 @@ impl Projection for SearchesProjection {
 }
 
 /// A search activity as buyers see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct SearchActivityRow {
-    pub search_activity_id: String,
+    #[sqlx(try_from = "String")]
+    pub search_activity_id: SearchActivityId,
     pub query_text: String,
-    pub dataset_ids: Vec<String>,
+    #[sqlx(try_from = "String")]
+    pub dataset_ids: JsonText<Vec<DatasetId>>,
     pub result_count: i64,
     pub charged_micros: i64,
     pub api_key_id: Option<String>,
@@ -114,12 +117,12 @@ pub async fn buyer_searches(
     db: &Db,
     tenant_id: &str,
     filter: &SearchFilter,
-    after: Option<(String, String)>,
-    limit: usize,
+    after: Option<&(String, String)>,
+    fetch: usize,
 ) -> Result<(Vec<SearchActivityRow>, i64), sqlx::Error> {
-    let (after_at, after_id) = after.unwrap_or_else(|| ("~".into(), "~".into()));
+    let (after_at, after_id) = keyset_start(after);
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
-    let rows = sqlx::query(&format!(
+    let items = sqlx::query_as(&format!(
         "SELECT search_activity_id, query_text, dataset_ids, result_count, charged_micros, api_key_id, occurred_at \
          FROM search_activities {SEARCH_WHERE} \
          AND (occurred_at < $5 OR (occurred_at = $5 AND search_activity_id < $6)) \
@@ -131,7 +134,7 @@ pub async fn buyer_searches(
     .bind(text(&filter.to))
     .bind(after_at)
     .bind(after_id)
-    .bind(limit as i64 + 1)
+    .bind(fetch as i64)
     .fetch_all(&db.pool)
     .await?;
     let total: i64 = sqlx::query_scalar(&format!(
@@ -143,22 +146,6 @@ pub async fn buyer_searches(
     .bind(text(&filter.to))
     .fetch_one(&db.pool)
     .await?;
-    let items = rows
-        .iter()
-        .map(|r| {
-            let ids: String = r.try_get("dataset_ids")?;
-            Ok(SearchActivityRow {
-                search_activity_id: r.try_get("search_activity_id")?,
-                query_text: r.try_get("query_text")?,
-                dataset_ids: serde_json::from_str(&ids)
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                result_count: r.try_get("result_count")?,
-                charged_micros: r.try_get("charged_micros")?,
-                api_key_id: r.try_get("api_key_id")?,
-                occurred_at: r.try_get("occurred_at")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
     Ok((items, total))
 }
 

@@ -1,43 +1,36 @@
 //! Auth and users: signup, login, logout, `GET /v1/me`, password change (SPEC §3.1, §3.2).
 
 use aggregates::email::EmailError;
-use aggregates::{DisplayName, Email, Password, TenantName};
+use aggregates::{DisplayName, Email, Password, Role, Scope, TenantId, TenantName, UserId};
 use std::net::SocketAddr;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::http::routes::Routes;
 use axum::extract::{ConnectInfo, State};
-use axum::response::Response;
-use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::json;
-use utoipa::{OpenApi, ToSchema};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::accounts::{Accounts, NewAccount, SessionGrant};
-use crate::app::AppState;
 use crate::auth::PrincipalKind;
-use crate::http::envelope;
+use crate::http::envelope::Envelope;
 use crate::http::error::AppError;
 use crate::http::extract::Auth;
 use crate::http::json::{Fields, JsonBody};
-use crate::http::openapi;
+use crate::openapi;
+use crate::state::AppState;
 
 /// Routes under `/v1`.
-pub fn routes() -> Routes {
-    Routes::new()
-        .route("/auth/signup", post(signup))
-        .route("/auth/login", post(login))
-        .route("/auth/logout", post(logout))
-        .route("/me", get(me))
-        .route("/me/password", post(change_password))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
 }
 
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(signup, login, logout, me, change_password))]
-pub struct Api;
-
 /// A new session (signup and login).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Session {
     /// The session token `sess_…`, for `Authorization: Bearer`.
     pub session_token: String,
@@ -45,45 +38,40 @@ pub struct Session {
     #[schema(format = DateTime)]
     pub expires_at: String,
     /// The user.
-    pub user_id: String,
+    #[schema(value_type = String)]
+    pub user_id: UserId,
     /// The user's tenant.
-    pub tenant_id: String,
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
 }
 
 /// The account created by signup, with its first session.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct SignupResult {
-    /// The new user.
-    pub user_id: String,
-    /// The new tenant.
-    pub tenant_id: String,
-    /// The session token `sess_…`.
-    pub session_token: String,
-    /// When the session ends.
-    #[schema(format = DateTime)]
-    pub expires_at: String,
-    /// The display name, trimmed.
+    #[serde(flatten)]
+    pub session: Session,
+    /// The display name.
     pub display_name: String,
-    /// The email, trimmed and lowercased.
+    /// The normalised email.
     pub email: String,
 }
 
 /// `{logged_out: true}`.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct LoggedOut {
     /// Always true.
     pub logged_out: bool,
 }
 
 /// `{password_changed: true}`.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct PasswordChanged {
     /// Always true.
     pub password_changed: bool,
 }
 
 /// The caller (SPEC §3.2); with an API key the user fields are null.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Me {
     /// The user, or null for an API key.
     #[schema(required = true)]
@@ -101,12 +89,12 @@ pub struct Me {
     /// Whether the user is a platform admin (false for an API key).
     pub is_platform_admin: bool,
     /// The user's roles (empty for an API key).
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
     /// The effective scopes, in canonical order.
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     /// `user` or `api_key`.
     #[schema(pattern = "^(user|api_key)$")]
-    pub principal_type: String,
+    pub principal_type: &'static str,
     /// The key, or null for a session.
     #[schema(required = true)]
     pub api_key_id: Option<String>,
@@ -146,11 +134,7 @@ fn name_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 /// [`openapi::NOT_BLANK`].
 fn email_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     let part = format!("{}+", openapi::NOT_BLANK.replacen("[^", "[^@", 1));
-    openapi::schema(json!({
-        "type": "string",
-        "maxLength": Email::MAX_LEN,
-        "pattern": format!("^{part}@{part}\\.{part}$"),
-    }))
+    openapi::text(Email::MAX_LEN, &format!("^{part}@{part}\\.{part}$"))
 }
 
 impl TryFrom<SignupBody> for NewAccount {
@@ -183,13 +167,15 @@ impl TryFrom<SignupBody> for NewAccount {
     }
 }
 
-fn session_json(grant: &SessionGrant) -> serde_json::Value {
-    json!({
-        "session_token": grant.token,
-        "expires_at": aggregates::timestamp::format(grant.expires_at),
-        "user_id": grant.user_id,
-        "tenant_id": grant.tenant_id,
-    })
+impl From<SessionGrant> for Session {
+    fn from(grant: SessionGrant) -> Self {
+        Self {
+            session_token: grant.token,
+            expires_at: aggregates::timestamp::format(grant.expires_at),
+            user_id: grant.user_id,
+            tenant_id: grant.tenant_id,
+        }
+    }
 }
 
 /// The per-IP bucket of the auth routes (before the body is read, as SPEC §1.11 orders).
@@ -199,7 +185,7 @@ fn limit_auth_route(state: &AppState, client: SocketAddr) -> Result<(), AppError
         state.config.auth_rate_limit_per_minute,
         state.store.clock.now(),
     );
-    let _ = crate::store::REQUEST.try_with(|r| *r.quota.lock().expect("lock") = Some(quota));
+    let _ = crate::request::REQUEST.try_with(|r| *r.quota.lock().expect("lock") = Some(quota));
     if quota.allowed {
         Ok(())
     } else {
@@ -211,7 +197,7 @@ fn limit_auth_route(state: &AppState, client: SocketAddr) -> Result<(), AppError
 
 #[utoipa::path(
     post,
-    path = "/v1/auth/signup",
+    path = "/auth/signup",
     tag = "auth",
     summary = "Creates a tenant, its owner and a session (SPEC §3.1).",
     request_body = SignupBody,
@@ -226,16 +212,17 @@ async fn signup(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<SignupResult>, AppError> {
     limit_auth_route(&state, client)?;
     let body: SignupBody = body.parse()?;
     let account = NewAccount::try_from(body)?;
     let (email, display_name) = (account.email.clone(), account.display_name.clone());
     let grant = accounts(&state).signup(account).await?;
-    let mut data = session_json(&grant);
-    data["email"] = json!(email);
-    data["display_name"] = json!(display_name);
-    Ok(envelope::created(data))
+    Ok(Envelope::created(SignupResult {
+        session: grant.into(),
+        display_name: display_name.as_str().to_owned(),
+        email: email.as_str().to_owned(),
+    }))
 }
 
 /// Login's body.
@@ -262,7 +249,7 @@ fn login_email(raw: &str) -> Result<String, EmailError> {
 
 #[utoipa::path(
     post,
-    path = "/v1/auth/login",
+    path = "/auth/login",
     tag = "auth",
     summary = "Opens a session (SPEC §3.1).",
     request_body = LoginBody,
@@ -278,7 +265,7 @@ async fn login(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Session>, AppError> {
     limit_auth_route(&state, client)?;
     let body: LoginBody = body.parse()?;
     let mut fields = Fields::default();
@@ -294,7 +281,7 @@ async fn login(
         return Err(AppError::RateLimited { retry_after });
     }
     match accounts(&state).login(&normalised, &password).await {
-        Ok(grant) => Ok(envelope::ok(session_json(&grant))),
+        Ok(grant) => Ok(Envelope::ok(grant.into())),
         Err(AppError::InvalidCredentials) => {
             state.limits.login_failed(&normalised, now);
             Err(AppError::InvalidCredentials)
@@ -305,7 +292,7 @@ async fn login(
 
 #[utoipa::path(
     post,
-    path = "/v1/auth/logout",
+    path = "/auth/logout",
     tag = "auth",
     summary = "Ends the calling session (session only).",
     security(("session" = [])),
@@ -317,59 +304,60 @@ async fn login(
 async fn logout(
     State(state): State<AppState>,
     Auth(principal): Auth,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<LoggedOut>, AppError> {
     let (user_id, session_hash) = principal.require_session()?;
     accounts(&state)
         .logout(user_id, &principal.tenant_id, session_hash)
         .await?;
-    Ok(envelope::ok(json!({ "logged_out": true })))
+    Ok(Envelope::ok(LoggedOut { logged_out: true }))
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/me",
+    path = "/me",
     tag = "users",
     summary = "The caller: user or API key, tenant, roles and scopes (no scope needed).",
     security(("session" = []), ("api_key" = [])),
     responses((status = 200, description = "The caller.", body = Me))
 )]
-async fn me(State(state): State<AppState>, Auth(principal): Auth) -> Result<Response, AppError> {
-    let tenant_name =
+async fn me(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+) -> Result<Envelope<Me>, AppError> {
+    let tenant_display_name =
         projections::accounts::tenant_name(&state.store.db, &principal.tenant_id).await?;
-    let scopes: Vec<&str> = principal.scopes.iter().map(|s| s.as_str()).collect();
-    let data = match &principal.kind {
+    let caller = Me {
+        user_id: None,
+        email: None,
+        display_name: None,
+        tenant_id: principal.tenant_id.clone(),
+        tenant_display_name: tenant_display_name.unwrap_or_default(),
+        is_platform_admin: false,
+        roles: Vec::new(),
+        scopes: principal.scopes.clone(),
+        principal_type: "api_key",
+        api_key_id: None,
+    };
+    Ok(Envelope::ok(match &principal.kind {
         PrincipalKind::User { user_id, .. } => {
             let user = projections::accounts::user_by_id(&state.store.db, user_id)
                 .await?
                 .ok_or(AppError::Unauthorized)?;
-            let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
-            json!({
-                "user_id": user.user_id,
-                "email": user.email,
-                "display_name": user.display_name,
-                "tenant_id": principal.tenant_id,
-                "tenant_display_name": tenant_name,
-                "is_platform_admin": user.is_platform_admin,
-                "roles": roles,
-                "scopes": scopes,
-                "principal_type": "user",
-                "api_key_id": null,
-            })
+            Me {
+                user_id: Some(user.user_id.into()),
+                email: Some(user.email),
+                display_name: Some(user.display_name),
+                is_platform_admin: user.is_platform_admin.0,
+                roles: user.roles.0,
+                principal_type: "user",
+                ..caller
+            }
         }
-        PrincipalKind::ApiKey { api_key_id } => json!({
-            "user_id": null,
-            "email": null,
-            "display_name": null,
-            "tenant_id": principal.tenant_id,
-            "tenant_display_name": tenant_name,
-            "is_platform_admin": false,
-            "roles": [],
-            "scopes": scopes,
-            "principal_type": "api_key",
-            "api_key_id": api_key_id,
-        }),
-    };
-    Ok(envelope::ok(data))
+        PrincipalKind::ApiKey { api_key_id } => Me {
+            api_key_id: Some(api_key_id.clone()),
+            ..caller
+        },
+    }))
 }
 
 /// The password change's body.
@@ -386,7 +374,7 @@ struct PasswordBody {
 
 #[utoipa::path(
     post,
-    path = "/v1/me/password",
+    path = "/me/password",
     tag = "users",
     summary = "Changes the password and revokes the user's other sessions (session only).",
     security(("session" = [])),
@@ -402,7 +390,7 @@ async fn change_password(
     State(state): State<AppState>,
     Auth(principal): Auth,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<PasswordChanged>, AppError> {
     let (user_id, session_hash) = principal.require_session()?;
     let body: PasswordBody = body.parse()?;
     let mut fields = Fields::default();
@@ -421,5 +409,7 @@ async fn change_password(
     accounts(&state)
         .change_password(user_id, &principal.tenant_id, session_hash, &current, new)
         .await?;
-    Ok(envelope::ok(json!({ "password_changed": true })))
+    Ok(Envelope::ok(PasswordChanged {
+        password_changed: true,
+    }))
 }

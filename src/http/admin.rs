@@ -1,62 +1,55 @@
 //! Admin review of staged objects (SPEC §3.5): platform-admin sessions only.
 
-use crate::http::routes::Routes;
-use aggregates::object::ObjectCommand;
-use aggregates::{Object, ObjectId, TenantId};
-use axum::extract::State;
-use axum::response::Response;
-use axum::routing::{get, post};
-use cqrs_es::Aggregate;
-use projections::objects::{self as read, ObjectRow};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use std::collections::BTreeMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::http::datasets::sort_key;
-use crate::http::envelope;
+use aggregates::dataset::DatasetStatus;
+use aggregates::object::{ObjectCommand, ObjectStatus};
+use aggregates::{DatasetId, Object, ObjectId, TenantId};
+use axum::extract::State;
+use cqrs_es::Aggregate;
+use projections::datasets::DatasetRow;
+use projections::objects::{self as read, ObjectRow, ReviewRow};
+use projections::rows::JsonText;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::blobs::DOWNLOAD_TTL;
+use crate::http::envelope::Envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
-use crate::http::objects::{object_json, reload, ObjectView, DOWNLOAD_TTL};
-use crate::http::openapi;
-use crate::http::pagination::{self, PageQuery};
+use crate::http::lookup::written_object;
+use crate::http::pagination::{Keyset, PageQuery};
+use crate::http::views::ObjectView;
+use crate::openapi;
+use crate::state::AppState;
 
 /// Routes under `/v1`.
-pub fn routes() -> Routes {
-    Routes::new()
-        .route("/admin/review/queue", get(queue))
-        .route("/admin/review/objects/{tenant_id}/{object_id}", get(detail))
-        .route(
-            "/admin/review/objects/{tenant_id}/{object_id}/approve",
-            post(approve),
-        )
-        .route(
-            "/admin/review/objects/{tenant_id}/{object_id}/reject",
-            post(reject),
-        )
-        .route(
-            "/admin/review/objects/{tenant_id}/{object_id}/preview",
-            get(preview),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(queue))
+        .routes(routes!(detail))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(preview))
 }
 
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(queue, detail, approve, reject, preview))]
-pub struct Api;
-
 /// A staged object awaiting review (SPEC §3.5).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ReviewItem {
     /// The object.
-    pub object_id: String,
+    #[schema(value_type = String)]
+    pub object_id: ObjectId,
     /// The owner tenant.
-    pub tenant_id: String,
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
     /// The owner tenant's name.
     pub tenant_name: String,
     /// The dataset.
-    pub dataset_id: String,
+    #[schema(value_type = String)]
+    pub dataset_id: DatasetId,
     /// The dataset's name.
     pub dataset_name: String,
     /// The file name.
@@ -77,8 +70,27 @@ pub struct ReviewItem {
     pub review_expires_at: Option<String>,
 }
 
+impl ReviewItem {
+    /// The item of `object`, whose tenant and dataset are so named.
+    fn new(object: &ObjectRow, tenant_name: String, dataset_name: String) -> Self {
+        Self {
+            object_id: object.object_id.clone(),
+            tenant_id: object.tenant_id.clone(),
+            tenant_name,
+            dataset_id: object.dataset_id.clone(),
+            dataset_name,
+            filename: object.filename.clone(),
+            content_type: object.content_type.clone(),
+            size_bytes: object.size_bytes,
+            checksum_sha256: object.checksum_sha256.clone(),
+            uploaded_at: object.uploaded_at.clone(),
+            review_expires_at: object.review_expires_at.clone(),
+        }
+    }
+}
+
 /// The review queue.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ReviewQueue {
     /// Staged objects, oldest upload first.
     pub items: Vec<ReviewItem>,
@@ -91,40 +103,17 @@ pub struct ReviewQueue {
 }
 
 /// An object under review, with its state and history (any status).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ReviewDetail {
-    /// The object.
-    pub object_id: String,
-    /// The owner tenant.
-    pub tenant_id: String,
-    /// The owner tenant's name.
-    pub tenant_name: String,
-    /// The dataset.
-    pub dataset_id: String,
-    /// The dataset's name.
-    pub dataset_name: String,
-    /// The file name.
-    pub filename: String,
-    /// The media type.
-    pub content_type: String,
-    /// The size.
-    #[schema(minimum = 1)]
-    pub size_bytes: i64,
-    /// The server-computed SHA-256, null before confirm.
-    #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
-    pub checksum_sha256: Option<String>,
-    /// When the upload was confirmed.
-    #[schema(required = true, format = DateTime)]
-    pub uploaded_at: Option<String>,
-    /// When the review window ends.
-    #[schema(required = true, format = DateTime)]
-    pub review_expires_at: Option<String>,
+    #[serde(flatten)]
+    pub item: ReviewItem,
     /// String → string.
-    pub metadata: std::collections::BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub metadata: JsonText<BTreeMap<String, String>>,
     /// The object's status.
-    pub status: String,
+    pub status: ObjectStatus,
     /// staged, approved or rejected; null before confirm.
-    #[schema(required = true)]
+    #[schema(required = true, schema_with = openapi::review_state)]
     pub review_state: Option<String>,
     /// The rejection reason, null unless rejected.
     #[schema(required = true)]
@@ -137,10 +126,10 @@ pub struct ReviewDetail {
 }
 
 /// One event in an object's history.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct HistoryEntry {
     /// The event type, e.g. `ObjectUploadConfirmed`.
-    #[schema(rename = "type")]
+    #[serde(rename = "type")]
     pub event_type: String,
     /// When it happened.
     #[schema(format = DateTime)]
@@ -151,29 +140,13 @@ pub struct HistoryEntry {
 }
 
 /// A signed preview URL, never metered.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Preview {
     /// A signed GET URL for the bytes.
     pub preview_url: String,
     /// When it stops working (now + 15 min).
     #[schema(format = DateTime)]
     pub expires_at: String,
-}
-
-fn review_item(object: &ObjectRow, tenant_name: &str, dataset_name: &str) -> Value {
-    json!({
-        "object_id": object.object_id,
-        "tenant_id": object.tenant_id,
-        "tenant_name": tenant_name,
-        "dataset_id": object.dataset_id,
-        "dataset_name": dataset_name,
-        "filename": object.filename,
-        "content_type": object.content_type,
-        "size_bytes": object.size_bytes,
-        "checksum_sha256": object.checksum_sha256,
-        "uploaded_at": object.uploaded_at,
-        "review_expires_at": object.review_expires_at,
-    })
 }
 
 /// The review queue's filters.
@@ -191,7 +164,7 @@ struct QueueQuery {
 
 #[utoipa::path(
     get,
-    path = "/v1/admin/review/queue",
+    path = "/admin/review/queue",
     tag = "admin",
     summary = "Staged objects awaiting review, oldest first (platform-admin session).",
     security(("session" = [])),
@@ -206,7 +179,7 @@ async fn queue(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<QueueQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<ReviewQueue>, AppError> {
     principal.require_platform_admin()?;
     let tenant = query.tenant_id.filter(|t| !t.is_empty());
     let dataset = query.dataset_id.filter(|d| !d.is_empty());
@@ -215,61 +188,57 @@ async fn queue(
         tenant.as_deref().unwrap_or(""),
         dataset.as_deref().unwrap_or("")
     );
-    let page = query.page.page(&state.key, &scope, 20, 100)?;
-    let after = page.after.as_ref().map(sort_key).transpose()?;
+    let keyset = Keyset::open(&state.key, &query.page, scope)?;
     let (rows, total) = read::review_queue(
         &state.store.db,
         tenant.as_deref(),
         dataset.as_deref(),
-        after,
-        page.limit,
+        keyset.after(),
+        keyset.fetch(),
     )
     .await?;
-    let (rows, next) = pagination::finish(rows, &page, &state.key, &scope, |r| {
-        json!([
-            r.object.uploaded_at.clone().unwrap_or_default(),
-            r.object.object_id
-        ])
+    let sort_key = |r: &ReviewRow| {
+        let uploaded_at = r.object.uploaded_at.clone().unwrap_or_default();
+        (uploaded_at, r.object.object_id.to_string())
+    };
+    let page = keyset.page(rows, sort_key, |r| {
+        ReviewItem::new(&r.object, r.tenant_name, r.dataset_name)
     });
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|r| review_item(&r.object, &r.tenant_name, &r.dataset_name))
-        .collect();
-    Ok(envelope::ok(
-        json!({ "items": items, "total": total, "next_cursor": next }),
-    ))
+    Ok(Envelope::ok(ReviewQueue {
+        items: page.items,
+        total,
+        next_cursor: page.next_cursor,
+    }))
 }
 
-/// The object named by `{tenant_id}/{object_id}`, with its tenant's and dataset's names and the
-/// dataset's status; a tenant that does not own the object is 404.
+/// The object named by `{tenant_id}/{object_id}`, with its tenant's name and its dataset; a
+/// tenant that does not own the object is 404, as is an object of a deleted dataset.
 async fn find(
     state: &AppState,
     tenant_id: &str,
     object_id: &str,
-) -> Result<(ObjectRow, String, String, String), AppError> {
+) -> Result<(ObjectRow, String, DatasetRow), AppError> {
     TenantId::parse(tenant_id).map_err(|_| AppError::NotFound)?;
     ObjectId::parse(object_id).map_err(|_| AppError::NotFound)?;
     let object = read::object(&state.store.db, object_id)
         .await?
         .ok_or(AppError::NotFound)?;
-    if object.tenant_id != tenant_id {
+    if object.tenant_id.as_str() != tenant_id {
         return Err(AppError::NotFound);
     }
-    let dataset = projections::datasets::dataset(&state.store.db, &object.dataset_id)
+    let dataset = projections::datasets::dataset(&state.store.db, object.dataset_id.as_str())
         .await?
+        .filter(|d| d.status != DatasetStatus::Deleted)
         .ok_or(AppError::NotFound)?;
-    if dataset.status == "deleted" {
-        return Err(AppError::NotFound);
-    }
     let tenant_name = projections::accounts::tenant_name(&state.store.db, tenant_id)
         .await?
         .unwrap_or_default();
-    Ok((object, tenant_name, dataset.name, dataset.status))
+    Ok((object, tenant_name, dataset))
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/admin/review/objects/{tenant_id}/{object_id}",
+    path = "/admin/review/objects/{tenant_id}/{object_id}",
     tag = "admin",
     summary = "An object with its review state and history (platform-admin session).",
     security(("session" = [])),
@@ -286,30 +255,31 @@ async fn detail(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path((tenant_id, object_id)): Path<(String, String)>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<ReviewDetail>, AppError> {
     principal.require_platform_admin()?;
-    let (object, tenant_name, dataset_name, _) = find(&state, &tenant_id, &object_id).await?;
-    let history: Vec<Value> =
-        projections::log::events_of(&state.store.db, Object::TYPE, &object_id)
-            .await?
-            .iter()
-            .map(|e| {
-                let actor = if e.metadata.actor_id.is_empty() {
-                    "system"
-                } else {
-                    e.metadata.actor_id.as_str()
-                };
-                json!({ "type": e.event_type, "at": e.metadata.occurred_at, "actor": actor })
-            })
-            .collect();
-    let mut item = review_item(&object, &tenant_name, &dataset_name);
-    item["metadata"] = json!(object.metadata);
-    item["status"] = json!(object.status);
-    item["review_state"] = json!(object.review_state);
-    item["rejection_reason"] = json!(object.rejection_reason);
-    item["reviewed_at"] = json!(object.reviewed_at);
-    item["history"] = json!(history);
-    Ok(envelope::ok(item))
+    let (object, tenant_name, dataset) = find(&state, &tenant_id, &object_id).await?;
+    let history = projections::log::events_of(&state.store.db, Object::TYPE, &object_id)
+        .await?
+        .into_iter()
+        .map(|e| HistoryEntry {
+            event_type: e.event_type,
+            at: e.metadata.occurred_at,
+            actor: if e.metadata.actor_id.is_empty() {
+                "system".to_owned()
+            } else {
+                e.metadata.actor_id
+            },
+        })
+        .collect();
+    Ok(Envelope::ok(ReviewDetail {
+        item: ReviewItem::new(&object, tenant_name, dataset.name),
+        metadata: object.metadata,
+        status: object.status,
+        review_state: object.review_state,
+        rejection_reason: object.rejection_reason,
+        reviewed_at: object.reviewed_at,
+        history,
+    }))
 }
 
 /// An approval's body.
@@ -323,7 +293,7 @@ struct ApproveBody {
 
 #[utoipa::path(
     post,
-    path = "/v1/admin/review/objects/{tenant_id}/{object_id}/approve",
+    path = "/admin/review/objects/{tenant_id}/{object_id}/approve",
     tag = "admin",
     summary = "Approves a staged object (platform-admin session).",
     security(("session" = [])),
@@ -344,27 +314,25 @@ async fn approve(
     Auth(principal): Auth,
     Path((tenant_id, object_id)): Path<(String, String)>,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<ObjectView>, AppError> {
     principal.require_platform_admin()?;
     let body: ApproveBody = body.parse()?;
     if body.note.as_ref().is_some_and(|n| n.chars().count() > 1000) {
         return Err(AppError::field("note", "must be at most 1000 characters"));
     }
-    let (_, _, _, dataset_status) = find(&state, &tenant_id, &object_id).await?;
-    if dataset_status == "pending_deletion" {
-        return Err(AppError::InvalidState(dataset_status));
-    }
+    let (_, _, dataset) = find(&state, &tenant_id, &object_id).await?;
     let command = ObjectCommand::Approve {
         note: body.note,
         reviewed_at: state.store.clock.now(),
+        dataset: dataset.status,
     };
     state
         .store
         .execute::<Object>(&object_id, command, &(), &principal.actor())
         .await?;
-    Ok(envelope::ok(object_json(
-        &reload(&state, &object_id).await?,
-    )))
+    Ok(Envelope::ok(
+        written_object(&state, &object_id).await?.into(),
+    ))
 }
 
 /// A rejection's body.
@@ -382,7 +350,7 @@ fn reason_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 
 #[utoipa::path(
     post,
-    path = "/v1/admin/review/objects/{tenant_id}/{object_id}/reject",
+    path = "/admin/review/objects/{tenant_id}/{object_id}/reject",
     tag = "admin",
     summary = "Rejects a staged object (platform-admin session).",
     security(("session" = [])),
@@ -403,7 +371,7 @@ async fn reject(
     Auth(principal): Auth,
     Path((tenant_id, object_id)): Path<(String, String)>,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<ObjectView>, AppError> {
     principal.require_platform_admin()?;
     let body: RejectBody = body.parse()?;
     let mut fields = Fields::default();
@@ -413,26 +381,24 @@ async fn reject(
     );
     fields.finish()?;
     let reason = reason.ok_or_else(|| AppError::internal("validation passed without a reason"))?;
-    let (_, _, _, dataset_status) = find(&state, &tenant_id, &object_id).await?;
-    if dataset_status == "pending_deletion" {
-        return Err(AppError::InvalidState(dataset_status));
-    }
+    let (_, _, dataset) = find(&state, &tenant_id, &object_id).await?;
     let command = ObjectCommand::Reject {
         reason,
         reviewed_at: state.store.clock.now(),
+        dataset: dataset.status,
     };
     state
         .store
         .execute::<Object>(&object_id, command, &(), &principal.actor())
         .await?;
-    Ok(envelope::ok(object_json(
-        &reload(&state, &object_id).await?,
-    )))
+    Ok(Envelope::ok(
+        written_object(&state, &object_id).await?.into(),
+    ))
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/admin/review/objects/{tenant_id}/{object_id}/preview",
+    path = "/admin/review/objects/{tenant_id}/{object_id}/preview",
     tag = "admin",
     summary = "A signed preview URL of the bytes (platform-admin session).",
     security(("session" = [])),
@@ -450,11 +416,11 @@ async fn preview(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path((tenant_id, object_id)): Path<(String, String)>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Preview>, AppError> {
     principal.require_platform_admin()?;
-    let (object, _, _, _) = find(&state, &tenant_id, &object_id).await?;
-    if !matches!(object.status.as_str(), "staged" | "approved" | "rejected") {
-        return Err(AppError::InvalidState(object.status));
+    let (object, _, _) = find(&state, &tenant_id, &object_id).await?;
+    if !object.status.has_bytes() {
+        return Err(AppError::InvalidState(object.status.to_string()));
     }
     let now = state.store.clock.now();
     let sha256 = object
@@ -465,8 +431,8 @@ async fn preview(
         .blobs
         .download_url(&object_id, sha256, now, now + DOWNLOAD_TTL)
         .await?;
-    Ok(envelope::ok(json!({
-        "preview_url": url.url,
-        "expires_at": aggregates::timestamp::format(url.expires_at),
-    })))
+    Ok(Envelope::ok(Preview {
+        preview_url: url.url,
+        expires_at: aggregates::timestamp::format(url.expires_at),
+    }))
 }

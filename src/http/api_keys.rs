@@ -1,62 +1,52 @@
 //! API keys and their dataset grants (SPEC §3.6).
 
-use crate::http::routes::Routes;
-use aggregates::api_key::{AccessMode, ApiKeyCommand, IssuingKey, KeyProfile};
-use aggregates::money::{json_number, Amount, MICROS};
+use aggregates::api_key::{AccessMode, ApiKeyCommand, IssuingKey, KeyProfile, KeyStatus};
+use aggregates::money::{Amount, MICROS};
 use aggregates::spend::MAX_SPEND_LIMIT_MICROS;
 use aggregates::{ApiKey, ApiKeyId, DatasetId, GrantId, Scope, TenantId};
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::{delete, get, post};
-use projections::api_keys::{self as read, ApiKeyRow, GrantRow};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use utoipa::{OpenApi, ToSchema};
+use projections::api_keys::{self as read, ApiKeyRow, GrantRow, Scopes};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::auth::{new_api_key, ApiKeys, Principal, PrincipalKind};
-use crate::http::datasets::sort_key;
-use crate::http::envelope;
+use crate::http::envelope::Envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{number_or_string, Fields, JsonBody};
-use crate::http::openapi;
-use crate::http::pagination::{self, PageQuery};
+use crate::http::pagination::{Keyset, Page, PageQuery};
+use crate::openapi;
+use crate::state::AppState;
 
 /// Routes under `/v1`.
-pub fn routes() -> Routes {
-    Routes::new()
-        .route("/api-keys", get(list).post(create))
-        .route("/api-keys/{id}", get(show).delete(revoke))
-        .route("/api-keys/{id}/grants", post(grant))
-        .route("/api-keys/{id}/grants/{grant_id}", delete(remove_grant))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, revoke))
+        .routes(routes!(grant))
+        .routes(routes!(remove_grant))
 }
 
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(create, list, show, revoke, grant, remove_grant))]
-pub struct Api;
-
 /// An API key, without its secret (SPEC §3.6).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[schema(as = ApiKey)]
 pub struct ApiKeyView {
     /// The key's id (not the secret).
-    pub api_key_id: String,
+    #[schema(value_type = String)]
+    pub api_key_id: ApiKeyId,
     /// Its name.
     pub name: String,
     /// The public 8-character prefix.
     #[schema(pattern = "^[a-z0-9]{8}$")]
     pub key_prefix: String,
     /// Its scopes, in canonical order.
-    #[schema(schema_with = scope_list)]
-    pub scopes: Vec<String>,
-    /// Which datasets it may search and download.
-    #[schema(schema_with = access_mode)]
-    pub dataset_access_mode: String,
-    /// `active`, `revoked` or `expired`.
-    #[schema(schema_with = key_status)]
-    pub status: String,
+    #[schema(value_type = Vec<Scope>)]
+    pub scopes: Scopes,
+    pub dataset_access_mode: AccessMode,
+    pub status: KeyStatus,
     /// When it was created.
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -70,117 +60,83 @@ pub struct ApiKeyView {
     #[schema(required = true, format = DateTime)]
     pub revoked_at: Option<String>,
     /// The most it may be charged per UTC month (USD), null for no limit.
-    #[schema(required = true, schema_with = openapi::optional_amount)]
-    pub spend_limit: Option<f64>,
+    #[schema(required = true, value_type = Option<Amount>)]
+    pub spend_limit: Option<Amount>,
+}
+
+impl ApiKeyView {
+    /// The key as `row` holds it, its status at `now`.
+    fn new(row: ApiKeyRow, now: &str) -> Self {
+        Self {
+            status: row.status(now),
+            api_key_id: row.api_key_id,
+            name: row.name,
+            key_prefix: row.key_prefix,
+            scopes: row.scopes,
+            dataset_access_mode: row.dataset_access_mode,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            last_used_at: row.last_used_at,
+            revoked_at: row.revoked_at,
+            spend_limit: row.spend_limit_micros.map(Amount::from_micros),
+        }
+    }
 }
 
 /// A new API key with its secret, shown only here.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct NewApiKey {
-    /// The key's id (not the secret).
-    pub api_key_id: String,
-    /// Its name.
-    pub name: String,
-    /// The public 8-character prefix.
-    #[schema(pattern = "^[a-z0-9]{8}$")]
-    pub key_prefix: String,
-    /// Its scopes, in canonical order.
-    #[schema(schema_with = scope_list)]
-    pub scopes: Vec<String>,
-    /// Which datasets it may search and download.
-    #[schema(schema_with = access_mode)]
-    pub dataset_access_mode: String,
-    /// `active`.
-    #[schema(schema_with = key_status)]
-    pub status: String,
-    /// When it was created.
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    /// When it expires, null for never.
-    #[schema(required = true, format = DateTime)]
-    pub expires_at: Option<String>,
-    /// Null.
-    #[schema(required = true, format = DateTime)]
-    pub last_used_at: Option<String>,
-    /// Null.
-    #[schema(required = true, format = DateTime)]
-    pub revoked_at: Option<String>,
-    /// The most it may be charged per UTC month (USD), null for no limit.
-    #[schema(required = true, schema_with = openapi::optional_amount)]
-    pub spend_limit: Option<f64>,
+    #[serde(flatten)]
+    pub key: ApiKeyView,
     /// The full key `ipto_{prefix}_{secret}`; `null` in an idempotent replay (the secret is
     /// never stored).
+    #[serde(rename = "key")]
     #[schema(required = true, pattern = "^ipto_[a-z0-9]{8}_[0-9A-Za-z]{40}$")]
-    pub key: Option<String>,
+    pub full_key: Option<String>,
     /// The same full key; `null` in an idempotent replay.
     #[schema(required = true, pattern = "^ipto_[a-z0-9]{8}_[0-9A-Za-z]{40}$")]
     pub secret: Option<String>,
 }
 
 /// An API key with its grants.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ApiKeyDetail {
-    /// The key's id (not the secret).
-    pub api_key_id: String,
-    /// Its name.
-    pub name: String,
-    /// The public 8-character prefix.
-    #[schema(pattern = "^[a-z0-9]{8}$")]
-    pub key_prefix: String,
-    /// Its scopes, in canonical order.
-    #[schema(schema_with = scope_list)]
-    pub scopes: Vec<String>,
-    /// Which datasets it may search and download.
-    #[schema(schema_with = access_mode)]
-    pub dataset_access_mode: String,
-    /// `active`, `revoked` or `expired`.
-    #[schema(schema_with = key_status)]
-    pub status: String,
-    /// When it was created.
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    /// When it expires, null for never.
-    #[schema(required = true, format = DateTime)]
-    pub expires_at: Option<String>,
-    /// When it was last used.
-    #[schema(required = true, format = DateTime)]
-    pub last_used_at: Option<String>,
-    /// When it was revoked.
-    #[schema(required = true, format = DateTime)]
-    pub revoked_at: Option<String>,
-    /// The most it may be charged per UTC month (USD), null for no limit.
-    #[schema(required = true, schema_with = openapi::optional_amount)]
-    pub spend_limit: Option<f64>,
+    #[serde(flatten)]
+    pub key: ApiKeyView,
     /// Its grants, oldest first.
     pub grants: Vec<Grant>,
 }
 
-/// A page of API keys.
-#[derive(ToSchema)]
-pub struct ApiKeyPage {
-    /// The keys, newest first, revoked ones included.
-    pub items: Vec<ApiKeyView>,
-    /// The next page's cursor, null on the last page.
-    #[schema(required = true)]
-    pub next_cursor: Option<String>,
-}
-
 /// A dataset granted to an `allow_list` key.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Grant {
     /// The grant's id.
-    pub grant_id: String,
+    #[schema(value_type = String)]
+    pub grant_id: GrantId,
     /// The key.
-    pub api_key_id: String,
+    #[schema(value_type = String)]
+    pub api_key_id: ApiKeyId,
     /// The dataset.
-    pub dataset_id: String,
+    #[schema(value_type = String)]
+    pub dataset_id: DatasetId,
     /// When it was granted.
     #[schema(format = DateTime)]
     pub created_at: String,
 }
 
+impl From<GrantRow> for Grant {
+    fn from(row: GrantRow) -> Self {
+        Self {
+            grant_id: row.grant_id,
+            api_key_id: row.api_key_id,
+            dataset_id: row.dataset_id,
+            created_at: row.created_at,
+        }
+    }
+}
+
 /// A removed grant.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct GrantDeleted {
     /// The grant's id.
     pub grant_id: String,
@@ -193,11 +149,6 @@ pub struct GrantDeleted {
     pub deleted: bool,
 }
 
-fn scope_list() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
-    openapi::schema(json!({ "type": "array", "items": { "type": "string", "enum": scopes } }))
-}
-
 /// A new key's scopes: known, not `admin:*`, at least one (duplicates collapse).
 fn new_scope_list() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     let scopes: Vec<&str> = Scope::ALL
@@ -205,45 +156,11 @@ fn new_scope_list() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
         .filter(|s| **s != Scope::Admin)
         .map(|s| s.as_str())
         .collect();
-    openapi::schema(json!({ "type": "array", "minItems": 1,
-        "items": { "type": "string", "enum": scopes } }))
-}
-
-fn access_mode() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice(&AccessMode::expected())
-}
-
-fn optional_access_mode() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::optional_choice(&AccessMode::expected())
-}
-
-fn key_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice("active|revoked|expired")
+    openapi::array_of_choice(&scopes.join("|"), 1)
 }
 
 fn key_name() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     openapi::trimmed(100, false)
-}
-
-fn key_json(row: &ApiKeyRow, now: &str) -> Value {
-    let scopes: Vec<&str> = row.scopes.iter().map(|s| s.as_str()).collect();
-    json!({
-        "api_key_id": row.api_key_id,
-        "name": row.name,
-        "key_prefix": row.key_prefix,
-        "scopes": scopes,
-        "dataset_access_mode": row.dataset_access_mode,
-        "status": row.status(now),
-        "created_at": row.created_at,
-        "expires_at": row.expires_at,
-        "last_used_at": row.last_used_at,
-        "revoked_at": row.revoked_at,
-        "spend_limit": row.spend_limit_micros.map(json_number),
-    })
-}
-
-fn grant_json(row: &GrantRow) -> Value {
-    json!({ "grant_id": row.grant_id, "api_key_id": row.api_key_id, "dataset_id": row.dataset_id, "created_at": row.created_at })
 }
 
 fn now_text(state: &AppState) -> String {
@@ -263,12 +180,12 @@ fn require_read(principal: &Principal) -> Result<(), AppError> {
 async fn own_key(state: &AppState, principal: &Principal, id: &str) -> Result<ApiKeyRow, AppError> {
     ApiKeyId::parse(id).map_err(|_| AppError::NotFound)?;
     match read::key(&state.store.db, id).await? {
-        Some(row) if row.tenant_id == principal.tenant_id => Ok(row),
+        Some(row) if row.tenant_id.as_str() == principal.tenant_id => Ok(row),
         _ => Err(AppError::NotFound),
     }
 }
 
-async fn reload(state: &AppState, id: &str) -> Result<ApiKeyRow, AppError> {
+async fn written_key(state: &AppState, id: &str) -> Result<ApiKeyRow, AppError> {
     state.store.settle_request().await;
     read::key(&state.store.db, id)
         .await?
@@ -287,7 +204,7 @@ struct CreateBody {
     #[schema(required = true, schema_with = new_scope_list)]
     scopes: Option<Vec<String>>,
     /// Default `all_available`.
-    #[schema(schema_with = optional_access_mode)]
+    #[schema(value_type = Option<AccessMode>)]
     dataset_access_mode: Option<String>,
     /// RFC 3339, in the future; null for never.
     #[schema(format = DateTime)]
@@ -305,7 +222,7 @@ fn spend_limit_input() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 
 #[utoipa::path(
     post,
-    path = "/v1/api-keys",
+    path = "/api-keys",
     tag = "api-keys",
     summary = "Creates an API key; its secret is shown only here (keys:write).",
     security(("session" = []), ("api_key" = [])),
@@ -320,7 +237,7 @@ async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<NewApiKey>, AppError> {
     principal.require(Scope::KeysWrite)?;
     let body: CreateBody = body.parse()?;
     let now = state.store.clock.now();
@@ -439,25 +356,24 @@ async fn create(
             &actor,
         )
         .await?;
-    let row = reload(&state, api_key_id.as_str()).await?;
-    let mut data = key_json(&row, &now_text(&state));
-    data["key"] = json!(full);
-    data["secret"] = json!(full);
-    Ok(envelope::with_secrets(
-        envelope::created(data),
-        &["key", "secret"],
-    ))
+    let row = written_key(&state, api_key_id.as_str()).await?;
+    let created = NewApiKey {
+        key: ApiKeyView::new(row, &now_text(&state)),
+        full_key: Some(full.clone()),
+        secret: Some(full),
+    };
+    Ok(Envelope::created(created).with_secrets(&["key", "secret"]))
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/api-keys",
+    path = "/api-keys",
     tag = "api-keys",
     summary = "The tenant's keys, newest first (keys:write or usage:read).",
     security(("session" = []), ("api_key" = [])),
     params(PageQuery),
     responses(
-        (status = 200, description = "A page of keys.", body = ApiKeyPage),
+        (status = 200, description = "A page of keys, newest first, revoked ones included.", body = Page<ApiKeyView>),
         (status = 400, description = "The cursor is invalid (invalid_cursor)."),
         (status = 422, description = "limit is invalid."),
     )
@@ -466,23 +382,21 @@ async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<PageQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Page<ApiKeyView>>, AppError> {
     require_read(&principal)?;
-    let scope = "api-keys";
-    let page = query.page(&state.key, scope, 20, 100)?;
-    let after = page.after.as_ref().map(sort_key).transpose()?;
-    let rows = read::tenant_keys(&state.store.db, &principal.tenant_id, after, page.limit).await?;
-    let (rows, next) = pagination::finish(rows, &page, &state.key, scope, |r| {
-        json!([r.created_at, r.api_key_id])
-    });
+    let keyset = Keyset::open(&state.key, &query, "api-keys".to_owned())?;
+    let db = &state.store.db;
+    let rows = read::tenant_keys(db, &principal.tenant_id, keyset.after(), keyset.fetch()).await?;
     let now = now_text(&state);
-    let items: Vec<Value> = rows.iter().map(|r| key_json(r, &now)).collect();
-    Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
+    let sort_key = |r: &ApiKeyRow| (r.created_at.clone(), r.api_key_id.to_string());
+    Ok(Envelope::ok(
+        keyset.page(rows, sort_key, |r| ApiKeyView::new(r, &now)),
+    ))
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/api-keys/{id}",
+    path = "/api-keys/{id}",
     tag = "api-keys",
     summary = "One of the tenant's keys with its grants (keys:write or usage:read).",
     security(("session" = []), ("api_key" = [])),
@@ -496,22 +410,19 @@ async fn show(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<ApiKeyDetail>, AppError> {
     require_read(&principal)?;
     let row = own_key(&state, &principal, &id).await?;
-    let grants: Vec<Value> = read::grants(&state.store.db, &id)
-        .await?
-        .iter()
-        .map(grant_json)
-        .collect();
-    let mut data = key_json(&row, &now_text(&state));
-    data["grants"] = json!(grants);
-    Ok(envelope::ok(data))
+    let grants = read::grants(&state.store.db, &id).await?;
+    Ok(Envelope::ok(ApiKeyDetail {
+        key: ApiKeyView::new(row, &now_text(&state)),
+        grants: grants.into_iter().map(Grant::from).collect(),
+    }))
 }
 
 #[utoipa::path(
     delete,
-    path = "/v1/api-keys/{id}",
+    path = "/api-keys/{id}",
     tag = "api-keys",
     summary = "Revokes a key; again is a no-op (keys:write).",
     security(("session" = []), ("api_key" = [])),
@@ -525,7 +436,7 @@ async fn revoke(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<ApiKeyView>, AppError> {
     principal.require(Scope::KeysWrite)?;
     own_key(&state, &principal, &id).await?;
     let command = ApiKeyCommand::Revoke {
@@ -536,10 +447,8 @@ async fn revoke(
         .execute::<ApiKey>(&id, command, &(), &principal.actor())
         .await?;
     revoke_created(&state, &principal, &id).await?;
-    Ok(envelope::ok(key_json(
-        &reload(&state, &id).await?,
-        &now_text(&state),
-    )))
+    let row = written_key(&state, &id).await?;
+    Ok(Envelope::ok(ApiKeyView::new(row, &now_text(&state))))
 }
 
 /// Revokes every key that `id` created, and theirs, as events of the same actor. (A key whose
@@ -572,15 +481,13 @@ async fn issuing_key(state: &AppState, api_key_id: &str) -> Result<IssuingKey, A
         .ok_or_else(|| AppError::internal("the calling key is missing from the read model"))?;
     let granted = read::grants(&state.store.db, api_key_id)
         .await?
-        .iter()
-        .map(|g| DatasetId::parse(&g.dataset_id))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(AppError::internal)?;
+        .into_iter()
+        .map(|g| g.dataset_id)
+        .collect();
     Ok(IssuingKey {
-        api_key_id: ApiKeyId::parse(api_key_id).map_err(AppError::internal)?,
-        scopes: row.scopes.clone(),
-        dataset_access_mode: AccessMode::parse(&row.dataset_access_mode)
-            .ok_or_else(|| AppError::internal("stored access mode"))?,
+        api_key_id: row.api_key_id,
+        scopes: row.scopes.0,
+        dataset_access_mode: row.dataset_access_mode,
         granted,
         expires_at: row
             .expires_at
@@ -604,7 +511,7 @@ struct GrantBody {
 
 #[utoipa::path(
     post,
-    path = "/v1/api-keys/{id}/grants",
+    path = "/api-keys/{id}/grants",
     tag = "api-keys",
     summary = "Grants a dataset to a key (keys:write).",
     security(("session" = []), ("api_key" = [])),
@@ -623,7 +530,7 @@ async fn grant(
     Auth(principal): Auth,
     Path(id): Path<String>,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Grant>, AppError> {
     principal.require(Scope::KeysWrite)?;
     let body: GrantBody = body.parse()?;
     let dataset_id = body
@@ -656,19 +563,19 @@ async fn grant(
     state.store.settle_request().await;
     let grants = read::grants(&state.store.db, &id).await?;
     let grant = grants
-        .iter()
-        .find(|g| g.dataset_id == dataset_id)
+        .into_iter()
+        .find(|g| g.dataset_id.as_str() == dataset_id)
         .ok_or_else(|| AppError::internal("grant missing from read model"))?;
     Ok(if committed.events.is_empty() {
-        envelope::ok(grant_json(grant))
+        Envelope::ok(grant.into())
     } else {
-        envelope::created(grant_json(grant))
+        Envelope::created(grant.into())
     })
 }
 
 #[utoipa::path(
     delete,
-    path = "/v1/api-keys/{id}/grants/{grant_id}",
+    path = "/api-keys/{id}/grants/{grant_id}",
     tag = "api-keys",
     summary = "Removes a grant (keys:write).",
     security(("session" = []), ("api_key" = [])),
@@ -682,7 +589,7 @@ async fn remove_grant(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path((id, grant_id)): Path<(String, String)>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<GrantDeleted>, AppError> {
     principal.require(Scope::KeysWrite)?;
     own_key(&state, &principal, &id).await?;
     let grant = GrantId::parse(&grant_id).map_err(|_| AppError::NotFound)?;
@@ -701,7 +608,10 @@ async fn remove_grant(
         }
         _ => None,
     });
-    Ok(envelope::ok(
-        json!({ "grant_id": grant_id, "api_key_id": id, "dataset_id": dataset_id, "deleted": true }),
-    ))
+    Ok(Envelope::ok(GrantDeleted {
+        grant_id,
+        api_key_id: id,
+        dataset_id,
+        deleted: true,
+    }))
 }

@@ -17,10 +17,10 @@ use axum::extract::ConnectInfo;
 use axum::http::Extensions;
 use chrono::{DateTime, Utc};
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::http::error::AppError;
 use crate::ratelimit::{CredentialId, Quota};
+use crate::state::AppState;
 
 /// A credential check under way.
 pub struct CredentialCheck<'a> {
@@ -55,7 +55,7 @@ pub fn begin<'a>(
                 allowed: false,
             };
             let _ =
-                crate::store::REQUEST.try_with(|r| *r.quota.lock().expect("lock") = Some(quota));
+                crate::request::REQUEST.try_with(|r| *r.quota.lock().expect("lock") = Some(quota));
             return Err(AppError::RateLimited { retry_after });
         }
     }

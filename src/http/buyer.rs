@@ -1,42 +1,36 @@
 //! The buyer's view of its metered use (SPEC §3.8).
 
-use crate::http::routes::Routes;
-use aggregates::money::{checked_sum, json_number};
-use aggregates::Scope;
+use aggregates::metering::AccessKind;
+use aggregates::money::{checked_sum, Amount, Total};
+use aggregates::{AccessId, DatasetId, ObjectId, Scope, SearchActivityId};
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::get;
-use projections::accesses::{self as read, AccessFilter, Side};
-use projections::searches::SearchFilter;
-use serde::Deserialize;
-use serde_json::{json, Value};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use projections::accesses::{self as read, AccessFilter, AccessRow, Side};
+use projections::rows::JsonText;
+use projections::searches::{SearchActivityRow, SearchFilter};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::http::datasets::sort_key;
-use crate::http::envelope;
+use crate::http::envelope::Envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Query};
-use crate::http::openapi;
-use crate::http::pagination::{self, PageQuery};
-use crate::http::window;
+use crate::http::pagination::{filter, Keyset, PageQuery};
+use crate::http::window::{self, window_end, WindowQuery};
+use crate::openapi;
+use crate::state::AppState;
 
 /// Routes under `/v1`.
-pub fn routes() -> Routes {
-    Routes::new()
-        .route("/buyer/dashboard", get(dashboard))
-        .route("/agent/activity/searches", get(searches))
-        .route("/agent/activity/accesses", get(accesses))
-        .route("/agent/spend", get(spend))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(dashboard))
+        .routes(routes!(searches))
+        .routes(routes!(accesses))
+        .routes(routes!(spend))
 }
 
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(dashboard, searches, accesses, spend))]
-pub struct Api;
-
 /// The buyer's figures (SPEC §3.8).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct BuyerDashboard {
     /// All the tenant's keys, revoked and expired included.
     #[schema(minimum = 0)]
@@ -51,35 +45,33 @@ pub struct BuyerDashboard {
     #[schema(minimum = 0)]
     pub access_count: i64,
     /// Σ charges, all time.
-    #[schema(schema_with = openapi::amount)]
-    pub total_spend: f64,
+    pub total_spend: Total,
     /// Σ charges over the trailing 30 × 24 h.
-    #[schema(schema_with = openapi::amount)]
-    pub spend_last_30_days: f64,
+    pub spend_last_30_days: Total,
     /// Always `USD`.
     #[schema(pattern = "^USD$")]
-    pub currency: String,
+    pub currency: &'static str,
 }
 
 /// One search request and what it was charged (SPEC §3.8).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct SearchActivity {
     /// The search activity.
-    pub search_activity_id: String,
+    #[schema(value_type = String)]
+    pub search_activity_id: SearchActivityId,
     /// The query as searched (trimmed).
     pub query_text: String,
     /// The request's datasets, else the distinct datasets of the results (sorted).
     #[schema(schema_with = dataset_ids)]
-    pub dataset_ids: Vec<String>,
+    pub dataset_ids: JsonText<Vec<DatasetId>>,
     /// How many results it returned.
     #[schema(minimum = 0)]
     pub result_count: i64,
     /// Σ charges of its results.
-    #[schema(schema_with = openapi::amount)]
-    pub charged_amount: f64,
+    pub charged_amount: Amount,
     /// Always `USD`.
     #[schema(pattern = "^USD$")]
-    pub currency: String,
+    pub currency: &'static str,
     /// The key used, null for a session.
     #[schema(required = true)]
     pub api_key_id: Option<String>,
@@ -88,8 +80,23 @@ pub struct SearchActivity {
     pub occurred_at: String,
 }
 
+impl From<SearchActivityRow> for SearchActivity {
+    fn from(row: SearchActivityRow) -> Self {
+        Self {
+            search_activity_id: row.search_activity_id,
+            query_text: row.query_text,
+            dataset_ids: row.dataset_ids,
+            result_count: row.result_count,
+            charged_amount: Amount::from_micros(row.charged_micros),
+            currency: "USD",
+            api_key_id: row.api_key_id,
+            occurred_at: row.occurred_at,
+        }
+    }
+}
+
 /// A page of search activities.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct SearchActivityPage {
     /// The searches, newest first.
     pub searches: Vec<SearchActivity>,
@@ -102,22 +109,22 @@ pub struct SearchActivityPage {
 }
 
 fn dataset_ids() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::schema(json!({ "type": "array", "items": {
-        "type": "string", "pattern": openapi::id_pattern("dset") } }))
+    openapi::ids("dset")
 }
 
 /// One metered access: a billed search result or download (SPEC §3.8).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Access {
     /// The access.
-    pub access_id: String,
-    /// `retrieval` or `download`.
-    #[schema(schema_with = access_kind)]
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub access_id: AccessId,
+    pub kind: AccessKind,
     /// The dataset.
-    pub dataset_id: String,
+    #[schema(value_type = String)]
+    pub dataset_id: DatasetId,
     /// The object.
-    pub object_id: String,
+    #[schema(value_type = String)]
+    pub object_id: ObjectId,
     /// The key used, null for a session.
     #[schema(required = true)]
     pub api_key_id: Option<String>,
@@ -125,18 +132,33 @@ pub struct Access {
     #[schema(required = true)]
     pub search_activity_id: Option<String>,
     /// The charge.
-    #[schema(schema_with = openapi::amount)]
-    pub charged_amount: f64,
+    pub charged_amount: Amount,
     /// Always `USD`.
     #[schema(pattern = "^USD$")]
-    pub currency: String,
+    pub currency: &'static str,
     /// When it happened.
     #[schema(format = DateTime)]
     pub occurred_at: String,
 }
 
+impl From<AccessRow> for Access {
+    fn from(row: AccessRow) -> Self {
+        Self {
+            access_id: row.access_id,
+            kind: row.kind,
+            dataset_id: row.dataset_id,
+            object_id: row.object_id,
+            api_key_id: row.api_key_id,
+            search_activity_id: row.search_activity_id,
+            charged_amount: Amount::from_micros(row.charged_micros),
+            currency: "USD",
+            occurred_at: row.occurred_at,
+        }
+    }
+}
+
 /// A page of accesses.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct AccessPage {
     /// The accesses, newest first.
     pub accesses: Vec<Access>,
@@ -149,14 +171,13 @@ pub struct AccessPage {
 }
 
 /// The buyer's spend over a window.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Spend {
     /// Σ charges in the window.
-    #[schema(schema_with = openapi::amount)]
-    pub total_amount: f64,
+    pub total_amount: Total,
     /// Always `USD`.
     #[schema(pattern = "^USD$")]
-    pub currency: String,
+    pub currency: &'static str,
     /// The resolved start (inclusive).
     #[schema(format = DateTime)]
     pub from: String,
@@ -170,43 +191,33 @@ pub struct Spend {
 }
 
 /// A day's amount.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct DailyAmount {
     /// The UTC date.
     #[schema(format = Date)]
     pub date: String,
     /// Σ charges that day.
-    #[schema(schema_with = openapi::amount)]
-    pub amount: f64,
+    pub amount: Total,
 }
 
 /// A dataset's amount.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct DatasetAmount {
     /// The dataset.
     pub dataset_id: String,
     /// Its name.
     pub dataset_name: String,
     /// Σ charges.
-    #[schema(schema_with = openapi::amount)]
-    pub amount: f64,
+    pub amount: Total,
 }
 
 fn access_kind() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice("retrieval|download")
-}
-
-/// A window end: an RFC 3339 timestamp or a date `YYYY-MM-DD` (SPEC §1.8).
-pub fn window_end() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::schema(json!({ "anyOf": [
-        { "type": "string", "format": "date-time" },
-        { "type": "string", "format": "date" },
-    ] }))
+    openapi::choice(AccessKind::EXPECTED)
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/buyer/dashboard",
+    path = "/buyer/dashboard",
     tag = "buyer",
     summary = "Counts and spend of the tenant as a buyer (usage:read).",
     security(("session" = []), ("api_key" = [])),
@@ -215,7 +226,7 @@ pub fn window_end() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 async fn dashboard(
     State(state): State<AppState>,
     Auth(principal): Auth,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<BuyerDashboard>, AppError> {
     principal.require(Scope::UsageRead)?;
     let db = &state.store.db;
     let tenant = &principal.tenant_id;
@@ -227,15 +238,15 @@ async fn dashboard(
     let accesses = read::buyer_count(db, tenant).await?;
     let month_ago = aggregates::timestamp::format(now - chrono::Duration::days(30));
     let (total, recent) = read::totals(db, Side::Buyer, tenant, &month_ago).await?;
-    Ok(envelope::ok(json!({
-        "api_key_count": keys,
-        "active_api_key_count": active_keys,
-        "search_count": searches,
-        "access_count": accesses,
-        "total_spend": json_number(total),
-        "spend_last_30_days": json_number(recent),
-        "currency": "USD",
-    })))
+    Ok(Envelope::ok(BuyerDashboard {
+        api_key_count: keys,
+        active_api_key_count: active_keys,
+        search_count: searches,
+        access_count: accesses,
+        total_spend: Total::from_micros(total),
+        spend_last_30_days: Total::from_micros(recent),
+        currency: "USD",
+    }))
 }
 
 /// The filters of the search activity list; the window is open unless given.
@@ -257,7 +268,7 @@ struct SearchActivityQuery {
 
 #[utoipa::path(
     get,
-    path = "/v1/agent/activity/searches",
+    path = "/agent/activity/searches",
     tag = "buyer",
     summary = "The tenant's search activities, newest first (usage:read).",
     security(("session" = []), ("api_key" = [])),
@@ -273,7 +284,7 @@ async fn searches(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<SearchActivityQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<SearchActivityPage>, AppError> {
     principal.require(Scope::UsageRead)?;
     let (from, to) = window::optional(query.from.as_deref(), query.to.as_deref())?;
     let filter = SearchFilter {
@@ -287,33 +298,23 @@ async fn searches(
         filter.from.as_deref().unwrap_or(""),
         filter.to.as_deref().unwrap_or(""),
     );
-    let page = query.page.page(&state.key, &scope, 20, 100)?;
-    let after = page.after.as_ref().map(sort_key).transpose()?;
+    let keyset = Keyset::open(&state.key, &query.page, scope)?;
     let (rows, total) = projections::searches::buyer_searches(
         &state.store.db,
         &principal.tenant_id,
         &filter,
-        after,
-        page.limit,
+        keyset.after(),
+        keyset.fetch(),
     )
     .await?;
-    let (rows, next) = pagination::finish(rows, &page, &state.key, &scope, |r| {
-        json!([r.occurred_at, r.search_activity_id])
-    });
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "search_activity_id": r.search_activity_id, "query_text": r.query_text,
-                "dataset_ids": r.dataset_ids, "result_count": r.result_count,
-                "charged_amount": json_number(r.charged_micros), "currency": "USD",
-                "api_key_id": r.api_key_id, "occurred_at": r.occurred_at,
-            })
-        })
-        .collect();
-    Ok(envelope::ok(
-        json!({ "searches": items, "total": total, "next_cursor": next }),
-    ))
+    let sort_key =
+        |r: &SearchActivityRow| (r.occurred_at.clone(), r.search_activity_id.to_string());
+    let page = keyset.page(rows, sort_key, SearchActivity::from);
+    Ok(Envelope::ok(SearchActivityPage {
+        searches: page.items,
+        total,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// The filters of the access list.
@@ -340,7 +341,7 @@ struct AccessQuery {
 
 #[utoipa::path(
     get,
-    path = "/v1/agent/activity/accesses",
+    path = "/agent/activity/accesses",
     tag = "buyer",
     summary = "The tenant's metered accesses as a buyer, newest first (usage:read).",
     security(("session" = []), ("api_key" = [])),
@@ -355,15 +356,9 @@ async fn accesses(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<AccessQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<AccessPage>, AppError> {
     principal.require(Scope::UsageRead)?;
-    let kind = query.kind.filter(|k| !k.is_empty());
-    if kind
-        .as_deref()
-        .is_some_and(|k| k != "retrieval" && k != "download")
-    {
-        return Err(AppError::field("kind", "must be retrieval or download"));
-    }
+    let kind = filter("kind", query.kind, AccessKind::EXPECTED)?.map(str::to_owned);
     let (from, to) = window::optional(query.from.as_deref(), query.to.as_deref())?;
     let filter = AccessFilter {
         api_key_id: query.api_key_id.filter(|k| !k.is_empty()),
@@ -380,49 +375,27 @@ async fn accesses(
         filter.from.as_deref().unwrap_or(""),
         filter.to.as_deref().unwrap_or(""),
     );
-    let page = query.page.page(&state.key, &scope, 20, 100)?;
-    let after = page.after.as_ref().map(sort_key).transpose()?;
+    let keyset = Keyset::open(&state.key, &query.page, scope)?;
     let (rows, total) = read::buyer_accesses(
         &state.store.db,
         &principal.tenant_id,
         &filter,
-        after,
-        page.limit,
+        keyset.after(),
+        keyset.fetch(),
     )
     .await?;
-    let (rows, next) = pagination::finish(rows, &page, &state.key, &scope, |r| {
-        json!([r.occurred_at, r.access_id])
-    });
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "access_id": r.access_id, "kind": r.kind, "dataset_id": r.dataset_id, "object_id": r.object_id,
-                "api_key_id": r.api_key_id, "search_activity_id": r.search_activity_id,
-                "charged_amount": json_number(r.charged_micros), "currency": "USD", "occurred_at": r.occurred_at,
-            })
-        })
-        .collect();
-    Ok(envelope::ok(
-        json!({ "accesses": items, "total": total, "next_cursor": next }),
-    ))
-}
-
-/// A time window; by default the last 30 UTC days, today included (SPEC §1.8).
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct WindowQuery {
-    /// Start, inclusive (a date = 00:00Z that day).
-    #[param(schema_with = window_end)]
-    pub from: Option<String>,
-    /// End, exclusive (a date = 00:00Z of the next day).
-    #[param(schema_with = window_end)]
-    pub to: Option<String>,
+    let sort_key = |r: &AccessRow| (r.occurred_at.clone(), r.access_id.to_string());
+    let page = keyset.page(rows, sort_key, Access::from);
+    Ok(Envelope::ok(AccessPage {
+        accesses: page.items,
+        total,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/agent/spend",
+    path = "/agent/spend",
     tag = "buyer",
     summary = "The tenant's spend by day and by dataset over a window (billing:read).",
     security(("session" = []), ("api_key" = [])),
@@ -437,7 +410,7 @@ async fn spend(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<WindowQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Spend>, AppError> {
     principal.require(Scope::BillingRead)?;
     let (from, to) = window::with_default(
         query.from.as_deref(),
@@ -450,22 +423,33 @@ async fn spend(
     );
     let db = &state.store.db;
     let days = read::spend_by_day(db, &principal.tenant_id, &from_text, &to_text).await?;
-    let by_day: Vec<Value> = window::dates(from, to)
+    let by_day = window::dates(from, to)
         .into_iter()
         .map(|date| {
             let amount = days.iter().find(|(d, _)| *d == date).map_or(0, |(_, a)| *a);
-            json!({ "date": date, "amount": json_number(amount) })
+            DailyAmount {
+                date,
+                amount: Total::from_micros(amount),
+            }
         })
         .collect();
     let datasets = read::spend_by_dataset(db, &principal.tenant_id, &from_text, &to_text).await?;
     let total = checked_sum(days.iter().map(|(_, a)| *a))
         .ok_or_else(|| AppError::internal("spend total out of range"))?;
-    let by_dataset: Vec<Value> = datasets
-        .iter()
-        .map(|(id, name, amount)| json!({ "dataset_id": id, "dataset_name": name, "amount": json_number(*amount) }))
+    let by_dataset = datasets
+        .into_iter()
+        .map(|(dataset_id, dataset_name, amount)| DatasetAmount {
+            dataset_id,
+            dataset_name,
+            amount: Total::from_micros(amount),
+        })
         .collect();
-    Ok(envelope::ok(json!({
-        "total_amount": json_number(total), "currency": "USD", "from": from_text, "to": to_text,
-        "by_day": by_day, "by_dataset": by_dataset,
-    })))
+    Ok(Envelope::ok(Spend {
+        total_amount: Total::from_micros(total),
+        currency: "USD",
+        from: from_text,
+        to: to_text,
+        by_day,
+        by_dataset,
+    }))
 }

@@ -7,9 +7,9 @@ use aggregates::spend::{key_month, KeySpend, SpendCommand};
 use aggregates::ApiKeyId;
 use chrono::{DateTime, Utc};
 
-use crate::app::AppState;
 use crate::auth::{Principal, PrincipalKind};
 use crate::http::error::AppError;
+use crate::state::AppState;
 
 /// A bound from a request: absent, or an amount of at most `max_micros`; anything else is 422
 /// on `field` (an empty text included: a blank bound must not mean "any price").

@@ -1,90 +1,62 @@
 //! Datasets, entitlements and the catalog (SPEC §3.3, §3.10, §3.11).
 
-use crate::http::routes::Routes;
 use aggregates::dataset::{
     DatasetCommand, DatasetName, DatasetPatch, DatasetProfile, DatasetStatus, Description,
     MonetizationMode, PricingModel, SourceModality, Visibility,
 };
-use aggregates::money::json_number;
 use aggregates::{Dataset, DatasetId, Price, Scope, TenantId};
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::{delete, get};
-use projections::datasets::{self as read, DatasetRow};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use projections::datasets::{self as read, CatalogRow, DatasetRow, EntitlementRow};
+use projections::rows::Flag;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::Principal;
-use crate::http::envelope;
+use crate::http::envelope::Envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
-use crate::http::json::{Fields, JsonBody};
-use crate::http::openapi;
-use crate::http::pagination::{self, PageQuery};
+use crate::http::json::{number_or_string, Fields, JsonBody};
+use crate::http::lookup::{own_dataset, written_dataset};
+use crate::http::pagination::{filter, Keyset, Page, PageQuery};
+use crate::openapi;
+use crate::state::AppState;
 
 /// Routes under `/v1`.
-pub fn routes() -> Routes {
-    Routes::new()
-        .route("/datasets", get(list).post(create))
-        .route("/datasets/{id}", get(show).patch(update).delete(remove))
-        .route(
-            "/datasets/{id}/entitlements",
-            get(list_entitlements).post(grant),
-        )
-        .route("/datasets/{id}/entitlements/{tenant_id}", delete(revoke))
-        .route("/catalog/datasets", get(catalog))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(list_entitlements, grant))
+        .routes(routes!(revoke))
+        .routes(routes!(catalog))
 }
 
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(
-    create,
-    list,
-    show,
-    update,
-    remove,
-    grant,
-    list_entitlements,
-    revoke,
-    catalog
-))]
-pub struct Api;
-
 /// A dataset (SPEC §3.3).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[schema(as = Dataset)]
 pub struct DatasetView {
     /// The dataset's id.
-    pub dataset_id: String,
+    #[schema(value_type = String)]
+    pub dataset_id: DatasetId,
     /// The owner tenant.
-    pub tenant_id: String,
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
     /// 1..=200 characters.
     pub name: String,
     /// At most 5000 characters.
     pub description: String,
-    /// What it holds.
-    #[schema(schema_with = modality)]
-    pub source_modality: String,
-    /// How it earns.
-    #[schema(schema_with = monetization)]
-    pub monetization_mode: String,
-    /// How the unit price is derived.
-    #[schema(schema_with = pricing)]
-    pub pricing_model: String,
-    /// Who may find and use it.
-    #[schema(schema_with = visibility)]
-    pub visibility: String,
-    /// Its lifecycle state (SPEC §4.2).
-    #[schema(schema_with = status)]
-    pub status: String,
+    pub source_modality: SourceModality,
+    pub monetization_mode: MonetizationMode,
+    pub pricing_model: PricingModel,
+    pub visibility: Visibility,
+    pub status: DatasetStatus,
     /// The price per billable result.
-    #[schema(schema_with = openapi::amount)]
-    pub price_per_result: f64,
+    pub price_per_result: Price,
     /// Always `USD`.
     #[schema(pattern = "^USD$")]
-    pub currency: String,
+    pub currency: &'static str,
     /// Confirmed, not deleted objects.
     #[schema(minimum = 0)]
     pub object_count: i64,
@@ -102,52 +74,61 @@ pub struct DatasetView {
     pub updated_at: String,
 }
 
-/// A page of datasets.
-#[derive(ToSchema)]
-pub struct DatasetPage {
-    /// The datasets, newest first.
-    pub items: Vec<DatasetView>,
-    /// The next page's cursor, null on the last page.
-    #[schema(required = true)]
-    pub next_cursor: Option<String>,
+impl From<DatasetRow> for DatasetView {
+    fn from(row: DatasetRow) -> Self {
+        Self {
+            dataset_id: row.dataset_id,
+            tenant_id: row.tenant_id,
+            name: row.name,
+            description: row.description,
+            source_modality: row.source_modality,
+            monetization_mode: row.monetization_mode,
+            pricing_model: row.pricing_model,
+            visibility: row.visibility,
+            status: row.status,
+            price_per_result: row.price,
+            currency: "USD",
+            object_count: row.object_count,
+            active_object_count: row.active_object_count,
+            storage_bytes: row.storage_bytes,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
 }
 
-/// A dataset in the catalog (SPEC §3.10).
-#[derive(ToSchema)]
+/// A dataset in the catalog (SPEC §3.10): the dataset without its counters of staged and
+/// rejected objects, with its tenant's name and whether the caller may use it.
+#[derive(Serialize, ToSchema)]
 pub struct CatalogDataset {
     /// The dataset's id.
-    pub dataset_id: String,
+    #[schema(value_type = String)]
+    pub dataset_id: DatasetId,
     /// The owner tenant.
-    pub tenant_id: String,
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
     /// The owner tenant's name.
     pub tenant_name: String,
     /// The name.
     pub name: String,
     /// The description.
     pub description: String,
-    /// What it holds.
-    #[schema(schema_with = modality)]
-    pub source_modality: String,
-    /// How it earns.
-    #[schema(schema_with = monetization)]
-    pub monetization_mode: String,
-    /// How the unit price is derived.
-    #[schema(schema_with = pricing)]
-    pub pricing_model: String,
+    pub source_modality: SourceModality,
+    pub monetization_mode: MonetizationMode,
+    pub pricing_model: PricingModel,
     /// `listed` or `restricted`.
-    #[schema(schema_with = visibility)]
-    pub visibility: String,
+    pub visibility: Visibility,
     /// The price per billable result.
-    #[schema(schema_with = openapi::amount)]
-    pub price_per_result: f64,
+    pub price_per_result: Price,
     /// Always `USD`.
     #[schema(pattern = "^USD$")]
-    pub currency: String,
+    pub currency: &'static str,
     /// Approved objects.
     #[schema(minimum = 0)]
     pub active_object_count: i64,
     /// Whether the caller's tenant may search and download it (SPEC §2.8).
-    pub accessible: bool,
+    #[schema(value_type = bool)]
+    pub accessible: Flag,
     /// When it was created.
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -156,23 +137,43 @@ pub struct CatalogDataset {
     pub updated_at: String,
 }
 
-/// A page of the catalog.
-#[derive(ToSchema)]
-pub struct CatalogPage {
-    /// The datasets, newest first.
-    pub items: Vec<CatalogDataset>,
-    /// The next page's cursor, null on the last page.
-    #[schema(required = true)]
-    pub next_cursor: Option<String>,
+impl From<CatalogRow> for CatalogDataset {
+    fn from(
+        CatalogRow {
+            dataset,
+            tenant_name,
+            accessible,
+        }: CatalogRow,
+    ) -> Self {
+        Self {
+            dataset_id: dataset.dataset_id,
+            tenant_id: dataset.tenant_id,
+            tenant_name,
+            name: dataset.name,
+            description: dataset.description,
+            source_modality: dataset.source_modality,
+            monetization_mode: dataset.monetization_mode,
+            pricing_model: dataset.pricing_model,
+            visibility: dataset.visibility,
+            price_per_result: dataset.price,
+            currency: "USD",
+            active_object_count: dataset.active_object_count,
+            accessible,
+            created_at: dataset.created_at,
+            updated_at: dataset.updated_at,
+        }
+    }
 }
 
 /// An entitlement of a tenant to a restricted dataset (SPEC §3.11).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Entitlement {
     /// The dataset.
-    pub dataset_id: String,
+    #[schema(value_type = String)]
+    pub dataset_id: DatasetId,
     /// The entitled tenant.
-    pub tenant_id: String,
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
     /// The entitled tenant's name.
     pub tenant_name: String,
     /// When it was granted.
@@ -180,18 +181,19 @@ pub struct Entitlement {
     pub created_at: String,
 }
 
-/// A page of entitlements.
-#[derive(ToSchema)]
-pub struct EntitlementPage {
-    /// The entitlements, newest first.
-    pub items: Vec<Entitlement>,
-    /// The next page's cursor, null on the last page.
-    #[schema(required = true)]
-    pub next_cursor: Option<String>,
+impl From<EntitlementRow> for Entitlement {
+    fn from(row: EntitlementRow) -> Self {
+        Self {
+            dataset_id: row.dataset_id,
+            tenant_id: row.tenant_id,
+            tenant_name: row.tenant_name,
+            created_at: row.created_at,
+        }
+    }
 }
 
 /// A revoked entitlement.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct EntitlementRevoked {
     /// The dataset.
     pub dataset_id: String,
@@ -202,63 +204,78 @@ pub struct EntitlementRevoked {
 }
 
 /// The body of `POST /v1/datasets`.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, ToSchema)]
 pub struct NewDataset {
     /// Trimmed, 1..=200 characters; need not be unique.
-    #[schema(schema_with = name)]
-    pub name: String,
+    #[schema(schema_with = name, required = true)]
+    name: Option<String>,
     /// At most 5000 characters (default empty).
     #[schema(max_length = 5000)]
-    pub description: Option<String>,
+    description: Option<String>,
     /// Default `document`.
-    #[schema(schema_with = optional_modality)]
-    pub source_modality: Option<String>,
+    #[schema(value_type = Option<SourceModality>)]
+    source_modality: Option<String>,
     /// Default `open`.
-    #[schema(schema_with = optional_monetization)]
-    pub monetization_mode: Option<String>,
+    #[schema(value_type = Option<MonetizationMode>)]
+    monetization_mode: Option<String>,
     /// Default `fixed`.
-    #[schema(schema_with = optional_pricing)]
-    pub pricing_model: Option<String>,
+    #[schema(value_type = Option<PricingModel>)]
+    pricing_model: Option<String>,
     /// Default `private`.
-    #[schema(schema_with = optional_visibility)]
-    pub visibility: Option<String>,
+    #[schema(value_type = Option<Visibility>)]
+    visibility: Option<String>,
     /// Default by monetization mode: open 0.01, premium 0.05, outcome_share 0.005.
-    #[schema(schema_with = price_input)]
-    pub price_per_result: Option<String>,
+    #[serde(default, deserialize_with = "number_or_string")]
+    #[schema(schema_with = openapi::price_input)]
+    price_per_result: Option<Value>,
     /// `draft` or `active` (default `active`).
     #[schema(schema_with = create_status)]
-    pub status: Option<String>,
+    status: Option<String>,
 }
 
 /// The body of `PATCH /v1/datasets/{id}`: any subset of the fields.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, ToSchema)]
 pub struct DatasetChanges {
     /// Trimmed, 1..=200 characters.
     #[schema(schema_with = optional_name)]
-    pub name: Option<String>,
+    name: Option<String>,
     /// At most 5000 characters.
     #[schema(max_length = 5000)]
-    pub description: Option<String>,
+    description: Option<String>,
     /// What it holds.
-    #[schema(schema_with = optional_modality)]
-    pub source_modality: Option<String>,
+    #[schema(value_type = Option<SourceModality>)]
+    source_modality: Option<String>,
     /// How it earns; the price stays unless sent too.
-    #[schema(schema_with = optional_monetization)]
-    pub monetization_mode: Option<String>,
+    #[schema(value_type = Option<MonetizationMode>)]
+    monetization_mode: Option<String>,
     /// How the unit price is derived.
-    #[schema(schema_with = optional_pricing)]
-    pub pricing_model: Option<String>,
+    #[schema(value_type = Option<PricingModel>)]
+    pricing_model: Option<String>,
     /// Who may find and use it.
-    #[schema(schema_with = optional_visibility)]
-    pub visibility: Option<String>,
+    #[schema(value_type = Option<Visibility>)]
+    visibility: Option<String>,
     /// The price per billable result.
-    #[schema(schema_with = price_input)]
-    pub price_per_result: Option<String>,
+    #[serde(default, deserialize_with = "number_or_string")]
+    #[schema(schema_with = openapi::price_input)]
+    price_per_result: Option<Value>,
     /// `draft`, `active` or `paused`.
     #[schema(schema_with = patch_status)]
-    pub status: Option<String>,
+    status: Option<String>,
+}
+
+impl From<NewDataset> for DatasetChanges {
+    fn from(body: NewDataset) -> Self {
+        Self {
+            name: body.name,
+            description: body.description,
+            source_modality: body.source_modality,
+            monetization_mode: body.monetization_mode,
+            pricing_model: body.pricing_model,
+            visibility: body.visibility,
+            price_per_result: body.price_per_result,
+            status: body.status,
+        }
+    }
 }
 
 fn name() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
@@ -267,47 +284,20 @@ fn name() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 fn optional_name() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     openapi::trimmed(200, true)
 }
-fn modality() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice(&SourceModality::expected())
-}
-fn monetization() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice(&MonetizationMode::expected())
-}
-fn pricing() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice(&PricingModel::expected())
-}
-fn visibility() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice(&Visibility::expected())
-}
-fn status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice(&DatasetStatus::expected())
-}
-fn optional_modality() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::optional_choice(&SourceModality::expected())
-}
-fn optional_monetization() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::optional_choice(&MonetizationMode::expected())
-}
-fn optional_pricing() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::optional_choice(&PricingModel::expected())
-}
-fn optional_visibility() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::optional_choice(&Visibility::expected())
-}
 fn create_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::optional_choice("draft|active")
+    openapi::optional_choice(CREATE_STATUSES)
 }
 fn patch_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::optional_choice("draft|active|paused")
+    openapi::optional_choice(PATCH_STATUSES)
 }
-/// `price_per_result` (SPEC §1.6): a number, or a string `^\d+(\.\d{1,6})?$`; at most 1,000,000.
-fn price_input() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::schema(json!({ "oneOf": [
-        { "type": "null" },
-        { "type": "number", "minimum": 0, "maximum": 1_000_000, "multipleOf": 0.000001 },
-        { "type": "string", "pattern": "^(0*\\d{1,6}(\\.\\d{1,6})?|0*1000000(\\.0{1,6})?)$" },
-    ] }))
+fn list_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice(LIST_STATUSES)
 }
+
+/// The statuses a dataset may be created in, set to by its owner, and listed by.
+const CREATE_STATUSES: &str = "draft|active";
+const PATCH_STATUSES: &str = "draft|active|paused";
+const LIST_STATUSES: &str = "draft|active|paused|suspended|pending_deletion";
 
 /// The query of `GET /v1/datasets`.
 #[derive(Deserialize, IntoParams)]
@@ -321,57 +311,11 @@ struct ListQuery {
     page: PageQuery,
 }
 
-fn list_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice("draft|active|paused|suspended|pending_deletion")
-}
-
-/// The SPEC's Dataset object.
-pub fn dataset_json(row: &DatasetRow) -> Value {
-    json!({
-        "dataset_id": row.dataset_id,
-        "tenant_id": row.tenant_id,
-        "name": row.name,
-        "description": row.description,
-        "source_modality": row.source_modality,
-        "monetization_mode": row.monetization_mode,
-        "pricing_model": row.pricing_model,
-        "visibility": row.visibility,
-        "status": row.status,
-        "price_per_result": json_number(row.price_micros),
-        "currency": "USD",
-        "object_count": row.object_count,
-        "active_object_count": row.active_object_count,
-        "storage_bytes": row.storage_bytes,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    })
-}
-
-/// The caller's own dataset, not deleted; anything else (foreign, unknown, malformed id) is 404.
-pub async fn own_dataset(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-) -> Result<DatasetRow, AppError> {
-    DatasetId::parse(id).map_err(|_| AppError::NotFound)?;
-    match read::dataset(&state.store.db, id).await? {
-        Some(row) if row.tenant_id == principal.tenant_id && row.status != "deleted" => Ok(row),
-        _ => Err(AppError::NotFound),
-    }
-}
-
-async fn reload(state: &AppState, id: &str) -> Result<DatasetRow, AppError> {
-    state.store.settle_request().await;
-    read::dataset(&state.store.db, id)
-        .await?
-        .ok_or_else(|| AppError::internal("dataset missing from read model"))
-}
-
 fn parse_choice<T>(
     fields: &mut Fields,
     name: &str,
     raw: Option<String>,
-    parse: fn(&str) -> Option<T>,
+    parse: impl Fn(&str) -> Option<T>,
     expected: String,
 ) -> Option<T> {
     let raw = raw?;
@@ -392,48 +336,20 @@ fn parse_price(fields: &mut Fields, raw: Option<Value>) -> Option<Price> {
     fields.optional("price_per_result", Some(parsed))
 }
 
-/// A number or a string, else the wrong JSON type (400).
-fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    let value = Option::<Value>::deserialize(d)?;
-    match value {
-        None | Some(Value::Number(_)) | Some(Value::String(_)) => Ok(value),
-        Some(_) => Err(serde::de::Error::custom(
-            "invalid type: expected a number or a string",
-        )),
-    }
-}
-
-#[derive(Deserialize)]
-struct DatasetBody {
-    name: Option<String>,
-    description: Option<String>,
-    source_modality: Option<String>,
-    monetization_mode: Option<String>,
-    pricing_model: Option<String>,
-    visibility: Option<String>,
-    #[serde(default, deserialize_with = "number_or_string")]
-    price_per_result: Option<Value>,
-    status: Option<String>,
-}
-
-struct Parsed {
-    name: Option<DatasetName>,
-    description: Option<Description>,
-    source_modality: Option<SourceModality>,
-    monetization_mode: Option<MonetizationMode>,
-    pricing_model: Option<PricingModel>,
-    visibility: Option<Visibility>,
-    price: Option<Price>,
-    status: Option<DatasetStatus>,
-}
-
-fn parse_body(body: DatasetBody, creating: bool) -> Result<Parsed, AppError> {
+/// A body's fields, each checked (422 naming every bad one); `creating` requires a name and
+/// allows the statuses a dataset may be created in.
+fn parse_body(body: DatasetChanges, creating: bool) -> Result<DatasetPatch, AppError> {
     let mut fields = Fields::default();
     let name = match (body.name, creating) {
         (None, true) => fields.check::<DatasetName, String>("name", None),
         (raw, _) => fields.optional("name", raw.map(|n| DatasetName::parse(&n))),
     };
-    let parsed = Parsed {
+    let statuses = if creating {
+        CREATE_STATUSES
+    } else {
+        PATCH_STATUSES
+    };
+    let patch = DatasetPatch {
         name,
         description: fields.optional(
             "description",
@@ -467,28 +383,25 @@ fn parse_body(body: DatasetBody, creating: bool) -> Result<Parsed, AppError> {
             Visibility::parse,
             Visibility::expected(),
         ),
-        price: parse_price(&mut fields, body.price_per_result),
-        status: body.status.and_then(|raw| {
-            let allowed: &[&str] = if creating {
-                &["draft", "active"]
-            } else {
-                &["draft", "active", "paused"]
-            };
-            if allowed.contains(&raw.as_str()) {
-                DatasetStatus::parse(&raw)
-            } else {
-                fields.fail("status", format!("must be one of {}", allowed.join("|")));
-                None
-            }
-        }),
+        price_per_result: parse_price(&mut fields, body.price_per_result),
+        status: parse_choice(
+            &mut fields,
+            "status",
+            body.status,
+            |raw| {
+                let allowed = statuses.split('|').any(|s| s == raw);
+                DatasetStatus::parse(raw).filter(|_| allowed)
+            },
+            statuses.to_owned(),
+        ),
     };
     fields.finish()?;
-    Ok(parsed)
+    Ok(patch)
 }
 
 #[utoipa::path(
     post,
-    path = "/v1/datasets",
+    path = "/datasets",
     tag = "datasets",
     summary = "Creates a dataset (datasets:write).",
     security(("session" = []), ("api_key" = [])),
@@ -502,9 +415,9 @@ async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<DatasetView>, AppError> {
     principal.require(Scope::DatasetsWrite)?;
-    let parsed = parse_body(body.parse()?, true)?;
+    let parsed = parse_body(body.parse::<NewDataset>()?.into(), true)?;
     let monetization_mode = parsed.monetization_mode.unwrap_or(MonetizationMode::Open);
     let profile = DatasetProfile {
         dataset_id: DatasetId::generate(),
@@ -518,7 +431,7 @@ async fn create(
         pricing_model: parsed.pricing_model.unwrap_or(PricingModel::Fixed),
         visibility: parsed.visibility.unwrap_or(Visibility::Private),
         price_per_result: parsed
-            .price
+            .price_per_result
             .unwrap_or(Price::from_micros(monetization_mode.default_price_micros())),
     };
     let id = profile.dataset_id.to_string();
@@ -532,18 +445,20 @@ async fn create(
             &principal.actor(),
         )
         .await?;
-    Ok(envelope::created(dataset_json(&reload(&state, &id).await?)))
+    Ok(Envelope::created(
+        written_dataset(&state, &id).await?.into(),
+    ))
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/datasets",
+    path = "/datasets",
     tag = "datasets",
     summary = "The caller's tenant's datasets, newest first (datasets:read).",
     security(("session" = []), ("api_key" = [])),
     params(ListQuery, PageQuery),
     responses(
-        (status = 200, description = "A page of datasets.", body = DatasetPage),
+        (status = 200, description = "A page of datasets, newest first.", body = Page<DatasetView>),
         (status = 400, description = "The cursor is invalid (invalid_cursor)."),
         (status = 422, description = "status or limit is invalid."),
     )
@@ -552,48 +467,34 @@ async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<ListQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Page<DatasetView>>, AppError> {
     principal.require(Scope::DatasetsRead)?;
-    let status = query.status.filter(|s| !s.is_empty());
-    if let Some(status) = &status {
-        if !["draft", "active", "paused", "suspended", "pending_deletion"]
-            .contains(&status.as_str())
-        {
-            return Err(AppError::field(
-                "status",
-                "must be one of draft|active|paused|suspended|pending_deletion",
-            ));
-        }
-    }
-    let scope = format!("datasets?status={}", status.as_deref().unwrap_or(""));
-    let page = query.page.page(&state.key, &scope, 20, 100)?;
-    let after = page.after.as_ref().map(sort_key).transpose()?;
+    let status = filter("status", query.status, LIST_STATUSES)?;
+    let scope = format!("datasets?status={}", status.unwrap_or(""));
+    let keyset = Keyset::open(&state.key, &query.page, scope)?;
     let rows = read::tenant_datasets(
         &state.store.db,
         &principal.tenant_id,
-        status.as_deref(),
-        after,
-        page.limit,
+        status,
+        keyset.after(),
+        keyset.fetch(),
     )
     .await?;
-    let (rows, next) = pagination::finish(rows, &page, &state.key, &scope, |r| {
-        json!([r.created_at, r.dataset_id])
-    });
-    let items: Vec<Value> = rows.iter().map(dataset_json).collect();
-    Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
+    Ok(Envelope::ok(keyset.page(
+        rows,
+        newest_first,
+        DatasetView::from,
+    )))
 }
 
-/// A `[created_at, id]` sort key from an opened cursor.
-pub fn sort_key(value: &Value) -> Result<(String, String), AppError> {
-    match value.as_array().map(|a| a.as_slice()) {
-        Some([Value::String(at), Value::String(id)]) => Ok((at.clone(), id.clone())),
-        _ => Err(AppError::InvalidCursor),
-    }
+/// The keyset of newest-first dataset lists.
+fn newest_first(row: &DatasetRow) -> (String, String) {
+    (row.created_at.clone(), row.dataset_id.to_string())
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/datasets/{id}",
+    path = "/datasets/{id}",
     tag = "datasets",
     summary = "One of the caller's datasets (datasets:read).",
     security(("session" = []), ("api_key" = [])),
@@ -607,16 +508,16 @@ async fn show(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<DatasetView>, AppError> {
     principal.require(Scope::DatasetsRead)?;
-    Ok(envelope::ok(dataset_json(
-        &own_dataset(&state, &principal, &id).await?,
-    )))
+    Ok(Envelope::ok(
+        own_dataset(&state, &principal, &id).await?.into(),
+    ))
 }
 
 #[utoipa::path(
     patch,
-    path = "/v1/datasets/{id}",
+    path = "/datasets/{id}",
     tag = "datasets",
     summary = "Changes any subset of a dataset's fields; {} changes nothing (datasets:write).",
     security(("session" = []), ("api_key" = [])),
@@ -634,30 +535,20 @@ async fn update(
     Auth(principal): Auth,
     Path(id): Path<String>,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<DatasetView>, AppError> {
     principal.require(Scope::DatasetsWrite)?;
-    let parsed = parse_body(body.parse()?, false)?;
+    let patch = parse_body(body.parse()?, false)?;
     own_dataset(&state, &principal, &id).await?;
-    let patch = DatasetPatch {
-        name: parsed.name,
-        description: parsed.description,
-        source_modality: parsed.source_modality,
-        monetization_mode: parsed.monetization_mode,
-        pricing_model: parsed.pricing_model,
-        visibility: parsed.visibility,
-        price_per_result: parsed.price,
-        status: parsed.status,
-    };
     state
         .store
         .execute::<Dataset>(&id, DatasetCommand::Update(patch), &(), &principal.actor())
         .await?;
-    Ok(envelope::ok(dataset_json(&reload(&state, &id).await?)))
+    Ok(Envelope::ok(written_dataset(&state, &id).await?.into()))
 }
 
 #[utoipa::path(
     delete,
-    path = "/v1/datasets/{id}",
+    path = "/datasets/{id}",
     tag = "datasets",
     summary = "Starts a dataset's deletion; cleanup runs in the background (datasets:write).",
     security(("session" = []), ("api_key" = [])),
@@ -672,7 +563,7 @@ async fn remove(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<DatasetView>, AppError> {
     principal.require(Scope::DatasetsWrite)?;
     own_dataset(&state, &principal, &id).await?;
     state
@@ -685,18 +576,9 @@ async fn remove(
         )
         .await?;
     // The cleanup job reads the read model: wake it once the deletion is projected.
-    let row = reload(&state, &id).await?;
-    crate::jobs::wake(&state);
-    Ok(envelope::ok(dataset_json(&row)))
-}
-
-fn entitlement_json(row: &read::EntitlementRow) -> Value {
-    json!({
-        "dataset_id": row.dataset_id,
-        "tenant_id": row.tenant_id,
-        "tenant_name": row.tenant_name,
-        "created_at": row.created_at,
-    })
+    let row = written_dataset(&state, &id).await?;
+    state.wake_jobs();
+    Ok(Envelope::ok(row.into()))
 }
 
 /// The body of an entitlement grant.
@@ -711,7 +593,7 @@ struct GrantBody {
 
 #[utoipa::path(
     post,
-    path = "/v1/datasets/{id}/entitlements",
+    path = "/datasets/{id}/entitlements",
     tag = "entitlements",
     summary = "Entitles a tenant to a restricted dataset (datasets:write).",
     security(("session" = []), ("api_key" = [])),
@@ -730,7 +612,7 @@ async fn grant(
     Auth(principal): Auth,
     Path(id): Path<String>,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Entitlement>, AppError> {
     principal.require(Scope::DatasetsWrite)?;
     let body: GrantBody = body.parse()?;
     let raw = body
@@ -758,25 +640,25 @@ async fn grant(
     state.store.settle_request().await;
     let rows = read::entitlements(&state.store.db, &id, None, 1000).await?;
     let row = rows
-        .iter()
-        .find(|r| r.tenant_id == tenant.as_str())
+        .into_iter()
+        .find(|r| r.tenant_id == tenant)
         .ok_or_else(|| AppError::internal("entitlement missing from read model"))?;
     Ok(if committed.events.is_empty() {
-        envelope::ok(entitlement_json(row))
+        Envelope::ok(row.into())
     } else {
-        envelope::created(entitlement_json(row))
+        Envelope::created(row.into())
     })
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/datasets/{id}/entitlements",
+    path = "/datasets/{id}/entitlements",
     tag = "entitlements",
     summary = "A dataset's entitlements, newest first (datasets:read).",
     security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$"), PageQuery),
     responses(
-        (status = 200, description = "A page of entitlements.", body = EntitlementPage),
+        (status = 200, description = "A page of entitlements, newest first.", body = Page<Entitlement>),
         (status = 400, description = "The cursor is invalid (invalid_cursor)."),
         (status = 404, description = "Foreign, unknown or deleted dataset."),
         (status = 422, description = "limit is invalid."),
@@ -787,23 +669,18 @@ async fn list_entitlements(
     Auth(principal): Auth,
     Path(id): Path<String>,
     Query(query): Query<PageQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Page<Entitlement>>, AppError> {
     principal.require(Scope::DatasetsRead)?;
     own_dataset(&state, &principal, &id).await?;
-    let scope = format!("entitlements?dataset={id}");
-    let page = query.page(&state.key, &scope, 20, 100)?;
-    let after = page.after.as_ref().map(sort_key).transpose()?;
-    let rows = read::entitlements(&state.store.db, &id, after, page.limit).await?;
-    let (rows, next) = pagination::finish(rows, &page, &state.key, &scope, |r| {
-        json!([r.created_at, r.tenant_id])
-    });
-    let items: Vec<Value> = rows.iter().map(entitlement_json).collect();
-    Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
+    let keyset = Keyset::open(&state.key, &query, format!("entitlements?dataset={id}"))?;
+    let rows = read::entitlements(&state.store.db, &id, keyset.after(), keyset.fetch()).await?;
+    let sort_key = |r: &EntitlementRow| (r.created_at.clone(), r.tenant_id.to_string());
+    Ok(Envelope::ok(keyset.page(rows, sort_key, Entitlement::from)))
 }
 
 #[utoipa::path(
     delete,
-    path = "/v1/datasets/{id}/entitlements/{tenant_id}",
+    path = "/datasets/{id}/entitlements/{tenant_id}",
     tag = "entitlements",
     summary = "Ends a tenant's entitlement (datasets:write).",
     security(("session" = []), ("api_key" = [])),
@@ -820,7 +697,7 @@ async fn revoke(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path((id, tenant_id)): Path<(String, String)>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<EntitlementRevoked>, AppError> {
     principal.require(Scope::DatasetsWrite)?;
     own_dataset(&state, &principal, &id).await?;
     let tenant = TenantId::parse(&tenant_id).map_err(|_| AppError::NotFound)?;
@@ -833,9 +710,11 @@ async fn revoke(
             &principal.actor(),
         )
         .await?;
-    Ok(envelope::ok(
-        json!({ "dataset_id": id, "tenant_id": tenant_id, "revoked": true }),
-    ))
+    Ok(Envelope::ok(EntitlementRevoked {
+        dataset_id: id,
+        tenant_id,
+        revoked: true,
+    }))
 }
 
 /// The query of the catalog.
@@ -852,13 +731,13 @@ struct CatalogQuery {
 
 #[utoipa::path(
     get,
-    path = "/v1/catalog/datasets",
+    path = "/catalog/datasets",
     tag = "catalog",
     summary = "Active listed and restricted datasets of all tenants, newest first (datasets:read).",
     security(("session" = []), ("api_key" = [])),
     params(CatalogQuery, PageQuery),
     responses(
-        (status = 200, description = "A page of the catalog.", body = CatalogPage),
+        (status = 200, description = "A page of the catalog, newest first.", body = Page<CatalogDataset>),
         (status = 400, description = "The cursor is invalid (invalid_cursor)."),
         (status = 422, description = "q or limit is invalid."),
     )
@@ -867,7 +746,7 @@ async fn catalog(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<CatalogQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Page<CatalogDataset>>, AppError> {
     principal.require(Scope::DatasetsRead)?;
     let q = query
         .q
@@ -876,33 +755,23 @@ async fn catalog(
     if q.as_ref().is_some_and(|q| q.chars().count() > 200) {
         return Err(AppError::field("q", "must be at most 200 characters"));
     }
-    let scope = format!("catalog?q={}", q.as_deref().unwrap_or(""));
-    let page = query.page.page(&state.key, &scope, 20, 100)?;
-    let after = page.after.as_ref().map(sort_key).transpose()?;
+    let keyset = Keyset::open(
+        &state.key,
+        &query.page,
+        format!("catalog?q={}", q.as_deref().unwrap_or("")),
+    )?;
     let rows = read::catalog(
         &state.store.db,
         &principal.tenant_id,
         q.as_deref(),
-        after,
-        page.limit,
+        keyset.after(),
+        keyset.fetch(),
     )
     .await?;
-    let (rows, next) = pagination::finish(rows, &page, &state.key, &scope, |r| {
-        json!([r.dataset.created_at, r.dataset.dataset_id])
-    });
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let d = &r.dataset;
-            json!({
-                "dataset_id": d.dataset_id, "tenant_id": d.tenant_id, "tenant_name": r.tenant_name,
-                "name": d.name, "description": d.description, "source_modality": d.source_modality,
-                "monetization_mode": d.monetization_mode, "pricing_model": d.pricing_model,
-                "visibility": d.visibility, "price_per_result": json_number(d.price_micros), "currency": "USD",
-                "active_object_count": d.active_object_count, "accessible": r.accessible,
-                "created_at": d.created_at, "updated_at": d.updated_at,
-            })
-        })
-        .collect();
-    Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
+    let sort_key = |r: &CatalogRow| newest_first(&r.dataset);
+    Ok(Envelope::ok(keyset.page(
+        rows,
+        sort_key,
+        CatalogDataset::from,
+    )))
 }

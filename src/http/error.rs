@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
 
-use crate::http::envelope;
+use crate::http::envelope::Stamped;
 use crate::store::CommandError;
 
 /// Field path → reason, for `details.fields`.
@@ -165,7 +166,7 @@ impl AppError {
     fn parts(&self) -> (&'static str, String, Value) {
         match self {
             Self::InvalidRequest { message, fields } if fields.is_empty() => {
-                ("invalid_request", message.clone(), json!({}))
+                ("invalid_request", message.clone(), no_details())
             }
             Self::InvalidRequest { message, fields } => (
                 "invalid_request",
@@ -175,16 +176,20 @@ impl AppError {
             Self::InvalidCursor => (
                 "invalid_cursor",
                 "The cursor is not valid for this request.".into(),
-                json!({}),
+                no_details(),
             ),
-            Self::Unauthorized => ("unauthorized", "Authentication required.".into(), json!({})),
+            Self::Unauthorized => (
+                "unauthorized",
+                "Authentication required.".into(),
+                no_details(),
+            ),
             Self::InvalidCredentials => (
                 "invalid_credentials",
                 "Invalid email or password.".into(),
-                json!({}),
+                no_details(),
             ),
-            Self::Forbidden(message) => ("forbidden", message.clone(), json!({})),
-            Self::NotFound => ("not_found", "Resource not found.".into(), json!({})),
+            Self::Forbidden(message) => ("forbidden", message.clone(), no_details()),
+            Self::NotFound => ("not_found", "Resource not found.".into(), no_details()),
             Self::DatasetNotFound(id) => (
                 "not_found",
                 "Dataset not found.".into(),
@@ -198,7 +203,7 @@ impl AppError {
             Self::EmailTaken => (
                 "email_taken",
                 "This email is already registered.".into(),
-                json!({}),
+                no_details(),
             ),
             Self::InvalidState(status) => (
                 "invalid_state",
@@ -208,7 +213,7 @@ impl AppError {
             Self::ConcurrencyConflict => (
                 "concurrency_conflict",
                 "The resource changed concurrently; retry the request.".into(),
-                json!({}),
+                no_details(),
             ),
             Self::PayloadTooLarge { limit } => (
                 "payload_too_large",
@@ -218,7 +223,7 @@ impl AppError {
             Self::UnsupportedMediaType => (
                 "unsupported_media_type",
                 "Request bodies must be application/json.".into(),
-                json!({}),
+                no_details(),
             ),
             Self::Validation(fields) => (
                 "validation_failed",
@@ -268,34 +273,34 @@ impl AppError {
             Self::Unavailable(_) => (
                 "unavailable",
                 "The service is temporarily unavailable.".into(),
-                json!({}),
+                no_details(),
             ),
-            Self::Internal(_) => ("internal", "Internal server error.".into(), json!({})),
-            Self::Conflict => ("conflict", "Conflict.".into(), json!({})),
+            Self::Internal(_) => ("internal", "Internal server error.".into(), no_details()),
+            Self::Conflict => ("conflict", "Conflict.".into(), no_details()),
             Self::IdempotencyKeyReused => (
                 "idempotency_key_reused",
                 "This Idempotency-Key was used for a different request.".into(),
-                json!({}),
+                no_details(),
             ),
             Self::IdempotencyKeyInProgress => (
                 "idempotency_key_in_progress",
                 "A request with this Idempotency-Key is still running.".into(),
-                json!({}),
+                no_details(),
             ),
             Self::UploadIncomplete => (
                 "upload_incomplete",
                 "The upload has not completed.".into(),
-                json!({}),
+                no_details(),
             ),
             Self::UploadInProgress => (
                 "upload_in_progress",
                 "Another upload of this object is still being received.".into(),
-                json!({}),
+                no_details(),
             ),
             Self::RequestTimeout => (
                 "request_timeout",
                 "The request was not received in time.".into(),
-                json!({}),
+                no_details(),
             ),
             Self::SizeMismatch { expected, actual } => (
                 "size_mismatch",
@@ -316,6 +321,24 @@ impl AppError {
     }
 }
 
+/// `details` of an error that has none: `{}`.
+fn no_details() -> Value {
+    Value::Object(Map::new())
+}
+
+/// The error envelope's body (SPEC §1.12).
+#[derive(Serialize)]
+struct ErrorBody {
+    error: ErrorObject,
+}
+
+#[derive(Serialize)]
+struct ErrorObject {
+    code: &'static str,
+    message: String,
+    details: Value,
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match &self {
@@ -324,8 +347,14 @@ impl IntoResponse for AppError {
             _ => {}
         }
         let (code, message, details) = self.parts();
-        let body = json!({ "error": { "code": code, "message": message, "details": details } });
-        let mut response = envelope::respond(self.status(), body);
+        let mut response = Stamped::now(ErrorBody {
+            error: ErrorObject {
+                code,
+                message,
+                details,
+            },
+        })
+        .respond(self.status());
         let headers = response.headers_mut();
         match &self {
             Self::Unauthorized => {
@@ -415,6 +444,7 @@ impl From<aggregates::object::ObjectError> for AppError {
         match error {
             ObjectError::NotFound => Self::NotFound,
             ObjectError::InvalidState(status) => Self::InvalidState(status.as_str().to_owned()),
+            ObjectError::DatasetState(status) => Self::InvalidState(status.as_str().to_owned()),
             ObjectError::AlreadyExists => Self::internal(error),
         }
     }
@@ -600,28 +630,22 @@ mod tests {
     fn internal_causes_never_reach_the_client() {
         let (_, message, details) = AppError::internal("password=hunter2").parts();
         assert!(!message.contains("hunter2"));
-        assert_eq!(details, json!({}));
+        assert_eq!(details, no_details());
     }
 
     #[test]
     fn detail_shapes_follow_the_spec() {
-        assert_eq!(
-            AppError::InvalidState("staged".into()).parts().2,
-            json!({"status": "staged"})
-        );
-        assert_eq!(
-            AppError::SizeMismatch {
-                expected: 3,
-                actual: 4
-            }
-            .parts()
-            .2,
-            json!({"expected": 3, "actual": 4})
-        );
-        assert_eq!(
-            AppError::RateLimited { retry_after: 7 }.parts().2,
-            json!({"retry_after": 7})
-        );
+        let details = AppError::InvalidState("staged".into()).parts().2;
+        assert_eq!(details.to_string(), r#"{"status":"staged"}"#);
+        let details = AppError::SizeMismatch {
+            expected: 3,
+            actual: 4,
+        }
+        .parts()
+        .2;
+        assert_eq!(details.to_string(), r#"{"actual":4,"expected":3}"#);
+        let details = AppError::RateLimited { retry_after: 7 }.parts().2;
+        assert_eq!(details.to_string(), r#"{"retry_after":7}"#);
         let response = AppError::RateLimited { retry_after: 7 }.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
         let response = AppError::Unauthorized.into_response();

@@ -1,31 +1,23 @@
 //! The audit log (SPEC §3.14): `GET /v1/admin/events`, platform-admin sessions only.
 
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::get;
 use projections::audit::{self, AuditFilter};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::audit::{event_json, AGGREGATE_TYPES};
-use crate::http::envelope;
+use crate::audit::{aggregate_type, AuditEvent, AGGREGATE_TYPES};
+use crate::http::envelope::Envelope;
 use crate::http::error::{AppError, FieldErrors};
 use crate::http::extract::{Auth, Query};
-use crate::http::openapi;
 use crate::http::pagination;
-use crate::http::routes::Routes;
+use crate::state::AppState;
 
 /// Routes under `/v1`.
-pub fn routes() -> Routes {
-    Routes::new().route("/admin/events", get(list))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
-
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(list))]
-pub struct Api;
 
 /// The parameters of the audit log.
 #[derive(Deserialize, IntoParams)]
@@ -44,69 +36,14 @@ struct EventsQuery {
     aggregate_id: Option<String>,
 }
 
-fn aggregate_type() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice(&AGGREGATE_TYPES.join("|"))
-}
-
 /// A page of the audit log (SPEC §3.14).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct EventPage {
     /// Events in ascending position.
     pub events: Vec<AuditEvent>,
     /// The last position returned, or `after` if the page is empty.
     #[schema(minimum = 0)]
     pub next_after: i64,
-}
-
-/// One recorded event.
-#[derive(ToSchema)]
-pub struct AuditEvent {
-    /// Its place in the log: unique and increasing (gaps allowed).
-    #[schema(minimum = 1)]
-    pub position: i64,
-    /// The kind of aggregate.
-    #[schema(schema_with = aggregate_type)]
-    pub aggregate_type: String,
-    /// The aggregate.
-    pub aggregate_id: String,
-    /// 1-based per aggregate.
-    #[schema(minimum = 1)]
-    pub sequence: i64,
-    /// E.g. `ObjectApproved`.
-    pub event_type: String,
-    /// E.g. `1.0`.
-    pub event_version: String,
-    /// The event's fields; never passwords, hashes, tokens or key secrets.
-    #[schema(value_type = Value)]
-    pub payload: Value,
-    /// Who, when, in which request.
-    pub metadata: AuditMetadata,
-}
-
-/// The circumstances of an event.
-#[derive(ToSchema)]
-pub struct AuditMetadata {
-    /// `usr_…`, `key_…` or `system`.
-    #[schema(schema_with = actor)]
-    pub actor: String,
-    /// The request, null for background jobs.
-    #[schema(required = true)]
-    pub request_id: Option<String>,
-    /// When it happened.
-    #[schema(format = DateTime)]
-    pub occurred_at: String,
-}
-
-fn actor() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    let id = |prefix: &str| {
-        openapi::id_pattern(prefix)
-            .trim_matches(['^', '$'])
-            .to_owned()
-    };
-    openapi::schema(json!({
-        "type": "string",
-        "pattern": format!("^({}|{}|system)$", id("usr"), id("key")),
-    }))
 }
 
 /// A validated query.
@@ -157,7 +94,7 @@ impl TryFrom<EventsQuery> for EventsRequest {
 
 #[utoipa::path(
     get,
-    path = "/v1/admin/events",
+    path = "/admin/events",
     tag = "admin",
     summary = "The event log in audit order, after a position (platform-admin session).",
     security(("session" = [])),
@@ -173,7 +110,7 @@ async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<EventsQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<EventPage>, AppError> {
     principal.require_platform_admin()?;
     let request = EventsRequest::try_from(query)?;
     let filter = AuditFilter {
@@ -183,11 +120,11 @@ async fn list(
     let events =
         audit::read_after(&state.store.db, request.after, filter, request.limit as i64).await?;
     let next_after = events.last().map_or(request.after, |e| e.position);
-    let items: Vec<Value> = events
-        .iter()
-        .map(|e| event_json(e.position, &e.event))
-        .collect();
-    Ok(envelope::ok(
-        json!({ "events": items, "next_after": next_after }),
-    ))
+    Ok(Envelope::ok(EventPage {
+        events: events
+            .iter()
+            .map(|e| AuditEvent::new(e.position, &e.event))
+            .collect(),
+        next_after,
+    }))
 }

@@ -7,9 +7,9 @@ use axum::http::request::Parts;
 use axum::http::{header, Extensions, HeaderMap};
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
 use crate::auth::{ApiKeys, Principal, Sessions};
 use crate::http::error::AppError;
+use crate::state::AppState;
 
 /// The authenticated principal of a request.
 pub struct Auth(pub Principal);
@@ -101,7 +101,7 @@ pub async fn authenticate(
         state.config.rate_limit_per_minute,
         now,
     );
-    let _ = crate::store::REQUEST.try_with(|r| *r.quota.lock().expect("lock") = Some(quota));
+    let _ = crate::request::REQUEST.try_with(|r| *r.quota.lock().expect("lock") = Some(quota));
     if !quota.allowed {
         return Err(AppError::RateLimited {
             retry_after: quota.reset,

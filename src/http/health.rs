@@ -2,32 +2,26 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::http::routes::Routes;
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::get;
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::http::envelope;
+use crate::http::envelope::Envelope;
 use crate::http::error::AppError;
+use crate::state::AppState;
 
 /// A projection lagging by more than this many events makes the service `degraded`.
 pub const LAG_THRESHOLD: i64 = 1000;
 
 /// Routes outside `/v1`.
-pub fn routes() -> Routes {
-    Routes::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(metrics))
 }
-
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(health, metrics))]
-pub struct Api;
 
 /// The service's health.
 #[derive(Serialize, ToSchema)]
@@ -125,12 +119,12 @@ impl From<&crate::search::indexer::PdfFailures> for PdfExtractionHealth {
         (status = 503, description = "The database is unreachable."),
     )
 )]
-async fn health(State(state): State<AppState>) -> Result<Response, AppError> {
+async fn health(State(state): State<AppState>) -> Result<Envelope<Health>, AppError> {
     let report = tokio::time::timeout(Duration::from_secs(3), projection_report(&state))
         .await
         .map_err(|_| AppError::Unavailable("health check timed out".into()))?
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
-    Ok(envelope::ok(report))
+    Ok(Envelope::ok(report))
 }
 
 async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {

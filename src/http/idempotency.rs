@@ -19,12 +19,12 @@ use sqlx::Row;
 
 use aggregates::Scope;
 
-use crate::app::AppState;
 use crate::auth::PrincipalKind;
 use crate::http::envelope::{self, SecretFields};
 use crate::http::error::AppError;
 use crate::http::extract::{authenticate, Authenticated};
 use crate::http::json::MAX_BODY_BYTES;
+use crate::state::AppState;
 
 /// How long a key is remembered.
 const RETENTION_HOURS: i64 = 24;
@@ -175,7 +175,7 @@ async fn run(
             .await;
         return Ok(response);
     }
-    let required: Vec<&str> = crate::store::REQUEST
+    let required: Vec<&str> = crate::request::REQUEST
         .try_with(|r| r.required())
         .unwrap_or_default()
         .iter()

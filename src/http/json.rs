@@ -33,7 +33,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .and_then(|v| v.split(';').next())
             .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
         let read = Bytes::from_request(req, state);
-        let read = match crate::store::REQUEST
+        let read = match crate::request::REQUEST
             .try_with(|r| r.body_deadline)
             .ok()
             .flatten()

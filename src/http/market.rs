@@ -13,17 +13,17 @@ use aggregates::{
 use chrono::{DateTime, Utc};
 use projections::datasets::DatasetRow;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::app::AppState;
 use crate::auth::{Principal, PrincipalKind};
 use crate::http::charges;
 use crate::http::error::AppError;
 use crate::http::json::Fields;
-use crate::http::openapi;
+use crate::openapi;
 use crate::search::query::{self, Node};
 use crate::search::retrieval::{Engine, Mode, Question, Requested, RetrievalError};
 use crate::search::IndexError;
+use crate::state::AppState;
 
 /// Longest accepted query, in characters.
 pub(crate) const MAX_QUERY_CHARS: usize = 4000;
@@ -57,10 +57,7 @@ pub(crate) fn query_text() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     openapi::trimmed(MAX_QUERY_CHARS, false)
 }
 pub(crate) fn dataset_ids() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::schema(json!({
-        "type": ["array", "null"], "minItems": 1, "maxItems": MAX_DATASET_IDS,
-        "items": { "type": "string", "pattern": openapi::id_pattern("dset") },
-    }))
+    openapi::optional_ids("dset", MAX_DATASET_IDS)
 }
 pub(crate) fn retrieval_mode() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     openapi::optional_choice("auto|lexical|hybrid|dense")
@@ -254,7 +251,9 @@ impl<'a> Market<'a> {
         let mut datasets = searchable(state, principal, common.dataset_ids.as_deref()).await?;
         if let Some(max) = common.max_price {
             // Not searched: other tenants' datasets none of whose results can cost `max` or less.
-            datasets.retain(|_, d| d.tenant_id == principal.tenant_id || lowest_price(d) <= max);
+            datasets.retain(|_, d| {
+                d.tenant_id.as_str() == principal.tenant_id || lowest_price(d) <= max
+            });
         }
         let mut ids: Vec<String> = datasets.keys().cloned().collect();
         ids.sort();
@@ -285,7 +284,7 @@ impl<'a> Market<'a> {
             Some(unit) => *unit,
             None => {
                 let dataset = &self.datasets[dataset_id];
-                let unit = if dataset.tenant_id == self.principal.tenant_id {
+                let unit = if dataset.tenant_id.as_str() == self.principal.tenant_id {
                     None
                 } else {
                     Some(price(state, dataset, object_id, self.now, &mut prices.demand).await?)
@@ -309,9 +308,9 @@ impl<'a> Market<'a> {
         let mut retrievals = Vec::with_capacity(objects.len());
         for (object_id, dataset_id) in objects {
             let dataset = &self.datasets[*dataset_id];
-            let provider = TenantId::parse(&dataset.tenant_id).map_err(AppError::internal)?;
+            let provider = dataset.tenant_id.clone();
             let object_id = ObjectId::parse(object_id).map_err(AppError::internal)?;
-            let dataset_id = DatasetId::parse(&dataset.dataset_id).map_err(AppError::internal)?;
+            let dataset_id = dataset.dataset_id.clone();
             let charge = prices
                 .units
                 .get(object_id.as_str())
@@ -407,8 +406,9 @@ async fn searchable(
     }
     let mut out = HashMap::new();
     for dataset in projections::datasets::searchable(db, &principal.tenant_id).await? {
-        if allowed(&dataset.dataset_id) && named.is_none_or(|n| n.contains(&dataset.dataset_id)) {
-            out.insert(dataset.dataset_id.clone(), dataset);
+        let id = dataset.dataset_id.to_string();
+        if allowed(&id) && named.is_none_or(|n| n.contains(&id)) {
+            out.insert(id, dataset);
         }
     }
     Ok(out)
@@ -417,10 +417,12 @@ async fn searchable(
 /// The least a result of `dataset` can cost (SPEC §5.3): its price, or a fifth of it when it
 /// decays with age; the demand curve only raises it.
 fn lowest_price(dataset: &DatasetRow) -> i64 {
-    match PricingModel::parse(&dataset.pricing_model) {
-        Some(model) => unit_price_micros(model, dataset.price_micros, i64::MAX / 2, 0),
-        None => dataset.price_micros,
-    }
+    unit_price_micros(
+        dataset.pricing_model,
+        dataset.price.micros(),
+        i64::MAX / 2,
+        0,
+    )
 }
 
 /// The unit price of one billable result from `dataset` (SPEC §5.3), served now.
@@ -431,8 +433,7 @@ async fn price(
     now: DateTime<Utc>,
     demand: &mut HashMap<String, i64>,
 ) -> Result<i64, AppError> {
-    let model = PricingModel::parse(&dataset.pricing_model)
-        .ok_or_else(|| AppError::internal("unknown pricing model in read model"))?;
+    let model = dataset.pricing_model;
     let db = &state.store.db;
     let (age_days, appearances) = match model {
         PricingModel::Fixed => (0, 0),
@@ -445,15 +446,19 @@ async fn price(
             ((now - approved_at).num_seconds().max(0) / 86_400, 0)
         }
         PricingModel::DemandCurve => {
-            let n = match demand.get(&dataset.dataset_id) {
+            let n = match demand.get(dataset.dataset_id.as_str()) {
                 Some(n) => *n,
                 None => {
                     let since = aggregates::timestamp::format(now - chrono::Duration::hours(24));
                     let until = aggregates::timestamp::format(now);
-                    let n =
-                        projections::searches::appearances(db, &dataset.dataset_id, &since, &until)
-                            .await?;
-                    demand.insert(dataset.dataset_id.clone(), n);
+                    let n = projections::searches::appearances(
+                        db,
+                        dataset.dataset_id.as_str(),
+                        &since,
+                        &until,
+                    )
+                    .await?;
+                    demand.insert(dataset.dataset_id.to_string(), n);
                     n
                 }
             };
@@ -462,7 +467,7 @@ async fn price(
     };
     Ok(unit_price_micros(
         model,
-        dataset.price_micros,
+        dataset.price.micros(),
         age_days,
         appearances,
     ))

@@ -10,10 +10,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use crate::app::AppState;
 use crate::http::error::AppError;
 use crate::http::json::MAX_BODY_BYTES;
-use crate::store::{RequestScope, REQUEST};
+use crate::request::{RequestScope, REQUEST};
+use crate::state::AppState;
 
 /// How long a command's response waits for the projections.
 const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);

@@ -1,115 +1,54 @@
 //! Objects: the three-step upload, listing, download URLs and deletion (SPEC §3.4).
 
 use std::collections::BTreeMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::http::routes::Routes;
 use aggregates::metering::{download_price_micros, Charge, Download, DownloadCommand};
-use aggregates::money::{json_number, Amount, MAX_CHARGE_MICROS};
+use aggregates::money::{Amount, MAX_CHARGE_MICROS};
 use aggregates::object::{
-    ContentType, Filename, ObjectCommand, ObjectDescriptor, ObjectMetadata, ObjectStatus, Sha256Hex,
+    owner_download, ContentType, Filename, ObjectCommand, ObjectDescriptor, ObjectError,
+    ObjectMetadata, ObjectStatus, Sha256Hex,
 };
-use aggregates::{AccessId, DatasetId, Object, ObjectId, Scope, TenantId};
+use aggregates::{AccessId, Object, ObjectId, Scope, TenantId};
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::{delete, get, post};
 use chrono::Duration;
 use projections::datasets::DatasetRow;
 use projections::objects::{self as read, ObjectRow};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::auth::{Principal, PrincipalKind};
+use crate::blobs::DOWNLOAD_TTL;
 use crate::http::charges;
-use crate::http::datasets::{own_dataset, sort_key};
-use crate::http::envelope;
+use crate::http::envelope::Envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
-use crate::http::openapi;
-use crate::http::pagination::{self, PageQuery};
+use crate::http::lookup::{own_dataset, own_object, written_object};
+use crate::http::pagination::{filter, Keyset, Page, PageQuery};
+use crate::http::views::ObjectView;
+use crate::openapi;
+use crate::state::AppState;
 
 /// How long an upload URL stays valid.
 const UPLOAD_TTL: Duration = Duration::hours(1);
-/// How long a download or preview URL stays valid.
-pub const DOWNLOAD_TTL: Duration = Duration::minutes(15);
 /// How long a staged object waits for review.
 const REVIEW_WINDOW: Duration = Duration::days(7);
 
 /// Routes under `/v1`.
-pub fn routes() -> Routes {
-    Routes::new()
-        .route("/datasets/{dataset_id}/objects/upload", post(initiate))
-        .route("/datasets/{dataset_id}/objects", get(list))
-        .route("/objects/{id}", get(show).delete(remove))
-        .route("/objects/{id}/confirm", post(confirm))
-        .route("/objects/{id}/upload", delete(cancel))
-        .route("/objects/{id}/download", get(download))
-}
-
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(initiate, list, show, remove, confirm, cancel, download))]
-pub struct Api;
-
-/// An object (SPEC §3.4).
-#[derive(ToSchema)]
-#[schema(as = Object)]
-pub struct ObjectView {
-    /// The object's id.
-    pub object_id: String,
-    /// Its dataset.
-    pub dataset_id: String,
-    /// The owner tenant.
-    pub tenant_id: String,
-    /// The file name.
-    pub filename: String,
-    /// The media type.
-    pub content_type: String,
-    /// The declared size.
-    #[schema(minimum = 1)]
-    pub size_bytes: i64,
-    /// The server-computed SHA-256 (lowercase hex), null before confirm.
-    #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
-    pub checksum_sha256: Option<String>,
-    /// String → string.
-    pub metadata: BTreeMap<String, String>,
-    /// Its lifecycle state (SPEC §4.1).
-    #[schema(schema_with = object_status)]
-    pub status: String,
-    /// Null for pending_upload and cancelled, else staged, approved or rejected.
-    #[schema(required = true, schema_with = review_state)]
-    pub review_state: Option<String>,
-    /// The reason (or `review_expired`), null unless rejected.
-    #[schema(required = true)]
-    pub rejection_reason: Option<String>,
-    /// When the upload was initiated.
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    /// When the upload was confirmed.
-    #[schema(required = true, format = DateTime)]
-    pub uploaded_at: Option<String>,
-    /// `uploaded_at` + 7 days.
-    #[schema(required = true, format = DateTime)]
-    pub review_expires_at: Option<String>,
-    /// When it was approved, rejected or expired.
-    #[schema(required = true, format = DateTime)]
-    pub reviewed_at: Option<String>,
-}
-
-/// A page of objects.
-#[derive(ToSchema)]
-pub struct ObjectPage {
-    /// The objects, newest first.
-    pub items: Vec<ObjectView>,
-    /// The next page's cursor, null on the last page.
-    #[schema(required = true)]
-    pub next_cursor: Option<String>,
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(initiate))
+        .routes(routes!(list))
+        .routes(routes!(show, remove))
+        .routes(routes!(confirm))
+        .routes(routes!(cancel))
+        .routes(routes!(download))
 }
 
 /// Where and how to upload the bytes.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct UploadTicket {
     /// The new object, `pending_upload`.
     pub object_id: String,
@@ -117,7 +56,7 @@ pub struct UploadTicket {
     pub upload_url: String,
     /// Always `PUT`.
     #[schema(pattern = "^PUT$")]
-    pub upload_method: String,
+    pub upload_method: &'static str,
     /// Headers the client must send with the bytes.
     pub upload_headers: BTreeMap<String, String>,
     /// When the URL stops working (now + 1 h).
@@ -126,7 +65,7 @@ pub struct UploadTicket {
 }
 
 /// A signed download URL; for another tenant's object, the charge.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct DownloadTicket {
     /// A signed URL for the bytes.
     pub download_url: String,
@@ -141,55 +80,13 @@ pub struct DownloadTicket {
     #[schema(minimum = 1)]
     pub size_bytes: i64,
     /// `P × 10` for another tenant's object, 0 for one's own.
-    #[schema(schema_with = openapi::amount)]
-    pub charged_amount: f64,
+    pub charged_amount: Amount,
     /// Always `USD`.
     #[schema(pattern = "^USD$")]
-    pub currency: String,
+    pub currency: &'static str,
     /// The metered access, null for one's own object.
     #[schema(required = true)]
     pub access_id: Option<String>,
-}
-
-fn object_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice(&ObjectStatus::expected())
-}
-
-fn review_state() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::schema(json!({ "type": ["string", "null"],
-        "enum": ["staged", "approved", "rejected", null] }))
-}
-
-/// `type/subtype` in RFC 6838 token characters, with optional `; name=value` parameters.
-fn content_type_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    let token = "[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}";
-    openapi::schema(json!({
-        "type": "string",
-        "maxLength": 255,
-        "pattern": format!("^{token}/{token}([ \\t]*;[ \\t]*{token}[ \\t]*=[ \\t]*[!-:<-~]+[ \\t]*)*$"),
-    }))
-}
-
-/// 1..=255 characters without `/`, `\\`, control characters, and not `.` or `..`.
-fn filename_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    let plain = "[^/\\\\\\x00-\\x1F\\x7F]";
-    let no_dot = "[^/\\\\\\x00-\\x1F\\x7F.]";
-    openapi::schema(json!({
-        "type": "string",
-        "minLength": 1,
-        "maxLength": 255,
-        "pattern": format!("^({no_dot}{plain}*|\\.{no_dot}{plain}*|\\.\\.{plain}+)$"),
-    }))
-}
-
-/// Up to 50 entries; keys 1..=64 characters, values strings of at most 1024.
-fn metadata_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::schema(json!({
-        "type": ["object", "null"],
-        "maxProperties": 50,
-        "propertyNames": { "type": "string", "minLength": 1, "maxLength": 64 },
-        "additionalProperties": { "type": "string", "maxLength": 1024 },
-    }))
 }
 
 /// The body of an upload's start.
@@ -198,10 +95,10 @@ fn metadata_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 #[serde(deny_unknown_fields)]
 struct InitiateBody {
     /// The file name.
-    #[schema(required = true, schema_with = filename_schema)]
+    #[schema(required = true, schema_with = openapi::filename)]
     filename: Option<String>,
     /// The media type.
-    #[schema(required = true, schema_with = content_type_schema)]
+    #[schema(required = true, schema_with = openapi::content_type)]
     content_type: Option<String>,
     /// 1..=`IPTO_MAX_OBJECT_BYTES`.
     #[schema(required = true, value_type = i64, minimum = 1)]
@@ -211,7 +108,7 @@ struct InitiateBody {
     #[schema(pattern = "^[0-9A-Fa-f]{64}$")]
     checksum_sha256: Option<String>,
     /// String → string metadata.
-    #[schema(schema_with = metadata_schema)]
+    #[schema(schema_with = openapi::metadata)]
     metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -246,60 +143,13 @@ struct ListQuery {
     page: PageQuery,
 }
 
-/// The SPEC's Object.
-pub fn object_json(row: &ObjectRow) -> Value {
-    json!({
-        "object_id": row.object_id,
-        "dataset_id": row.dataset_id,
-        "tenant_id": row.tenant_id,
-        "filename": row.filename,
-        "content_type": row.content_type,
-        "size_bytes": row.size_bytes,
-        "checksum_sha256": row.checksum_sha256,
-        "metadata": row.metadata,
-        "status": row.status,
-        "review_state": row.review_state,
-        "rejection_reason": row.rejection_reason,
-        "created_at": row.created_at,
-        "uploaded_at": row.uploaded_at,
-        "review_expires_at": row.review_expires_at,
-        "reviewed_at": row.reviewed_at,
-    })
-}
-
-/// The caller's own object whose dataset is not deleted, with the dataset's status.
-async fn own_object(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-) -> Result<(ObjectRow, String), AppError> {
-    ObjectId::parse(id).map_err(|_| AppError::NotFound)?;
-    let object = read::object(&state.store.db, id)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    if object.tenant_id != principal.tenant_id {
-        return Err(AppError::NotFound);
-    }
-    let dataset = projections::datasets::dataset(&state.store.db, &object.dataset_id)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    if dataset.status == "deleted" {
-        return Err(AppError::NotFound);
-    }
-    Ok((object, dataset.status))
-}
-
-/// Re-reads an object after the request's writes are projected.
-pub async fn reload(state: &AppState, id: &str) -> Result<ObjectRow, AppError> {
-    state.store.settle_request().await;
-    read::object(&state.store.db, id)
-        .await?
-        .ok_or_else(|| AppError::internal("object missing from read model"))
+fn object_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::choice(ObjectStatus::EXPECTED)
 }
 
 #[utoipa::path(
     post,
-    path = "/v1/datasets/{dataset_id}/objects/upload",
+    path = "/datasets/{dataset_id}/objects/upload",
     tag = "objects",
     summary = "Starts an upload: a pending_upload object and a signed URL (objects:write).",
     security(("session" = []), ("api_key" = [])),
@@ -317,7 +167,7 @@ async fn initiate(
     Auth(principal): Auth,
     Path(dataset_id): Path<String>,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<UploadTicket>, AppError> {
     principal.require(Scope::ObjectsWrite)?;
     let body: InitiateBody = body.parse()?;
     let mut fields = Fields::default();
@@ -351,9 +201,6 @@ async fn initiate(
     };
     fields.finish()?;
     let dataset = own_dataset(&state, &principal, &dataset_id).await?;
-    if dataset.status == "pending_deletion" {
-        return Err(AppError::InvalidState(dataset.status));
-    }
     let (Some(filename), Some(content_type), Some(size_bytes), Some(metadata)) =
         (filename, content_type, size_bytes, metadata)
     else {
@@ -363,7 +210,7 @@ async fn initiate(
     let expires_at = now + UPLOAD_TTL;
     let descriptor = ObjectDescriptor {
         object_id: ObjectId::generate(),
-        dataset_id: DatasetId::parse(&dataset_id).map_err(|_| AppError::NotFound)?,
+        dataset_id: dataset.dataset_id,
         tenant_id: TenantId::parse(&principal.tenant_id).map_err(AppError::internal)?,
         filename,
         content_type,
@@ -379,24 +226,25 @@ async fn initiate(
             ObjectCommand::InitiateUpload {
                 descriptor,
                 upload_expires_at: expires_at,
+                dataset: dataset.status,
             },
             &(),
             &principal.actor(),
         )
         .await?;
     let url = state.blobs.upload_url(&object_id, now, expires_at).await?;
-    Ok(envelope::created(json!({
-        "object_id": object_id,
-        "upload_url": url.url,
-        "upload_method": "PUT",
-        "upload_headers": {},
-        "expires_at": aggregates::timestamp::format(expires_at),
-    })))
+    Ok(Envelope::created(UploadTicket {
+        object_id,
+        upload_url: url.url,
+        upload_method: "PUT",
+        upload_headers: BTreeMap::new(),
+        expires_at: aggregates::timestamp::format(expires_at),
+    }))
 }
 
 #[utoipa::path(
     post,
-    path = "/v1/objects/{id}/confirm",
+    path = "/objects/{id}/confirm",
     tag = "objects",
     summary = "Verifies the uploaded bytes and stages the object for review (objects:write).",
     security(("session" = []), ("api_key" = [])),
@@ -414,16 +262,19 @@ async fn confirm(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<ObjectView>, AppError> {
     principal.require(Scope::ObjectsWrite)?;
-    let (object, dataset_status) = own_object(&state, &principal, &id).await?;
-    match object.status.as_str() {
-        "pending_upload" => {}
-        "staged" | "approved" | "rejected" => return Ok(envelope::ok(object_json(&object))),
-        other => return Err(AppError::InvalidState(other.to_owned())),
+    let (object, dataset) = own_object(&state, &principal, &id).await?;
+    match object.status {
+        ObjectStatus::PendingUpload => {}
+        ObjectStatus::Staged | ObjectStatus::Approved | ObjectStatus::Rejected => {
+            return Ok(Envelope::ok(object.into()))
+        }
+        other => return Err(AppError::InvalidState(other.to_string())),
     }
-    if dataset_status == "pending_deletion" {
-        return Err(AppError::InvalidState(dataset_status));
+    // The aggregate decides; asking first spares verifying bytes it would refuse.
+    if dataset.status.is_being_deleted() {
+        return Err(ObjectError::DatasetState(dataset.status).into());
     }
     let Some(stored) = state.blobs.upload_size(&id).await? else {
         return Err(AppError::UploadIncomplete);
@@ -465,6 +316,7 @@ async fn confirm(
         sha256: Sha256Hex::parse(&digest).map_err(AppError::internal)?,
         uploaded_at,
         review_expires_at: uploaded_at + REVIEW_WINDOW,
+        dataset: dataset.status,
     };
     // A concurrent confirm that loses here leaves its copy unreferenced; the collector takes it.
     state
@@ -475,12 +327,12 @@ async fn confirm(
     if let Err(error) = state.blobs.delete_upload(&id).await {
         tracing::warn!(%error, object_id = %id, "could not remove a confirmed upload; the collector will");
     }
-    Ok(envelope::ok(object_json(&reload(&state, &id).await?)))
+    Ok(Envelope::ok(written_object(&state, &id).await?.into()))
 }
 
 #[utoipa::path(
     delete,
-    path = "/v1/objects/{id}/upload",
+    path = "/objects/{id}/upload",
     tag = "objects",
     summary = "Cancels a pending upload (objects:write).",
     security(("session" = []), ("api_key" = [])),
@@ -495,7 +347,7 @@ async fn cancel(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<ObjectView>, AppError> {
     principal.require(Scope::ObjectsWrite)?;
     own_object(&state, &principal, &id).await?;
     state
@@ -503,12 +355,12 @@ async fn cancel(
         .execute::<Object>(&id, ObjectCommand::CancelUpload, &(), &principal.actor())
         .await?;
     state.blobs.delete(&id).await?;
-    Ok(envelope::ok(object_json(&reload(&state, &id).await?)))
+    Ok(Envelope::ok(written_object(&state, &id).await?.into()))
 }
 
 #[utoipa::path(
     delete,
-    path = "/v1/objects/{id}",
+    path = "/objects/{id}",
     tag = "objects",
     summary = "Deletes an object and its bytes (objects:write).",
     security(("session" = []), ("api_key" = [])),
@@ -523,7 +375,7 @@ async fn remove(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<ObjectView>, AppError> {
     principal.require(Scope::ObjectsWrite)?;
     own_object(&state, &principal, &id).await?;
     state
@@ -531,12 +383,12 @@ async fn remove(
         .execute::<Object>(&id, ObjectCommand::Delete, &(), &principal.actor())
         .await?;
     state.blobs.delete(&id).await?;
-    Ok(envelope::ok(object_json(&reload(&state, &id).await?)))
+    Ok(Envelope::ok(written_object(&state, &id).await?.into()))
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/objects/{id}",
+    path = "/objects/{id}",
     tag = "objects",
     summary = "One of the caller's objects, in any status (datasets:read).",
     security(("session" = []), ("api_key" = [])),
@@ -550,22 +402,22 @@ async fn show(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<ObjectView>, AppError> {
     principal.require(Scope::DatasetsRead)?;
-    Ok(envelope::ok(object_json(
-        &own_object(&state, &principal, &id).await?.0,
-    )))
+    Ok(Envelope::ok(
+        own_object(&state, &principal, &id).await?.0.into(),
+    ))
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/datasets/{dataset_id}/objects",
+    path = "/datasets/{dataset_id}/objects",
     tag = "objects",
     summary = "A dataset's objects, newest first (datasets:read, own dataset).",
     security(("session" = []), ("api_key" = [])),
     params(("dataset_id" = String, Path, description = "The dataset's id."), ListQuery, PageQuery),
     responses(
-        (status = 200, description = "A page of objects.", body = ObjectPage),
+        (status = 200, description = "A page of objects, newest first.", body = Page<ObjectView>),
         (status = 400, description = "The cursor is invalid (invalid_cursor)."),
         (status = 404, description = "The dataset is foreign, unknown or deleted."),
         (status = 422, description = "status or limit is invalid."),
@@ -576,38 +428,25 @@ async fn list(
     Auth(principal): Auth,
     Path(dataset_id): Path<String>,
     Query(query): Query<ListQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Page<ObjectView>>, AppError> {
     principal.require(Scope::DatasetsRead)?;
-    let status = query.status.filter(|s| !s.is_empty());
-    if status
-        .as_deref()
-        .is_some_and(|s| ObjectStatus::parse(s).is_none())
-    {
-        return Err(AppError::field(
-            "status",
-            format!("must be one of {}", ObjectStatus::expected()),
-        ));
-    }
+    let status = filter("status", query.status, ObjectStatus::EXPECTED)?;
     own_dataset(&state, &principal, &dataset_id).await?;
     let scope = format!(
         "objects?dataset={dataset_id}&status={}",
-        status.as_deref().unwrap_or("")
+        status.unwrap_or("")
     );
-    let page = query.page.page(&state.key, &scope, 20, 100)?;
-    let after = page.after.as_ref().map(sort_key).transpose()?;
+    let keyset = Keyset::open(&state.key, &query.page, scope)?;
     let rows = read::dataset_objects(
         &state.store.db,
         &dataset_id,
-        status.as_deref(),
-        after,
-        page.limit,
+        status,
+        keyset.after(),
+        keyset.fetch(),
     )
     .await?;
-    let (rows, next) = pagination::finish(rows, &page, &state.key, &scope, |r| {
-        json!([r.created_at, r.object_id])
-    });
-    let items: Vec<Value> = rows.iter().map(object_json).collect();
-    Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
+    let sort_key = |r: &ObjectRow| (r.created_at.clone(), r.object_id.to_string());
+    Ok(Envelope::ok(keyset.page(rows, sort_key, ObjectView::from)))
 }
 
 /// The query of a download.
@@ -621,13 +460,12 @@ struct DownloadQuery {
 }
 
 fn max_charge() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::schema(json!({ "type": "string",
-        "pattern": "^(0*\\d{1,7}(\\.\\d{1,6})?|0*10000000(\\.0{1,6})?)$" }))
+    openapi::amount_text(10_000_000)
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/objects/{id}/download",
+    path = "/objects/{id}/download",
     tag = "objects",
     summary = "A signed download URL; another tenant's object is charged P × 10 (datasets:read).",
     security(("session" = []), ("api_key" = [])),
@@ -649,7 +487,7 @@ async fn download(
     Auth(principal): Auth,
     Path(id): Path<String>,
     Query(query): Query<DownloadQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<DownloadTicket>, AppError> {
     principal.require(Scope::DatasetsRead)?;
     let max_charge = charges::bound(
         "max_charge",
@@ -662,20 +500,16 @@ async fn download(
         .await?
         .ok_or(AppError::NotFound)?;
     let now = state.store.clock.now();
-    let (charged_micros, access_id) = if object.tenant_id == principal.tenant_id {
+    let (charged_micros, access_id) = if object.tenant_id.as_str() == principal.tenant_id {
         // The owner downloads staged or approved objects, free and unrecorded.
-        let (object, dataset_status) = own_object(&state, &principal, &id).await?;
+        let (object, dataset) = own_object(&state, &principal, &id).await?;
         // An allow_list key reaches its own tenant's datasets only when granted, as elsewhere.
         if let Some(granted) = principal.allow_list(&state.store.db).await? {
-            if !granted.contains(&object.dataset_id) {
+            if !granted.iter().any(|g| g == object.dataset_id.as_str()) {
                 return Err(AppError::NotFound);
             }
         }
-        if !matches!(object.status.as_str(), "staged" | "approved")
-            || dataset_status == "pending_deletion"
-        {
-            return Err(AppError::InvalidState(object.status));
-        }
+        owner_download(object.status, dataset.status)?;
         (0, None)
     } else {
         let dataset = buyer_dataset(&state, &principal, &object).await?;
@@ -687,10 +521,10 @@ async fn download(
                 PrincipalKind::ApiKey { api_key_id } => Some(api_key_id.clone()),
                 PrincipalKind::User { .. } => None,
             },
-            provider_tenant_id: TenantId::parse(&dataset.tenant_id).map_err(AppError::internal)?,
-            dataset_id: DatasetId::parse(&dataset.dataset_id).map_err(AppError::internal)?,
-            object_id: ObjectId::parse(&id).map_err(AppError::internal)?,
-            amount_micros: download_price_micros(dataset.price_micros)
+            provider_tenant_id: dataset.tenant_id,
+            dataset_id: dataset.dataset_id,
+            object_id: object.object_id.clone(),
+            amount_micros: download_price_micros(dataset.price.micros())
                 .ok_or(AppError::ChargeTooLarge)?,
             fee_bps: state.config.platform_fee_bps,
             occurred_at: now,
@@ -727,16 +561,16 @@ async fn download(
         .blobs
         .download_url(&id, sha256, now, now + DOWNLOAD_TTL)
         .await?;
-    Ok(envelope::ok(json!({
-        "download_url": url.url,
-        "expires_at": aggregates::timestamp::format(url.expires_at),
-        "filename": object.filename,
-        "content_type": object.content_type,
-        "size_bytes": object.size_bytes,
-        "charged_amount": json_number(charged_micros),
-        "currency": "USD",
-        "access_id": access_id,
-    })))
+    Ok(Envelope::ok(DownloadTicket {
+        download_url: url.url,
+        expires_at: aggregates::timestamp::format(url.expires_at),
+        filename: object.filename,
+        content_type: object.content_type,
+        size_bytes: object.size_bytes,
+        charged_amount: Amount::from_micros(charged_micros),
+        currency: "USD",
+        access_id,
+    }))
 }
 
 /// For a buyer: the object's dataset if the object is approved, the dataset accessible (SPEC §2.8)
@@ -746,15 +580,15 @@ async fn buyer_dataset(
     principal: &Principal,
     object: &ObjectRow,
 ) -> Result<DatasetRow, AppError> {
-    if object.status != "approved" {
+    if object.status != ObjectStatus::Approved {
         return Err(AppError::NotFound);
     }
-    let dataset = projections::datasets::dataset(&state.store.db, &object.dataset_id)
+    let dataset = projections::datasets::dataset(&state.store.db, object.dataset_id.as_str())
         .await?
         .ok_or(AppError::NotFound)?;
     let entitled = projections::datasets::is_entitled(
         &state.store.db,
-        &dataset.dataset_id,
+        dataset.dataset_id.as_str(),
         &principal.tenant_id,
     )
     .await?;
@@ -762,7 +596,7 @@ async fn buyer_dataset(
         return Err(AppError::NotFound);
     }
     if let Some(granted) = principal.allow_list(&state.store.db).await? {
-        if !granted.contains(&dataset.dataset_id) {
+        if !granted.iter().any(|g| g == dataset.dataset_id.as_str()) {
             return Err(AppError::NotFound);
         }
     }

@@ -4,9 +4,10 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::http::error::AppError;
 use crate::signing::SigningKey;
@@ -24,10 +25,100 @@ pub struct PageQuery {
 
 /// A validated page request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page {
+pub struct PageRequest {
     pub limit: usize,
     /// The sort key after which the page starts.
     pub after: Option<Value>,
+}
+
+/// One page of a list, in the order the endpoint documents.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// The next page's cursor, null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A keyset page request: the limit and the sort key `K` of the previous page's last row, opened
+/// from a cursor sealed for one endpoint and filter set. A cursor whose key is not a `K` is
+/// refused like a tampered one.
+pub struct Keyset<'a, K> {
+    key: &'a SigningKey,
+    scope: String,
+    limit: usize,
+    after: Option<K>,
+}
+
+impl<'a, K: Serialize + DeserializeOwned> Keyset<'a, K> {
+    /// Checks `query`'s limit (1..=100, default 20; 422) and opens its cursor for `scope` (400).
+    pub fn open(key: &'a SigningKey, query: &PageQuery, scope: String) -> Result<Self, AppError> {
+        Self::open_with(key, query, scope, 20, 100)
+    }
+
+    /// [`Keyset::open`] with another default and largest limit.
+    pub fn open_with(
+        key: &'a SigningKey,
+        query: &PageQuery,
+        scope: String,
+        default_limit: usize,
+        max_limit: usize,
+    ) -> Result<Self, AppError> {
+        let page = query.page(key, &scope, default_limit, max_limit)?;
+        let after = page
+            .after
+            .map(|value| serde_json::from_value(value).map_err(|_| AppError::InvalidCursor))
+            .transpose()?;
+        Ok(Self {
+            key,
+            scope,
+            limit: page.limit,
+            after,
+        })
+    }
+
+    /// The sort key the page starts after.
+    pub fn after(&self) -> Option<&K> {
+        self.after.as_ref()
+    }
+
+    /// The sort key the page starts after, owned.
+    pub fn take_after(&mut self) -> Option<K> {
+        self.after.take()
+    }
+
+    /// The page size.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Rows to fetch: one more than the page, to know whether another follows.
+    pub fn fetch(&self) -> usize {
+        self.limit + 1
+    }
+
+    /// The page of up to `limit + 1` fetched `rows`, each made an item by `item`; the cursor
+    /// holds `sort_key` of the last item shown.
+    pub fn page<R, T>(
+        &self,
+        mut rows: Vec<R>,
+        sort_key: impl Fn(&R) -> K,
+        item: impl FnMut(R) -> T,
+    ) -> Page<T> {
+        let mut next_cursor = None;
+        if rows.len() > self.limit {
+            rows.truncate(self.limit);
+            next_cursor = rows.last().map(|last| {
+                let key = serde_json::to_value(sort_key(last)).unwrap_or_default();
+                seal(self.key, &self.scope, &key)
+            });
+        }
+        Page {
+            items: rows.into_iter().map(item).collect(),
+            next_cursor,
+        }
+    }
 }
 
 impl PageQuery {
@@ -38,7 +129,7 @@ impl PageQuery {
         scope: &str,
         default_limit: usize,
         max_limit: usize,
-    ) -> Result<Page, AppError> {
+    ) -> Result<PageRequest, AppError> {
         let limit = limit(self.limit.as_deref(), default_limit, max_limit)
             .map_err(|reason| AppError::field("limit", reason))?;
         // An empty cursor is no cursor, as empty filters are no filters.
@@ -48,7 +139,24 @@ impl PageQuery {
             .filter(|raw| !raw.is_empty())
             .map(|raw| open(key, scope, raw))
             .transpose()?;
-        Ok(Page { limit, after })
+        Ok(PageRequest { limit, after })
+    }
+}
+
+/// A list filter from a closed set given as `a|b|c`: absent or empty is no filter (SPEC §1.7);
+/// anything else outside the set is 422.
+pub fn filter(
+    field: &str,
+    raw: Option<String>,
+    allowed: &'static str,
+) -> Result<Option<&'static str>, AppError> {
+    match raw.as_deref() {
+        None | Some("") => Ok(None),
+        Some(raw) => allowed
+            .split('|')
+            .find(|s| *s == raw)
+            .map(Some)
+            .ok_or_else(|| AppError::field(field, format!("must be one of {allowed}"))),
     }
 }
 
@@ -87,28 +195,10 @@ pub fn open(key: &SigningKey, scope: &str, raw: &str) -> Result<Value, AppError>
     serde_json::from_slice(&json).map_err(|_| AppError::InvalidCursor)
 }
 
-/// Splits `limit + 1` fetched rows into a page and the next cursor.
-pub fn finish<T>(
-    mut rows: Vec<T>,
-    page: &Page,
-    key: &SigningKey,
-    scope: &str,
-    sort_key: impl Fn(&T) -> Value,
-) -> (Vec<T>, Option<String>) {
-    if rows.len() > page.limit {
-        rows.truncate(page.limit);
-        let next = rows.last().map(|last| seal(key, scope, &sort_key(last)));
-        (rows, next)
-    } else {
-        (rows, None)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
 
     fn key() -> SigningKey {
         SigningKey::load(
@@ -142,14 +232,11 @@ mod tests {
 
     #[test]
     fn a_cursor_only_opens_for_its_scope() {
-        let cursor = seal(
-            &key(),
-            "datasets?status=active",
-            &json!(["2026-01-01", "dset_x"]),
-        );
+        let after = Value::from(vec!["2026-01-01", "dset_x"]);
+        let cursor = seal(&key(), "datasets?status=active", &after);
         assert_eq!(
             open(&key(), "datasets?status=active", &cursor).unwrap(),
-            json!(["2026-01-01", "dset_x"])
+            after
         );
         assert!(matches!(
             open(&key(), "datasets?status=draft", &cursor),
@@ -163,29 +250,59 @@ mod tests {
 
     #[test]
     fn pages_end_with_a_null_cursor() {
-        let page = Page {
-            limit: 2,
-            after: None,
+        let query = |cursor: Option<String>| PageQuery {
+            cursor,
+            limit: Some("2".into()),
         };
-        let (items, next) = finish(vec![1, 2, 3], &page, &key(), "s", |n| json!(n));
-        assert_eq!(items, [1, 2]);
-        assert_eq!(open(&key(), "s", &next.unwrap()).unwrap(), json!(2));
-        let (items, next) = finish(vec![1, 2], &page, &key(), "s", |n| json!(n));
-        assert_eq!(items, [1, 2]);
-        assert!(next.is_none());
+        let key = key();
+        let keyset = Keyset::<i64>::open(&key, &query(None), "s".into()).unwrap();
+        assert_eq!((keyset.after(), keyset.fetch()), (None, 3));
+        let page = keyset.page(vec![1, 2, 3], |n| *n, |n| n * 10);
+        assert_eq!(page.items, [10, 20]);
+        let next = Keyset::<i64>::open(&key, &query(page.next_cursor), "s".into()).unwrap();
+        assert_eq!(next.after(), Some(&2));
+        let last = next.page(vec![3], |n| *n, |n| n);
+        assert_eq!((last.items, last.next_cursor), (vec![3], None));
+    }
+
+    #[test]
+    fn a_cursor_of_another_shape_is_refused() {
+        let cursor = seal(&key(), "s", &Value::from("not a pair"));
+        let query = PageQuery {
+            cursor: Some(cursor),
+            limit: None,
+        };
+        assert!(matches!(
+            Keyset::<(String, String)>::open(&key(), &query, "s".into()),
+            Err(AppError::InvalidCursor)
+        ));
+    }
+
+    #[test]
+    fn empty_filters_are_no_filters_and_others_must_be_known() {
+        assert_eq!(filter("status", None, "a|b").unwrap(), None);
+        assert_eq!(filter("status", Some(String::new()), "a|b").unwrap(), None);
+        assert_eq!(
+            filter("status", Some("b".into()), "a|b").unwrap(),
+            Some("b")
+        );
+        assert!(matches!(
+            filter("status", Some("c".into()), "a|b"),
+            Err(AppError::Validation(fields)) if fields["status"] == "must be one of a|b"
+        ));
     }
 
     proptest! {
         #[test]
         fn tampered_cursors_are_refused(n in any::<i64>(), flip in 0usize..64) {
-            let cursor = seal(&key(), "s", &json!(n));
+            let cursor = seal(&key(), "s", &Value::from(n));
             let mut bytes = cursor.into_bytes();
             let i = flip % bytes.len();
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
             let tampered = String::from_utf8(bytes).unwrap();
             if let Ok(value) = open(&key(), "s", &tampered) {
                 // Only an edit that decodes to the same bytes can pass.
-                prop_assert_eq!(value, json!(n));
+                prop_assert_eq!(value, Value::from(n));
             }
         }
 

@@ -1,40 +1,32 @@
 //! Payout statements: the provider's list, the admins' list and mark-paid (SPEC §3.7, §3.13).
 
-use crate::http::routes::Routes;
-use aggregates::money::json_number;
-use aggregates::payout::{PayoutCommand, PayoutError, PayoutStatement};
+use aggregates::money::Total;
+use aggregates::payout::{PayoutCommand, PayoutError, PayoutStatement, StatementStatus};
 use aggregates::Scope;
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::{get, post};
 use projections::payouts::{self as read, StatementRow};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::http::datasets::sort_key;
-use crate::http::envelope;
+use crate::http::envelope::Envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
-use crate::http::openapi;
-use crate::http::pagination::{self, PageQuery};
+use crate::http::pagination::{filter, Keyset, Page, PageQuery};
+use crate::openapi;
+use crate::state::AppState;
 
 /// Routes under `/v1`.
-pub fn routes() -> Routes {
-    Routes::new()
-        .route("/provider/payouts", get(provider_list))
-        .route("/admin/payouts", get(admin_list))
-        .route("/admin/payouts/{statement_id}/mark-paid", post(mark_paid))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(provider_list))
+        .routes(routes!(admin_list))
+        .routes(routes!(mark_paid))
 }
 
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(provider_list, admin_list, mark_paid))]
-pub struct Api;
-
 /// A provider's monthly payout statement (SPEC §3.7, §5.6).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[schema(as = PayoutStatement)]
 pub struct StatementView {
     /// The statement.
@@ -48,104 +40,58 @@ pub struct StatementView {
     #[schema(format = DateTime)]
     pub period_end: String,
     /// Σ charges.
-    #[schema(schema_with = openapi::amount)]
-    pub gross_amount: f64,
+    pub gross_amount: Total,
     /// The platform's share.
-    #[schema(schema_with = openapi::amount)]
-    pub platform_fee: f64,
+    pub platform_fee: Total,
     /// Gross − fee.
-    #[schema(schema_with = openapi::amount)]
-    pub net_amount: f64,
+    pub net_amount: Total,
     /// Always `USD`.
     #[schema(pattern = "^USD$")]
-    pub currency: String,
-    /// `open`, `pending` or `paid`.
-    #[schema(schema_with = statement_status)]
-    pub status: String,
+    pub currency: &'static str,
+    pub status: StatementStatus,
     /// Number of charges.
     #[schema(minimum = 0)]
     pub line_count: i64,
     /// When it was marked paid.
     #[schema(required = true, format = DateTime)]
     pub paid_at: Option<String>,
+}
+
+impl StatementView {
+    /// The statement as `row` holds it, its status at `now`.
+    fn new(row: StatementRow, now: &str) -> Self {
+        Self {
+            status: row.status(now),
+            statement_id: row.statement_id,
+            tenant_id: row.tenant_id,
+            period_start: row.period_start,
+            period_end: row.period_end,
+            gross_amount: Total::from_micros(row.earnings.gross),
+            platform_fee: Total::from_micros(row.earnings.fee),
+            net_amount: Total::from_micros(row.earnings.net),
+            currency: "USD",
+            line_count: row.line_count,
+            paid_at: row.paid_at,
+        }
+    }
 }
 
 /// A payout statement with its tenant's name (admin list).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct AdminStatement {
-    /// The statement.
-    pub statement_id: String,
-    /// The provider tenant.
-    pub tenant_id: String,
+    #[serde(flatten)]
+    pub statement: StatementView,
     /// The provider tenant's name.
     pub tenant_name: String,
-    /// The month's first instant (inclusive).
-    #[schema(format = DateTime)]
-    pub period_start: String,
-    /// The next month's first instant (exclusive).
-    #[schema(format = DateTime)]
-    pub period_end: String,
-    /// Σ charges.
-    #[schema(schema_with = openapi::amount)]
-    pub gross_amount: f64,
-    /// The platform's share.
-    #[schema(schema_with = openapi::amount)]
-    pub platform_fee: f64,
-    /// Gross − fee.
-    #[schema(schema_with = openapi::amount)]
-    pub net_amount: f64,
-    /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: String,
-    /// `open`, `pending` or `paid`.
-    #[schema(schema_with = statement_status)]
-    pub status: String,
-    /// Number of charges.
-    #[schema(minimum = 0)]
-    pub line_count: i64,
-    /// When it was marked paid.
-    #[schema(required = true, format = DateTime)]
-    pub paid_at: Option<String>,
-}
-
-/// A page of statements.
-#[derive(ToSchema)]
-pub struct StatementPage {
-    /// The statements, newest period first.
-    pub items: Vec<StatementView>,
-    /// The next page's cursor, null on the last page.
-    #[schema(required = true)]
-    pub next_cursor: Option<String>,
-}
-
-/// A page of statements of all tenants.
-#[derive(ToSchema)]
-pub struct AdminStatementPage {
-    /// The statements, newest period first.
-    pub items: Vec<AdminStatement>,
-    /// The next page's cursor, null on the last page.
-    #[schema(required = true)]
-    pub next_cursor: Option<String>,
 }
 
 fn statement_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::choice("open|pending|paid")
+    openapi::choice(StatementStatus::EXPECTED)
 }
 
-fn statement_json(row: &StatementRow, now: &str) -> Value {
-    json!({
-        "statement_id": row.statement_id,
-        "tenant_id": row.tenant_id,
-        "period_start": row.period_start,
-        "period_end": row.period_end,
-        "gross_amount": json_number(row.earnings.gross),
-        "platform_fee": json_number(row.earnings.fee),
-        "net_amount": json_number(row.earnings.net),
-        "currency": "USD",
-        "status": row.status(now),
-        "line_count": row.line_count,
-        "paid_at": row.paid_at,
-    })
+/// The keyset of statement lists: newest period first, then by id.
+fn newest_period_first(row: &StatementRow) -> (String, String) {
+    (row.period_start.clone(), row.statement_id.clone())
 }
 
 fn now(state: &AppState) -> String {
@@ -154,13 +100,13 @@ fn now(state: &AppState) -> String {
 
 #[utoipa::path(
     get,
-    path = "/v1/provider/payouts",
+    path = "/provider/payouts",
     tag = "provider",
     summary = "The tenant's payout statements, newest period first (billing:read).",
     security(("session" = []), ("api_key" = [])),
     params(PageQuery),
     responses(
-        (status = 200, description = "A page of statements.", body = StatementPage),
+        (status = 200, description = "A page of statements, newest period first.", body = Page<StatementView>),
         (status = 400, description = "The cursor is invalid (invalid_cursor)."),
         (status = 422, description = "limit is invalid."),
     )
@@ -169,24 +115,14 @@ async fn provider_list(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<PageQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Page<StatementView>>, AppError> {
     principal.require(Scope::BillingRead)?;
-    let scope = "provider-payouts";
-    let page = query.page(&state.key, scope, 20, 100)?;
-    let after = page.after.as_ref().map(sort_key).transpose()?;
-    let rows = read::statements(
-        &state.store.db,
-        Some(&principal.tenant_id),
-        after,
-        page.limit,
-    )
-    .await?;
-    let (rows, next) = pagination::finish(rows, &page, &state.key, scope, |r| {
-        json!([r.period_start, r.statement_id])
-    });
+    let keyset = Keyset::open(&state.key, &query, "provider-payouts".to_owned())?;
+    let tenant = Some(principal.tenant_id.as_str());
+    let rows = read::statements(&state.store.db, tenant, keyset.after(), keyset.fetch()).await?;
     let now = now(&state);
-    let items: Vec<Value> = rows.iter().map(|r| statement_json(r, &now)).collect();
-    Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
+    let item = |r| StatementView::new(r, &now);
+    Ok(Envelope::ok(keyset.page(rows, newest_period_first, item)))
 }
 
 /// The filters of the admin statement list.
@@ -205,13 +141,13 @@ struct AdminQuery {
 
 #[utoipa::path(
     get,
-    path = "/v1/admin/payouts",
+    path = "/admin/payouts",
     tag = "admin",
     summary = "Payout statements of all tenants, newest period first (platform-admin session).",
     security(("session" = [])),
     params(AdminQuery, PageQuery),
     responses(
-        (status = 200, description = "A page of statements.", body = AdminStatementPage),
+        (status = 200, description = "A page of statements, newest period first.", body = Page<AdminStatement>),
         (status = 400, description = "The cursor is invalid (invalid_cursor)."),
         (status = 422, description = "status or limit is invalid."),
     )
@@ -220,58 +156,36 @@ async fn admin_list(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<AdminQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Page<AdminStatement>>, AppError> {
     principal.require_platform_admin()?;
-    let status = query.status.filter(|s| !s.is_empty());
-    if status
-        .as_deref()
-        .is_some_and(|s| !["open", "pending", "paid"].contains(&s))
-    {
-        return Err(AppError::field(
-            "status",
-            "must be one of open|pending|paid",
-        ));
-    }
+    let status = filter("status", query.status, StatementStatus::EXPECTED)?;
     let tenant = query.tenant_id.filter(|t| !t.is_empty());
     let scope = format!(
         "admin-payouts?status={}&tenant={}",
-        status.as_deref().unwrap_or(""),
+        status.unwrap_or(""),
         tenant.as_deref().unwrap_or("")
     );
-    let page = query.page.page(&state.key, &scope, 20, 100)?;
-    let after = page.after.as_ref().map(sort_key).transpose()?;
+    let keyset = Keyset::open(&state.key, &query.page, scope)?;
     let now = now(&state);
-    let rows = match &status {
+    let db = &state.store.db;
+    let (after, fetch) = (keyset.after(), keyset.fetch());
+    let rows = match status.and_then(StatementStatus::parse) {
         Some(status) => {
-            read::statements_in_status(
-                &state.store.db,
-                tenant.as_deref(),
-                status,
-                &now,
-                after,
-                page.limit,
-            )
-            .await?
+            read::statements_in_status(db, tenant.as_deref(), status, &now, after, fetch).await?
         }
-        None => read::statements(&state.store.db, tenant.as_deref(), after, page.limit).await?,
+        None => read::statements(db, tenant.as_deref(), after, fetch).await?,
     };
-    let (rows, next) = pagination::finish(rows, &page, &state.key, &scope, |r| {
-        json!([r.period_start, r.statement_id])
-    });
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let mut item = statement_json(r, &now);
-            item["tenant_name"] = json!(r.tenant_name);
-            item
-        })
-        .collect();
-    Ok(envelope::ok(json!({ "items": items, "next_cursor": next })))
+    Ok(Envelope::ok(keyset.page(rows, newest_period_first, |r| {
+        AdminStatement {
+            tenant_name: r.tenant_name.clone(),
+            statement: StatementView::new(r, &now),
+        }
+    })))
 }
 
 #[utoipa::path(
     post,
-    path = "/v1/admin/payouts/{statement_id}/mark-paid",
+    path = "/admin/payouts/{statement_id}/mark-paid",
     tag = "admin",
     summary = "Marks a pending statement paid (platform-admin session).",
     security(("session" = [])),
@@ -286,7 +200,7 @@ async fn mark_paid(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(statement_id): Path<String>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<StatementView>, AppError> {
     principal.require_platform_admin()?;
     let row = read::statement(&state.store.db, &statement_id)
         .await?
@@ -305,7 +219,7 @@ async fn mark_paid(
     let row = read::statement(&state.store.db, &statement_id)
         .await?
         .ok_or(AppError::NotFound)?;
-    Ok(envelope::ok(statement_json(&row, &now(&state))))
+    Ok(Envelope::ok(StatementView::new(row, &now(&state))))
 }
 
 impl From<PayoutError> for AppError {

@@ -1,39 +1,31 @@
 //! The provider's view (SPEC §3.7): figures over the caller's own datasets.
 
-use crate::http::routes::Routes;
-use aggregates::money::json_number;
+use aggregates::money::Total;
 use aggregates::payout::Earnings;
-use aggregates::Scope;
+use aggregates::{DatasetId, Scope};
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::get;
 use projections::accesses::{self, Side};
-use serde_json::{json, Value};
-use utoipa::{OpenApi, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::http::buyer::WindowQuery;
-use crate::http::datasets::own_dataset;
-use crate::http::envelope;
+use crate::http::envelope::Envelope;
 use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
-use crate::http::openapi;
-use crate::http::window;
+use crate::http::lookup::own_dataset;
+use crate::http::window::{self, WindowQuery};
+use crate::state::AppState;
 
 /// Routes under `/v1`.
-pub fn routes() -> Routes {
-    Routes::new()
-        .route("/provider/dashboard", get(dashboard))
-        .route("/provider/datasets/{id}/analytics", get(analytics))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(dashboard))
+        .routes(routes!(analytics))
 }
 
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(dashboard, analytics))]
-pub struct Api;
-
 /// The provider's figures (SPEC §3.7).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ProviderDashboard {
     /// Datasets not pending_deletion or deleted.
     #[schema(minimum = 0)]
@@ -54,19 +46,17 @@ pub struct ProviderDashboard {
     #[schema(minimum = 0)]
     pub objects_rejected: i64,
     /// Gross charges, all time.
-    #[schema(schema_with = openapi::amount)]
-    pub total_revenue: f64,
+    pub total_revenue: Total,
     /// Gross charges over the trailing 30 × 24 h.
-    #[schema(schema_with = openapi::amount)]
-    pub revenue_last_30_days: f64,
+    pub revenue_last_30_days: Total,
     /// Always `USD`.
     #[schema(pattern = "^USD$")]
-    pub currency: String,
+    pub currency: &'static str,
 }
 
 #[utoipa::path(
     get,
-    path = "/v1/provider/dashboard",
+    path = "/provider/dashboard",
     tag = "provider",
     summary = "Counts and revenue over the tenant's own datasets (usage:read).",
     security(("session" = []), ("api_key" = [])),
@@ -75,7 +65,7 @@ pub struct ProviderDashboard {
 async fn dashboard(
     State(state): State<AppState>,
     Auth(principal): Auth,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<ProviderDashboard>, AppError> {
     principal.require(Scope::UsageRead)?;
     let db = &state.store.db;
     let counts = projections::datasets::provider_counts(db, &principal.tenant_id).await?;
@@ -83,24 +73,25 @@ async fn dashboard(
         aggregates::timestamp::format(state.store.clock.now() - chrono::Duration::days(30));
     let (total, recent) =
         accesses::totals(db, Side::Provider, &principal.tenant_id, &month_ago).await?;
-    Ok(envelope::ok(json!({
-        "total_datasets": counts.total_datasets,
-        "total_objects": counts.total_objects,
-        "total_storage_bytes": counts.total_storage_bytes,
-        "objects_pending_review": counts.objects_pending_review,
-        "objects_approved": counts.objects_approved,
-        "objects_rejected": counts.objects_rejected,
-        "total_revenue": json_number(total),
-        "revenue_last_30_days": json_number(recent),
-        "currency": "USD",
-    })))
+    Ok(Envelope::ok(ProviderDashboard {
+        total_datasets: counts.total_datasets,
+        total_objects: counts.total_objects,
+        total_storage_bytes: counts.total_storage_bytes,
+        objects_pending_review: counts.objects_pending_review,
+        objects_approved: counts.objects_approved,
+        objects_rejected: counts.objects_rejected,
+        total_revenue: Total::from_micros(total),
+        revenue_last_30_days: Total::from_micros(recent),
+        currency: "USD",
+    }))
 }
 
 /// A dataset's figures over a window (SPEC §3.7); the three object counters are current.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct DatasetAnalytics {
     /// The dataset.
-    pub dataset_id: String,
+    #[schema(value_type = String)]
+    pub dataset_id: DatasetId,
     /// Its name.
     pub dataset_name: String,
     /// Its confirmed, non-deleted objects, now.
@@ -125,14 +116,12 @@ pub struct DatasetAnalytics {
     #[schema(minimum = 0)]
     pub unique_buyers: i64,
     /// Σ charges.
-    #[schema(schema_with = openapi::amount)]
-    pub gross_revenue: f64,
+    pub gross_revenue: Total,
     /// Gross less the platform fee.
-    #[schema(schema_with = openapi::amount)]
-    pub provider_earnings: f64,
+    pub provider_earnings: Total,
     /// Always `USD`.
     #[schema(pattern = "^USD$")]
-    pub currency: String,
+    pub currency: &'static str,
     /// The resolved start (inclusive).
     #[schema(format = DateTime)]
     pub from: String,
@@ -147,7 +136,7 @@ pub struct DatasetAnalytics {
 }
 
 /// A day of a dataset's use.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct DatasetDay {
     /// The UTC date.
     #[schema(format = Date)]
@@ -159,12 +148,11 @@ pub struct DatasetDay {
     #[schema(minimum = 0)]
     pub downloads: i64,
     /// Σ charges that day.
-    #[schema(schema_with = openapi::amount)]
-    pub gross_revenue: f64,
+    pub gross_revenue: Total,
 }
 
 /// A query text that found the dataset, and how often.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct TopQuery {
     /// The query text, trimmed and lowercased.
     pub query: String,
@@ -175,7 +163,7 @@ pub struct TopQuery {
 
 #[utoipa::path(
     get,
-    path = "/v1/provider/datasets/{id}/analytics",
+    path = "/provider/datasets/{id}/analytics",
     tag = "provider",
     summary = "Use and revenue of one of the tenant's own datasets over a window (usage:read).",
     security(("session" = []), ("api_key" = [])),
@@ -192,7 +180,7 @@ async fn analytics(
     Auth(principal): Auth,
     Path(id): Path<String>,
     Query(query): Query<WindowQuery>,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<DatasetAnalytics>, AppError> {
     principal.require(Scope::UsageRead)?;
     let dataset = own_dataset(&state, &principal, &id).await?;
     let (from, to) = window::with_default(
@@ -209,33 +197,41 @@ async fn analytics(
     let appearances = projections::searches::appearances(db, &id, &from_text, &to_text).await?;
     let top = projections::searches::top_queries(db, &id, &from_text, &to_text).await?;
     let days = accesses::dataset_daily(db, &id, &from_text, &to_text).await?;
-    let daily: Vec<Value> = window::dates(from, to)
+    let daily = window::dates(from, to)
         .into_iter()
         .map(|date| {
             let (retrievals, downloads, gross) = days
                 .iter()
                 .find(|(d, ..)| *d == date)
                 .map_or((0, 0, 0), |(_, r, d, g)| (*r, *d, *g));
-            json!({ "date": date, "retrievals": retrievals, "downloads": downloads, "gross_revenue": json_number(gross) })
+            DatasetDay {
+                date,
+                retrievals,
+                downloads,
+                gross_revenue: Total::from_micros(gross),
+            }
         })
         .collect();
     let earnings = Earnings::of(usage.gross_micros, usage.fee_basis);
-    Ok(envelope::ok(json!({
-        "dataset_id": dataset.dataset_id,
-        "dataset_name": dataset.name,
-        "object_count": dataset.object_count,
-        "active_object_count": dataset.active_object_count,
-        "storage_bytes": dataset.storage_bytes,
-        "search_appearances": appearances,
-        "retrievals": usage.retrievals,
-        "downloads": usage.downloads,
-        "unique_buyers": usage.unique_buyers,
-        "gross_revenue": json_number(earnings.gross),
-        "provider_earnings": json_number(earnings.net),
-        "currency": "USD",
-        "from": from_text,
-        "to": to_text,
-        "daily": daily,
-        "top_queries": top.iter().map(|(q, n)| json!({ "query": q, "count": n })).collect::<Vec<_>>(),
-    })))
+    Ok(Envelope::ok(DatasetAnalytics {
+        dataset_id: dataset.dataset_id,
+        dataset_name: dataset.name,
+        object_count: dataset.object_count,
+        active_object_count: dataset.active_object_count,
+        storage_bytes: dataset.storage_bytes,
+        search_appearances: appearances,
+        retrievals: usage.retrievals,
+        downloads: usage.downloads,
+        unique_buyers: usage.unique_buyers,
+        gross_revenue: Total::from_micros(earnings.gross),
+        provider_earnings: Total::from_micros(earnings.net),
+        currency: "USD",
+        from: from_text,
+        to: to_text,
+        daily,
+        top_queries: top
+            .into_iter()
+            .map(|(query, count)| TopQuery { query, count })
+            .collect(),
+    }))
 }

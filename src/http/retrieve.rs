@@ -4,18 +4,17 @@
 //! retrieval per object.
 
 use std::collections::HashMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use aggregates::money::json_number;
 use aggregates::Scope;
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::http::envelope;
+use crate::http::envelope::Envelope;
 use crate::http::error::AppError;
 use crate::http::extract::Auth;
 use crate::http::json::{number_or_string, Fields, JsonBody};
@@ -23,9 +22,9 @@ use crate::http::market::{
     dataset_ids, max_price, query_text, retrieval_mode, rounded, run, validate_common,
     whole_number, Common, Market, Metering, Prices,
 };
-use crate::http::openapi;
-use crate::http::routes::Routes;
+use crate::openapi;
 use crate::search::retrieval::Unit;
+use crate::state::AppState;
 
 /// Most units a request may ask for.
 const MAX_TOP_K: i64 = 50;
@@ -33,14 +32,9 @@ const MAX_TOP_K: i64 = 50;
 const MAX_FETCH: usize = 400;
 
 /// Routes under `/v1`.
-pub fn routes() -> Routes {
-    Routes::new().route("/retrieve", post(retrieve))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(retrieve))
 }
-
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(retrieve))]
-pub struct Api;
 
 /// The body of `POST /v1/retrieve`.
 #[derive(Deserialize, ToSchema)]
@@ -148,7 +142,7 @@ fn validate(body: RetrieveBody) -> Result<RetrieveRequest, AppError> {
 
 #[utoipa::path(
     post,
-    path = "/v1/retrieve",
+    path = "/retrieve",
     tag = "search",
     summary = "Retrieves passages of the approved objects of the accessible datasets for a \
         question; each object of another tenant's dataset is charged once (search:query).",
@@ -169,7 +163,7 @@ async fn retrieve(
     State(state): State<AppState>,
     Auth(principal): Auth,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<Retrieved>, AppError> {
     principal.require(Scope::SearchQuery)?;
     let request = validate(body.parse()?)?;
     let common = &request.common;
@@ -252,7 +246,7 @@ async fn retrieve(
             charged_amount: json_number(charged),
         });
     }
-    Ok(envelope::ok(Retrieved {
+    Ok(Envelope::ok(Retrieved {
         units: answer,
         metering: Metering::of(metered, mode),
     }))

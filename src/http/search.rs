@@ -6,14 +6,13 @@
 use aggregates::money::json_number;
 use aggregates::Scope;
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::http::envelope;
+use crate::http::envelope::Envelope;
 use crate::http::error::AppError;
 use crate::http::extract::Auth;
 use crate::http::json::{number_or_string, Fields, JsonBody};
@@ -21,22 +20,17 @@ use crate::http::market::{
     dataset_ids, max_price, query_text, retrieval_mode, rounded, run, validate_common,
     whole_number, Common, Market, Metering, Prices,
 };
-use crate::http::openapi;
-use crate::http::routes::Routes;
+use crate::openapi;
 use crate::search::index::Hit;
+use crate::state::AppState;
 
 /// Most hits asked of the index when results over `max_price_per_result` are left out.
 const MAX_FETCH: usize = 400;
 
 /// Routes under `/v1`.
-pub fn routes() -> Routes {
-    Routes::new().route("/search", post(search))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(search))
 }
-
-/// The operations of this module, for the OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(paths(search))]
-pub struct Api;
 
 /// The body of `POST /v1/search`.
 #[derive(Deserialize, ToSchema)]
@@ -147,7 +141,7 @@ fn validate(body: SearchBody) -> Result<SearchRequest, AppError> {
 
 #[utoipa::path(
     post,
-    path = "/v1/search",
+    path = "/search",
     tag = "search",
     summary = "Searches the approved objects of the accessible datasets; results from other \
         tenants' datasets are charged (search:query).",
@@ -168,7 +162,7 @@ async fn search(
     State(state): State<AppState>,
     Auth(principal): Auth,
     body: JsonBody,
-) -> Result<Response, AppError> {
+) -> Result<Envelope<SearchResults>, AppError> {
     principal.require(Scope::SearchQuery)?;
     let SearchRequest { common, limit } = validate(body.parse()?)?;
     let market = Market::open(&state, &principal, &common).await?;
@@ -227,7 +221,7 @@ async fn search(
             }
         })
         .collect();
-    Ok(envelope::ok(SearchResults {
+    Ok(Envelope::ok(SearchResults {
         result_count: results.len() as i64,
         results,
         metering: Metering::of(metered, mode),

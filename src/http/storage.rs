@@ -2,24 +2,29 @@
 //! (capped at the object's declared size), GET streams a download with `Range` support. Both check
 //! the HMAC signature over method, path and expiry; the JSON body rules of `/v1` do not apply.
 
-use crate::http::routes::Routes;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Router;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use crate::app::AppState;
+use aggregates::object::ObjectStatus;
+
 use crate::blobs::{storage_path, BlobError};
 use crate::http::error::AppError;
 use crate::http::extract::{Path, Query};
+use crate::state::AppState;
 
 /// Routes outside `/v1`.
-pub fn routes() -> Routes {
-    Routes::new().route("/storage/objects/{object_id}", get(download).put(upload))
+pub fn routes() -> Router<AppState> {
+    Router::new().route(PATH, get(download).put(upload))
 }
+
+/// The signed URL's path: the one route outside the OpenAPI document.
+pub const PATH: &str = "/storage/objects/{object_id}";
 
 #[derive(Deserialize)]
 struct Signature {
@@ -129,8 +134,8 @@ async fn pending_upload(
     let object = projections::objects::object(&state.store.db, object_id)
         .await?
         .ok_or(AppError::NotFound)?;
-    if object.status != "pending_upload" {
-        return Err(AppError::InvalidState(object.status));
+    if object.status != ObjectStatus::PendingUpload {
+        return Err(AppError::InvalidState(object.status.to_string()));
     }
     Ok(object)
 }

@@ -2,8 +2,28 @@
 //! (`from` = 00:00Z that day, `to` = 00:00Z of the next day).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::http::error::AppError;
+use crate::openapi;
+
+/// A time window; by default the last 30 UTC days, today included (SPEC §1.8).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WindowQuery {
+    /// Start, inclusive (a date = 00:00Z that day).
+    #[param(schema_with = window_end)]
+    pub from: Option<String>,
+    /// End, exclusive (a date = 00:00Z of the next day).
+    #[param(schema_with = window_end)]
+    pub to: Option<String>,
+}
+
+/// A window end: an RFC 3339 timestamp or a date `YYYY-MM-DD` (SPEC §1.8).
+pub fn window_end() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::timestamp_or_date()
+}
 
 /// Which end of a window a value is.
 #[derive(Clone, Copy)]

@@ -759,52 +759,25 @@ async fn admin_routes_refuse_normal_sessions_every_api_key_and_no_credential() {
     app.finish().await;
 }
 
-/// `(method, template)` of every route registered in `src/http/*.rs`. `http.rs` nests every module
-/// under `/v1` except `health` and `storage`.
+/// `(method, template)` of every route the router registers: the documented operations, which
+/// the routes carry (see `ipto::http::api`), and the signed storage URL's two methods.
 fn registered_routes() -> BTreeSet<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
-    let mut routes = BTreeSet::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let source = std::fs::read_to_string(&path).unwrap();
-        let prefix = if name == "health" || name == "storage" {
-            ""
-        } else {
-            "/v1"
-        };
-        let mut rest = source.as_str();
-        while let Some(at) = rest.find(".route(") {
-            rest = &rest[at + ".route(".len()..];
-            // The call's text, up to its closing parenthesis.
-            let mut depth = 1;
-            let end = rest
-                .char_indices()
-                .find(|&(_, ch)| {
-                    match ch {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                    depth == 0
-                })
-                .map(|(i, _)| i)
-                .unwrap();
-            let call = &rest[..end];
-            // Not a registration (e.g. the request scope's `route()` accessor).
-            let (Some(template), Some(comma)) = (call.split('"').nth(1), call.find(',')) else {
-                continue;
-            };
-            let handlers = &call[comma..];
-            for verb in ["get", "post", "put", "patch", "delete"] {
-                let found = handlers.match_indices(&format!("{verb}(")).any(|(i, _)| {
-                    i == 0
-                        || !handlers.as_bytes()[i - 1].is_ascii_alphanumeric()
-                            && handlers.as_bytes()[i - 1] != b'_'
-                });
-                if found {
-                    routes.insert((verb.to_uppercase(), format!("{prefix}{template}")));
-                }
+    let (_, api) = ipto::http::api().split_for_parts();
+    let mut routes = BTreeSet::from([
+        ("GET".to_owned(), ipto::http::storage::PATH.to_owned()),
+        ("PUT".to_owned(), ipto::http::storage::PATH.to_owned()),
+    ]);
+    for (template, item) in api.paths.paths {
+        let operations = [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("PATCH", &item.patch),
+            ("DELETE", &item.delete),
+        ];
+        for (method, operation) in operations {
+            if operation.is_some() {
+                routes.insert((method.to_owned(), template.clone()));
             }
         }
     }

@@ -32,6 +32,16 @@ choice!(
     }
 );
 
+impl DatasetStatus {
+    /// Whether its deletion has begun: its objects no longer change or leave (SPEC §4.2).
+    pub fn is_being_deleted(self) -> bool {
+        matches!(
+            self,
+            DatasetStatus::PendingDeletion | DatasetStatus::Deleted
+        )
+    }
+}
+
 impl MonetizationMode {
     /// The default price per result, in micro-units.
     pub fn default_price_micros(self) -> i64 {
@@ -95,9 +105,33 @@ mod tests {
         for status in DatasetStatus::ALL {
             assert_eq!(DatasetStatus::parse(status.as_str()), Some(*status));
             assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(
+                DatasetStatus::try_from(status.as_str().to_owned()),
+                Ok(*status)
+            );
         }
+        assert_eq!(
+            Visibility::try_from("public".to_owned()),
+            Err(crate::choice::UnknownChoice("public".into()))
+        );
         assert_eq!(Visibility::parse("public"), None);
         assert_eq!(MonetizationMode::expected(), "open|premium|outcome_share");
+    }
+
+    #[test]
+    fn deletion_begins_at_pending_deletion() {
+        for status in DatasetStatus::ALL {
+            assert_eq!(
+                status.is_being_deleted(),
+                matches!(
+                    status,
+                    DatasetStatus::PendingDeletion | DatasetStatus::Deleted
+                ),
+                "{status}"
+            );
+        }
+        assert!(!DatasetStatus::Active.is_being_deleted());
+        assert!(DatasetStatus::PendingDeletion.is_being_deleted());
     }
 
     #[test]

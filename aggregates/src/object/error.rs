@@ -1,4 +1,5 @@
 use super::ObjectStatus;
+use crate::dataset::DatasetStatus;
 
 /// Business-rule violations on an object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,4 +13,7 @@ pub enum ObjectError {
     /// Not allowed in the current status (409 `invalid_state`).
     #[error("not allowed while {0}")]
     InvalidState(ObjectStatus),
+    /// Not allowed in the dataset's status (409 `invalid_state`, details.status the dataset's).
+    #[error("not allowed while the dataset is {0}")]
+    DatasetState(DatasetStatus),
 }

@@ -17,6 +17,16 @@ choice!(
     }
 );
 
+impl ObjectStatus {
+    /// Whether its bytes were confirmed and are kept: staged, approved or rejected.
+    pub fn has_bytes(self) -> bool {
+        matches!(
+            self,
+            ObjectStatus::Staged | ObjectStatus::Approved | ObjectStatus::Rejected
+        )
+    }
+}
+
 /// Why an object field was refused (the message is the `details.fields` reason).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ObjectFieldError {
@@ -171,6 +181,16 @@ impl ObjectMetadata {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_confirmed_and_kept_objects_have_bytes() {
+        use ObjectStatus::*;
+        for status in ObjectStatus::ALL {
+            let expected = matches!(status, Staged | Approved | Rejected);
+            assert_eq!(status.has_bytes(), expected, "{status}");
+        }
+        assert!(!PendingUpload.has_bytes() && !Deleted.has_bytes() && Staged.has_bytes());
+    }
 
     #[test]
     fn filenames_refuse_paths_and_control_characters() {

@@ -1,50 +1,18 @@
-//! `GET /openapi.json` (SPEC §3.15): the OpenAPI 3.1 document of the API.
+//! The OpenAPI 3.1 document of the API (SPEC §3.15), served at `GET /openapi.json`.
 //!
 //! Each resource module describes its own operations with `#[utoipa::path]` next to the handlers
-//! (request bodies, parameters, success bodies and the errors particular to the endpoint) and lists
-//! them in its `Api`. [`document`] merges those and then applies, in one place, what the SPEC says
-//! once for every endpoint: the success envelope (§1.2), the implicit error responses and the error
-//! envelope (§1.12), the credentials (§2.1), `Idempotency-Key` (§1.9), the response headers, and the
-//! id patterns of §1.4.
+//! (request bodies, parameters, success bodies and the errors particular to the endpoint) and hands
+//! them to the router with the routes themselves. [`document`] takes what the router collected and
+//! applies, in one place, what the SPEC says once for every endpoint: the success envelope (§1.2),
+//! the implicit error responses and the error envelope (§1.12), the credentials (§2.1),
+//! `Idempotency-Key` (§1.9), the response headers, and the id patterns of §1.4. The schema helpers
+//! at the end say what the derives cannot (closed sets, amounts, trimmed text).
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::{json, Map, Value};
-use utoipa::OpenApi;
 
-use crate::app::AppState;
-use crate::config::Config;
-use crate::http::routes::Routes;
-
-/// Routes outside `/v1`.
-pub fn routes() -> Routes {
-    Routes::new().route("/openapi.json", get(serve))
-}
-
-/// The document's own operation.
-#[derive(OpenApi)]
-#[openapi(paths(serve))]
-pub struct Api;
-
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "meta",
-    summary = "This OpenAPI 3.1 document (no envelope, no credentials).",
-    responses((status = 200, description = "The OpenAPI document.", body = Object))
-)]
-async fn serve(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        document(&state.config).to_string(),
-    )
-        .into_response()
-}
-
-/// The whole document, with the limits of this configuration.
-pub fn document(config: &Config) -> Value {
+/// The whole document: the operations the routes declare (`api`), with the SPEC's conventions and
+/// this service's largest object.
+pub fn document(api: utoipa::openapi::OpenApi, max_object_bytes: u64) -> Value {
     let mut doc = utoipa::openapi::OpenApiBuilder::new()
         .info(
             utoipa::openapi::InfoBuilder::new()
@@ -57,44 +25,12 @@ pub fn document(config: &Config) -> Value {
                 .build(),
         )
         .build();
-    for part in [
-        Api::openapi(),
-        crate::http::health::Api::openapi(),
-        crate::http::accounts::Api::openapi(),
-        crate::http::datasets::Api::openapi(),
-        crate::http::objects::Api::openapi(),
-        crate::http::admin::Api::openapi(),
-        crate::http::api_keys::Api::openapi(),
-        crate::http::buyer::Api::openapi(),
-        crate::http::provider::Api::openapi(),
-        crate::http::payouts::Api::openapi(),
-        crate::http::search::Api::openapi(),
-        crate::http::retrieve::Api::openapi(),
-        crate::http::events::Api::openapi(),
-    ] {
-        check_distinct_schemas(&doc, &part);
-        doc.merge(part);
-    }
+    doc.merge(api);
     let mut doc = serde_json::to_value(&doc).unwrap_or_default();
     apply_conventions(&mut doc);
     doc["components"]["schemas"]["UploadRequest"]["properties"]["size_bytes"]["maximum"] =
-        json!(config.max_object_bytes);
+        json!(max_object_bytes);
     doc
-}
-
-/// Two modules must not give different schemas one name: merging would keep only one of them.
-fn check_distinct_schemas(doc: &utoipa::openapi::OpenApi, part: &utoipa::openapi::OpenApi) {
-    let (Some(ours), Some(theirs)) = (&doc.components, &part.components) else {
-        return;
-    };
-    for (name, schema) in &theirs.schemas {
-        if let Some(existing) = ours.schemas.get(name) {
-            assert!(
-                serde_json::to_value(existing).ok() == serde_json::to_value(schema).ok(),
-                "two different schemas are named {name}"
-            );
-        }
-    }
 }
 
 /// Id prefixes by field or parameter name (SPEC §1.4).
@@ -784,6 +720,15 @@ pub fn choice(expected: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Schema>
     schema(json!({ "type": "string", "enum": expected.split('|').collect::<Vec<_>>() }))
 }
 
+/// A list of at least `min_items` strings, each from a closed set given as `a|b|c`.
+pub fn array_of_choice(
+    expected: &str,
+    min_items: usize,
+) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(json!({ "type": "array", "minItems": min_items,
+        "items": { "type": "string", "enum": expected.split('|').collect::<Vec<_>>() } }))
+}
+
 /// An optional request field from a closed set: absent or `null` keep the default.
 pub fn optional_choice(expected: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     let mut values: Vec<Value> = expected.split('|').map(|v| json!(v)).collect();
@@ -812,6 +757,11 @@ pub fn amount_input(max: u64) -> utoipa::openapi::RefOr<utoipa::openapi::Schema>
     ] }))
 }
 
+/// A `price_per_result` a client sends: an amount up to 1,000,000 USD.
+pub fn price_input() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    amount_input(1_000_000)
+}
+
 /// A response amount that may be absent (`null`).
 pub fn optional_amount() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     schema(json!({ "type": ["number", "null"], "minimum": 0 }))
@@ -835,3 +785,76 @@ pub const NOT_BLANK: &str =
 
 /// Text without U+0000, which no request may carry (PostgreSQL cannot store it).
 pub const NO_NUL: &str = "^[^\\x00]*$";
+
+/// An amount sent as text in a query (`^\d+(\.\d{1,6})?$`), from 0 to `max` (a power of ten).
+pub fn amount_text(max: u64) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let below = max.to_string().len() - 1;
+    schema(json!({ "type": "string",
+        "pattern": format!("^(0*\\d{{1,{below}}}(\\.\\d{{1,6}})?|0*{max}(\\.0{{1,6}})?)$") }))
+}
+
+/// An object's review state: null before confirm and for cancelled uploads.
+pub fn review_state() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(json!({ "type": ["string", "null"], "enum": ["staged", "approved", "rejected", null] }))
+}
+
+/// `type/subtype` in RFC 6838 token characters, with optional `; name=value` parameters.
+pub fn content_type() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let token = "[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}";
+    schema(json!({
+        "type": "string",
+        "maxLength": 255,
+        "pattern": format!("^{token}/{token}([ \\t]*;[ \\t]*{token}[ \\t]*=[ \\t]*[!-:<-~]+[ \\t]*)*$"),
+    }))
+}
+
+/// 1..=255 characters without `/`, `\\`, control characters, and not `.` or `..`.
+pub fn filename() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let plain = "[^/\\\\\\x00-\\x1F\\x7F]";
+    let no_dot = "[^/\\\\\\x00-\\x1F\\x7F.]";
+    schema(json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": format!("^({no_dot}{plain}*|\\.{no_dot}{plain}*|\\.\\.{plain}+)$"),
+    }))
+}
+
+/// An object's metadata: up to 50 entries; keys 1..=64 characters, values strings of at most 1024.
+pub fn metadata() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(json!({
+        "type": ["object", "null"],
+        "maxProperties": 50,
+        "propertyNames": { "type": "string", "minLength": 1, "maxLength": 64 },
+        "additionalProperties": { "type": "string", "maxLength": 1024 },
+    }))
+}
+
+/// A list of ids with this prefix.
+pub fn ids(prefix: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(json!({ "type": "array", "items": { "type": "string", "pattern": id_pattern(prefix) } }))
+}
+
+/// A window end (SPEC §1.8): an RFC 3339 timestamp or a date `YYYY-MM-DD`.
+pub fn timestamp_or_date() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(json!({ "anyOf": [
+        { "type": "string", "format": "date-time" },
+        { "type": "string", "format": "date" },
+    ] }))
+}
+
+/// A string of at most `max_length` characters matching `pattern`.
+pub fn text(max_length: usize, pattern: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(json!({ "type": "string", "maxLength": max_length, "pattern": pattern }))
+}
+
+/// An optional list of 1..=`max_items` ids with this prefix.
+pub fn optional_ids(
+    prefix: &str,
+    max_items: usize,
+) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(json!({
+        "type": ["array", "null"], "minItems": 1, "maxItems": max_items,
+        "items": { "type": "string", "pattern": id_pattern(prefix) },
+    }))
+}

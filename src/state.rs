@@ -1,0 +1,36 @@
+//! What every handler and background job can reach: the store, the keys, the blob store, the
+//! search index and this instance's limits, cloned into each request.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::blobs::Blobs;
+use crate::config::Config;
+use crate::search::Indexer;
+use crate::signing::SigningKey;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub key: SigningKey,
+    pub blobs: Blobs,
+    pub config: Arc<Config>,
+    /// Wakes the background jobs.
+    pub jobs: Arc<watch::Sender<u64>>,
+    /// Request counters of this instance.
+    pub limits: Arc<crate::ratelimit::RateLimiter>,
+    /// This instance's search index and its indexer.
+    pub search: Indexer,
+    /// Uploads being received by this instance's `/storage` routes.
+    pub uploads: Arc<crate::blobs::UploadsInFlight>,
+}
+
+impl AppState {
+    /// Wakes the background jobs (after a change they act on, such as a deletion).
+    pub fn wake_jobs(&self) {
+        self.jobs.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
