@@ -149,6 +149,16 @@ pub struct Preview {
     pub expires_at: String,
 }
 
+/// An object under review, named by its owner tenant and its id.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ReviewPath {
+    /// The owner tenant.
+    tenant_id: String,
+    /// The object.
+    object_id: String,
+}
+
 /// The review queue's filters.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -242,10 +252,7 @@ async fn find(
     tag = "admin",
     summary = "An object with its review state and history (platform-admin session).",
     security(("session" = [])),
-    params(
-        ("tenant_id" = String, Path, description = "The owner tenant."),
-        ("object_id" = String, Path, description = "The object."),
-    ),
+    params(ReviewPath),
     responses(
         (status = 200, description = "The object.", body = ReviewDetail),
         (status = 404, description = "Unknown, or the tenant does not own it."),
@@ -254,7 +261,10 @@ async fn find(
 async fn detail(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    Path((tenant_id, object_id)): Path<(String, String)>,
+    Path(ReviewPath {
+        tenant_id,
+        object_id,
+    }): Path<ReviewPath>,
 ) -> Result<Envelope<ReviewDetail>, AppError> {
     principal.require_platform_admin()?;
     let (object, tenant_name, dataset) = find(&state, &tenant_id, &object_id).await?;
@@ -297,10 +307,7 @@ struct ApproveBody {
     tag = "admin",
     summary = "Approves a staged object (platform-admin session).",
     security(("session" = [])),
-    params(
-        ("tenant_id" = String, Path, description = "The owner tenant."),
-        ("object_id" = String, Path, description = "The object."),
-    ),
+    params(ReviewPath),
     request_body = ApproveBody,
     responses(
         (status = 200, description = "The object, approved.", body = ObjectView),
@@ -312,7 +319,10 @@ struct ApproveBody {
 async fn approve(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    Path((tenant_id, object_id)): Path<(String, String)>,
+    Path(ReviewPath {
+        tenant_id,
+        object_id,
+    }): Path<ReviewPath>,
     body: JsonBody,
 ) -> Result<Envelope<ObjectView>, AppError> {
     principal.require_platform_admin()?;
@@ -354,10 +364,7 @@ fn reason_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     tag = "admin",
     summary = "Rejects a staged object (platform-admin session).",
     security(("session" = [])),
-    params(
-        ("tenant_id" = String, Path, description = "The owner tenant."),
-        ("object_id" = String, Path, description = "The object."),
-    ),
+    params(ReviewPath),
     request_body = RejectBody,
     responses(
         (status = 200, description = "The object, rejected.", body = ObjectView),
@@ -369,7 +376,10 @@ fn reason_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 async fn reject(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    Path((tenant_id, object_id)): Path<(String, String)>,
+    Path(ReviewPath {
+        tenant_id,
+        object_id,
+    }): Path<ReviewPath>,
     body: JsonBody,
 ) -> Result<Envelope<ObjectView>, AppError> {
     principal.require_platform_admin()?;
@@ -402,10 +412,7 @@ async fn reject(
     tag = "admin",
     summary = "A signed preview URL of the bytes (platform-admin session).",
     security(("session" = [])),
-    params(
-        ("tenant_id" = String, Path, description = "The owner tenant."),
-        ("object_id" = String, Path, description = "The object."),
-    ),
+    params(ReviewPath),
     responses(
         (status = 200, description = "Where to preview.", body = Preview),
         (status = 404, description = "Unknown, or the tenant does not own it."),
@@ -415,7 +422,10 @@ async fn reject(
 async fn preview(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    Path((tenant_id, object_id)): Path<(String, String)>,
+    Path(ReviewPath {
+        tenant_id,
+        object_id,
+    }): Path<ReviewPath>,
 ) -> Result<Envelope<Preview>, AppError> {
     principal.require_platform_admin()?;
     let (object, _, _) = find(&state, &tenant_id, &object_id).await?;
