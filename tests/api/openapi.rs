@@ -234,3 +234,40 @@ async fn the_document_states_the_upload_limit_and_which_bodies_may_be_left_out()
     );
     app.finish().await;
 }
+
+/// The closed sets in the document list the very names the service writes (its wire names, not
+/// the Rust variants), so a response's `status` or `kind` validates against its schema.
+#[tokio::test]
+async fn closed_sets_are_documented_by_their_wire_names() {
+    use aggregates::api_key::{AccessMode, KeyStatus};
+    use aggregates::dataset::{DatasetStatus, MonetizationMode, PricingModel, SourceModality};
+    use aggregates::metering::AccessKind;
+    use aggregates::object::ObjectStatus;
+    use aggregates::payout::StatementStatus;
+    use aggregates::Visibility;
+
+    let app = spawn_app().await;
+    let doc = app.get("/openapi.json", None).await.expect(200).body;
+    let sets = [
+        ("SourceModality", SourceModality::EXPECTED),
+        ("MonetizationMode", MonetizationMode::EXPECTED),
+        ("PricingModel", PricingModel::EXPECTED),
+        ("Visibility", Visibility::EXPECTED),
+        ("DatasetStatus", DatasetStatus::EXPECTED),
+        ("ObjectStatus", ObjectStatus::EXPECTED),
+        ("AccessMode", AccessMode::EXPECTED),
+        ("KeyStatus", KeyStatus::EXPECTED),
+        ("AccessKind", AccessKind::EXPECTED),
+        ("StatementStatus", StatementStatus::EXPECTED),
+    ];
+    for (name, wire) in sets {
+        let listed: Vec<&str> = doc["components"]["schemas"][name]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} is a documented closed set"))
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(listed.join("|"), wire, "{name}");
+    }
+    app.finish().await;
+}
