@@ -205,6 +205,7 @@ pub struct EntitlementRevoked {
 
 /// The body of `POST /v1/datasets`.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewDataset {
     /// Trimmed, 1..=200 characters; need not be unique.
     #[schema(schema_with = name, required = true)]
@@ -235,6 +236,7 @@ pub struct NewDataset {
 
 /// The body of `PATCH /v1/datasets/{id}`: any subset of the fields.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DatasetChanges {
     /// Trimmed, 1..=200 characters.
     #[schema(schema_with = optional_name)]
