@@ -51,7 +51,7 @@ pub async fn conventions(State(state): State<AppState>, request: Request, next: 
                 }
             }
             let route = REQUEST.with(|r| r.route()).unwrap_or_else(|| "unmatched".into());
-            state.store.metrics.request(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+            state.store.metrics.request(method, route.clone(), response.status().as_u16(), started.elapsed().as_secs_f64());
             tracing::info!(%route, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "served");
             response
         })
