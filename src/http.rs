@@ -108,10 +108,5 @@ pub fn router(state: AppState) -> Router {
         .fallback(middleware::not_found)
         .layer(Extension(document))
         .with_state(state.clone());
-    Router::new()
-        .fallback_service(routes)
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            middleware::conventions,
-        ))
+    middleware::conventions(state, Router::new().fallback_service(routes))
 }

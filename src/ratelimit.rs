@@ -1,6 +1,12 @@
-//! Rate limits (SPEC §1.10): a fixed one-minute window per credential and per client IP on the
-//! auth routes, failed logins per e-mail over a rolling 15 minutes, and failed credential checks
-//! per client IP per minute. Counters live in memory, per instance.
+//! Rate limits (SPEC §1.10): request buckets per credential and per client IP on the auth routes
+//! (governor's GCRA: a burst of the per-minute limit, refilled evenly over the minute), failed
+//! logins per e-mail over a rolling 15 minutes, and failed credential checks per client IP per
+//! minute. State lives in memory, per instance.
+//!
+//! The failed-login lock and the credential-check budget stay hand-written: the lock holds until
+//! the oldest of the last ten failures ages out (a sliding log, not a rate), and the budget counts
+//! only checks that failed, which is known after the lookup it exists to save, while a GCRA cell
+//! is taken by the same call that decides.
 //!
 //! The failed-login map is bounded whatever clients send: it is keyed by the SHA-256 of the
 //! normalised address (32 bytes however long the address), keeps at most the newest
@@ -10,14 +16,20 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Mutex;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
+use governor::clock::{Clock, MonotonicClock, Reference};
+use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::StateStore;
 use sha2::{Digest, Sha256};
 
 /// Failed logins that lock an e-mail.
 pub const FAILED_LOGIN_LIMIT: usize = 10;
-/// Request buckets (credentials, client IPs) kept at most.
+/// Request buckets (credentials, client IPs) kept at most for each limit.
 pub const MAX_BUCKETS: usize = 100_000;
 /// How long a failed login counts.
 pub const FAILED_LOGIN_WINDOW: i64 = 15 * 60;
@@ -36,25 +48,82 @@ pub const MAX_KNOWN_CREDENTIALS: usize = 100_000;
 pub struct Quota {
     pub limit: u32,
     pub remaining: u32,
-    /// Seconds until the window resets.
+    /// Seconds until the bucket resets: when refused, until the next request is allowed (the
+    /// `Retry-After`); otherwise until the whole burst is back.
     pub reset: u64,
     pub allowed: bool,
 }
 
-/// All buckets of one instance.
-#[derive(Default)]
-pub struct RateLimiter {
-    windows: Mutex<Windows>,
+/// All buckets of one instance. The request buckets keep time by `C` (a monotonic clock; tests
+/// advance a fake one), the failure maps by the caller's `now`.
+pub struct RateLimiter<C: Clock = MonotonicClock> {
+    clock: C,
+    /// One GCRA limiter per distinct limit (in practice two: credentials and auth routes).
+    buckets: RwLock<HashMap<u32, Arc<Buckets<C>>>>,
     failures: Mutex<FailedLogins>,
     credentials: Mutex<CredentialChecks>,
 }
 
-/// The request buckets of the current minute (and, until pruned, of earlier ones).
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self::with_clock(MonotonicClock)
+    }
+}
+
+/// The buckets of one limit: governor's keyed GCRA over [`Cells`].
+struct Buckets<C: Clock> {
+    gcra: governor::RateLimiter<String, Cells, C, StateInformationMiddleware>,
+    /// When a full map was last pruned, so that it is pruned at most once a minute.
+    pruned: Mutex<Option<C::Instant>>,
+}
+
+/// Each bucket's GCRA state (its theoretical arrival time), for at most [`MAX_BUCKETS`] buckets:
+/// in a full map a new bucket is let through without being counted (the limit fails open) rather
+/// than grow the map without bound, while the buckets already in it keep counting.
 #[derive(Default)]
-struct Windows {
-    buckets: HashMap<String, (i64, u32)>,
-    /// The minute of the last pruning, so a full map is pruned at most once a minute.
-    pruned: i64,
+struct Cells(Mutex<HashMap<String, Nanos>>);
+
+impl StateStore for Cells {
+    type Key = String;
+
+    fn measure_and_replace<T, F, E>(&self, key: &String, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut cells = self.0.lock().expect("lock");
+        if let Some(tat) = cells.get_mut(key) {
+            let (outcome, next) = f(Some(*tat))?;
+            *tat = next;
+            return Ok(outcome);
+        }
+        let (outcome, next) = f(None)?;
+        if cells.len() < MAX_BUCKETS {
+            cells.insert(key.clone(), next);
+        }
+        Ok(outcome)
+    }
+}
+
+impl ShrinkableKeyedStateStore<String> for Cells {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.0
+            .lock()
+            .expect("lock")
+            .retain(|_, tat| *tat > drop_below);
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().expect("lock").len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.lock().expect("lock").is_empty()
+    }
+}
+
+/// Whole seconds, rounded up.
+fn seconds(duration: std::time::Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
 /// A MAC of a credential (the caller's keyed hash of the token), never the token itself.
@@ -147,44 +216,78 @@ fn email_key(email: &str) -> EmailKey {
     Sha256::digest(email.as_bytes()).into()
 }
 
-impl RateLimiter {
-    /// Takes one request from `bucket` (a fixed window per UTC minute).
-    pub fn take(&self, bucket: &str, limit: u32, now: DateTime<Utc>) -> Quota {
-        let minute = now.timestamp().div_euclid(60);
-        let reset = (60 - now.timestamp().rem_euclid(60)) as u64;
-        let mut windows = self.windows.lock().expect("lock");
-        if windows.buckets.len() >= MAX_BUCKETS && !windows.buckets.contains_key(bucket) {
-            if windows.pruned != minute {
-                windows.pruned = minute;
-                windows.buckets.retain(|_, (m, _)| *m == minute);
-            }
-            // Still full of this minute's buckets: a new one is not counted (fails open) rather
-            // than grow the map without bound.
-            if windows.buckets.len() >= MAX_BUCKETS {
-                return Quota {
+impl<C: Clock + Clone> RateLimiter<C> {
+    /// Request buckets timed by `clock`.
+    pub fn with_clock(clock: C) -> Self {
+        Self {
+            clock,
+            buckets: RwLock::default(),
+            failures: Mutex::default(),
+            credentials: Mutex::default(),
+        }
+    }
+
+    /// Takes one request from `bucket`, which holds `limit` requests and refills one every
+    /// minute / `limit`. `_now` is not read: the buckets keep their own monotonic time.
+    pub fn take(&self, bucket: &str, limit: u32, _now: DateTime<Utc>) -> Quota {
+        let Some(burst) = NonZeroU32::new(limit) else {
+            return Quota {
+                limit,
+                remaining: 0,
+                reset: 60,
+                allowed: false,
+            };
+        };
+        let buckets = self.buckets(burst);
+        if buckets.gcra.len() >= MAX_BUCKETS {
+            self.prune(&buckets);
+        }
+        match buckets.gcra.check_key(&bucket.to_owned()) {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                let refill = state.quota().replenish_interval();
+                Quota {
                     limit,
-                    remaining: limit,
-                    reset,
+                    remaining,
+                    reset: seconds(refill * (limit - remaining)),
                     allowed: true,
-                };
+                }
             }
+            Err(refused) => Quota {
+                limit,
+                remaining: 0,
+                reset: seconds(refused.wait_time_from(self.clock.now())).max(1),
+                allowed: false,
+            },
         }
-        let entry = windows
-            .buckets
-            .entry(bucket.to_owned())
-            .or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
+    }
+
+    /// The buckets of `limit`, made on first use.
+    fn buckets(&self, limit: NonZeroU32) -> Arc<Buckets<C>> {
+        if let Some(buckets) = self.buckets.read().expect("lock").get(&limit.get()) {
+            return buckets.clone();
         }
-        let allowed = entry.1 < limit;
-        if allowed {
-            entry.1 += 1;
-        }
-        Quota {
-            limit,
-            remaining: limit.saturating_sub(entry.1),
-            reset,
-            allowed,
+        let mut all = self.buckets.write().expect("lock");
+        all.entry(limit.get())
+            .or_insert_with(|| {
+                let quota = governor::Quota::per_minute(limit);
+                Arc::new(Buckets {
+                    gcra: governor::RateLimiter::new(quota, Cells::default(), self.clock.clone()),
+                    pruned: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// Forgets the buckets of a full map that are back to a whole burst (as good as new), at
+    /// most once a minute.
+    fn prune(&self, buckets: &Buckets<C>) {
+        let now = self.clock.now();
+        let mut pruned = buckets.pruned.lock().expect("lock");
+        let minute = Nanos::from(std::time::Duration::from_secs(60));
+        if pruned.is_none_or(|at| now.duration_since(at) >= minute) {
+            *pruned = Some(now);
+            buckets.gcra.retain_recent();
         }
     }
 
@@ -314,22 +417,52 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration as StdDuration;
+
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
     }
 
+    fn fake() -> (FakeRelativeClock, RateLimiter<FakeRelativeClock>) {
+        let clock = FakeRelativeClock::default();
+        (clock.clone(), RateLimiter::with_clock(clock))
+    }
+
     #[test]
-    fn a_window_allows_its_limit_then_resets() {
-        let limiter = RateLimiter::default();
-        assert!((0..3).all(|_| limiter.take("k", 3, at(0)).allowed));
+    fn a_bucket_allows_a_burst_of_its_limit_then_one_request_per_refill() {
+        let (clock, limiter) = fake();
+        let first = limiter.take("k", 3, at(0));
+        assert_eq!((first.allowed, first.remaining, first.reset), (true, 2, 20));
+        assert!((0..2).all(|_| limiter.take("k", 3, at(0)).allowed));
+        clock.advance(StdDuration::from_secs(10));
         let refused = limiter.take("k", 3, at(10));
         assert!(!refused.allowed);
         assert_eq!(refused.remaining, 0);
-        assert_eq!(refused.reset, 50);
+        assert_eq!(
+            refused.reset, 10,
+            "one request is back 20 s after the burst"
+        );
         assert!(limiter.take("other", 3, at(10)).allowed);
-        assert!(limiter.take("k", 3, at(60)).allowed);
+        clock.advance(StdDuration::from_secs(10));
+        let again = limiter.take("k", 3, at(20));
+        assert_eq!((again.allowed, again.remaining), (true, 0));
+        assert!(!limiter.take("k", 3, at(20)).allowed);
+        clock.advance(StdDuration::from_secs(60));
+        assert_eq!(limiter.take("k", 3, at(80)).remaining, 2, "a whole burst");
+    }
+
+    #[test]
+    fn each_limit_has_its_own_buckets_and_a_zero_limit_refuses() {
+        let (_, limiter) = fake();
+        assert!(limiter.take("k", 1, at(0)).allowed);
+        assert!(!limiter.take("k", 1, at(0)).allowed);
+        assert!(limiter.take("k", 2, at(0)).allowed);
+        let none = limiter.take("k", 0, at(0));
+        assert!(!none.allowed && none.reset > 0);
     }
 
     #[test]
@@ -482,15 +615,19 @@ mod tests {
 
     #[test]
     fn request_buckets_stay_within_their_cap() {
-        let limiter = RateLimiter::default();
+        let (clock, limiter) = fake();
+        let count = |limiter: &RateLimiter<FakeRelativeClock>| {
+            limiter.buckets(NonZeroU32::new(5).unwrap()).gcra.len()
+        };
         for i in 0..MAX_BUCKETS + 10 {
             assert!(limiter.take(&format!("ip:{i}"), 5, at(0)).allowed);
         }
-        assert_eq!(limiter.windows.lock().unwrap().buckets.len(), MAX_BUCKETS);
-        // Known buckets keep counting; a minute later the old ones make room.
+        assert_eq!(count(&limiter), MAX_BUCKETS);
+        // Known buckets keep counting; once the old ones have refilled they make room.
         assert!((0..4).all(|_| limiter.take("ip:0", 5, at(1)).allowed));
         assert!(!limiter.take("ip:0", 5, at(1)).allowed);
-        assert!(limiter.take("ip:new", 5, at(60)).allowed);
-        assert_eq!(limiter.windows.lock().unwrap().buckets.len(), 1);
+        clock.advance(StdDuration::from_secs(120));
+        assert!(limiter.take("ip:new", 5, at(120)).allowed);
+        assert_eq!(count(&limiter), 1);
     }
 }

@@ -1,14 +1,42 @@
-//! Conventions applied to every request: a request id (task-local, `X-Request-Id`), the early body
-//! size check, 404/405 in the error envelope, a tracing span, and read-your-writes: a successful
-//! command's response waits until the projections have applied what it wrote.
+//! Conventions applied to every request, as one tower stack around the router ([`conventions`]),
+//! outermost first:
+//!
+//! 1. a fresh request id (`req_` + a UUIDv7 in the ids' base32) in `X-Request-Id`, a client's
+//!    own dropped, copied onto the response unless it carries one (a replay keeps the id it was
+//!    first answered with); `X-Content-Type-Options: nosniff` on every response;
+//! 2. the task-local request scope (the id for envelopes, the body deadline), the `RateLimit`
+//!    headers of the bucket that applied, and the request metrics;
+//! 3. the `request` tracing span around everything below, with one `served` line per response;
+//! 4. a panic answered as 500 `internal` in the envelope (the cause logged once, in the span);
+//! 5. the early body limit of `/v1` (413 `payload_too_large`), 404/405 in the error envelope, and
+//!    read-your-writes: a successful command's response waits until the projections have applied
+//!    what it wrote.
+//!
+//! The body deadline stays the request scope's: it bounds how long the client may take to send
+//! its body (408 `request_timeout`, read by the extractors), which tower-http's `TimeoutLayer`
+//! (the server's own work) and `RequestBodyTimeoutLayer` (an idle gap, reset by every frame) do
+//! not express.
 
-use std::time::Duration;
+use std::any::Any;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use tracing::Instrument;
+use axum::Router;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_http::body::Limited;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 use crate::http::error::AppError;
 use crate::http::json::MAX_BODY_BYTES;
@@ -18,74 +46,172 @@ use crate::state::AppState;
 /// How long a command's response waits for the projections.
 const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
 
-/// The conventions middleware.
-pub async fn conventions(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let request_id = format!(
-        "req_{}",
-        aggregates::ids::encode_body(uuid::Uuid::now_v7().as_u128())
-    );
-    let span = tracing::info_span!("request", %request_id, method = %request.method(), path = %request.uri().path());
-    let scope = RequestScope::new(request_id.clone()).with_body_deadline(
-        tokio::time::Instant::now() + Duration::from_secs(state.config.request_timeout_seconds),
-    );
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps `router` in the conventions (see the module's documentation for their order).
+pub fn conventions(state: AppState, router: Router) -> Router {
+    // Shared, so that each request's copy of the stack costs a reference count, not a state clone.
+    let state = Arc::new(state);
+    router.layer(
+        ServiceBuilder::new()
+            .map_request(|mut request: Request| {
+                request.headers_mut().remove(X_REQUEST_ID);
+                request
+            })
+            .layer(SetRequestIdLayer::new(X_REQUEST_ID, NewRequestId))
+            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(from_fn_with_state(state.clone(), scope))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_request(())
+                    .on_response(served)
+                    // A 5xx is logged once, by `AppError`; a panic by `panicked`.
+                    .on_failure(()),
+            )
+            .layer(CatchPanicLayer::custom(panicked))
+            .layer(from_fn_with_state(state, around_routes)),
+    )
+}
+
+/// Request ids: `req_` and a UUIDv7 in the ids' base32 (time-sortable, like every other id).
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let body = aggregates::ids::encode_body(uuid::Uuid::now_v7().as_u128());
+        HeaderValue::from_str(&format!("req_{body}"))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn request_id(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or_default()
+}
+
+/// Runs the request in its task-local scope, then adds the `RateLimit` headers and records it.
+async fn scope(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(state.config.request_timeout_seconds);
+    let scope = RequestScope::new(request_id(&request).to_owned()).with_body_deadline(deadline);
     REQUEST
         .scope(scope, async move {
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let method = request.method().to_string();
-            let mut response = handle(&state, request, next).await;
-            // No response, downloads least of all, is to be sniffed into another content type.
-            let nosniff = HeaderValue::from_static("nosniff");
-            response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, nosniff);
-            // A replayed response keeps the request id it was first answered with.
-            let replayed = response.headers().contains_key("idempotent-replayed");
-            if let (false, Ok(value)) = (replayed, HeaderValue::from_str(&request_id)) {
-                response.headers_mut().insert("x-request-id", value);
-            }
-            if let Some(quota) = REQUEST.with(|r| *r.quota.lock().expect("lock")) {
-                let headers = response.headers_mut();
+            let mut response = next.run(request).await;
+            // A panic below may have poisoned the lock; the quota it guards is still whole.
+            let quota = REQUEST.with(|r| *r.quota.lock().unwrap_or_else(PoisonError::into_inner));
+            if let Some(quota) = quota {
                 let policy = format!("\"default\";q={};w=60", quota.limit);
-                let state_now = format!("\"default\";r={};t={}", quota.remaining, quota.reset);
-                if let (Ok(policy), Ok(now)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state_now)) {
-                    headers.insert("ratelimit-policy", policy);
-                    headers.insert("ratelimit", now);
+                let now = format!("\"default\";r={};t={}", quota.remaining, quota.reset);
+                if let (Ok(policy), Ok(now)) =
+                    (HeaderValue::from_str(&policy), HeaderValue::from_str(&now))
+                {
+                    response.headers_mut().insert("ratelimit-policy", policy);
+                    response.headers_mut().insert("ratelimit", now);
                 }
             }
-            let route = REQUEST.with(|r| r.route()).unwrap_or_else(|| "unmatched".into());
-            state.store.metrics.request(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
-            tracing::info!(%route, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "served");
+            state.store.metrics.request(
+                method,
+                route(),
+                response.status().as_u16(),
+                started.elapsed().as_secs_f64(),
+            );
             response
         })
-        .instrument(span)
         .await
 }
 
-async fn handle(state: &AppState, request: Request, next: Next) -> Response {
-    let too_large = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > MAX_BODY_BYTES);
-    if too_large && request.uri().path().starts_with("/v1/") {
-        return AppError::PayloadTooLarge {
-            limit: MAX_BODY_BYTES,
+/// The matched route template, or `unmatched`.
+fn route() -> String {
+    REQUEST
+        .try_with(|r| r.route())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "unmatched".into())
+}
+
+fn request_span(request: &Request) -> Span {
+    tracing::info_span!(
+        "request",
+        request_id = %request_id(request),
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
+}
+
+fn served<B>(response: &axum::http::Response<B>, latency: Duration, _: &Span) {
+    tracing::info!(
+        route = %route(),
+        status = response.status().as_u16(),
+        elapsed_ms = latency.as_millis() as u64,
+        "served"
+    );
+}
+
+/// A handler's panic: 500 `internal`, its message logged (by `AppError`) with the request id.
+fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    AppError::internal(format!("handler panicked: {message}")).into_response()
+}
+
+/// Just outside the router: the `/v1` body limit, 405 and 413 in the envelope, read-your-writes.
+async fn around_routes(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = if request.uri().path().starts_with("/v1/") {
+        // A declared length over the limit is refused before any handler runs; a longer
+        // chunked body fails when it is read (the extractors answer 413 then).
+        ServiceBuilder::new()
+            .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES as usize))
+            .map_request(|request: axum::http::Request<Limited<Body>>| request.map(Body::new))
+            .service(next)
+            .oneshot(request)
+            .await
+            .into_response()
+    } else {
+        next.run(request).await
+    };
+    if !is_json(&response) {
+        match response.status() {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                let allowed = response
+                    .headers()
+                    .get(header::ALLOW)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| {
+                        v.split(',')
+                            .map(|m| m.trim().to_owned())
+                            .filter(|m| !m.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                return AppError::MethodNotAllowed(allowed).into_response();
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                return AppError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
+                .into_response();
+            }
+            _ => {}
         }
-        .into_response();
-    }
-    let response = next.run(request).await;
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED && !is_json(&response) {
-        let allowed = response
-            .headers()
-            .get(header::ALLOW)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(',')
-                    .map(|m| m.trim().to_owned())
-                    .filter(|m| !m.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        return AppError::MethodNotAllowed(allowed).into_response();
     }
     // Any successful request that wrote (commands, and metered GETs such as downloads) waits.
     if response.status().is_success() {
@@ -118,4 +244,58 @@ pub async fn record_route(request: Request, next: Next) -> Response {
 /// Unknown routes.
 pub async fn not_found() -> AppError {
     AppError::NotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn explode(message: &'static str) -> Result<Response, std::convert::Infallible> {
+        if message.is_empty() {
+            std::panic::panic_any(42_u8);
+        }
+        panic!("{message}")
+    }
+
+    /// A panicking service behind `CatchPanicLayer::custom(panicked)`, inside a request scope.
+    async fn answer_to_a_panic(message: &'static str) -> (StatusCode, serde_json::Value) {
+        let service = ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(panicked))
+            .service_fn(move |_: Request| explode(message));
+        let scope = RequestScope::new("req_0000000000000000000000test".into());
+        let response = REQUEST
+            .scope(scope, service.oneshot(Request::new(Body::empty())))
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_a_500_internal_in_the_envelope_with_the_request_id() {
+        for message in ["boom with a secret", ""] {
+            let (status, body) = answer_to_a_panic(message).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(body["error"]["code"], "internal");
+            assert_eq!(body["error"]["details"], serde_json::json!({}));
+            assert_eq!(body["request_id"], "req_0000000000000000000000test");
+            assert!(!body.to_string().contains("secret"), "{body}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_req_and_26_characters_of_base32() {
+        let request = axum::http::Request::new(());
+        let id = NewRequestId.make_request_id(&request).unwrap();
+        let id = id.header_value().to_str().unwrap();
+        let body = id.strip_prefix("req_").unwrap();
+        assert_eq!(body.len(), 26, "{id}");
+        assert!(body
+            .chars()
+            .all(|c| c.is_ascii_digit() || "abcdefghjkmnpqrstvwxyz".contains(c)));
+    }
 }
