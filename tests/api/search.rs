@@ -851,7 +851,8 @@ fn pdfs_whose_extraction_hangs_crashes_or_runs_out_of_memory_are_indexed_by_name
     within(std::time::Duration::from_secs(120), async {
         let fresh = fresh().await;
         let mut config = config(&fresh);
-        config.pdf_timeout_seconds = 2;
+        // Long enough that the inflating bomb meets its memory limit first on a loaded machine.
+        config.pdf_timeout_seconds = 5;
         // The debug build's own image (the bundled encoder included) takes about half of this.
         config.pdf_memory_mb = 192;
         let (app, admin) = spawn_with_admin(config).await;
