@@ -54,18 +54,7 @@ pub struct Keyset<'a, K> {
 impl<'a, K: Serialize + DeserializeOwned> Keyset<'a, K> {
     /// Checks `query`'s limit (1..=100, default 20; 422) and opens its cursor for `scope` (400).
     pub fn open(key: &'a SigningKey, query: &PageQuery, scope: String) -> Result<Self, AppError> {
-        Self::open_with(key, query, scope, 20, 100)
-    }
-
-    /// [`Keyset::open`] with another default and largest limit.
-    pub fn open_with(
-        key: &'a SigningKey,
-        query: &PageQuery,
-        scope: String,
-        default_limit: usize,
-        max_limit: usize,
-    ) -> Result<Self, AppError> {
-        let page = query.page(key, &scope, default_limit, max_limit)?;
+        let page = query.page(key, &scope, 20, 100)?;
         let after = page
             .after
             .map(|value| serde_json::from_value(value).map_err(|_| AppError::InvalidCursor))
@@ -81,16 +70,6 @@ impl<'a, K: Serialize + DeserializeOwned> Keyset<'a, K> {
     /// The sort key the page starts after.
     pub fn after(&self) -> Option<&K> {
         self.after.as_ref()
-    }
-
-    /// The sort key the page starts after, owned.
-    pub fn take_after(&mut self) -> Option<K> {
-        self.after.take()
-    }
-
-    /// The page size.
-    pub fn limit(&self) -> usize {
-        self.limit
     }
 
     /// Rows to fetch: one more than the page, to know whether another follows.
