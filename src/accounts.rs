@@ -21,7 +21,7 @@ use projections::{Projection, ProjectionError, Reads, StoredEvent};
 use sqlx::AnyConnection;
 
 use crate::auth::{self, Sessions};
-use crate::http::error::AppError;
+use crate::error::AppError;
 use crate::signing::SigningKey;
 use crate::store::{Actor, CommandError, Store};
 

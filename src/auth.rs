@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use projections::Db;
 use sqlx::Row;
 
-use crate::http::error::AppError;
+use crate::error::AppError;
 use crate::signing::SigningKey;
 
 fn argon2() -> Argon2<'static> {

@@ -6,7 +6,6 @@ pub mod admin;
 pub mod api_keys;
 pub mod auth_failures;
 pub mod buyer;
-pub mod charges;
 pub mod datasets;
 pub mod envelope;
 pub mod error;

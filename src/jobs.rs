@@ -46,7 +46,9 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         }
         if tokio::time::Instant::now() >= next_purge {
             next_purge = tokio::time::Instant::now() + PURGE_INTERVAL;
-            if let Err(error) = crate::http::idempotency::purge(&state).await {
+            if let Err(error) =
+                crate::idempotency::purge(&state.store.db, state.store.clock.now()).await
+            {
                 tracing::warn!(%error, "idempotency purge failed; will retry");
             }
         }
@@ -59,7 +61,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Rejects every staged object whose review window has passed.
-pub async fn expire_reviews(state: &AppState) -> Result<usize, crate::http::error::AppError> {
+pub async fn expire_reviews(state: &AppState) -> Result<usize, crate::error::AppError> {
     let now = state.store.clock.now();
     let due = projections::objects::expired_reviews(
         &state.store.db,
@@ -88,7 +90,7 @@ pub async fn expire_reviews(state: &AppState) -> Result<usize, crate::http::erro
 }
 
 /// Finishes every dataset in `pending_deletion`.
-pub async fn clean_up_datasets(state: &AppState) -> Result<usize, crate::http::error::AppError> {
+pub async fn clean_up_datasets(state: &AppState) -> Result<usize, crate::error::AppError> {
     let pending: Vec<String> = sqlx::query_scalar(
         "SELECT dataset_id FROM datasets WHERE status = 'pending_deletion' ORDER BY dataset_id",
     )
@@ -130,7 +132,7 @@ pub async fn clean_up_datasets(state: &AppState) -> Result<usize, crate::http::e
 /// the read model only when it is safe (a confirmed object's own bytes); every removal is decided
 /// from the object's events, so a read model being rebuilt never costs a blob. Returns how many
 /// blobs were removed.
-pub async fn collect_blobs(state: &AppState) -> Result<usize, crate::http::error::AppError> {
+pub async fn collect_blobs(state: &AppState) -> Result<usize, crate::error::AppError> {
     use crate::blobs::Stored;
     use aggregates::object::ObjectStatus;
     let inventory = state.blobs.inventory().await?;
@@ -157,7 +159,7 @@ pub async fn collect_blobs(state: &AppState) -> Result<usize, crate::http::error
                 .store
                 .load::<Object>(&object_id)
                 .await
-                .map_err(crate::http::error::AppError::internal)?;
+                .map_err(crate::error::AppError::internal)?;
             loaded.insert(object_id.clone(), object);
         }
         let object = &loaded[&object_id];

@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
+use cqrs_es::Aggregate;
 use tokio::sync::watch;
 
+use crate::auth::Principal;
 use crate::blobs::Blobs;
 use crate::config::Config;
+use crate::error::AppError;
 use crate::search::Indexer;
 use crate::signing::SigningKey;
-use crate::store::Store;
+use crate::store::{Committed, Store};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -32,5 +35,23 @@ impl AppState {
     /// Wakes the background jobs (after a change they act on, such as a deletion).
     pub fn wake_jobs(&self) {
         self.jobs.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Runs `command` on aggregate `id` (one that needs no services) as `principal`.
+    pub async fn run<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        principal: &Principal,
+    ) -> Result<Committed<A>, AppError>
+    where
+        A: Aggregate<Services = ()> + 'static,
+        A::Command: Clone,
+        AppError: From<A::Error>,
+    {
+        Ok(self
+            .store
+            .execute::<A>(id, command, &(), &principal.actor())
+            .await?)
     }
 }

@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 
 use crate::accounts::{Accounts, NewAccount, SessionGrant};
 use crate::auth::PrincipalKind;
+use crate::error::AppError;
 use crate::http::envelope::Envelope;
-use crate::http::error::AppError;
 use crate::http::extract::Auth;
 use crate::http::json::{Fields, JsonBody};
 use crate::openapi;

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::blobs::DOWNLOAD_TTL;
+use crate::error::AppError;
 use crate::http::envelope::Envelope;
-use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::lookup::written_object;
@@ -336,10 +336,7 @@ async fn approve(
         reviewed_at: state.store.clock.now(),
         dataset: dataset.status,
     };
-    state
-        .store
-        .execute::<Object>(&object_id, command, &(), &principal.actor())
-        .await?;
+    state.run::<Object>(&object_id, command, &principal).await?;
     Ok(Envelope::ok(
         written_object(&state, &object_id).await?.into(),
     ))
@@ -397,10 +394,7 @@ async fn reject(
         reviewed_at: state.store.clock.now(),
         dataset: dataset.status,
     };
-    state
-        .store
-        .execute::<Object>(&object_id, command, &(), &principal.actor())
-        .await?;
+    state.run::<Object>(&object_id, command, &principal).await?;
     Ok(Envelope::ok(
         written_object(&state, &object_id).await?.into(),
     ))

@@ -13,8 +13,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{new_api_key, ApiKeys, Principal, PrincipalKind};
+use crate::error::AppError;
 use crate::http::envelope::Envelope;
-use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{number_or_string, Fields, JsonBody};
 use crate::http::pagination::{Keyset, Page, PageQuery};
@@ -442,10 +442,7 @@ async fn revoke(
     let command = ApiKeyCommand::Revoke {
         at: state.store.clock.now(),
     };
-    state
-        .store
-        .execute::<ApiKey>(&id, command, &(), &principal.actor())
-        .await?;
+    state.run::<ApiKey>(&id, command, &principal).await?;
     revoke_created(&state, &principal, &id).await?;
     let row = written_key(&state, &id).await?;
     Ok(Envelope::ok(ApiKeyView::new(row, &now_text(&state))))
@@ -464,10 +461,7 @@ async fn revoke_created(state: &AppState, principal: &Principal, id: &str) -> Re
             let command = ApiKeyCommand::Revoke {
                 at: state.store.clock.now(),
             };
-            state
-                .store
-                .execute::<ApiKey>(&child, command, &(), &principal.actor())
-                .await?;
+            state.run::<ApiKey>(&child, command, principal).await?;
             parents.push(child);
         }
     }
@@ -556,10 +550,7 @@ async fn grant(
         dataset_id: dataset,
         issuer,
     };
-    let committed = state
-        .store
-        .execute::<ApiKey>(&id, command, &(), &principal.actor())
-        .await?;
+    let committed = state.run::<ApiKey>(&id, command, &principal).await?;
     state.store.settle_request().await;
     let grants = read::grants(&state.store.db, &id).await?;
     let grant = grants
@@ -594,12 +585,10 @@ async fn remove_grant(
     own_key(&state, &principal, &id).await?;
     let grant = GrantId::parse(&grant_id).map_err(|_| AppError::NotFound)?;
     let committed = state
-        .store
-        .execute::<ApiKey>(
+        .run::<ApiKey>(
             &id,
             ApiKeyCommand::RemoveGrant { grant_id: grant },
-            &(),
-            &principal.actor(),
+            &principal,
         )
         .await?;
     let dataset_id = committed.events.first().and_then(|e| match &e.payload {

@@ -18,7 +18,7 @@ use axum::http::Extensions;
 use chrono::{DateTime, Utc};
 
 use crate::auth::Principal;
-use crate::http::error::AppError;
+use crate::error::AppError;
 use crate::ratelimit::{CredentialId, Quota};
 use crate::state::AppState;
 

@@ -12,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::error::AppError;
 use crate::http::envelope::Envelope;
-use crate::http::error::AppError;
 use crate::http::extract::{Auth, Query};
 use crate::http::pagination::{filter, Keyset, PageQuery};
 use crate::http::window::{self, window_end, WindowQuery};

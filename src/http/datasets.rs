@@ -14,8 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::error::AppError;
 use crate::http::envelope::Envelope;
-use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{number_or_string, Fields, JsonBody};
 use crate::http::lookup::{own_dataset, written_dataset};
@@ -439,13 +439,7 @@ async fn create(
     let id = profile.dataset_id.to_string();
     let status = parsed.status.unwrap_or(DatasetStatus::Active);
     state
-        .store
-        .execute::<Dataset>(
-            &id,
-            DatasetCommand::Create { profile, status },
-            &(),
-            &principal.actor(),
-        )
+        .run::<Dataset>(&id, DatasetCommand::Create { profile, status }, &principal)
         .await?;
     Ok(Envelope::created(
         written_dataset(&state, &id).await?.into(),
@@ -542,8 +536,7 @@ async fn update(
     let patch = parse_body(body.parse()?, false)?;
     own_dataset(&state, &principal, &id).await?;
     state
-        .store
-        .execute::<Dataset>(&id, DatasetCommand::Update(patch), &(), &principal.actor())
+        .run::<Dataset>(&id, DatasetCommand::Update(patch), &principal)
         .await?;
     Ok(Envelope::ok(written_dataset(&state, &id).await?.into()))
 }
@@ -569,13 +562,7 @@ async fn remove(
     principal.require(Scope::DatasetsWrite)?;
     own_dataset(&state, &principal, &id).await?;
     state
-        .store
-        .execute::<Dataset>(
-            &id,
-            DatasetCommand::RequestDeletion,
-            &(),
-            &principal.actor(),
-        )
+        .run::<Dataset>(&id, DatasetCommand::RequestDeletion, &principal)
         .await?;
     // The cleanup job reads the read model: wake it once the deletion is projected.
     let row = written_dataset(&state, &id).await?;
@@ -629,14 +616,12 @@ async fn grant(
         .await?
         .ok_or(AppError::NotFound)?;
     let committed = state
-        .store
-        .execute::<Dataset>(
+        .run::<Dataset>(
             &id,
             DatasetCommand::GrantEntitlement {
                 tenant_id: tenant.clone(),
             },
-            &(),
-            &principal.actor(),
+            &principal,
         )
         .await?;
     state.store.settle_request().await;
@@ -704,12 +689,10 @@ async fn revoke(
     own_dataset(&state, &principal, &id).await?;
     let tenant = TenantId::parse(&tenant_id).map_err(|_| AppError::NotFound)?;
     state
-        .store
-        .execute::<Dataset>(
+        .run::<Dataset>(
             &id,
             DatasetCommand::RevokeEntitlement { tenant_id: tenant },
-            &(),
-            &principal.actor(),
+            &principal,
         )
         .await?;
     Ok(Envelope::ok(EntitlementRevoked {

@@ -8,8 +8,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::audit::{aggregate_type, AuditEvent, AGGREGATE_TYPES};
+use crate::error::{AppError, FieldErrors};
 use crate::http::envelope::Envelope;
-use crate::http::error::{AppError, FieldErrors};
 use crate::http::extract::{Auth, Query};
 use crate::http::pagination;
 use crate::state::AppState;

@@ -8,7 +8,7 @@ use axum::http::{header, Extensions, HeaderMap};
 use serde::de::DeserializeOwned;
 
 use crate::auth::{ApiKeys, Principal, Sessions};
-use crate::http::error::AppError;
+use crate::error::AppError;
 use crate::state::AppState;
 
 /// The authenticated principal of a request.

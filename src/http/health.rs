@@ -9,8 +9,8 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::error::AppError;
 use crate::http::envelope::Envelope;
-use crate::http::error::AppError;
 use crate::state::AppState;
 
 /// A projection lagging by more than this many events makes the service `degraded`.

@@ -15,19 +15,16 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sqlx::Row;
 
 use aggregates::Scope;
 
 use crate::auth::PrincipalKind;
+use crate::error::AppError;
 use crate::http::envelope::{self, SecretFields};
-use crate::http::error::AppError;
 use crate::http::extract::{authenticate, Authenticated};
 use crate::http::json::MAX_BODY_BYTES;
+use crate::idempotency::Record;
 use crate::state::AppState;
-
-/// How long a key is remembered.
-const RETENTION_HOURS: i64 = 24;
 
 /// The middleware.
 pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -90,74 +87,41 @@ async fn run(
     let request_hash = state
         .key
         .hmac_hex(format!("POST\n{path}\n{canonical}").as_bytes());
-    let db = &state.store.db;
-    let now = state.store.clock.now();
-    let expired = aggregates::timestamp::format(now - chrono::Duration::hours(RETENTION_HOURS));
+    let record = Record {
+        db: &state.store.db,
+        scope: &scope,
+        key: &key,
+    };
     let internal = |e: sqlx::Error| AppError::from(e).into_response();
-
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND created_at < $3",
-    )
-    .bind(&scope)
-    .bind(&key)
-    .bind(&expired)
-    .execute(&db.pool)
-    .await
-    .map_err(internal)?;
-    let reserved = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, created_at) \
-         VALUES ($1, $2, $3, 'in_progress', $4) ON CONFLICT (scope, idem_key) DO NOTHING",
-    )
-    .bind(&scope)
-    .bind(&key)
-    .bind(&request_hash)
-    .bind(aggregates::timestamp::format(now))
-    .execute(&db.pool)
-    .await
-    .map_err(internal)?;
-    if reserved.rows_affected() == 0 {
-        let row = sqlx::query("SELECT request_hash, state, status, headers, body, required_scopes FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
-            .bind(&scope)
-            .bind(&key)
-            .fetch_one(&db.pool)
-            .await
-            .map_err(internal)?;
-        let stored_hash: String = row.try_get("request_hash").map_err(internal)?;
-        if stored_hash != request_hash {
+    let now = state.store.clock.now();
+    if let Some(saved) = record.reserve(&request_hash, now).await.map_err(internal)? {
+        if saved.request_hash != request_hash {
             return Err(AppError::IdempotencyKeyReused.into_response());
         }
-        if row.try_get::<String, _>("state").map_err(internal)? != "done" {
+        if !saved.is_done() {
             return Err(AppError::IdempotencyKeyInProgress.into_response());
         }
         // The scopes the first run needed, the principal must still hold.
-        let required: Option<String> = row.try_get("required_scopes").map_err(internal)?;
-        for name in required
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .filter(|n| !n.is_empty())
-        {
-            match Scope::parse(name) {
-                Some(scope) => principal
-                    .require(scope)
-                    .map_err(IntoResponse::into_response)?,
-                None => {
-                    return Err(AppError::internal(format!("stored scope {name}")).into_response())
-                }
-            }
+        for name in saved.required() {
+            let scope = Scope::parse(name).ok_or_else(|| {
+                AppError::internal(format!("stored scope {name}")).into_response()
+            })?;
+            principal
+                .require(scope)
+                .map_err(IntoResponse::into_response)?;
         }
-        let status: i64 = row.try_get("status").map_err(internal)?;
-        let request_id: Option<String> = row.try_get("headers").map_err(internal)?;
-        let body: Option<String> = row.try_get("body").map_err(internal)?;
+        let status = saved
+            .status
+            .and_then(|s| StatusCode::from_u16(s as u16).ok());
         let mut response = Response::builder()
-            .status(StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK))
+            .status(status.unwrap_or(StatusCode::OK))
             .header(header::CONTENT_TYPE, "application/json")
             .header("idempotent-replayed", "true");
-        if let Some(id) = request_id {
+        if let Some(id) = saved.request_id {
             response = response.header("x-request-id", id);
         }
         return response
-            .body(Body::from(body.unwrap_or_default()))
+            .body(Body::from(saved.body.unwrap_or_default()))
             .map_err(|e| AppError::internal(e).into_response());
     }
 
@@ -168,11 +132,7 @@ async fn run(
     let keep =
         status.is_success() || status == StatusCode::NOT_FOUND || status == StatusCode::CONFLICT;
     if !keep {
-        let _ = sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
-            .bind(&scope)
-            .bind(&key)
-            .execute(&db.pool)
-            .await;
+        let _ = record.forget().await;
         return Ok(response);
     }
     let required: Vec<&str> = crate::request::REQUEST
@@ -195,30 +155,9 @@ async fn run(
     let request_id = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| v["request_id"].as_str().map(str::to_owned));
-    sqlx::query(
-        "UPDATE idempotency_keys SET state = 'done', status = $1, headers = $2, body = $3, \
-         required_scopes = $4 WHERE scope = $5 AND idem_key = $6",
-    )
-    .bind(i64::from(status.as_u16()))
-    .bind(request_id)
-    .bind(&text)
-    .bind(required.join(","))
-    .bind(&scope)
-    .bind(&key)
-    .execute(&db.pool)
-    .await
-    .map_err(internal)?;
+    record
+        .complete(status.as_u16(), request_id, &text, &required)
+        .await
+        .map_err(internal)?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
-}
-
-/// Deletes records older than the retention (the jobs run it); returns how many.
-pub async fn purge(state: &AppState) -> Result<u64, sqlx::Error> {
-    let expired = aggregates::timestamp::format(
-        state.store.clock.now() - chrono::Duration::hours(RETENTION_HOURS),
-    );
-    let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-        .bind(expired)
-        .execute(&state.store.db.pool)
-        .await?;
-    Ok(done.rows_affected())
 }

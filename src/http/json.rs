@@ -11,7 +11,7 @@ use axum::http::header;
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde_json::Value;
 
-use crate::http::error::{AppError, FieldErrors};
+use crate::error::{AppError, FieldErrors};
 
 /// Largest JSON body accepted.
 pub const MAX_BODY_BYTES: u64 = 1_048_576;

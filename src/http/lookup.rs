@@ -8,7 +8,7 @@ use projections::datasets::{self, DatasetRow};
 use projections::objects::{self, ObjectRow};
 
 use crate::auth::Principal;
-use crate::http::error::AppError;
+use crate::error::AppError;
 use crate::state::AppState;
 
 /// The caller's own dataset, not deleted.

@@ -38,7 +38,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use crate::http::error::AppError;
+use crate::error::AppError;
 use crate::http::json::MAX_BODY_BYTES;
 use crate::request::{RequestScope, REQUEST};
 use crate::state::AppState;

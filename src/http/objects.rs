@@ -20,9 +20,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Principal, PrincipalKind};
 use crate::blobs::DOWNLOAD_TTL;
-use crate::http::charges;
+use crate::charges;
+use crate::error::AppError;
 use crate::http::envelope::Envelope;
-use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::lookup::{own_dataset, own_object, written_object};
@@ -220,16 +220,14 @@ async fn initiate(
     };
     let object_id = descriptor.object_id.to_string();
     state
-        .store
-        .execute::<Object>(
+        .run::<Object>(
             &object_id,
             ObjectCommand::InitiateUpload {
                 descriptor,
                 upload_expires_at: expires_at,
                 dataset: dataset.status,
             },
-            &(),
-            &principal.actor(),
+            &principal,
         )
         .await?;
     let url = state.blobs.upload_url(&object_id, now, expires_at).await?;
@@ -319,10 +317,7 @@ async fn confirm(
         dataset: dataset.status,
     };
     // A concurrent confirm that loses here leaves its copy unreferenced; the collector takes it.
-    state
-        .store
-        .execute::<Object>(&id, command, &(), &principal.actor())
-        .await?;
+    state.run::<Object>(&id, command, &principal).await?;
     // The upload has served its purpose; a later PUT can only recreate it, and nothing serves it.
     if let Err(error) = state.blobs.delete_upload(&id).await {
         tracing::warn!(%error, object_id = %id, "could not remove a confirmed upload; the collector will");
@@ -351,8 +346,7 @@ async fn cancel(
     principal.require(Scope::ObjectsWrite)?;
     own_object(&state, &principal, &id).await?;
     state
-        .store
-        .execute::<Object>(&id, ObjectCommand::CancelUpload, &(), &principal.actor())
+        .run::<Object>(&id, ObjectCommand::CancelUpload, &principal)
         .await?;
     state.blobs.delete(&id).await?;
     Ok(Envelope::ok(written_object(&state, &id).await?.into()))
@@ -379,8 +373,7 @@ async fn remove(
     principal.require(Scope::ObjectsWrite)?;
     own_object(&state, &principal, &id).await?;
     state
-        .store
-        .execute::<Object>(&id, ObjectCommand::Delete, &(), &principal.actor())
+        .run::<Object>(&id, ObjectCommand::Delete, &principal)
         .await?;
     state.blobs.delete(&id).await?;
     Ok(Envelope::ok(written_object(&state, &id).await?.into()))
@@ -539,17 +532,15 @@ async fn download(
         let reservation =
             charges::reserve(&state, &principal, access_id.as_str(), amount, now).await?;
         let charged = state
-            .store
-            .execute::<Download>(
+            .run::<Download>(
                 access_id.as_str(),
                 DownloadCommand::Charge(charge),
-                &(),
-                &principal.actor(),
+                &principal,
             )
             .await;
         if let Err(error) = charged {
             charges::release(&state, &principal, reservation).await;
-            return Err(error.into());
+            return Err(error);
         }
         (amount, Some(access_id.to_string()))
     };

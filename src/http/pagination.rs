@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::http::error::AppError;
+use crate::error::AppError;
 use crate::signing::SigningKey;
 
 /// Raw pagination parameters from a query string.

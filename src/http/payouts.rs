@@ -10,8 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::error::AppError;
 use crate::http::envelope::Envelope;
-use crate::http::error::AppError;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::pagination::{filter, Keyset, Page, PageQuery};
 use crate::openapi;
@@ -212,8 +212,7 @@ async fn mark_paid(
         at: state.store.clock.now(),
     };
     state
-        .store
-        .execute::<PayoutStatement>(&statement_id, command, &(), &principal.actor())
+        .run::<PayoutStatement>(&statement_id, command, &principal)
         .await?;
     state.store.settle_request().await;
     let row = read::statement(&state.store.db, &statement_id)

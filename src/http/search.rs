@@ -12,14 +12,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::error::AppError;
 use crate::http::envelope::Envelope;
-use crate::http::error::AppError;
 use crate::http::extract::Auth;
 use crate::http::json::{number_or_string, Fields, JsonBody};
 use crate::http::market::{
-    dataset_ids, max_price, query_text, retrieval_mode, rounded, run, validate_common,
-    whole_number, Common, Market, Metering, Prices,
+    dataset_ids, max_price, query_text, retrieval_mode, rounded, validate_common, whole_number,
+    Metering,
 };
+use crate::market::{run, Common, Market, Prices};
 use crate::openapi;
 use crate::search::index::Hit;
 use crate::state::AppState;

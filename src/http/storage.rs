@@ -14,7 +14,7 @@ use serde::Deserialize;
 use aggregates::object::ObjectStatus;
 
 use crate::blobs::{storage_path, BlobError};
-use crate::http::error::AppError;
+use crate::error::AppError;
 use crate::http::extract::{Path, Query};
 use crate::state::AppState;
 

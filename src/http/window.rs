@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::http::error::AppError;
+use crate::error::AppError;
 use crate::openapi;
 
 /// A time window; by default the last 30 UTC days, today included (SPEC §1.8).

@@ -166,7 +166,9 @@ async fn records_past_their_retention_are_purged() {
     .execute(&app.state.store.db.pool)
     .await
     .unwrap();
-    let purged = ipto::http::idempotency::purge(&app.state).await.unwrap();
+    let purged = ipto::idempotency::purge(&app.state.store.db, app.state.store.clock.now())
+        .await
+        .unwrap();
     assert_eq!(purged, 1);
     let left = table(&app.state, "SELECT idem_key FROM idempotency_keys").await;
     assert_eq!(left, vec![vec!["new".to_owned()]]);

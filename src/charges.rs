@@ -8,7 +8,7 @@ use aggregates::ApiKeyId;
 use chrono::{DateTime, Utc};
 
 use crate::auth::{Principal, PrincipalKind};
-use crate::http::error::AppError;
+use crate::error::AppError;
 use crate::state::AppState;
 
 /// A bound from a request: absent, or an amount of at most `max_micros`; anything else is 422
