@@ -24,7 +24,6 @@ pub mod provider;
 pub mod retrieve;
 pub mod search;
 pub mod storage;
-pub mod views;
 pub mod window;
 
 use std::sync::Arc;

@@ -271,6 +271,35 @@ impl utoipa::PartialSchema for Amount {
 #[cfg(feature = "openapi")]
 impl utoipa::ToSchema for Amount {}
 
+impl From<i64> for Amount {
+    fn from(micros: i64) -> Self {
+        Amount(micros)
+    }
+}
+
+/// The one currency (SPEC §1.6): serialized as `"USD"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Usd;
+
+impl serde::Serialize for Usd {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("USD")
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Usd {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^USD$"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Usd {}
+
 /// Rewrites `d[.ddd]e[+-]x` as a plain decimal (`1.2e-6` → `0.0000012`); `None` without an
 /// exponent or when the text is not of that shape (then the caller's strict parse refuses it).
 fn plain_notation(text: &str) -> Option<String> {

@@ -2,7 +2,7 @@
 //! providers' revenue and dataset analytics.
 
 use aggregates::metering::{AccessKind, Charge, Download, DownloadEvent};
-use aggregates::money::{Limbs, LIMB, LIMB_BITS};
+use aggregates::money::{Amount, Limbs, Usd, LIMB, LIMB_BITS};
 use aggregates::search::{Search, SearchEvent};
 use aggregates::{timestamp, AccessId, DatasetId, ObjectId};
 use async_trait::async_trait;
@@ -10,6 +10,7 @@ use cqrs_es::Aggregate;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
 
 use crate::rows::keyset_start;
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
@@ -83,20 +84,38 @@ async fn insert(
     Ok(())
 }
 
-/// An access as buyers see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+/// One metered access, a billed search result or download, as buyers see it (SPEC §3.8).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
+#[schema(as = Access)]
 pub struct AccessRow {
+    /// The access.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub access_id: AccessId,
     #[sqlx(try_from = "String")]
     pub kind: AccessKind,
+    /// The dataset.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub dataset_id: DatasetId,
+    /// The object.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub object_id: ObjectId,
+    /// The key used, null for a session.
+    #[schema(required = true)]
     pub api_key_id: Option<String>,
+    /// The search, null for downloads.
+    #[schema(required = true)]
     pub search_activity_id: Option<String>,
-    pub charged_micros: i64,
+    /// The charge.
+    #[sqlx(rename = "charged_micros", try_from = "i64")]
+    pub charged_amount: Amount,
+    /// Always `USD`.
+    #[sqlx(skip)]
+    pub currency: Usd,
+    /// When it happened.
+    #[schema(format = DateTime)]
     pub occurred_at: String,
 }
 

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
 
 use crate::rows::keyset_start;
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
@@ -186,15 +187,24 @@ pub async fn tenant_keys(
     .await
 }
 
-/// A grant.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+/// A dataset granted to an `allow_list` key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
+#[schema(as = Grant)]
 pub struct GrantRow {
+    /// The grant's id.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub grant_id: GrantId,
+    /// The key.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub api_key_id: ApiKeyId,
+    /// The dataset.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub dataset_id: DatasetId,
+    /// When it was granted.
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 

@@ -4,24 +4,33 @@
 use aggregates::dataset::{
     DatasetEvent, DatasetStatus, MonetizationMode, PricingModel, SourceModality, Visibility,
 };
+use aggregates::money::Usd;
 use aggregates::object::{ObjectEvent, ObjectStatus};
 use aggregates::{Dataset, DatasetId, Object, Price, TenantId};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
 use sqlx::AnyConnection;
+use utoipa::ToSchema;
 
 use crate::rows::{keyset_start, Flag};
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
-/// A row of the `datasets` read model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+/// A row of the `datasets` read model, answered as it is: a dataset (SPEC §3.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
+#[schema(as = Dataset)]
 pub struct DatasetRow {
+    /// The dataset's id.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub dataset_id: DatasetId,
+    /// The owner tenant.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub tenant_id: TenantId,
+    /// 1..=200 characters.
     pub name: String,
+    /// At most 5000 characters.
     pub description: String,
     #[sqlx(try_from = "String")]
     pub source_modality: SourceModality,
@@ -33,12 +42,27 @@ pub struct DatasetRow {
     pub visibility: Visibility,
     #[sqlx(try_from = "String")]
     pub status: DatasetStatus,
+    /// The price per billable result.
     #[sqlx(rename = "price_micros", try_from = "i64")]
+    #[serde(rename = "price_per_result")]
     pub price: Price,
+    /// Always `USD`.
+    #[sqlx(skip)]
+    pub currency: Usd,
+    /// Confirmed, not deleted objects.
+    #[schema(minimum = 0)]
     pub object_count: i64,
+    /// Approved objects.
+    #[schema(minimum = 0)]
     pub active_object_count: i64,
+    /// Total size of the objects in `object_count`.
+    #[schema(minimum = 0)]
     pub storage_bytes: i64,
+    /// When it was created.
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// When it last changed.
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -161,14 +185,22 @@ pub async fn is_entitled(db: &Db, dataset_id: &str, tenant_id: &str) -> Result<b
     Ok(found.is_some())
 }
 
-/// An entitlement with its tenant's name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+/// An entitlement of a tenant to a restricted dataset, with the tenant's name (SPEC §3.11).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
+#[schema(as = Entitlement)]
 pub struct EntitlementRow {
+    /// The dataset.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub dataset_id: DatasetId,
+    /// The entitled tenant.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub tenant_id: TenantId,
+    /// The entitled tenant's name.
     pub tenant_name: String,
+    /// When it was granted.
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 

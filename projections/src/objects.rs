@@ -9,36 +9,75 @@ use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
 
 use crate::rows::{keyset_start, JsonText};
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
-/// A row of the `objects` read model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+/// A row of the `objects` read model, answered as it is: an object (SPEC §3.4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
+#[schema(as = Object)]
 pub struct ObjectRow {
+    /// The object's id.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub object_id: ObjectId,
+    /// Its dataset.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub dataset_id: DatasetId,
+    /// The owner tenant.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub tenant_id: TenantId,
+    /// The file name.
     pub filename: String,
+    /// The media type.
     pub content_type: String,
+    /// The declared size.
+    #[schema(minimum = 1)]
     pub size_bytes: i64,
+    /// The SHA-256 the uploader declared, if any.
+    #[serde(skip)]
     pub declared_sha256: Option<String>,
+    /// The server-computed SHA-256 (lowercase hex), null before confirm.
+    #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
     pub checksum_sha256: Option<String>,
+    /// String → string.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub metadata: JsonText<BTreeMap<String, String>>,
     #[sqlx(try_from = "String")]
     pub status: ObjectStatus,
+    /// Null for pending_upload and cancelled, else staged, approved or rejected.
+    #[schema(required = true, schema_with = review_state)]
     pub review_state: Option<String>,
+    /// The reason (or `review_expired`), null unless rejected.
+    #[schema(required = true)]
     pub rejection_reason: Option<String>,
+    /// When the upload was initiated.
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// When the upload was confirmed.
+    #[schema(required = true, format = DateTime)]
     pub uploaded_at: Option<String>,
+    /// `uploaded_at` + 7 days.
+    #[schema(required = true, format = DateTime)]
     pub review_expires_at: Option<String>,
+    /// When it was approved, rejected or expired.
+    #[schema(required = true, format = DateTime)]
     pub reviewed_at: Option<String>,
+    /// When it was approved (what time-decay pricing counts from).
+    #[serde(skip)]
     pub approved_at: Option<String>,
+    #[serde(skip)]
     pub updated_at: String,
+}
+
+/// An object's review state: null before confirm and for cancelled uploads.
+fn review_state() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    crate::rows::schema(serde_json::json!({ "type": ["string", "null"],
+        "enum": ["staged", "approved", "rejected", null] }))
 }
 
 const OBJECT_COLUMNS: &str = "o.object_id, o.dataset_id, o.tenant_id, o.filename, o.content_type, \

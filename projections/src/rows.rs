@@ -33,3 +33,16 @@ impl<T: DeserializeOwned> TryFrom<String> for JsonText<T> {
         serde_json::from_str(&text).map(JsonText)
     }
 }
+
+/// A schema written as JSON, for a response field whose shape the derive cannot say.
+pub fn schema(json: serde_json::Value) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    serde_json::from_value(json).expect("a valid schema")
+}
+
+/// A list of dataset ids.
+pub fn dataset_ids() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$";
+    schema(
+        serde_json::json!({ "type": "array", "items": { "type": "string", "pattern": pattern } }),
+    )
+}

@@ -2,12 +2,14 @@
 //! dashboards) and `search_appearances` (one row per search of another tenant that returned a
 //! dataset, for analytics and the demand-curve price).
 
+use aggregates::money::{Amount, Usd};
 use aggregates::search::{Search, SearchEvent};
 use aggregates::{timestamp, DatasetId, SearchActivityId};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
 
 use crate::rows::{keyset_start, JsonText};
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
@@ -86,17 +88,34 @@ impl Projection for SearchesProjection {
     }
 }
 
-/// A search activity as buyers see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+/// One search request and what it was charged, as buyers see it (SPEC §3.8).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
+#[schema(as = SearchActivity)]
 pub struct SearchActivityRow {
+    /// The search activity.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
     pub search_activity_id: SearchActivityId,
+    /// The query as searched (trimmed).
     pub query_text: String,
+    /// The request's datasets, else the distinct datasets of the results (sorted).
     #[sqlx(try_from = "String")]
+    #[schema(schema_with = crate::rows::dataset_ids)]
     pub dataset_ids: JsonText<Vec<DatasetId>>,
+    /// How many results it returned.
+    #[schema(minimum = 0)]
     pub result_count: i64,
-    pub charged_micros: i64,
+    /// Σ charges of its results.
+    #[sqlx(rename = "charged_micros", try_from = "i64")]
+    pub charged_amount: Amount,
+    /// Always `USD`.
+    #[sqlx(skip)]
+    pub currency: Usd,
+    /// The key used, null for a session.
+    #[schema(required = true)]
     pub api_key_id: Option<String>,
+    /// When it happened.
+    #[schema(format = DateTime)]
     pub occurred_at: String,
 }
 

@@ -22,7 +22,7 @@ use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::lookup::written_object;
 use crate::http::pagination::{Keyset, PageQuery};
-use crate::http::views::ObjectView;
+
 use crate::openapi;
 use crate::state::AppState;
 
@@ -310,7 +310,7 @@ struct ApproveBody {
     params(ReviewPath),
     request_body = ApproveBody,
     responses(
-        (status = 200, description = "The object, approved.", body = ObjectView),
+        (status = 200, description = "The object, approved.", body = ObjectRow),
         (status = 404, description = "Unknown, or the tenant does not own it."),
         (status = 409, description = "Not staged, or the dataset is pending_deletion (invalid_state)."),
         (status = 422, description = "note is too long."),
@@ -324,7 +324,7 @@ async fn approve(
         object_id,
     }): Path<ReviewPath>,
     body: JsonBody,
-) -> Result<Envelope<ObjectView>, AppError> {
+) -> Result<Envelope<ObjectRow>, AppError> {
     principal.require_platform_admin()?;
     let body: ApproveBody = body.parse()?;
     if body.note.as_ref().is_some_and(|n| n.chars().count() > 1000) {
@@ -337,9 +337,7 @@ async fn approve(
         dataset: dataset.status,
     };
     state.run::<Object>(&object_id, command, &principal).await?;
-    Ok(Envelope::ok(
-        written_object(&state, &object_id).await?.into(),
-    ))
+    Ok(Envelope::ok(written_object(&state, &object_id).await?))
 }
 
 /// A rejection's body.
@@ -364,7 +362,7 @@ fn reason_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     params(ReviewPath),
     request_body = RejectBody,
     responses(
-        (status = 200, description = "The object, rejected.", body = ObjectView),
+        (status = 200, description = "The object, rejected.", body = ObjectRow),
         (status = 404, description = "Unknown, or the tenant does not own it."),
         (status = 409, description = "Not staged, or the dataset is pending_deletion (invalid_state)."),
         (status = 422, description = "reason is missing or invalid."),
@@ -378,7 +376,7 @@ async fn reject(
         object_id,
     }): Path<ReviewPath>,
     body: JsonBody,
-) -> Result<Envelope<ObjectView>, AppError> {
+) -> Result<Envelope<ObjectRow>, AppError> {
     principal.require_platform_admin()?;
     let body: RejectBody = body.parse()?;
     let mut fields = Fields::default();
@@ -395,9 +393,7 @@ async fn reject(
         dataset: dataset.status,
     };
     state.run::<Object>(&object_id, command, &principal).await?;
-    Ok(Envelope::ok(
-        written_object(&state, &object_id).await?.into(),
-    ))
+    Ok(Envelope::ok(written_object(&state, &object_id).await?))
 }
 
 #[utoipa::path(

@@ -104,35 +104,7 @@ pub struct ApiKeyDetail {
     #[serde(flatten)]
     pub key: ApiKeyView,
     /// Its grants, oldest first.
-    pub grants: Vec<Grant>,
-}
-
-/// A dataset granted to an `allow_list` key.
-#[derive(Serialize, ToSchema)]
-pub struct Grant {
-    /// The grant's id.
-    #[schema(value_type = String)]
-    pub grant_id: GrantId,
-    /// The key.
-    #[schema(value_type = String)]
-    pub api_key_id: ApiKeyId,
-    /// The dataset.
-    #[schema(value_type = String)]
-    pub dataset_id: DatasetId,
-    /// When it was granted.
-    #[schema(format = DateTime)]
-    pub created_at: String,
-}
-
-impl From<GrantRow> for Grant {
-    fn from(row: GrantRow) -> Self {
-        Self {
-            grant_id: row.grant_id,
-            api_key_id: row.api_key_id,
-            dataset_id: row.dataset_id,
-            created_at: row.created_at,
-        }
-    }
+    pub grants: Vec<GrantRow>,
 }
 
 /// A removed grant.
@@ -416,7 +388,7 @@ async fn show(
     let grants = read::grants(&state.store.db, &id).await?;
     Ok(Envelope::ok(ApiKeyDetail {
         key: ApiKeyView::new(row, &now_text(&state)),
-        grants: grants.into_iter().map(Grant::from).collect(),
+        grants: grants.into_iter().collect(),
     }))
 }
 
@@ -512,8 +484,8 @@ struct GrantBody {
     params(("id" = String, Path, description = "The key's id.", pattern = "^key_[0-9a-hjkmnp-tv-z]{26}$")),
     request_body = GrantBody,
     responses(
-        (status = 201, description = "The new grant.", body = Grant),
-        (status = 200, description = "The existing grant.", body = Grant),
+        (status = 201, description = "The new grant.", body = GrantRow),
+        (status = 200, description = "The existing grant.", body = GrantRow),
         (status = 404, description = "Unknown key, or a dataset that is not accessible."),
         (status = 409, description = "The key is revoked (invalid_state)."),
         (status = 422, description = "dataset_id is missing."),
@@ -524,7 +496,7 @@ async fn grant(
     Auth(principal): Auth,
     Path(id): Path<String>,
     body: JsonBody,
-) -> Result<Envelope<Grant>, AppError> {
+) -> Result<Envelope<GrantRow>, AppError> {
     principal.require(Scope::KeysWrite)?;
     let body: GrantBody = body.parse()?;
     let dataset_id = body
@@ -558,9 +530,9 @@ async fn grant(
         .find(|g| g.dataset_id.as_str() == dataset_id)
         .ok_or_else(|| AppError::internal("grant missing from read model"))?;
     Ok(if committed.events.is_empty() {
-        Envelope::ok(grant.into())
+        Envelope::ok(grant)
     } else {
-        Envelope::created(grant.into())
+        Envelope::created(grant)
     })
 }
 

@@ -1,11 +1,10 @@
 //! The buyer's view of its metered use (SPEC §3.8).
 
 use aggregates::metering::AccessKind;
-use aggregates::money::{checked_sum, Amount, Total};
-use aggregates::{AccessId, DatasetId, ObjectId, Scope, SearchActivityId};
+use aggregates::money::{checked_sum, Total};
+use aggregates::Scope;
 use axum::extract::State;
 use projections::accesses::{self as read, AccessFilter, AccessRow, Side};
-use projections::rows::JsonText;
 use projections::searches::{SearchActivityRow, SearchFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -53,53 +52,11 @@ pub struct BuyerDashboard {
     pub currency: &'static str,
 }
 
-/// One search request and what it was charged (SPEC §3.8).
-#[derive(Serialize, ToSchema)]
-pub struct SearchActivity {
-    /// The search activity.
-    #[schema(value_type = String)]
-    pub search_activity_id: SearchActivityId,
-    /// The query as searched (trimmed).
-    pub query_text: String,
-    /// The request's datasets, else the distinct datasets of the results (sorted).
-    #[schema(schema_with = dataset_ids)]
-    pub dataset_ids: JsonText<Vec<DatasetId>>,
-    /// How many results it returned.
-    #[schema(minimum = 0)]
-    pub result_count: i64,
-    /// Σ charges of its results.
-    pub charged_amount: Amount,
-    /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: &'static str,
-    /// The key used, null for a session.
-    #[schema(required = true)]
-    pub api_key_id: Option<String>,
-    /// When it happened.
-    #[schema(format = DateTime)]
-    pub occurred_at: String,
-}
-
-impl From<SearchActivityRow> for SearchActivity {
-    fn from(row: SearchActivityRow) -> Self {
-        Self {
-            search_activity_id: row.search_activity_id,
-            query_text: row.query_text,
-            dataset_ids: row.dataset_ids,
-            result_count: row.result_count,
-            charged_amount: Amount::from_micros(row.charged_micros),
-            currency: "USD",
-            api_key_id: row.api_key_id,
-            occurred_at: row.occurred_at,
-        }
-    }
-}
-
 /// A page of search activities.
 #[derive(Serialize, ToSchema)]
 pub struct SearchActivityPage {
     /// The searches, newest first.
-    pub searches: Vec<SearchActivity>,
+    pub searches: Vec<SearchActivityRow>,
     /// All matches.
     #[schema(minimum = 0)]
     pub total: i64,
@@ -108,60 +65,11 @@ pub struct SearchActivityPage {
     pub next_cursor: Option<String>,
 }
 
-fn dataset_ids() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-    openapi::ids("dset")
-}
-
-/// One metered access: a billed search result or download (SPEC §3.8).
-#[derive(Serialize, ToSchema)]
-pub struct Access {
-    /// The access.
-    #[schema(value_type = String)]
-    pub access_id: AccessId,
-    pub kind: AccessKind,
-    /// The dataset.
-    #[schema(value_type = String)]
-    pub dataset_id: DatasetId,
-    /// The object.
-    #[schema(value_type = String)]
-    pub object_id: ObjectId,
-    /// The key used, null for a session.
-    #[schema(required = true)]
-    pub api_key_id: Option<String>,
-    /// The search, null for downloads.
-    #[schema(required = true)]
-    pub search_activity_id: Option<String>,
-    /// The charge.
-    pub charged_amount: Amount,
-    /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: &'static str,
-    /// When it happened.
-    #[schema(format = DateTime)]
-    pub occurred_at: String,
-}
-
-impl From<AccessRow> for Access {
-    fn from(row: AccessRow) -> Self {
-        Self {
-            access_id: row.access_id,
-            kind: row.kind,
-            dataset_id: row.dataset_id,
-            object_id: row.object_id,
-            api_key_id: row.api_key_id,
-            search_activity_id: row.search_activity_id,
-            charged_amount: Amount::from_micros(row.charged_micros),
-            currency: "USD",
-            occurred_at: row.occurred_at,
-        }
-    }
-}
-
 /// A page of accesses.
 #[derive(Serialize, ToSchema)]
 pub struct AccessPage {
     /// The accesses, newest first.
-    pub accesses: Vec<Access>,
+    pub accesses: Vec<AccessRow>,
     /// All matches.
     #[schema(minimum = 0)]
     pub total: i64,
@@ -309,7 +217,7 @@ async fn searches(
     .await?;
     let sort_key =
         |r: &SearchActivityRow| (r.occurred_at.clone(), r.search_activity_id.to_string());
-    let page = keyset.page(rows, sort_key, SearchActivity::from);
+    let page = keyset.page(rows, sort_key, SearchActivityRow::from);
     Ok(Envelope::ok(SearchActivityPage {
         searches: page.items,
         total,
@@ -385,7 +293,7 @@ async fn accesses(
     )
     .await?;
     let sort_key = |r: &AccessRow| (r.occurred_at.clone(), r.access_id.to_string());
-    let page = keyset.page(rows, sort_key, Access::from);
+    let page = keyset.page(rows, sort_key, AccessRow::from);
     Ok(Envelope::ok(AccessPage {
         accesses: page.items,
         total,

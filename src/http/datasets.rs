@@ -33,70 +33,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(catalog))
 }
 
-/// A dataset (SPEC §3.3).
-#[derive(Serialize, ToSchema)]
-#[schema(as = Dataset)]
-pub struct DatasetView {
-    /// The dataset's id.
-    #[schema(value_type = String)]
-    pub dataset_id: DatasetId,
-    /// The owner tenant.
-    #[schema(value_type = String)]
-    pub tenant_id: TenantId,
-    /// 1..=200 characters.
-    pub name: String,
-    /// At most 5000 characters.
-    pub description: String,
-    pub source_modality: SourceModality,
-    pub monetization_mode: MonetizationMode,
-    pub pricing_model: PricingModel,
-    pub visibility: Visibility,
-    pub status: DatasetStatus,
-    /// The price per billable result.
-    pub price_per_result: Price,
-    /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: &'static str,
-    /// Confirmed, not deleted objects.
-    #[schema(minimum = 0)]
-    pub object_count: i64,
-    /// Approved objects.
-    #[schema(minimum = 0)]
-    pub active_object_count: i64,
-    /// Total size of the objects in `object_count`.
-    #[schema(minimum = 0)]
-    pub storage_bytes: i64,
-    /// When it was created.
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    /// When it last changed.
-    #[schema(format = DateTime)]
-    pub updated_at: String,
-}
-
-impl From<DatasetRow> for DatasetView {
-    fn from(row: DatasetRow) -> Self {
-        Self {
-            dataset_id: row.dataset_id,
-            tenant_id: row.tenant_id,
-            name: row.name,
-            description: row.description,
-            source_modality: row.source_modality,
-            monetization_mode: row.monetization_mode,
-            pricing_model: row.pricing_model,
-            visibility: row.visibility,
-            status: row.status,
-            price_per_result: row.price,
-            currency: "USD",
-            object_count: row.object_count,
-            active_object_count: row.active_object_count,
-            storage_bytes: row.storage_bytes,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        }
-    }
-}
-
 /// A dataset in the catalog (SPEC §3.10): the dataset without its counters of staged and
 /// rejected objects, with its tenant's name and whether the caller may use it.
 #[derive(Serialize, ToSchema)]
@@ -161,33 +97,6 @@ impl From<CatalogRow> for CatalogDataset {
             accessible,
             created_at: dataset.created_at,
             updated_at: dataset.updated_at,
-        }
-    }
-}
-
-/// An entitlement of a tenant to a restricted dataset (SPEC §3.11).
-#[derive(Serialize, ToSchema)]
-pub struct Entitlement {
-    /// The dataset.
-    #[schema(value_type = String)]
-    pub dataset_id: DatasetId,
-    /// The entitled tenant.
-    #[schema(value_type = String)]
-    pub tenant_id: TenantId,
-    /// The entitled tenant's name.
-    pub tenant_name: String,
-    /// When it was granted.
-    #[schema(format = DateTime)]
-    pub created_at: String,
-}
-
-impl From<EntitlementRow> for Entitlement {
-    fn from(row: EntitlementRow) -> Self {
-        Self {
-            dataset_id: row.dataset_id,
-            tenant_id: row.tenant_id,
-            tenant_name: row.tenant_name,
-            created_at: row.created_at,
         }
     }
 }
@@ -409,7 +318,7 @@ fn parse_body(body: DatasetChanges, creating: bool) -> Result<DatasetPatch, AppE
     security(("session" = []), ("api_key" = [])),
     request_body = NewDataset,
     responses(
-        (status = 201, description = "The new dataset, counters at 0.", body = DatasetView),
+        (status = 201, description = "The new dataset, counters at 0.", body = DatasetRow),
         (status = 422, description = "A field is missing or invalid."),
     )
 )]
@@ -417,7 +326,7 @@ async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
     body: JsonBody,
-) -> Result<Envelope<DatasetView>, AppError> {
+) -> Result<Envelope<DatasetRow>, AppError> {
     principal.require(Scope::DatasetsWrite)?;
     let parsed = parse_body(body.parse::<NewDataset>()?.into(), true)?;
     let monetization_mode = parsed.monetization_mode.unwrap_or(MonetizationMode::Open);
@@ -441,9 +350,7 @@ async fn create(
     state
         .run::<Dataset>(&id, DatasetCommand::Create { profile, status }, &principal)
         .await?;
-    Ok(Envelope::created(
-        written_dataset(&state, &id).await?.into(),
-    ))
+    Ok(Envelope::created(written_dataset(&state, &id).await?))
 }
 
 #[utoipa::path(
@@ -454,7 +361,7 @@ async fn create(
     security(("session" = []), ("api_key" = [])),
     params(ListQuery, PageQuery),
     responses(
-        (status = 200, description = "A page of datasets, newest first.", body = Page<DatasetView>),
+        (status = 200, description = "A page of datasets, newest first.", body = Page<DatasetRow>),
         (status = 400, description = "The cursor is invalid (invalid_cursor)."),
         (status = 422, description = "status or limit is invalid."),
     )
@@ -463,7 +370,7 @@ async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<ListQuery>,
-) -> Result<Envelope<Page<DatasetView>>, AppError> {
+) -> Result<Envelope<Page<DatasetRow>>, AppError> {
     principal.require(Scope::DatasetsRead)?;
     let status = filter("status", query.status, LIST_STATUSES)?;
     let scope = format!("datasets?status={}", status.unwrap_or(""));
@@ -479,7 +386,7 @@ async fn list(
     Ok(Envelope::ok(keyset.page(
         rows,
         newest_first,
-        DatasetView::from,
+        DatasetRow::from,
     )))
 }
 
@@ -496,7 +403,7 @@ fn newest_first(row: &DatasetRow) -> (String, String) {
     security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
-        (status = 200, description = "The dataset.", body = DatasetView),
+        (status = 200, description = "The dataset.", body = DatasetRow),
         (status = 404, description = "Foreign, unknown or deleted."),
     )
 )]
@@ -504,11 +411,9 @@ async fn show(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Envelope<DatasetView>, AppError> {
+) -> Result<Envelope<DatasetRow>, AppError> {
     principal.require(Scope::DatasetsRead)?;
-    Ok(Envelope::ok(
-        own_dataset(&state, &principal, &id).await?.into(),
-    ))
+    Ok(Envelope::ok(own_dataset(&state, &principal, &id).await?))
 }
 
 #[utoipa::path(
@@ -520,7 +425,7 @@ async fn show(
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
     request_body = DatasetChanges,
     responses(
-        (status = 200, description = "The dataset.", body = DatasetView),
+        (status = 200, description = "The dataset.", body = DatasetRow),
         (status = 404, description = "Foreign, unknown or deleted."),
         (status = 409, description = "The dataset is suspended or pending_deletion (invalid_state)."),
         (status = 422, description = "A field is invalid."),
@@ -531,14 +436,14 @@ async fn update(
     Auth(principal): Auth,
     Path(id): Path<String>,
     body: JsonBody,
-) -> Result<Envelope<DatasetView>, AppError> {
+) -> Result<Envelope<DatasetRow>, AppError> {
     principal.require(Scope::DatasetsWrite)?;
     let patch = parse_body(body.parse()?, false)?;
     own_dataset(&state, &principal, &id).await?;
     state
         .run::<Dataset>(&id, DatasetCommand::Update(patch), &principal)
         .await?;
-    Ok(Envelope::ok(written_dataset(&state, &id).await?.into()))
+    Ok(Envelope::ok(written_dataset(&state, &id).await?))
 }
 
 #[utoipa::path(
@@ -549,7 +454,7 @@ async fn update(
     security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
-        (status = 200, description = "The dataset, status pending_deletion.", body = DatasetView),
+        (status = 200, description = "The dataset, status pending_deletion.", body = DatasetRow),
         (status = 404, description = "Foreign, unknown or deleted."),
         (status = 409, description = "Already pending_deletion (invalid_state)."),
     )
@@ -558,7 +463,7 @@ async fn remove(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Envelope<DatasetView>, AppError> {
+) -> Result<Envelope<DatasetRow>, AppError> {
     principal.require(Scope::DatasetsWrite)?;
     own_dataset(&state, &principal, &id).await?;
     state
@@ -567,7 +472,7 @@ async fn remove(
     // The cleanup job reads the read model: wake it once the deletion is projected.
     let row = written_dataset(&state, &id).await?;
     state.wake_jobs();
-    Ok(Envelope::ok(row.into()))
+    Ok(Envelope::ok(row))
 }
 
 /// The body of an entitlement grant.
@@ -589,8 +494,8 @@ struct GrantBody {
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
     request_body = GrantBody,
     responses(
-        (status = 201, description = "The new entitlement.", body = Entitlement),
-        (status = 200, description = "The existing entitlement.", body = Entitlement),
+        (status = 201, description = "The new entitlement.", body = EntitlementRow),
+        (status = 200, description = "The existing entitlement.", body = EntitlementRow),
         (status = 404, description = "Unknown dataset or tenant."),
         (status = 409, description = "The dataset is pending_deletion (invalid_state)."),
         (status = 422, description = "tenant_id is missing or the caller's own."),
@@ -601,7 +506,7 @@ async fn grant(
     Auth(principal): Auth,
     Path(id): Path<String>,
     body: JsonBody,
-) -> Result<Envelope<Entitlement>, AppError> {
+) -> Result<Envelope<EntitlementRow>, AppError> {
     principal.require(Scope::DatasetsWrite)?;
     let body: GrantBody = body.parse()?;
     let raw = body
@@ -631,9 +536,9 @@ async fn grant(
         .find(|r| r.tenant_id == tenant)
         .ok_or_else(|| AppError::internal("entitlement missing from read model"))?;
     Ok(if committed.events.is_empty() {
-        Envelope::ok(row.into())
+        Envelope::ok(row)
     } else {
-        Envelope::created(row.into())
+        Envelope::created(row)
     })
 }
 
@@ -645,7 +550,7 @@ async fn grant(
     security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$"), PageQuery),
     responses(
-        (status = 200, description = "A page of entitlements, newest first.", body = Page<Entitlement>),
+        (status = 200, description = "A page of entitlements, newest first.", body = Page<EntitlementRow>),
         (status = 400, description = "The cursor is invalid (invalid_cursor)."),
         (status = 404, description = "Foreign, unknown or deleted dataset."),
         (status = 422, description = "limit is invalid."),
@@ -656,13 +561,17 @@ async fn list_entitlements(
     Auth(principal): Auth,
     Path(id): Path<String>,
     Query(query): Query<PageQuery>,
-) -> Result<Envelope<Page<Entitlement>>, AppError> {
+) -> Result<Envelope<Page<EntitlementRow>>, AppError> {
     principal.require(Scope::DatasetsRead)?;
     own_dataset(&state, &principal, &id).await?;
     let keyset = Keyset::open(&state.key, &query, format!("entitlements?dataset={id}"))?;
     let rows = read::entitlements(&state.store.db, &id, keyset.after(), keyset.fetch()).await?;
     let sort_key = |r: &EntitlementRow| (r.created_at.clone(), r.tenant_id.to_string());
-    Ok(Envelope::ok(keyset.page(rows, sort_key, Entitlement::from)))
+    Ok(Envelope::ok(keyset.page(
+        rows,
+        sort_key,
+        EntitlementRow::from,
+    )))
 }
 
 #[utoipa::path(

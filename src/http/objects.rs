@@ -27,7 +27,7 @@ use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::lookup::{own_dataset, own_object, written_object};
 use crate::http::pagination::{filter, Keyset, Page, PageQuery};
-use crate::http::views::ObjectView;
+
 use crate::openapi;
 use crate::state::AppState;
 
@@ -248,7 +248,7 @@ async fn initiate(
     security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
-        (status = 200, description = "The object, staged (or as it was, if already confirmed).", body = ObjectView),
+        (status = 200, description = "The object, staged (or as it was, if already confirmed).", body = ObjectRow),
         (status = 404, description = "Foreign or unknown object, or its dataset is deleted."),
         (status = 409, description = "cancelled or deleted, dataset pending_deletion (invalid_state), \
             or no bytes yet (upload_incomplete)."),
@@ -260,13 +260,13 @@ async fn confirm(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Envelope<ObjectView>, AppError> {
+) -> Result<Envelope<ObjectRow>, AppError> {
     principal.require(Scope::ObjectsWrite)?;
     let (object, dataset) = own_object(&state, &principal, &id).await?;
     match object.status {
         ObjectStatus::PendingUpload => {}
         ObjectStatus::Staged | ObjectStatus::Approved | ObjectStatus::Rejected => {
-            return Ok(Envelope::ok(object.into()))
+            return Ok(Envelope::ok(object))
         }
         other => return Err(AppError::InvalidState(other.to_string())),
     }
@@ -322,7 +322,7 @@ async fn confirm(
     if let Err(error) = state.blobs.delete_upload(&id).await {
         tracing::warn!(%error, object_id = %id, "could not remove a confirmed upload; the collector will");
     }
-    Ok(Envelope::ok(written_object(&state, &id).await?.into()))
+    Ok(Envelope::ok(written_object(&state, &id).await?))
 }
 
 #[utoipa::path(
@@ -333,7 +333,7 @@ async fn confirm(
     security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
-        (status = 200, description = "The object, cancelled.", body = ObjectView),
+        (status = 200, description = "The object, cancelled.", body = ObjectRow),
         (status = 404, description = "Foreign or unknown object."),
         (status = 409, description = "Not pending_upload (invalid_state)."),
     )
@@ -342,14 +342,14 @@ async fn cancel(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Envelope<ObjectView>, AppError> {
+) -> Result<Envelope<ObjectRow>, AppError> {
     principal.require(Scope::ObjectsWrite)?;
     own_object(&state, &principal, &id).await?;
     state
         .run::<Object>(&id, ObjectCommand::CancelUpload, &principal)
         .await?;
     state.blobs.delete(&id).await?;
-    Ok(Envelope::ok(written_object(&state, &id).await?.into()))
+    Ok(Envelope::ok(written_object(&state, &id).await?))
 }
 
 #[utoipa::path(
@@ -360,7 +360,7 @@ async fn cancel(
     security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
-        (status = 200, description = "The object, deleted.", body = ObjectView),
+        (status = 200, description = "The object, deleted.", body = ObjectRow),
         (status = 404, description = "Foreign or unknown object."),
         (status = 409, description = "Already cancelled or deleted (invalid_state)."),
     )
@@ -369,14 +369,14 @@ async fn remove(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Envelope<ObjectView>, AppError> {
+) -> Result<Envelope<ObjectRow>, AppError> {
     principal.require(Scope::ObjectsWrite)?;
     own_object(&state, &principal, &id).await?;
     state
         .run::<Object>(&id, ObjectCommand::Delete, &principal)
         .await?;
     state.blobs.delete(&id).await?;
-    Ok(Envelope::ok(written_object(&state, &id).await?.into()))
+    Ok(Envelope::ok(written_object(&state, &id).await?))
 }
 
 #[utoipa::path(
@@ -387,7 +387,7 @@ async fn remove(
     security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
-        (status = 200, description = "The object.", body = ObjectView),
+        (status = 200, description = "The object.", body = ObjectRow),
         (status = 404, description = "Foreign or unknown object, or its dataset is deleted."),
     )
 )]
@@ -395,11 +395,9 @@ async fn show(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
-) -> Result<Envelope<ObjectView>, AppError> {
+) -> Result<Envelope<ObjectRow>, AppError> {
     principal.require(Scope::DatasetsRead)?;
-    Ok(Envelope::ok(
-        own_object(&state, &principal, &id).await?.0.into(),
-    ))
+    Ok(Envelope::ok(own_object(&state, &principal, &id).await?.0))
 }
 
 #[utoipa::path(
@@ -410,7 +408,7 @@ async fn show(
     security(("session" = []), ("api_key" = [])),
     params(("dataset_id" = String, Path, description = "The dataset's id."), ListQuery, PageQuery),
     responses(
-        (status = 200, description = "A page of objects, newest first.", body = Page<ObjectView>),
+        (status = 200, description = "A page of objects, newest first.", body = Page<ObjectRow>),
         (status = 400, description = "The cursor is invalid (invalid_cursor)."),
         (status = 404, description = "The dataset is foreign, unknown or deleted."),
         (status = 422, description = "status or limit is invalid."),
@@ -421,7 +419,7 @@ async fn list(
     Auth(principal): Auth,
     Path(dataset_id): Path<String>,
     Query(query): Query<ListQuery>,
-) -> Result<Envelope<Page<ObjectView>>, AppError> {
+) -> Result<Envelope<Page<ObjectRow>>, AppError> {
     principal.require(Scope::DatasetsRead)?;
     let status = filter("status", query.status, ObjectStatus::EXPECTED)?;
     own_dataset(&state, &principal, &dataset_id).await?;
@@ -439,7 +437,7 @@ async fn list(
     )
     .await?;
     let sort_key = |r: &ObjectRow| (r.created_at.clone(), r.object_id.to_string());
-    Ok(Envelope::ok(keyset.page(rows, sort_key, ObjectView::from)))
+    Ok(Envelope::ok(keyset.page(rows, sort_key, ObjectRow::from)))
 }
 
 /// The query of a download.

@@ -134,6 +134,7 @@ async fn a_dataset_fed_its_events_has_the_row_they_describe() {
         visibility: Visibility::Restricted,
         status: DatasetStatus::Paused,
         price: Price::from_micros(50_000),
+        currency: aggregates::money::Usd,
         object_count: 1,
         active_object_count: 1,
         storage_bytes: 1000,
