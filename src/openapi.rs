@@ -4,7 +4,8 @@
 //! (request bodies, parameters, success bodies and the errors particular to the endpoint) and hands
 //! them to the router with the routes themselves. [`document`] takes what the router collected and
 //! applies, in one place, what the SPEC says once for every endpoint: the success envelope (§1.2),
-//! the implicit error responses and the error envelope (§1.12), the credentials (§2.1),
+//! the implicit error responses and the error envelope (§1.12), the credentials (§2.1: both,
+//! unless an operation names one or is public with `security(())`),
 //! `Idempotency-Key` (§1.9), the response headers, and the id patterns of §1.4. The schema helpers
 //! at the end say what the derives cannot (closed sets, amounts, trimmed text).
 
@@ -531,6 +532,18 @@ fn add_links(doc: &mut Value) {
 }
 
 fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
+    // Most operations take either credential (SPEC §2.1), so an operation that names none takes
+    // both; a public one says `security(())`.
+    match operation.get("security") {
+        None => operation["security"] = json!([{ "session": [] }, { "api_key": [] }]),
+        Some(security) if *security == json!([{}]) => {
+            operation
+                .as_object_mut()
+                .expect("an operation is an object")
+                .remove("security");
+        }
+        Some(_) => {}
+    }
     let v1 = path.starts_with("/v1/");
     let enveloped = v1 || path == "/health";
     let authenticated = operation["security"]

@@ -84,7 +84,7 @@ async fn insert(
     Ok(())
 }
 
-/// One metered access, a billed search result or download, as buyers see it (SPEC §3.8).
+/// One metered access: a billed search result or download (SPEC §3.8).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
 #[schema(as = Access)]
 pub struct AccessRow {

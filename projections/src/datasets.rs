@@ -16,7 +16,8 @@ use utoipa::ToSchema;
 use crate::rows::{keyset_start, Flag};
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
-/// A row of the `datasets` read model, answered as it is: a dataset (SPEC §3.3).
+// A row of the `datasets` read model, answered as it is.
+/// A dataset (SPEC §3.3).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
 #[schema(as = Dataset)]
 pub struct DatasetRow {
@@ -185,7 +186,7 @@ pub async fn is_entitled(db: &Db, dataset_id: &str, tenant_id: &str) -> Result<b
     Ok(found.is_some())
 }
 
-/// An entitlement of a tenant to a restricted dataset, with the tenant's name (SPEC §3.11).
+/// An entitlement of a tenant to a restricted dataset (SPEC §3.11).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
 #[schema(as = Entitlement)]
 pub struct EntitlementRow {

@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 use crate::rows::{keyset_start, JsonText};
 use crate::{Db, Projection, ProjectionError, Reads, StoredEvent};
 
-/// A row of the `objects` read model, answered as it is: an object (SPEC §3.4).
+// A row of the `objects` read model, answered as it is.
+/// An object (SPEC §3.4).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
 #[schema(as = Object)]
 pub struct ObjectRow {

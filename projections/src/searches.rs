@@ -88,7 +88,7 @@ impl Projection for SearchesProjection {
     }
 }
 
-/// One search request and what it was charged, as buyers see it (SPEC §3.8).
+/// One search request and what it was charged (SPEC §3.8).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, ToSchema)]
 #[schema(as = SearchActivity)]
 pub struct SearchActivityRow {

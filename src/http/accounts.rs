@@ -198,7 +198,7 @@ fn limit_auth_route(state: &AppState, client: SocketAddr) -> Result<(), AppError
 #[utoipa::path(
     post,
     path = "/auth/signup",
-    tag = "auth",
+    security(()),
     summary = "Creates a tenant, its owner and a session (SPEC §3.1).",
     request_body = SignupBody,
     responses(
@@ -250,7 +250,7 @@ fn login_email(raw: &str) -> Result<String, EmailError> {
 #[utoipa::path(
     post,
     path = "/auth/login",
-    tag = "auth",
+    security(()),
     summary = "Opens a session (SPEC §3.1).",
     request_body = LoginBody,
     responses(
@@ -293,7 +293,6 @@ async fn login(
 #[utoipa::path(
     post,
     path = "/auth/logout",
-    tag = "auth",
     summary = "Ends the calling session (session only).",
     security(("session" = [])),
     responses(
@@ -317,7 +316,6 @@ async fn logout(
     path = "/me",
     tag = "users",
     summary = "The caller: user or API key, tenant, roles and scopes (no scope needed).",
-    security(("session" = []), ("api_key" = [])),
     responses((status = 200, description = "The caller.", body = Me))
 )]
 async fn me(

@@ -175,7 +175,6 @@ struct QueueQuery {
 #[utoipa::path(
     get,
     path = "/admin/review/queue",
-    tag = "admin",
     summary = "Staged objects awaiting review, oldest first (platform-admin session).",
     security(("session" = [])),
     params(QueueQuery, PageQuery),
@@ -249,7 +248,6 @@ async fn find(
 #[utoipa::path(
     get,
     path = "/admin/review/objects/{tenant_id}/{object_id}",
-    tag = "admin",
     summary = "An object with its review state and history (platform-admin session).",
     security(("session" = [])),
     params(ReviewPath),
@@ -304,7 +302,6 @@ struct ApproveBody {
 #[utoipa::path(
     post,
     path = "/admin/review/objects/{tenant_id}/{object_id}/approve",
-    tag = "admin",
     summary = "Approves a staged object (platform-admin session).",
     security(("session" = [])),
     params(ReviewPath),
@@ -356,7 +353,6 @@ fn reason_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 #[utoipa::path(
     post,
     path = "/admin/review/objects/{tenant_id}/{object_id}/reject",
-    tag = "admin",
     summary = "Rejects a staged object (platform-admin session).",
     security(("session" = [])),
     params(ReviewPath),
@@ -399,7 +395,6 @@ async fn reject(
 #[utoipa::path(
     get,
     path = "/admin/review/objects/{tenant_id}/{object_id}/preview",
-    tag = "admin",
     summary = "A signed preview URL of the bytes (platform-admin session).",
     security(("session" = [])),
     params(ReviewPath),

@@ -195,9 +195,7 @@ fn spend_limit_input() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 #[utoipa::path(
     post,
     path = "/api-keys",
-    tag = "api-keys",
     summary = "Creates an API key; its secret is shown only here (keys:write).",
-    security(("session" = []), ("api_key" = [])),
     request_body = CreateBody,
     responses(
         (status = 201, description = "The key and its secret.", body = NewApiKey),
@@ -340,9 +338,7 @@ async fn create(
 #[utoipa::path(
     get,
     path = "/api-keys",
-    tag = "api-keys",
     summary = "The tenant's keys, newest first (keys:write or usage:read).",
-    security(("session" = []), ("api_key" = [])),
     params(PageQuery),
     responses(
         (status = 200, description = "A page of keys, newest first, revoked ones included.", body = Page<ApiKeyView>),
@@ -369,9 +365,7 @@ async fn list(
 #[utoipa::path(
     get,
     path = "/api-keys/{id}",
-    tag = "api-keys",
     summary = "One of the tenant's keys with its grants (keys:write or usage:read).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The key's id.", pattern = "^key_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 200, description = "The key.", body = ApiKeyDetail),
@@ -395,9 +389,7 @@ async fn show(
 #[utoipa::path(
     delete,
     path = "/api-keys/{id}",
-    tag = "api-keys",
     summary = "Revokes a key; again is a no-op (keys:write).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The key's id.", pattern = "^key_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 200, description = "The key, revoked.", body = ApiKeyView),
@@ -478,9 +470,7 @@ struct GrantBody {
 #[utoipa::path(
     post,
     path = "/api-keys/{id}/grants",
-    tag = "api-keys",
     summary = "Grants a dataset to a key (keys:write).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The key's id.", pattern = "^key_[0-9a-hjkmnp-tv-z]{26}$")),
     request_body = GrantBody,
     responses(
@@ -539,9 +529,7 @@ async fn grant(
 #[utoipa::path(
     delete,
     path = "/api-keys/{id}/grants/{grant_id}",
-    tag = "api-keys",
     summary = "Removes a grant (keys:write).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The key's id.", pattern = "^key_[0-9a-hjkmnp-tv-z]{26}$"), ("grant_id" = String, Path, description = "The grant.")),
     responses(
         (status = 200, description = "Removed.", body = GrantDeleted),

@@ -1,7 +1,7 @@
 //! The buyer's view of its metered use (SPEC §3.8).
 
 use aggregates::metering::AccessKind;
-use aggregates::money::{checked_sum, Total};
+use aggregates::money::{checked_sum, Total, Usd};
 use aggregates::Scope;
 use axum::extract::State;
 use projections::accesses::{self as read, AccessFilter, AccessRow, Side};
@@ -48,8 +48,7 @@ pub struct BuyerDashboard {
     /// Σ charges over the trailing 30 × 24 h.
     pub spend_last_30_days: Total,
     /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: &'static str,
+    pub currency: Usd,
 }
 
 /// A page of search activities.
@@ -84,8 +83,7 @@ pub struct Spend {
     /// Σ charges in the window.
     pub total_amount: Total,
     /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: &'static str,
+    pub currency: Usd,
     /// The resolved start (inclusive).
     #[schema(format = DateTime)]
     pub from: String,
@@ -126,9 +124,7 @@ fn access_kind() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 #[utoipa::path(
     get,
     path = "/buyer/dashboard",
-    tag = "buyer",
     summary = "Counts and spend of the tenant as a buyer (usage:read).",
-    security(("session" = []), ("api_key" = [])),
     responses((status = 200, description = "The figures.", body = BuyerDashboard))
 )]
 async fn dashboard(
@@ -153,7 +149,7 @@ async fn dashboard(
         access_count: accesses,
         total_spend: Total::from_micros(total),
         spend_last_30_days: Total::from_micros(recent),
-        currency: "USD",
+        currency: Usd,
     }))
 }
 
@@ -177,9 +173,7 @@ struct SearchActivityQuery {
 #[utoipa::path(
     get,
     path = "/agent/activity/searches",
-    tag = "buyer",
     summary = "The tenant's search activities, newest first (usage:read).",
-    security(("session" = []), ("api_key" = [])),
     params(SearchActivityQuery, PageQuery),
     responses(
         (status = 200, description = "A page of search activities.", body = SearchActivityPage),
@@ -250,9 +244,7 @@ struct AccessQuery {
 #[utoipa::path(
     get,
     path = "/agent/activity/accesses",
-    tag = "buyer",
     summary = "The tenant's metered accesses as a buyer, newest first (usage:read).",
-    security(("session" = []), ("api_key" = [])),
     params(AccessQuery, PageQuery),
     responses(
         (status = 200, description = "A page of accesses.", body = AccessPage),
@@ -304,9 +296,7 @@ async fn accesses(
 #[utoipa::path(
     get,
     path = "/agent/spend",
-    tag = "buyer",
     summary = "The tenant's spend by day and by dataset over a window (billing:read).",
-    security(("session" = []), ("api_key" = [])),
     params(WindowQuery),
     responses(
         (status = 200, description = "The spend.", body = Spend),
@@ -354,7 +344,7 @@ async fn spend(
         .collect();
     Ok(Envelope::ok(Spend {
         total_amount: Total::from_micros(total),
-        currency: "USD",
+        currency: Usd,
         from: from_text,
         to: to_text,
         by_day,

@@ -4,6 +4,7 @@ use aggregates::dataset::{
     DatasetCommand, DatasetName, DatasetPatch, DatasetProfile, DatasetStatus, Description,
     MonetizationMode, PricingModel, SourceModality, Visibility,
 };
+use aggregates::money::Usd;
 use aggregates::{Dataset, DatasetId, Price, Scope, TenantId};
 use axum::extract::State;
 use projections::datasets::{self as read, CatalogRow, DatasetRow, EntitlementRow};
@@ -57,8 +58,7 @@ pub struct CatalogDataset {
     /// The price per billable result.
     pub price_per_result: Price,
     /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: &'static str,
+    pub currency: Usd,
     /// Approved objects.
     #[schema(minimum = 0)]
     pub active_object_count: i64,
@@ -92,7 +92,7 @@ impl From<CatalogRow> for CatalogDataset {
             pricing_model: dataset.pricing_model,
             visibility: dataset.visibility,
             price_per_result: dataset.price,
-            currency: "USD",
+            currency: Usd,
             active_object_count: dataset.active_object_count,
             accessible,
             created_at: dataset.created_at,
@@ -313,9 +313,7 @@ fn parse_body(body: DatasetChanges, creating: bool) -> Result<DatasetPatch, AppE
 #[utoipa::path(
     post,
     path = "/datasets",
-    tag = "datasets",
     summary = "Creates a dataset (datasets:write).",
-    security(("session" = []), ("api_key" = [])),
     request_body = NewDataset,
     responses(
         (status = 201, description = "The new dataset, counters at 0.", body = DatasetRow),
@@ -356,9 +354,7 @@ async fn create(
 #[utoipa::path(
     get,
     path = "/datasets",
-    tag = "datasets",
     summary = "The caller's tenant's datasets, newest first (datasets:read).",
-    security(("session" = []), ("api_key" = [])),
     params(ListQuery, PageQuery),
     responses(
         (status = 200, description = "A page of datasets, newest first.", body = Page<DatasetRow>),
@@ -398,9 +394,7 @@ fn newest_first(row: &DatasetRow) -> (String, String) {
 #[utoipa::path(
     get,
     path = "/datasets/{id}",
-    tag = "datasets",
     summary = "One of the caller's datasets (datasets:read).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 200, description = "The dataset.", body = DatasetRow),
@@ -419,9 +413,7 @@ async fn show(
 #[utoipa::path(
     patch,
     path = "/datasets/{id}",
-    tag = "datasets",
     summary = "Changes any subset of a dataset's fields; {} changes nothing (datasets:write).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
     request_body = DatasetChanges,
     responses(
@@ -449,9 +441,7 @@ async fn update(
 #[utoipa::path(
     delete,
     path = "/datasets/{id}",
-    tag = "datasets",
     summary = "Starts a dataset's deletion; cleanup runs in the background (datasets:write).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 200, description = "The dataset, status pending_deletion.", body = DatasetRow),
@@ -490,7 +480,6 @@ struct GrantBody {
     path = "/datasets/{id}/entitlements",
     tag = "entitlements",
     summary = "Entitles a tenant to a restricted dataset (datasets:write).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$")),
     request_body = GrantBody,
     responses(
@@ -547,7 +536,6 @@ async fn grant(
     path = "/datasets/{id}/entitlements",
     tag = "entitlements",
     summary = "A dataset's entitlements, newest first (datasets:read).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$"), PageQuery),
     responses(
         (status = 200, description = "A page of entitlements, newest first.", body = Page<EntitlementRow>),
@@ -579,7 +567,6 @@ async fn list_entitlements(
     path = "/datasets/{id}/entitlements/{tenant_id}",
     tag = "entitlements",
     summary = "Ends a tenant's entitlement (datasets:write).",
-    security(("session" = []), ("api_key" = [])),
     params(
         ("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$"),
         ("tenant_id" = String, Path, description = "The entitled tenant."),
@@ -628,7 +615,6 @@ struct CatalogQuery {
     path = "/catalog/datasets",
     tag = "catalog",
     summary = "Active listed and restricted datasets of all tenants, newest first (datasets:read).",
-    security(("session" = []), ("api_key" = [])),
     params(CatalogQuery, PageQuery),
     responses(
         (status = 200, description = "A page of the catalog, newest first.", body = Page<CatalogDataset>),

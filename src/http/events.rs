@@ -95,7 +95,6 @@ impl TryFrom<EventsQuery> for EventsRequest {
 #[utoipa::path(
     get,
     path = "/admin/events",
-    tag = "admin",
     summary = "The event log in audit order, after a position (platform-admin session).",
     security(("session" = [])),
     params(EventsQuery),

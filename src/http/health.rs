@@ -112,7 +112,7 @@ impl From<&crate::search::indexer::PdfFailures> for PdfExtractionHealth {
 #[utoipa::path(
     get,
     path = "/health",
-    tag = "health",
+    security(()),
     summary = "The store and each projection's position, lag and state (SPEC §3.9).",
     responses(
         (status = 200, description = "The service answers.", body = Health),
@@ -188,7 +188,7 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
 #[utoipa::path(
     get,
     path = "/metrics",
-    tag = "health",
+    security(()),
     summary = "Prometheus metrics (SPEC §3.15).",
     responses(
         (status = 200, description = "Prometheus text exposition.",

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use aggregates::money::{Amount, MICROS};
+use aggregates::money::{Amount, Usd, MICROS};
 use aggregates::Price;
 use serde::Deserialize;
 use serde_json::Value;
@@ -134,8 +134,7 @@ pub struct Metering {
     #[schema(schema_with = openapi::amount)]
     pub charged_amount: Value,
     /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: String,
+    pub currency: Usd,
     /// The search activity recorded for the request.
     pub search_activity_id: String,
     /// The mode that ran: `lexical`, `dense` or `hybrid`.
@@ -147,7 +146,7 @@ impl Metering {
     pub(crate) fn of(metered: Metered, mode: Mode) -> Self {
         Self {
             charged_amount: aggregates::money::json_number(metered.record.charged_micros()),
-            currency: "USD".to_owned(),
+            currency: Usd,
             search_activity_id: metered.activity_id,
             retrieval_mode_used: mode.as_str().to_owned(),
         }

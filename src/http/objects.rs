@@ -5,7 +5,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use aggregates::metering::{download_price_micros, Charge, Download, DownloadCommand};
-use aggregates::money::{Amount, MAX_CHARGE_MICROS};
+use aggregates::money::{Amount, Usd, MAX_CHARGE_MICROS};
 use aggregates::object::{
     owner_download, ContentType, Filename, ObjectCommand, ObjectDescriptor, ObjectError,
     ObjectMetadata, ObjectStatus, Sha256Hex,
@@ -82,8 +82,7 @@ pub struct DownloadTicket {
     /// `P × 10` for another tenant's object, 0 for one's own.
     pub charged_amount: Amount,
     /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: &'static str,
+    pub currency: Usd,
     /// The metered access, null for one's own object.
     #[schema(required = true)]
     pub access_id: Option<String>,
@@ -150,9 +149,7 @@ fn object_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 #[utoipa::path(
     post,
     path = "/datasets/{dataset_id}/objects/upload",
-    tag = "objects",
     summary = "Starts an upload: a pending_upload object and a signed URL (objects:write).",
-    security(("session" = []), ("api_key" = [])),
     params(("dataset_id" = String, Path, description = "The dataset's id.")),
     request_body = InitiateBody,
     responses(
@@ -243,9 +240,7 @@ async fn initiate(
 #[utoipa::path(
     post,
     path = "/objects/{id}/confirm",
-    tag = "objects",
     summary = "Verifies the uploaded bytes and stages the object for review (objects:write).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 200, description = "The object, staged (or as it was, if already confirmed).", body = ObjectRow),
@@ -328,9 +323,7 @@ async fn confirm(
 #[utoipa::path(
     delete,
     path = "/objects/{id}/upload",
-    tag = "objects",
     summary = "Cancels a pending upload (objects:write).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 200, description = "The object, cancelled.", body = ObjectRow),
@@ -355,9 +348,7 @@ async fn cancel(
 #[utoipa::path(
     delete,
     path = "/objects/{id}",
-    tag = "objects",
     summary = "Deletes an object and its bytes (objects:write).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 200, description = "The object, deleted.", body = ObjectRow),
@@ -382,9 +373,7 @@ async fn remove(
 #[utoipa::path(
     get,
     path = "/objects/{id}",
-    tag = "objects",
     summary = "One of the caller's objects, in any status (datasets:read).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 200, description = "The object.", body = ObjectRow),
@@ -403,9 +392,7 @@ async fn show(
 #[utoipa::path(
     get,
     path = "/datasets/{dataset_id}/objects",
-    tag = "objects",
     summary = "A dataset's objects, newest first (datasets:read, own dataset).",
-    security(("session" = []), ("api_key" = [])),
     params(("dataset_id" = String, Path, description = "The dataset's id."), ListQuery, PageQuery),
     responses(
         (status = 200, description = "A page of objects, newest first.", body = Page<ObjectRow>),
@@ -457,9 +444,7 @@ fn max_charge() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 #[utoipa::path(
     get,
     path = "/objects/{id}/download",
-    tag = "objects",
     summary = "A signed download URL; another tenant's object is charged P × 10 (datasets:read).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The object's id.", pattern = "^obj_[0-9a-hjkmnp-tv-z]{26}$"), DownloadQuery),
     responses(
         (status = 200, description = "Where to download.", body = DownloadTicket),
@@ -557,7 +542,7 @@ async fn download(
         content_type: object.content_type,
         size_bytes: object.size_bytes,
         charged_amount: Amount::from_micros(charged_micros),
-        currency: "USD",
+        currency: Usd,
         access_id,
     }))
 }

@@ -1,6 +1,6 @@
 //! Payout statements: the provider's list, the admins' list and mark-paid (SPEC §3.7, §3.13).
 
-use aggregates::money::Total;
+use aggregates::money::{Total, Usd};
 use aggregates::payout::{PayoutCommand, PayoutError, PayoutStatement, StatementStatus};
 use aggregates::Scope;
 use axum::extract::State;
@@ -46,8 +46,7 @@ pub struct StatementView {
     /// Gross − fee.
     pub net_amount: Total,
     /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: &'static str,
+    pub currency: Usd,
     pub status: StatementStatus,
     /// Number of charges.
     #[schema(minimum = 0)]
@@ -69,7 +68,7 @@ impl StatementView {
             gross_amount: Total::from_micros(row.earnings.gross),
             platform_fee: Total::from_micros(row.earnings.fee),
             net_amount: Total::from_micros(row.earnings.net),
-            currency: "USD",
+            currency: Usd,
             line_count: row.line_count,
             paid_at: row.paid_at,
         }
@@ -103,7 +102,6 @@ fn now(state: &AppState) -> String {
     path = "/provider/payouts",
     tag = "provider",
     summary = "The tenant's payout statements, newest period first (billing:read).",
-    security(("session" = []), ("api_key" = [])),
     params(PageQuery),
     responses(
         (status = 200, description = "A page of statements, newest period first.", body = Page<StatementView>),
@@ -142,7 +140,6 @@ struct AdminQuery {
 #[utoipa::path(
     get,
     path = "/admin/payouts",
-    tag = "admin",
     summary = "Payout statements of all tenants, newest period first (platform-admin session).",
     security(("session" = [])),
     params(AdminQuery, PageQuery),
@@ -186,7 +183,6 @@ async fn admin_list(
 #[utoipa::path(
     post,
     path = "/admin/payouts/{statement_id}/mark-paid",
-    tag = "admin",
     summary = "Marks a pending statement paid (platform-admin session).",
     security(("session" = [])),
     params(("statement_id" = String, Path, description = "The statement.")),

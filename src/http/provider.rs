@@ -1,6 +1,6 @@
 //! The provider's view (SPEC §3.7): figures over the caller's own datasets.
 
-use aggregates::money::Total;
+use aggregates::money::{Total, Usd};
 use aggregates::payout::Earnings;
 use aggregates::{DatasetId, Scope};
 use axum::extract::State;
@@ -50,16 +50,13 @@ pub struct ProviderDashboard {
     /// Gross charges over the trailing 30 × 24 h.
     pub revenue_last_30_days: Total,
     /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: &'static str,
+    pub currency: Usd,
 }
 
 #[utoipa::path(
     get,
     path = "/provider/dashboard",
-    tag = "provider",
     summary = "Counts and revenue over the tenant's own datasets (usage:read).",
-    security(("session" = []), ("api_key" = [])),
     responses((status = 200, description = "The figures.", body = ProviderDashboard))
 )]
 async fn dashboard(
@@ -82,7 +79,7 @@ async fn dashboard(
         objects_rejected: counts.objects_rejected,
         total_revenue: Total::from_micros(total),
         revenue_last_30_days: Total::from_micros(recent),
-        currency: "USD",
+        currency: Usd,
     }))
 }
 
@@ -120,8 +117,7 @@ pub struct DatasetAnalytics {
     /// Gross less the platform fee.
     pub provider_earnings: Total,
     /// Always `USD`.
-    #[schema(pattern = "^USD$")]
-    pub currency: &'static str,
+    pub currency: Usd,
     /// The resolved start (inclusive).
     #[schema(format = DateTime)]
     pub from: String,
@@ -164,9 +160,7 @@ pub struct TopQuery {
 #[utoipa::path(
     get,
     path = "/provider/datasets/{id}/analytics",
-    tag = "provider",
     summary = "Use and revenue of one of the tenant's own datasets over a window (usage:read).",
-    security(("session" = []), ("api_key" = [])),
     params(("id" = String, Path, description = "The dataset's id.", pattern = "^dset_[0-9a-hjkmnp-tv-z]{26}$"), WindowQuery),
     responses(
         (status = 200, description = "The figures.", body = DatasetAnalytics),
@@ -225,7 +219,7 @@ async fn analytics(
         unique_buyers: usage.unique_buyers,
         gross_revenue: Total::from_micros(earnings.gross),
         provider_earnings: Total::from_micros(earnings.net),
-        currency: "USD",
+        currency: Usd,
         from: from_text,
         to: to_text,
         daily,

@@ -144,10 +144,8 @@ fn validate(body: RetrieveBody) -> Result<RetrieveRequest, AppError> {
 #[utoipa::path(
     post,
     path = "/retrieve",
-    tag = "search",
     summary = "Retrieves passages of the approved objects of the accessible datasets for a \
         question; each object of another tenant's dataset is charged once (search:query).",
-    security(("session" = []), ("api_key" = [])),
     request_body = RetrieveBody,
     responses(
         (status = 200, description = "The passages, and the charge.", body = Retrieved),

@@ -143,10 +143,8 @@ fn validate(body: SearchBody) -> Result<SearchRequest, AppError> {
 #[utoipa::path(
     post,
     path = "/search",
-    tag = "search",
     summary = "Searches the approved objects of the accessible datasets; results from other \
         tenants' datasets are charged (search:query).",
-    security(("session" = []), ("api_key" = [])),
     request_body = SearchBody,
     responses(
         (status = 200, description = "The results, and the charge.", body = SearchResults),
