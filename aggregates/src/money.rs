@@ -465,6 +465,13 @@ mod tests {
     }
 
     #[test]
+    fn the_currency_is_usd_and_stored_micros_are_amounts() {
+        assert_eq!(serde_json::to_value(Usd).unwrap(), "USD");
+        assert_eq!(Amount::from(1_500_000), Amount::from_micros(1_500_000));
+        assert_eq!(serde_json::to_value(Amount::from(1_500_000)).unwrap(), 1.5);
+    }
+
+    #[test]
     fn totals_serialize_in_plain_notation() {
         assert_eq!(serde_json::to_value(Total::from_micros(0)).unwrap(), 0);
         assert_eq!(
