@@ -1,0 +1,286 @@
+//! The `ipto` client, black-box: the real binary against a server on a random port, with its own
+//! configuration file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipto");
+
+/// A client's home: its configuration file and environment.
+struct Client {
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    /// Whether dropping it removes `dir`.
+    owned: bool,
+}
+
+impl Client {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("ipto-client-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            dir,
+            env: Vec::new(),
+            owned: true,
+        }
+    }
+
+    /// The same home with other environment variables.
+    fn sharing(&self, env: &[(&str, &str)]) -> Self {
+        Self {
+            dir: self.dir.clone(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            owned: false,
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    fn with(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Runs `ipto ARGS` with `stdin` piped in.
+    async fn run_with_input(&self, args: &[&str], stdin: &str) -> Output {
+        let mut command = tokio::process::Command::new(BIN);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &self.dir)
+            .env("IPTO_CONFIG", self.config())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("ipto runs");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        child.wait_with_output().await.unwrap()
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        self.run_with_input(args, "").await
+    }
+
+    /// Runs `ipto ARGS --output json`, which must succeed; its document.
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let output = self.run(&all).await;
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", text(&output.stdout)))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn each_credential_form_logs_in_and_whoami_tells_who() {
+    let app = spawn_app().await;
+    let email = email();
+    let (token, user_id, tenant_id) = app.signup(&email).await;
+    let client = Client::new();
+    let url = app.address.clone();
+    assert!(client
+        .run(&["config", "set", "api_url", &url])
+        .await
+        .status
+        .success());
+
+    // E-mail and password, the password piped on standard input (never an argument).
+    let output = client
+        .run_with_input(&["login", "--email", &email], &format!("{PASSWORD}\n"))
+        .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains(&email));
+    assert_eq!(mode(&client.config()), 0o600);
+    let stored = std::fs::read_to_string(client.config()).unwrap();
+    assert!(stored.contains("session_token") && !stored.contains(PASSWORD));
+
+    let me = client.json(&["whoami"]).await;
+    assert_eq!(me["user_id"], json!(user_id));
+    assert_eq!(me["tenant_id"], json!(tenant_id));
+    assert_eq!(me["principal_type"], "user");
+    let table = text(&client.run(&["whoami"]).await.stdout);
+    for part in [
+        email.as_str(),
+        tenant_id.as_str(),
+        "owner",
+        "datasets:read",
+        "user",
+    ] {
+        assert!(table.contains(part), "whoami shows {part}: {table}");
+    }
+
+    // Logout ends the session on the server, then forgets it.
+    let session = stored
+        .lines()
+        .find_map(|l| l.strip_prefix("session_token = \""))
+        .map(|s| s.trim_end_matches('"').to_owned())
+        .unwrap();
+    assert!(client.run(&["logout"]).await.status.success());
+    app.get("/v1/me", Some(&session)).await.expect(401);
+    let output = client.run(&["whoami"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("not logged in"));
+
+    // A session token, and an API key (into another profile).
+    let login = client.json(&["login", "--token", &token]).await;
+    assert_eq!(login["user_id"], json!(user_id));
+    let key = app
+        .post(
+            "/v1/api-keys",
+            Some(&token),
+            json!({"name": "cli", "scopes": ["datasets:read"]}),
+        )
+        .await
+        .expect(201);
+    let key_id = key.data()["api_key_id"].as_str().unwrap().to_owned();
+    let full = key.data()["key"].as_str().unwrap().to_owned();
+    let output = client
+        .run(&["login", "--profile", "ci", "--api-key", &full])
+        .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let me = client.json(&["whoami", "--profile", "ci"]).await;
+    assert_eq!(me["principal_type"], "api_key");
+    assert_eq!(me["api_key_id"], json!(key_id));
+    assert_eq!(me["scopes"], json!(["datasets:read"]));
+    // Logging out of a key forgets it without revoking it.
+    assert!(client
+        .run(&["logout", "--profile", "ci"])
+        .await
+        .status
+        .success());
+    let revoked = app
+        .get(&format!("/v1/api-keys/{key_id}"), Some(&token))
+        .await
+        .expect(200);
+    assert_eq!(revoked.data()["status"], "active");
+
+    // A credential the server refuses is not kept; the API's code and request id are printed.
+    let output = client.run(&["login", "--api-key", "ipto_not_a_key"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("unauthorized") && stderr.contains("req_"),
+        "{stderr}"
+    );
+    let wrong = client
+        .run_with_input(&["login", "--email", &email], "wrong password\n")
+        .await;
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(text(&wrong.stderr).contains("invalid_credentials"));
+    assert_eq!(client.json(&["whoami"]).await["user_id"], json!(user_id));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_environment_wins_over_the_file_and_the_flag_over_the_environment() {
+    let app = spawn_app().await;
+    let (token, user_id, _) = app.signup(&email()).await;
+    let key = app
+        .post(
+            "/v1/api-keys",
+            Some(&token),
+            json!({"name": "env", "scopes": ["datasets:read"]}),
+        )
+        .await
+        .expect(201);
+    let full = key.data()["key"].as_str().unwrap().to_owned();
+    let client = Client::new();
+    let url = app.address.clone();
+    for (key, value) in [
+        ("profiles.work.api_url", url.as_str()),
+        ("profiles.work.session_token", token.as_str()),
+        ("profiles.dead.api_url", "http://127.0.0.1:9"),
+        ("profiles.dead.api_key", "ipto_unused"),
+        ("default_profile", "work"),
+    ] {
+        let output = client.run(&["config", "set", key, value]).await;
+        assert!(output.status.success(), "{key}: {}", text(&output.stderr));
+        // A secret is never printed back.
+        assert!(!text(&output.stdout).contains(&token));
+    }
+    assert_eq!(client.json(&["whoami"]).await["user_id"], json!(user_id));
+
+    // IPTO_API_KEY wins over the profile's session; IPTO_API_URL over its server.
+    let with_key = client.sharing(&[("IPTO_API_KEY", &full)]);
+    assert_eq!(
+        with_key.json(&["whoami"]).await["principal_type"],
+        "api_key"
+    );
+    let elsewhere = Client::new()
+        .with("IPTO_API_URL", &url)
+        .with("IPTO_API_KEY", &full);
+    assert_eq!(
+        elsewhere.json(&["whoami"]).await["principal_type"],
+        "api_key"
+    );
+
+    // IPTO_PROFILE names the profile, and --profile wins over it.
+    let dead = client.sharing(&[("IPTO_PROFILE", "dead")]);
+    let output = dead.run(&["whoami"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("cannot reach"));
+    assert_eq!(
+        dead.json(&["whoami", "--profile", "work"]).await["user_id"],
+        json!(user_id)
+    );
+
+    let profiles = client.json(&["config", "profiles"]).await;
+    assert_eq!(
+        profiles,
+        json!([{"name": "work", "active": true}, {"name": "dead", "active": false}])
+    );
+    let all = client.json(&["config", "get"]).await;
+    assert_eq!(all["profiles"]["work"]["session_token"], "(set)");
+    assert_eq!(all["profiles"]["work"]["api_url"], json!(url));
+    assert!(!all.to_string().contains(&token));
+    let one = client
+        .json(&["config", "get", "profiles.work.session_token"])
+        .await;
+    assert_eq!(one["profiles.work.session_token"], "(set)");
+
+    // Usage errors exit 2: an unknown key, two credential forms at once.
+    let output = client.run(&["config", "set", "colour", "blue"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("unknown key"));
+    let output = client
+        .run(&["login", "--api-key", "a", "--token", "b"])
+        .await;
+    assert_eq!(output.status.code(), Some(2));
+    app.finish().await;
+}
