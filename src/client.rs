@@ -6,7 +6,9 @@
 //! other failure; 2 a usage error.
 
 pub mod api;
+pub mod datasets;
 pub mod profile;
+pub mod table;
 
 use std::io::IsTerminal;
 
@@ -16,6 +18,56 @@ use serde_json::{json, Value};
 
 use crate::client::api::{Api, ApiError};
 use crate::client::profile::{ConfigFile, Credential, Environment, ProfileError, Resolved};
+
+/// The client commands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Client: check a credential with the server and keep it in the profile.
+    Login(LoginArgs),
+    /// Client: end the profile's session on the server and forget its credential.
+    Logout,
+    /// Client: the user or key, tenant, roles and scopes the profile acts as.
+    Whoami,
+    /// Client: read and change the client's configuration (`~/.ipto/config.toml`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Client: create, list, change and delete datasets.
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCommand),
+}
+
+/// Runs a client command on a runtime of its own (no server logging); the exit code.
+pub fn main(command: ClientCommand, options: ClientOptions) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Usage(format!("cannot start: {e}")))
+        .and_then(|runtime| runtime.block_on(run(command, &options)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            match error {
+                ClientError::Usage(_) | ClientError::Profile(ProfileError::Key(_)) => {
+                    ExitCode::from(2)
+                }
+                _ => ExitCode::from(1),
+            }
+        }
+    }
+}
+
+async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), ClientError> {
+    let mut session = Session::open(options, Environment::current())?;
+    match command {
+        ClientCommand::Login(args) => login(&mut session, args).await,
+        ClientCommand::Logout => logout(&mut session).await,
+        ClientCommand::Whoami => whoami(&session).await,
+        ClientCommand::Config(command) => config(&mut session, command),
+        ClientCommand::Datasets(command) => datasets::run(&session, command).await,
+    }
+}
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -109,7 +161,7 @@ impl Session {
     }
 
     /// Prints `data`: as JSON, or through `table` for people.
-    fn print(&self, data: &Value, table: impl FnOnce(&Value) -> String) {
+    pub fn print(&self, data: &Value, table: impl FnOnce(&Value) -> String) {
         match self.output {
             Output::Json => println!("{data}"),
             Output::Table => print!("{}", table(data)),

@@ -41,15 +41,9 @@ pub enum Command {
     /// Server: read the event log.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Client: check a credential with the server and keep it in the profile.
-    Login(crate::client::LoginArgs),
-    /// Client: end the profile's session on the server and forget its credential.
-    Logout,
-    /// Client: the user or key, tenant, roles and scopes the profile acts as.
-    Whoami,
-    /// Client: read and change the client's configuration (`~/.ipto/config.toml`).
-    #[command(subcommand)]
-    Config(crate::client::ConfigCommand),
+    /// The client commands, which call a server's API.
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
     /// Internal: reads a PDF on stdin and writes its text on stdout within these limits (the
     /// search indexer runs it as a child process).
     #[command(name = "extract-pdf", hide = true)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use ipto::client::{self, ClientOptions};
+use ipto::client;
 use ipto::config::{AdminCommand, EventsCommand, ProjectionsCommand};
 use ipto::{cli, Application, Cli, Command};
 
@@ -36,10 +36,9 @@ fn main() -> ExitCode {
         // The indexer's child: nothing else starts (no logging, no runtime), its limits come first.
         return ipto::search::extract::extract_pdf_command(memory_mb, cpu_seconds);
     }
-    let command = match client_command(command, cli.client) {
-        Ok(exit) => return exit,
-        Err(server_command) => server_command,
-    };
+    if let Command::Client(command) = command {
+        return client::main(command, cli.client);
+    }
     let config = cli.config.with_environment_secrets();
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -86,11 +85,9 @@ fn main() -> ExitCode {
             }) => cli::events_export(&config, after, aggregate_type.as_deref())
                 .await
                 .map_err(|e| e.to_string()),
-            Command::ExtractPdf { .. }
-            | Command::Login(_)
-            | Command::Logout
-            | Command::Whoami
-            | Command::Config(_) => unreachable!("run before the server's runtime starts"),
+            Command::ExtractPdf { .. } | Command::Client(_) => {
+                unreachable!("run before the server's runtime starts")
+            }
         }
     });
     match outcome {
@@ -100,47 +97,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Runs a client command (no server logging, a runtime of its own); a server command is handed
-/// back.
-fn client_command(command: Command, options: ClientOptions) -> Result<ExitCode, Command> {
-    if !matches!(
-        command,
-        Command::Login(_) | Command::Logout | Command::Whoami | Command::Config(_)
-    ) {
-        return Err(command);
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let mut session = client::Session::open(&options, client::profile::Environment::current())?;
-        match command {
-            Command::Login(args) => client::login(&mut session, args).await,
-            Command::Logout => client::logout(&mut session).await,
-            Command::Whoami => client::whoami(&session).await,
-            Command::Config(command) => client::config(&mut session, command),
-            _ => unreachable!("only client commands reach here"),
-        }
-    });
-    Ok(match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error @ client::ClientError::Usage(_))
-        | Err(error @ client::ClientError::Profile(client::profile::ProfileError::Key(_))) => {
-            eprintln!("error: {error}");
-            ExitCode::from(2)
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(1)
-        }
-    })
 }

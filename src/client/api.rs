@@ -88,6 +88,42 @@ impl Api {
         self.call(Method::DELETE, path, None).await
     }
 
+    /// Every item of a list (`items_key` of each page's `data`), `limit` a page (100 with `all`
+    /// and no limit): the first page only, or with `all` each next page by its cursor.
+    pub async fn list(
+        &self,
+        path: &str,
+        items_key: &str,
+        limit: Option<u32>,
+        all: bool,
+    ) -> Result<Vec<Value>, ApiError> {
+        let limit = limit.or(all.then_some(100));
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = Vec::new();
+            if let Some(limit) = limit {
+                query.push(format!("limit={limit}"));
+            }
+            if let Some(cursor) = &cursor {
+                query.push(format!("cursor={}", encode(cursor)));
+            }
+            let page_path = match (query.is_empty(), path.contains('?')) {
+                (true, _) => path.to_owned(),
+                (false, true) => format!("{path}&{}", query.join("&")),
+                (false, false) => format!("{path}?{}", query.join("&")),
+            };
+            let page = self.get(&page_path).await?;
+            if let Some(found) = page[items_key].as_array() {
+                items.extend(found.iter().cloned());
+            }
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+            if !all || cursor.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     /// A call without a credential (signup, login).
     pub async fn anonymous(
         &self,
@@ -155,4 +191,9 @@ async fn answer(request: reqwest::RequestBuilder) -> Result<Value, ApiError> {
             .unwrap_or_else(|| "unknown".into()),
         details: error["details"].clone(),
     })
+}
+
+/// `text` as one query-string value.
+pub fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }

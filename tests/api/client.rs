@@ -284,3 +284,105 @@ async fn the_environment_wins_over_the_file_and_the_flag_over_the_environment() 
     assert_eq!(output.status.code(), Some(2));
     app.finish().await;
 }
+
+#[tokio::test]
+async fn datasets_round_trip_through_the_client() {
+    let app = spawn_app().await;
+    let (token, _, tenant_id) = app.signup(&email()).await;
+    let client = Client::new()
+        .with("IPTO_API_URL", &app.address)
+        .with("IPTO_PROFILE", "p");
+    assert!(client
+        .run(&["login", "--token", &token])
+        .await
+        .status
+        .success());
+
+    let created = client
+        .json(&[
+            "datasets",
+            "create",
+            "--name",
+            "Invoices",
+            "--description",
+            "2025",
+            "--modality",
+            "document",
+            "--pricing",
+            "fixed",
+            "--price",
+            "0.05",
+            "--visibility",
+            "listed",
+        ])
+        .await;
+    let id = created["dataset_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["tenant_id"], json!(tenant_id));
+    assert_eq!(created["price_per_result"], json!(0.05));
+    assert_eq!(created["visibility"], "listed");
+    for name in ["Second", "Third"] {
+        client.json(&["datasets", "create", "--name", name]).await;
+    }
+    let table = text(&client.run(&["datasets", "list"]).await.stdout);
+    let header = table.lines().next().unwrap();
+    assert!(header.starts_with("ID") && header.contains("NAME") && header.contains("OBJECTS"));
+    assert!(table.contains(&id) && table.contains("Invoices"), "{table}");
+    // --all follows the cursor; without it, one page.
+    let page = client.json(&["datasets", "list", "--limit", "2"]).await;
+    assert_eq!(page.as_array().unwrap().len(), 2);
+    let all = client
+        .json(&["datasets", "list", "--limit", "2", "--all"])
+        .await;
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Third", "Second", "Invoices"]);
+
+    let updated = client
+        .json(&[
+            "datasets", "update", &id, "--status", "active", "--price", "1.5",
+        ])
+        .await;
+    assert_eq!(updated["status"], "active");
+    assert_eq!(updated["price_per_result"], json!(1.5));
+    assert_eq!(client.json(&["datasets", "get", &id]).await, updated);
+    let shown = text(&client.run(&["datasets", "get", &id]).await.stdout);
+    assert!(shown.contains("status: active"), "{shown}");
+
+    // The server's 422 reaches the user with its code; nothing changed.
+    let output = client
+        .run(&["datasets", "update", &id, "--price", "0.1234567"])
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("validation_failed"),
+        "{}",
+        text(&output.stderr)
+    );
+    // Another tenant's dataset, or an id that tries another route, is 404.
+    let (other, _, _) = app.signup(&email()).await;
+    let theirs = app.dataset(&other, json!({"name": "Theirs"})).await;
+    for bad in [theirs.as_str(), "../auth/logout", "x?status=active"] {
+        let output = client.run(&["datasets", "get", bad]).await;
+        assert_eq!(output.status.code(), Some(1), "{bad}");
+        assert!(
+            text(&output.stderr).contains("not_found"),
+            "{bad}: {}",
+            text(&output.stderr)
+        );
+    }
+
+    // No terminal to ask on: deleting needs --confirm.
+    let output = client.run(&["datasets", "delete", &id]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        client.json(&["datasets", "get", &id]).await["status"],
+        "active"
+    );
+    let deleted = client.json(&["datasets", "delete", &id, "--confirm"]).await;
+    assert_eq!(deleted["status"], "pending_deletion");
+    app.finish().await;
+}
