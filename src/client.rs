@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod datasets;
+pub mod objects;
 pub mod profile;
 pub mod table;
 
@@ -34,6 +35,9 @@ pub enum ClientCommand {
     /// Client: create, list, change and delete datasets.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
+    /// Client: upload, list, show and delete objects.
+    #[command(subcommand)]
+    Objects(objects::ObjectsCommand),
 }
 
 /// Runs a client command on a runtime of its own (no server logging); the exit code.
@@ -66,6 +70,7 @@ async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), Clie
         ClientCommand::Whoami => whoami(&session).await,
         ClientCommand::Config(command) => config(&mut session, command),
         ClientCommand::Datasets(command) => datasets::run(&session, command).await,
+        ClientCommand::Objects(command) => objects::run(&session, command).await,
     }
 }
 
@@ -129,6 +134,9 @@ pub enum ClientError {
     Profile(#[from] ProfileError),
     #[error("{0}")]
     Usage(String),
+    /// Part of a command's work failed (each part is reported before).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// A client command's context: the configuration file, the environment, and what they resolve to.

@@ -153,6 +153,46 @@ impl Api {
         answer(request).await
     }
 
+    /// Sends a body to a signed URL (no credential: the signature is the permission).
+    pub async fn send_signed(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &serde_json::Map<String, Value>,
+        body: reqwest::Body,
+    ) -> Result<(), ApiError> {
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| ApiError::Transport(format!("unknown upload method {method}")))?;
+        let mut request = self.http.request(method, url).body(body);
+        for (name, value) in headers {
+            if let Some(value) = value.as_str() {
+                request = request.header(name.as_str(), value);
+            }
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(format!("upload failed: {e}")))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        Err(ApiError::Answered {
+            status,
+            code: body["error"]["code"]
+                .as_str()
+                .unwrap_or("upload_failed")
+                .to_owned(),
+            message: body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            request_id: body["request_id"].as_str().unwrap_or("unknown").to_owned(),
+            details: body["error"]["details"].clone(),
+        })
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/v1{path}", self.base)
     }

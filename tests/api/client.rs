@@ -386,3 +386,122 @@ async fn datasets_round_trip_through_the_client() {
     assert_eq!(deleted["status"], "pending_deletion");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_directory_tree_uploads_once_and_a_rerun_uploads_nothing() {
+    let fresh = fresh().await;
+    let mut config = config(&fresh);
+    config.max_object_bytes = 4096;
+    let app = spawn_with(config).await;
+    let (token, _, _) = app.signup(&email()).await;
+    let dataset = app.dataset(&token, json!({"name": "Tree"})).await;
+    let client = Client::new().with("IPTO_API_URL", &app.address);
+    assert!(client
+        .run(&["login", "--token", &token])
+        .await
+        .status
+        .success());
+
+    let tree = client.dir.join("tree");
+    std::fs::create_dir_all(tree.join("a/b")).unwrap();
+    let files = [
+        ("one.txt", "first file\n".to_owned()),
+        ("a/two.json", "{\"n\": 2}".to_owned()),
+        ("a/b/three.csv", "x,y\n1,2\n".to_owned()),
+        ("a/b/four.md", "# four".to_owned()),
+    ];
+    for (name, body) in &files {
+        std::fs::write(tree.join(name), body).unwrap();
+    }
+    let tree_arg = tree.display().to_string();
+
+    // A directory needs --recursive.
+    let output = client
+        .run(&["objects", "upload", &dataset, &tree_arg])
+        .await;
+    assert_eq!(output.status.code(), Some(2));
+
+    let summary = client
+        .json(&[
+            "objects",
+            "upload",
+            &dataset,
+            &tree_arg,
+            "--recursive",
+            "--metadata",
+            "batch=1",
+        ])
+        .await;
+    assert_eq!(
+        summary["uploaded"].as_array().unwrap().len(),
+        4,
+        "{summary}"
+    );
+    assert_eq!(summary["failed"], json!([]));
+    let listed = app
+        .get(&format!("/v1/datasets/{dataset}/objects"), Some(&token))
+        .await
+        .expect(200);
+    let objects = listed.data()["items"].as_array().unwrap().clone();
+    assert_eq!(objects.len(), 4);
+    for (name, body) in &files {
+        let filename = name.rsplit('/').next().unwrap();
+        let object = objects.iter().find(|o| o["filename"] == *filename).unwrap();
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+        assert_eq!(object["checksum_sha256"], json!(sha), "{name}");
+        assert_eq!(object["status"], "staged");
+        assert_eq!(object["metadata"]["batch"], "1");
+        assert_eq!(
+            object["metadata"]["path"],
+            json!(tree.join(name).display().to_string())
+        );
+        let expected_type = match filename.rsplit('.').next().unwrap() {
+            "txt" => "text/plain",
+            "json" => "application/json",
+            "csv" => "text/csv",
+            _ => "text/markdown",
+        };
+        assert_eq!(object["content_type"], expected_type, "{name}");
+    }
+
+    // Again: every checksum is in the dataset, nothing is uploaded.
+    let again = client
+        .json(&["objects", "upload", &dataset, &tree_arg, "--recursive"])
+        .await;
+    assert_eq!(again["uploaded"], json!([]));
+    assert_eq!(again["skipped"].as_array().unwrap().len(), 4);
+
+    // One file over the server's limit fails alone; the others go up and the exit is 1.
+    std::fs::write(tree.join("big.bin"), vec![7u8; 5000]).unwrap();
+    std::fs::write(tree.join("new.txt"), "new").unwrap();
+    let output = client
+        .run(&["objects", "upload", &dataset, &tree_arg, "--recursive"])
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    let out = text(&output.stdout);
+    assert!(
+        out.contains("1 uploaded, 4 skipped") && out.contains("1 failed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("big.bin") && out.contains("validation_failed"),
+        "{out}"
+    );
+
+    let table = text(&client.run(&["objects", "list", &dataset]).await.stdout);
+    assert!(
+        table.starts_with("ID") && table.contains("new.txt"),
+        "{table}"
+    );
+    let id = objects[0]["object_id"].as_str().unwrap();
+    assert_eq!(
+        client.json(&["objects", "get", id]).await["object_id"],
+        json!(id)
+    );
+    assert_eq!(
+        client.json(&["objects", "delete", id]).await["status"],
+        "deleted"
+    );
+    app.finish().await;
+}
