@@ -193,6 +193,24 @@ impl Api {
         })
     }
 
+    /// The body of a signed URL, to stream.
+    pub async fn fetch_signed(&self, url: &str) -> Result<reqwest::Response, ApiError> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(format!("download failed: {e}")))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(ApiError::Transport(format!(
+                "download failed: the signed URL answered {}",
+                response.status()
+            )))
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/v1{path}", self.base)
     }

@@ -52,6 +52,16 @@ pub enum ObjectsCommand {
     },
     /// One object.
     Get { id: String },
+    /// Downloads an object (another tenant's is charged), verifying its SHA-256.
+    Download {
+        id: String,
+        /// Where to write it (default: its file name, here).
+        #[arg(short = 'o', long = "to")]
+        to: Option<PathBuf>,
+        /// The most this download may cost, in USD (else any price).
+        #[arg(long)]
+        max_charge: Option<String>,
+    },
     /// Deletes an object and its bytes.
     Delete { id: String },
 }
@@ -120,6 +130,32 @@ pub async fn run(session: &Session, command: ObjectsCommand) -> Result<(), Clien
         ObjectsCommand::Get { id } => {
             let object = api.get(&format!("/objects/{}", segment(&id))).await?;
             session.print(&object, details);
+            Ok(())
+        }
+        ObjectsCommand::Download { id, to, max_charge } => {
+            let mut path = format!("/objects/{}/download", segment(&id));
+            if let Some(max) = max_charge {
+                path.push_str(&format!("?max_charge={}", crate::client::api::encode(&max)));
+            }
+            let ticket = api.get(&path).await?;
+            let target = match to {
+                Some(to) => to,
+                None => PathBuf::from(
+                    Path::new(ticket["filename"].as_str().unwrap_or("download"))
+                        .file_name()
+                        .unwrap_or_else(|| std::ffi::OsStr::new("download")),
+                ),
+            };
+            download(&api, &ticket, &target).await?;
+            let summary = json!({ "path": target.display().to_string(), "ticket": ticket });
+            session.print(&summary, |s| {
+                format!(
+                    "{} ({} bytes, SHA-256 verified), charged {} USD\n",
+                    text(&s["path"]),
+                    s["ticket"]["size_bytes"],
+                    s["ticket"]["charged_amount"]
+                )
+            });
             Ok(())
         }
         ObjectsCommand::Delete { id } => {
@@ -357,6 +393,51 @@ async fn send(
     )
     .await
     .map_err(ApiError::into)
+}
+
+/// Streams a ticket's bytes into `target` through `target.part`, hashing them as they arrive; the
+/// file appears only when its SHA-256 is the ticket's.
+async fn download(api: &Api, ticket: &Value, target: &Path) -> Result<(), ClientError> {
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| ClientError::Failed(format!("{}: {e}", target.display()));
+    let mut part = target.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let mut response = api
+        .fetch_signed(ticket["download_url"].as_str().unwrap_or_default())
+        .await?;
+    let mut file = tokio::fs::File::create(&part).await.map_err(io)?;
+    let mut hasher = Sha256::new();
+    let written: Result<(), ClientError> = async {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Failed(format!("download interrupted: {e}")))?
+        {
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)
+    }
+    .await;
+    let actual = hex::encode(hasher.finalize());
+    let expected = ticket["checksum_sha256"].as_str().unwrap_or_default();
+    let outcome = written.and_then(|()| {
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(ClientError::Failed(format!(
+                "the bytes' SHA-256 is {actual}, not {expected}: not saved"
+            )))
+        }
+    });
+    match outcome {
+        Ok(()) => tokio::fs::rename(&part, target).await.map_err(io),
+        Err(error) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            Err(error)
+        }
+    }
 }
 
 /// A bar of bytes and files on a terminal; hidden otherwise (and with `--output json`).
