@@ -18,26 +18,32 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
+    #[command(flatten)]
+    pub client: crate::client::ClientOptions,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
-/// Subcommands; `serve` is the default.
+/// Subcommands; `serve` is the default. Server commands act on this machine's data directory
+/// and database; client commands call a server's API with a profile's credential.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Apply migrations, then run the API, projection workers and background jobs.
+    /// Server: apply migrations, then run the API, projection workers and background jobs.
     Serve,
-    /// Apply pending migrations and exit.
+    /// Server: apply pending migrations and exit.
     Migrate,
-    /// Inspect or rebuild projections.
+    /// Server: inspect or rebuild projections.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
-    /// Platform administration.
+    /// Server: platform administration.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Read the event log.
+    /// Server: read the event log.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// The client commands, which call a server's API.
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
     /// Internal: reads a PDF on stdin and writes its text on stdout within these limits (the
     /// search indexer runs it as a child process).
     #[command(name = "extract-pdf", hide = true)]

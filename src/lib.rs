@@ -11,6 +11,7 @@ pub mod auth;
 pub mod blobs;
 pub mod charges;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod error;

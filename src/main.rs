@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
+use ipto::client;
 use ipto::config::{AdminCommand, EventsCommand, ProjectionsCommand};
 use ipto::{cli, Application, Cli, Command};
 
@@ -34,6 +35,9 @@ fn main() -> ExitCode {
     {
         // The indexer's child: nothing else starts (no logging, no runtime), its limits come first.
         return ipto::search::extract::extract_pdf_command(memory_mb, cpu_seconds);
+    }
+    if let Command::Client(command) = command {
+        return client::main(command, cli.client);
     }
     let config = cli.config.with_environment_secrets();
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
@@ -81,7 +85,9 @@ fn main() -> ExitCode {
             }) => cli::events_export(&config, after, aggregate_type.as_deref())
                 .await
                 .map_err(|e| e.to_string()),
-            Command::ExtractPdf { .. } => unreachable!("run before the runtime starts"),
+            Command::ExtractPdf { .. } | Command::Client(_) => {
+                unreachable!("run before the server's runtime starts")
+            }
         }
     });
     match outcome {

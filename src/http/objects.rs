@@ -79,6 +79,9 @@ pub struct DownloadTicket {
     /// The size.
     #[schema(minimum = 1)]
     pub size_bytes: i64,
+    /// The bytes' SHA-256 (lowercase hex), for the downloader to verify what arrived.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub checksum_sha256: String,
     /// `P × 10` for another tenant's object, 0 for one's own.
     pub charged_amount: Amount,
     /// Always `USD`.
@@ -529,11 +532,10 @@ async fn download(
     };
     let sha256 = object
         .checksum_sha256
-        .as_deref()
         .ok_or_else(|| AppError::internal("a downloadable object without a checksum"))?;
     let url = state
         .blobs
-        .download_url(&id, sha256, now, now + DOWNLOAD_TTL)
+        .download_url(&id, &sha256, now, now + DOWNLOAD_TTL)
         .await?;
     Ok(Envelope::ok(DownloadTicket {
         download_url: url.url,
@@ -541,6 +543,7 @@ async fn download(
         filename: object.filename,
         content_type: object.content_type,
         size_bytes: object.size_bytes,
+        checksum_sha256: sha256,
         charged_amount: Amount::from_micros(charged_micros),
         currency: Usd,
         access_id,

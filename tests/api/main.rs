@@ -6,6 +6,7 @@ mod api_keys;
 mod audit;
 mod blob_integrity;
 mod cli;
+mod client;
 mod conventions;
 mod crash;
 mod datasets;

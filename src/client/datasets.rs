@@ -1,0 +1,207 @@
+//! `ipto datasets …`: a provider's datasets (SPEC §3.3). The server validates every field; its
+//! 422 names the field, and the client prints it.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value};
+
+use crate::client::table::{field, render, Column};
+use crate::client::{ClientError, Session};
+
+/// `ipto datasets …`
+#[derive(Debug, Subcommand)]
+pub enum DatasetsCommand {
+    /// Creates a dataset.
+    Create {
+        /// 1..=200 characters.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        fields: DatasetFields,
+    },
+    /// The tenant's datasets, newest first: ID, NAME, STATUS, OBJECTS.
+    List {
+        /// Only datasets in this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Page size (1..=100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Every page, not just the first.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One dataset.
+    Get { id: String },
+    /// Changes the fields given.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// `draft`, `active` or `paused`.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        fields: DatasetFields,
+    },
+    /// Starts a dataset's deletion (asks first on a terminal; else needs `--confirm`).
+    Delete {
+        id: String,
+        #[arg(long)]
+        confirm: bool,
+    },
+}
+
+/// The optional fields of create and update.
+#[derive(Debug, Args)]
+pub struct DatasetFields {
+    #[arg(long)]
+    pub description: Option<String>,
+    /// `document`, `image`, `audio`, `video`, `tabular` or `mixed`.
+    #[arg(long)]
+    pub modality: Option<String>,
+    /// `free` or `premium`.
+    #[arg(long)]
+    pub monetization: Option<String>,
+    /// `fixed`, `time_decay` or `demand_curve`.
+    #[arg(long)]
+    pub pricing: Option<String>,
+    /// `private`, `listed` or `restricted`.
+    #[arg(long)]
+    pub visibility: Option<String>,
+    /// Price per billable result in USD (`0.05`).
+    #[arg(long)]
+    pub price: Option<String>,
+}
+
+impl DatasetFields {
+    fn into_body(self, body: &mut Map<String, Value>) {
+        let fields = [
+            ("description", self.description),
+            ("source_modality", self.modality),
+            ("monetization_mode", self.monetization),
+            ("pricing_model", self.pricing),
+            ("visibility", self.visibility),
+            ("price_per_result", self.price),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value {
+                body.insert(name.to_owned(), value.into());
+            }
+        }
+    }
+}
+
+const COLUMNS: [Column<'static>; 4] = [
+    Column {
+        header: "ID",
+        cell: |d| field(d, "dataset_id"),
+    },
+    Column {
+        header: "NAME",
+        cell: |d| field(d, "name"),
+    },
+    Column {
+        header: "STATUS",
+        cell: |d| field(d, "status"),
+    },
+    Column {
+        header: "OBJECTS",
+        cell: |d| field(d, "object_count"),
+    },
+];
+
+/// Runs a datasets command.
+pub async fn run(session: &Session, command: DatasetsCommand) -> Result<(), ClientError> {
+    let api = session.api()?;
+    match command {
+        DatasetsCommand::Create { name, fields } => {
+            let mut body = Map::new();
+            body.insert("name".into(), name.into());
+            fields.into_body(&mut body);
+            let dataset = api.post("/datasets", body.into()).await?;
+            session.print(&dataset, details);
+        }
+        DatasetsCommand::List { status, limit, all } => {
+            let path = match status {
+                Some(s) => format!("/datasets?status={}", crate::client::api::encode(&s)),
+                None => "/datasets".to_owned(),
+            };
+            let items = api.list(&path, "items", limit, all).await?;
+            session.print(&Value::from(items), |v| {
+                render(&COLUMNS, v.as_array().map(Vec::as_slice).unwrap_or(&[]))
+            });
+        }
+        DatasetsCommand::Get { id } => {
+            let dataset = api.get(&format!("/datasets/{}", segment(&id))).await?;
+            session.print(&dataset, details);
+        }
+        DatasetsCommand::Update {
+            id,
+            name,
+            status,
+            fields,
+        } => {
+            let mut body = Map::new();
+            for (key, value) in [("name", name), ("status", status)] {
+                if let Some(value) = value {
+                    body.insert(key.to_owned(), value.into());
+                }
+            }
+            fields.into_body(&mut body);
+            let dataset = api
+                .patch(&format!("/datasets/{}", segment(&id)), body.into())
+                .await?;
+            session.print(&dataset, details);
+        }
+        DatasetsCommand::Delete { id, confirm } => {
+            let path = format!("/datasets/{}", segment(&id));
+            if !confirm {
+                let dataset = api.get(&path).await?;
+                let question = format!(
+                    "Delete dataset {id} ({}) and all its objects?",
+                    field(&dataset, "name")
+                );
+                if !ask(&question)? {
+                    return Err(ClientError::Usage("not deleted".into()));
+                }
+            }
+            let dataset = api.delete(&path).await?;
+            session.print(&dataset, details);
+        }
+    }
+    Ok(())
+}
+
+/// One resource as `key: value` lines, in the API's field order.
+pub fn details(value: &Value) -> String {
+    let mut out = String::new();
+    for (key, _) in value.as_object().into_iter().flatten() {
+        out.push_str(&format!("{key}: {}\n", field(value, key)));
+    }
+    out
+}
+
+/// An id as one path segment: anything but an id's own characters is %-encoded, so an id can
+/// never reach another route.
+pub fn segment(id: &str) -> String {
+    crate::client::api::encode(id)
+}
+
+/// Asks a yes/no question on a terminal; without one, `--confirm` is required.
+pub fn ask(question: &str) -> Result<bool, ClientError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(ClientError::Usage(
+            "refusing to delete without a terminal to ask on: pass --confirm".into(),
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
