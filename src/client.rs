@@ -168,6 +168,13 @@ impl Session {
         )?)
     }
 
+    /// Prints a list: as one JSON array, or as a table of `columns`.
+    pub fn print_list(&self, items: Vec<Value>, columns: &[table::Column]) {
+        self.print(&Value::from(items), |v| {
+            table::render(columns, v.as_array().map(Vec::as_slice).unwrap_or(&[]))
+        });
+    }
+
     /// Prints `data`: as JSON, or through `table` for people.
     pub fn print(&self, data: &Value, table: impl FnOnce(&Value) -> String) {
         match self.output {

@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 
-use crate::client::table::{field, render, Column};
+use crate::client::table::{field, Column};
 use crate::client::{ClientError, Session};
 
 /// `ipto datasets …`
@@ -93,23 +93,11 @@ impl DatasetFields {
     }
 }
 
-const COLUMNS: [Column<'static>; 4] = [
-    Column {
-        header: "ID",
-        cell: |d| field(d, "dataset_id"),
-    },
-    Column {
-        header: "NAME",
-        cell: |d| field(d, "name"),
-    },
-    Column {
-        header: "STATUS",
-        cell: |d| field(d, "status"),
-    },
-    Column {
-        header: "OBJECTS",
-        cell: |d| field(d, "object_count"),
-    },
+const COLUMNS: [Column; 4] = [
+    ("ID", "dataset_id"),
+    ("NAME", "name"),
+    ("STATUS", "status"),
+    ("OBJECTS", "object_count"),
 ];
 
 /// Runs a datasets command.
@@ -129,9 +117,7 @@ pub async fn run(session: &Session, command: DatasetsCommand) -> Result<(), Clie
                 None => "/datasets".to_owned(),
             };
             let items = api.list(&path, "items", limit, all).await?;
-            session.print(&Value::from(items), |v| {
-                render(&COLUMNS, v.as_array().map(Vec::as_slice).unwrap_or(&[]))
-            });
+            session.print_list(items, &COLUMNS);
         }
         DatasetsCommand::Get { id } => {
             let dataset = api.get(&format!("/datasets/{}", segment(&id))).await?;

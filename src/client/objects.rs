@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::client::api::{Api, ApiError};
 use crate::client::datasets::{details, segment};
-use crate::client::table::{field, render, Column};
+use crate::client::table::Column;
 use crate::client::{ClientError, Output, Session};
 
 /// `ipto objects …`
@@ -72,23 +72,11 @@ fn key_value(raw: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{raw:?} is not key=value"))
 }
 
-const COLUMNS: [Column<'static>; 4] = [
-    Column {
-        header: "ID",
-        cell: |o| field(o, "object_id"),
-    },
-    Column {
-        header: "FILE",
-        cell: |o| field(o, "filename"),
-    },
-    Column {
-        header: "STATUS",
-        cell: |o| field(o, "status"),
-    },
-    Column {
-        header: "SIZE",
-        cell: |o| field(o, "size_bytes"),
-    },
+const COLUMNS: [Column; 4] = [
+    ("ID", "object_id"),
+    ("FILE", "filename"),
+    ("STATUS", "status"),
+    ("SIZE", "size_bytes"),
 ];
 
 /// Runs an objects command.
@@ -122,9 +110,7 @@ pub async fn run(session: &Session, command: ObjectsCommand) -> Result<(), Clien
                 path.push_str(&format!("?status={}", crate::client::api::encode(&status)));
             }
             let items = api.list(&path, "items", limit, all).await?;
-            session.print(&Value::from(items), |v| {
-                render(&COLUMNS, v.as_array().map(Vec::as_slice).unwrap_or(&[]))
-            });
+            session.print_list(items, &COLUMNS);
             Ok(())
         }
         ObjectsCommand::Get { id } => {
