@@ -114,6 +114,31 @@ pub struct LoginArgs {
     pub password: Option<String>,
 }
 
+/// How a list command pages and filters.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only items in this status.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Page size (1..=100).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Every page, not just the first.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl ListArgs {
+    /// The items of the list at `path`, filtered and paged as asked.
+    pub async fn fetch(&self, api: &Api, path: &str) -> Result<Vec<Value>, ClientError> {
+        let path = match &self.status {
+            Some(status) => format!("{path}?status={}", api::encode(status)),
+            None => path.to_owned(),
+        };
+        Ok(api.list(&path, "items", self.limit, self.all).await?)
+    }
+}
+
 /// `ipto config …`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 
 use crate::client::table::{field, Column};
-use crate::client::{ClientError, Session};
+use crate::client::{ClientError, ListArgs, Session};
 
 /// `ipto datasets …`
 #[derive(Debug, Subcommand)]
@@ -21,17 +21,7 @@ pub enum DatasetsCommand {
         fields: DatasetFields,
     },
     /// The tenant's datasets, newest first: ID, NAME, STATUS, OBJECTS.
-    List {
-        /// Only datasets in this status.
-        #[arg(long)]
-        status: Option<String>,
-        /// Page size (1..=100).
-        #[arg(long)]
-        limit: Option<u32>,
-        /// Every page, not just the first.
-        #[arg(long)]
-        all: bool,
-    },
+    List(ListArgs),
     /// One dataset.
     Get { id: String },
     /// Changes the fields given.
@@ -111,13 +101,8 @@ pub async fn run(session: &Session, command: DatasetsCommand) -> Result<(), Clie
             let dataset = api.post("/datasets", body.into()).await?;
             session.print(&dataset, details);
         }
-        DatasetsCommand::List { status, limit, all } => {
-            let path = match status {
-                Some(s) => format!("/datasets?status={}", crate::client::api::encode(&s)),
-                None => "/datasets".to_owned(),
-            };
-            let items = api.list(&path, "items", limit, all).await?;
-            session.print_list(items, &COLUMNS);
+        DatasetsCommand::List(list) => {
+            session.print_list(list.fetch(&api, "/datasets").await?, &COLUMNS);
         }
         DatasetsCommand::Get { id } => {
             let dataset = api.get(&format!("/datasets/{}", segment(&id))).await?;

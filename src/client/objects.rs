@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use crate::client::api::{Api, ApiError};
 use crate::client::datasets::{details, segment};
 use crate::client::table::Column;
-use crate::client::{ClientError, Output, Session};
+use crate::client::{ClientError, ListArgs, Output, Session};
 
 /// `ipto objects …`
 #[derive(Debug, Subcommand)]
@@ -41,14 +41,8 @@ pub enum ObjectsCommand {
     /// A dataset's objects, newest first: ID, FILE, STATUS, SIZE.
     List {
         dataset_id: String,
-        #[arg(long)]
-        status: Option<String>,
-        /// Page size (1..=100).
-        #[arg(long)]
-        limit: Option<u32>,
-        /// Every page, not just the first.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// One object.
     Get { id: String },
@@ -99,18 +93,9 @@ pub async fn run(session: &Session, command: ObjectsCommand) -> Result<(), Clien
             };
             upload(session, &api, &plan, files, usize::from(jobs)).await
         }
-        ObjectsCommand::List {
-            dataset_id,
-            status,
-            limit,
-            all,
-        } => {
-            let mut path = format!("/datasets/{}/objects", segment(&dataset_id));
-            if let Some(status) = status {
-                path.push_str(&format!("?status={}", crate::client::api::encode(&status)));
-            }
-            let items = api.list(&path, "items", limit, all).await?;
-            session.print_list(items, &COLUMNS);
+        ObjectsCommand::List { dataset_id, list } => {
+            let path = format!("/datasets/{}/objects", segment(&dataset_id));
+            session.print_list(list.fetch(&api, &path).await?, &COLUMNS);
             Ok(())
         }
         ObjectsCommand::Get { id } => {
