@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod datasets;
+pub mod market;
 pub mod objects;
 pub mod profile;
 pub mod table;
@@ -35,9 +36,14 @@ pub enum ClientCommand {
     /// Client: create, list, change and delete datasets.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
-    /// Client: upload, list, show and delete objects.
+    /// Client: upload, list, show, download and delete objects.
     #[command(subcommand)]
     Objects(objects::ObjectsCommand),
+    /// Client: search the datasets the caller may search (metered).
+    Search(market::SearchArgs),
+    /// Client: create, list, revoke and grant API keys.
+    #[command(subcommand)]
+    Keys(market::KeysCommand),
 }
 
 /// Runs a client command on a runtime of its own (no server logging); the exit code.
@@ -71,6 +77,8 @@ async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), Clie
         ClientCommand::Config(command) => config(&mut session, command),
         ClientCommand::Datasets(command) => datasets::run(&session, command).await,
         ClientCommand::Objects(command) => objects::run(&session, command).await,
+        ClientCommand::Search(args) => market::search(&session, args).await,
+        ClientCommand::Keys(command) => market::keys(&session, command).await,
     }
 }
 

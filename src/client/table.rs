@@ -45,6 +45,10 @@ pub fn field(item: &Value, name: &str) -> String {
     match &item[name] {
         Value::String(s) => s.clone(),
         Value::Null => "-".to_owned(),
+        Value::Array(items) if items.iter().all(Value::is_string) => {
+            let texts: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+            texts.join(",")
+        }
         other => other.to_string(),
     }
 }

@@ -505,3 +505,111 @@ async fn a_directory_tree_uploads_once_and_a_rerun_uploads_nothing() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_key_made_with_the_client_searches_and_is_charged() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (seller, _, seller_tenant) = app.signup(&email()).await;
+    let fields = json!({"name": "Regions", "visibility": "listed", "monetization_mode": "premium",
+        "price_per_result": "0.05", "status": "active"});
+    let dataset = app.dataset(&seller, fields).await;
+    let object = app
+        .staged_object(
+            &seller,
+            &dataset,
+            b"the quarterly invoices of the northern region",
+        )
+        .await;
+    app.post(
+        &format!("/v1/admin/review/objects/{seller_tenant}/{object}/approve"),
+        Some(&admin),
+        json!({}),
+    )
+    .await
+    .expect(200);
+    settled(&app.state).await;
+
+    let (buyer, _, _) = app.signup(&email()).await;
+    let client = Client::new().with("IPTO_API_URL", &app.address);
+    assert!(client
+        .run(&["login", "--token", &buyer])
+        .await
+        .status
+        .success());
+    let output = client
+        .run(&[
+            "keys",
+            "create",
+            "--name",
+            "agent",
+            "--scopes",
+            "search:query,datasets:read",
+        ])
+        .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let shown = text(&output.stdout);
+    let key = shown
+        .lines()
+        .find(|l| l.starts_with("ipto_"))
+        .unwrap_or_else(|| panic!("the key is printed once: {shown}"))
+        .to_owned();
+    assert!(shown.contains("shown once"));
+    let listed = text(&client.run(&["keys", "list"]).await.stdout);
+    assert!(
+        listed.contains("agent") && listed.contains("datasets:read,search:query"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&key), "a listing never shows the secret");
+
+    assert!(client
+        .run(&["login", "--profile", "agent", "--api-key", &key])
+        .await
+        .status
+        .success());
+    let answer = client
+        .json(&[
+            "search",
+            "northern invoices",
+            "--profile",
+            "agent",
+            "--mode",
+            "lexical",
+        ])
+        .await;
+    assert_eq!(answer["result_count"], 1, "{answer}");
+    assert_eq!(answer["results"][0]["object_id"], json!(object));
+    assert_eq!(answer["charged_amount"], json!(0.05));
+    let table = text(
+        &client
+            .run(&[
+                "search",
+                "northern invoices",
+                "--profile",
+                "agent",
+                "--mode",
+                "lexical",
+            ])
+            .await
+            .stdout,
+    );
+    assert!(
+        table.starts_with("SCORE") && table.contains("Regions"),
+        "{table}"
+    );
+    assert!(table.contains("0.05 USD charged in all"), "{table}");
+
+    // Revoked with the client, the key is refused: an API error, exit 1.
+    let keys = client.json(&["keys", "list"]).await;
+    let key_id = keys[0]["api_key_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        client.json(&["keys", "revoke", &key_id]).await["status"],
+        "revoked"
+    );
+    let output = client
+        .run(&["search", "northern", "--profile", "agent"])
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("unauthorized"));
+    app.finish().await;
+}

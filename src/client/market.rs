@@ -1,0 +1,172 @@
+//! What buyers and their keys do: `ipto search` (metered: every result from another tenant's
+//! dataset is charged) and `ipto keys …` (scoped API keys for agents and CI).
+
+use clap::Subcommand;
+use serde_json::{json, Map, Value};
+
+use crate::client::datasets::{details, segment};
+use crate::client::table::{field, Column};
+use crate::client::{ClientError, ListArgs, Session};
+
+/// `ipto search QUERY …`
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// A question, or a query with operators (SPEC §3.12).
+    pub query: String,
+    /// Search only these datasets (repeatable).
+    #[arg(long = "dataset")]
+    pub datasets: Vec<String>,
+    /// `auto`, `lexical`, `hybrid` or `dense`.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Most results (1..=50).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Leave out results that would cost more than this, in USD.
+    #[arg(long)]
+    pub max_price: Option<String>,
+}
+
+const RESULTS: [Column; 5] = [
+    ("SCORE", "score"),
+    ("DATASET", "dataset_name"),
+    ("FILE", "filename"),
+    ("SNIPPET", "snippet"),
+    ("CHARGE", "charged_amount"),
+];
+
+/// `ipto search`: the results, and what the search was charged in all.
+pub async fn search(session: &Session, args: SearchArgs) -> Result<(), ClientError> {
+    let mut body = Map::new();
+    body.insert("query".into(), args.query.into());
+    if !args.datasets.is_empty() {
+        body.insert("dataset_ids".into(), args.datasets.into());
+    }
+    if let Some(mode) = args.mode {
+        body.insert("retrieval_mode".into(), mode.into());
+    }
+    if let Some(limit) = args.limit {
+        body.insert("limit".into(), limit.into());
+    }
+    if let Some(max) = args.max_price {
+        body.insert("max_price_per_result".into(), max.into());
+    }
+    let answer = session.api()?.post("/search", body.into()).await?;
+    session.print(&answer, |a| {
+        let results = a["results"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        format!(
+            "{}{} results ({} mode), {} USD charged in all (search {})\n",
+            crate::client::table::render(&RESULTS, results),
+            field(a, "result_count"),
+            field(a, "retrieval_mode_used"),
+            field(a, "charged_amount"),
+            field(a, "search_activity_id"),
+        )
+    });
+    Ok(())
+}
+
+/// `ipto keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Creates a key; its secret is printed once and never again.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes, e.g. `datasets:read,search:query`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Only the datasets granted to it (`ipto keys grant`).
+        #[arg(long)]
+        allow_list: bool,
+        /// When it stops working (RFC 3339).
+        #[arg(long)]
+        expires: Option<String>,
+        /// The most it may spend a month, in USD.
+        #[arg(long)]
+        spend_limit: Option<String>,
+    },
+    /// The tenant's keys: ID, NAME, PREFIX, STATUS, SCOPES.
+    List(ListArgs),
+    /// One key with its grants.
+    Get { id: String },
+    /// Revokes a key (and the keys it created).
+    Revoke { id: String },
+    /// Grants a dataset to an `allow_list` key.
+    Grant { key_id: String, dataset_id: String },
+    /// Removes a grant.
+    Ungrant { key_id: String, grant_id: String },
+}
+
+const KEYS: [Column; 5] = [
+    ("ID", "api_key_id"),
+    ("NAME", "name"),
+    ("PREFIX", "key_prefix"),
+    ("STATUS", "status"),
+    ("SCOPES", "scopes"),
+];
+
+/// Runs a keys command.
+pub async fn keys(session: &Session, command: KeysCommand) -> Result<(), ClientError> {
+    let api = session.api()?;
+    let answer = match command {
+        KeysCommand::Create {
+            name,
+            scopes,
+            allow_list,
+            expires,
+            spend_limit,
+        } => {
+            let mut body = json!({ "name": name, "scopes": scopes });
+            if allow_list {
+                body["dataset_access_mode"] = "allow_list".into();
+            }
+            if let Some(expires) = expires {
+                body["expires_at"] = expires.into();
+            }
+            if let Some(limit) = spend_limit {
+                body["spend_limit"] = limit.into();
+            }
+            let created = api.post("/api-keys", body).await?;
+            session.print(&created, |k| {
+                format!(
+                    "{}\nThe key (shown once, store it now):\n{}\n",
+                    details(&without(k, "key")).trim_end(),
+                    field(k, "key")
+                )
+            });
+            return Ok(());
+        }
+        KeysCommand::List(list) => {
+            let items = list.fetch(&api, "/api-keys").await?;
+            session.print_list(items, &KEYS);
+            return Ok(());
+        }
+        KeysCommand::Get { id } => api.get(&format!("/api-keys/{}", segment(&id))).await?,
+        KeysCommand::Revoke { id } => api.delete(&format!("/api-keys/{}", segment(&id))).await?,
+        KeysCommand::Grant { key_id, dataset_id } => {
+            let path = format!("/api-keys/{}/grants", segment(&key_id));
+            api.post(&path, json!({ "dataset_id": dataset_id })).await?
+        }
+        KeysCommand::Ungrant { key_id, grant_id } => {
+            let path = format!(
+                "/api-keys/{}/grants/{}",
+                segment(&key_id),
+                segment(&grant_id)
+            );
+            api.delete(&path).await?
+        }
+    };
+    session.print(&answer, details);
+    Ok(())
+}
+
+/// `value` without one field (the secret, shown on its own).
+fn without(value: &Value, key: &str) -> Value {
+    let mut copy = value.clone();
+    if let Some(object) = copy.as_object_mut() {
+        object.remove(key);
+        object.remove("secret");
+    }
+    copy
+}
