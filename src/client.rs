@@ -10,6 +10,7 @@ pub mod datasets;
 pub mod market;
 pub mod objects;
 pub mod profile;
+pub mod reports;
 pub mod table;
 
 use std::io::IsTerminal;
@@ -44,6 +45,25 @@ pub enum ClientCommand {
     /// Client: create, list, revoke and grant API keys.
     #[command(subcommand)]
     Keys(market::KeysCommand),
+    /// Client: the provider's dashboard (`--buyer`: the buyer's).
+    Dashboard(reports::DashboardArgs),
+    /// Client: one dataset's analytics over a window.
+    Analytics {
+        dataset_id: String,
+        #[command(flatten)]
+        window: reports::Window,
+    },
+    /// Client: the provider's monthly payout statements.
+    Payouts {
+        /// Every page, not just the first.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Client: what the tenant's keys and sessions spent over a window.
+    Spend(reports::Window),
+    /// Client: the tenant's searches or metered accesses.
+    #[command(subcommand)]
+    Activity(reports::ActivityCommand),
 }
 
 /// Runs a client command on a runtime of its own (no server logging); the exit code.
@@ -79,6 +99,13 @@ async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), Clie
         ClientCommand::Objects(command) => objects::run(&session, command).await,
         ClientCommand::Search(args) => market::search(&session, args).await,
         ClientCommand::Keys(command) => market::keys(&session, command).await,
+        ClientCommand::Dashboard(args) => reports::dashboard(&session, args).await,
+        ClientCommand::Analytics { dataset_id, window } => {
+            reports::analytics(&session, &dataset_id, window).await
+        }
+        ClientCommand::Payouts { all } => reports::payouts(&session, all).await,
+        ClientCommand::Spend(window) => reports::spend(&session, window).await,
+        ClientCommand::Activity(command) => reports::activity(&session, command).await,
     }
 }
 

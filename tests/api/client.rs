@@ -599,6 +599,66 @@ async fn a_key_made_with_the_client_searches_and_is_charged() {
     );
     assert!(table.contains("0.05 USD charged in all"), "{table}");
 
+    // The reports answer what the API answers, for the buyer and for the seller.
+    assert!(client
+        .run(&["login", "--profile", "seller", "--token", &seller])
+        .await
+        .status
+        .success());
+    let since = (chrono::Utc::now() - chrono::Duration::days(30))
+        .format("%Y-%m-%d")
+        .to_string();
+    let spend_path = format!("/v1/agent/spend?from={since}");
+    let reports: [(&[&str], &str, &str); 7] = [
+        (&["dashboard", "--buyer"], "/v1/buyer/dashboard", "buyer"),
+        (&["spend", "--from", &since], &spend_path, "buyer"),
+        (
+            &["activity", "searches"],
+            "/v1/agent/activity/searches",
+            "buyer",
+        ),
+        (
+            &["activity", "accesses"],
+            "/v1/agent/activity/accesses",
+            "buyer",
+        ),
+        (
+            &["dashboard", "--profile", "seller"],
+            "/v1/provider/dashboard",
+            "seller",
+        ),
+        (
+            &["payouts", "--profile", "seller"],
+            "/v1/provider/payouts",
+            "seller",
+        ),
+        (
+            &["analytics", &dataset, "--profile", "seller"],
+            &format!("/v1/provider/datasets/{dataset}/analytics"),
+            "seller",
+        ),
+    ];
+    for (args, path, who) in reports {
+        let token = if who == "buyer" { &buyer } else { &seller };
+        let api = app.get(path, Some(token)).await.expect(200);
+        let expected = match args[0] {
+            "activity" => api.data()[args[1]].clone(),
+            "payouts" => api.data()["items"].clone(),
+            _ => api.data().clone(),
+        };
+        assert_eq!(client.json(args).await, expected, "{args:?}");
+        let table = client.run(args).await;
+        assert!(
+            table.status.success() && !table.stdout.is_empty(),
+            "{args:?}"
+        );
+    }
+    let searches = text(&client.run(&["activity", "searches"]).await.stdout);
+    assert!(
+        searches.starts_with("ID") && searches.contains("northern invoices"),
+        "{searches}"
+    );
+
     // Revoked with the client, the key is refused: an API error, exit 1.
     let keys = client.json(&["keys", "list"]).await;
     let key_id = keys[0]["api_key_id"].as_str().unwrap().to_owned();
