@@ -11,6 +11,7 @@ pub mod market;
 pub mod objects;
 pub mod profile;
 pub mod reports;
+pub mod review;
 pub mod table;
 
 use std::io::IsTerminal;
@@ -64,6 +65,9 @@ pub enum ClientCommand {
     /// Client: the tenant's searches or metered accesses.
     #[command(subcommand)]
     Activity(reports::ActivityCommand),
+    /// Client: review staged objects (platform admins).
+    #[command(subcommand)]
+    Review(review::ReviewCommand),
 }
 
 /// Runs a client command on a runtime of its own (no server logging); the exit code.
@@ -106,6 +110,7 @@ async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), Clie
         ClientCommand::Payouts { all } => reports::payouts(&session, all).await,
         ClientCommand::Spend(window) => reports::spend(&session, window).await,
         ClientCommand::Activity(command) => reports::activity(&session, command).await,
+        ClientCommand::Review(command) => review::run(&session, command).await,
     }
 }
 

@@ -673,3 +673,62 @@ async fn a_key_made_with_the_client_searches_and_is_charged() {
     assert!(text(&output.stderr).contains("unauthorized"));
     app.finish().await;
 }
+
+#[tokio::test]
+async fn platform_admins_review_with_the_client() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (seller, _, tenant) = app.signup(&email()).await;
+    let dataset = app.dataset(&seller, json!({"name": "Review me"})).await;
+    let first = app.staged_object(&seller, &dataset, b"first").await;
+    let second = app.staged_object(&seller, &dataset, b"second").await;
+    let client = Client::new().with("IPTO_API_URL", &app.address);
+    assert!(client
+        .run(&["login", "--token", &admin])
+        .await
+        .status
+        .success());
+
+    let queue = client.json(&["review", "queue", "--all"]).await;
+    let queued: Vec<&str> = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["object_id"].as_str().unwrap())
+        .collect();
+    assert!(queued.contains(&first.as_str()) && queued.contains(&second.as_str()));
+    let shown = client.json(&["review", "show", &tenant, &first]).await;
+    assert_eq!(shown["object_id"], json!(first));
+    let preview = client.json(&["review", "preview", &tenant, &first]).await;
+    assert!(preview.to_string().contains("http"), "{preview}");
+
+    let approved = client
+        .json(&["review", "approve", &tenant, &first, "--note", "fine"])
+        .await;
+    assert_eq!(approved["status"], "approved");
+    let rejected = client
+        .json(&["review", "reject", &tenant, &second, "--reason", "blurry"])
+        .await;
+    assert_eq!(rejected["rejection_reason"], "blurry");
+    let object = app
+        .get(&format!("/v1/objects/{first}"), Some(&seller))
+        .await
+        .expect(200);
+    assert_eq!(object.data()["status"], "approved");
+
+    // A seller's session is not an admin's: the API's 403, exit 1.
+    let seller_client = Client::new().with("IPTO_API_URL", &app.address);
+    assert!(seller_client
+        .run(&["login", "--token", &seller])
+        .await
+        .status
+        .success());
+    let output = seller_client.run(&["review", "queue"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("forbidden"),
+        "{}",
+        text(&output.stderr)
+    );
+    app.finish().await;
+}
