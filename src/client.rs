@@ -43,6 +43,8 @@ pub enum ClientCommand {
     Objects(objects::ObjectsCommand),
     /// Client: search the datasets the caller may search (metered).
     Search(market::SearchArgs),
+    /// Client: passages for an agent's context from the datasets the caller may search (metered).
+    Retrieve(market::RetrieveArgs),
     /// Client: create, list, revoke and grant API keys.
     #[command(subcommand)]
     Keys(market::KeysCommand),
@@ -102,6 +104,7 @@ async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), Clie
         ClientCommand::Datasets(command) => datasets::run(&session, command).await,
         ClientCommand::Objects(command) => objects::run(&session, command).await,
         ClientCommand::Search(args) => market::search(&session, args).await,
+        ClientCommand::Retrieve(args) => market::retrieve(&session, args).await,
         ClientCommand::Keys(command) => market::keys(&session, command).await,
         ClientCommand::Dashboard(args) => reports::dashboard(&session, args).await,
         ClientCommand::Analytics { dataset_id, window } => {

@@ -1,5 +1,5 @@
-//! What buyers and their keys do: `ipto search` (metered: every result from another tenant's
-//! dataset is charged) and `ipto keys …` (scoped API keys for agents and CI).
+//! What buyers and their keys do: `ipto search` and `ipto retrieve` (metered: every result from
+//! another tenant's dataset is charged) and `ipto keys …` (scoped API keys for agents and CI).
 
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
@@ -58,6 +58,69 @@ pub async fn search(session: &Session, args: SearchArgs) -> Result<(), ClientErr
             "{}{} results ({} mode), {} USD charged in all (search {})\n",
             crate::client::table::render(&RESULTS, results),
             field(a, "result_count"),
+            field(a, "retrieval_mode_used"),
+            field(a, "charged_amount"),
+            field(a, "search_activity_id"),
+        )
+    });
+    Ok(())
+}
+
+/// `ipto retrieve QUERY …`
+#[derive(Debug, clap::Args)]
+pub struct RetrieveArgs {
+    /// A question, or a query with operators.
+    pub query: String,
+    /// Retrieve only from these datasets (repeatable).
+    #[arg(long = "dataset")]
+    pub datasets: Vec<String>,
+    /// `auto`, `lexical`, `hybrid` or `dense`.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Most passages (1..=50).
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    /// Leave out passages scoring below this.
+    #[arg(long)]
+    pub min_score: Option<f64>,
+    /// Leave out objects whose passages would cost more than this, in USD.
+    #[arg(long)]
+    pub max_price: Option<String>,
+}
+
+const UNITS: [Column; 5] = [
+    ("SCORE", "score"),
+    ("DATASET", "dataset_name"),
+    ("LOCATOR", "locator"),
+    ("TEXT", "text"),
+    ("CHARGE", "charged_amount"),
+];
+
+/// `ipto retrieve`: passages for an agent's context, and what they were charged in all.
+pub async fn retrieve(session: &Session, args: RetrieveArgs) -> Result<(), ClientError> {
+    let mut body = json!({ "query": args.query });
+    if !args.datasets.is_empty() {
+        body["dataset_ids"] = args.datasets.into();
+    }
+    if let Some(mode) = args.mode {
+        body["retrieval_mode"] = mode.into();
+    }
+    if let Some(top_k) = args.top_k {
+        body["top_k"] = top_k.into();
+    }
+    if let Some(min) = args.min_score {
+        body["min_score"] = min.into();
+    }
+    if let Some(max) = args.max_price {
+        body["max_price_per_result"] = max.into();
+    }
+    let answer = session.api()?.post("/retrieve", body).await?;
+    session.print(&answer, |a| {
+        let units = a["units"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        format!(
+            "{}{} passages ({} mode), {} USD charged in all (search {})\n",
+            crate::client::table::render(&UNITS, units),
+            units.len(),
             field(a, "retrieval_mode_used"),
             field(a, "charged_amount"),
             field(a, "search_activity_id"),

@@ -599,6 +599,40 @@ async fn a_key_made_with_the_client_searches_and_is_charged() {
     );
     assert!(table.contains("0.05 USD charged in all"), "{table}");
 
+    let passages = client
+        .json(&[
+            "retrieve",
+            "northern invoices",
+            "--profile",
+            "agent",
+            "--mode",
+            "lexical",
+            "--top-k",
+            "3",
+        ])
+        .await;
+    let units = passages["units"].as_array().unwrap();
+    assert!(!units.is_empty() && units.len() <= 3, "{passages}");
+    assert_eq!(units[0]["object_id"], json!(object));
+    assert!(units[0]["text"].as_str().unwrap().contains("northern"));
+    let table = text(
+        &client
+            .run(&[
+                "retrieve",
+                "northern invoices",
+                "--profile",
+                "agent",
+                "--mode",
+                "lexical",
+            ])
+            .await
+            .stdout,
+    );
+    assert!(
+        table.starts_with("SCORE") && table.contains("USD charged in all"),
+        "{table}"
+    );
+
     // The reports answer what the API answers, for the buyer and for the seller.
     assert!(client
         .run(&["login", "--profile", "seller", "--token", &seller])
