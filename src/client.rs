@@ -157,12 +157,9 @@ pub struct LoginArgs {
     pub password: Option<String>,
 }
 
-/// How a list command pages and filters.
+/// How a list command pages.
 #[derive(Debug, Args)]
-pub struct ListArgs {
-    /// Only items in this status.
-    #[arg(long)]
-    pub status: Option<String>,
+pub struct PageArgs {
     /// Page size (1..=100).
     #[arg(long)]
     pub limit: Option<u32>,
@@ -171,14 +168,33 @@ pub struct ListArgs {
     pub all: bool,
 }
 
+impl PageArgs {
+    /// The items of the list at `path`, paged as asked.
+    pub async fn fetch(&self, api: &Api, path: &str) -> Result<Vec<Value>, ClientError> {
+        Ok(api.list(path, "items", self.limit, self.all).await?)
+    }
+}
+
+/// How a list of things with a status pages and filters.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only items in this status.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
 impl ListArgs {
     /// The items of the list at `path`, filtered and paged as asked.
     pub async fn fetch(&self, api: &Api, path: &str) -> Result<Vec<Value>, ClientError> {
-        let path = match &self.status {
-            Some(status) => format!("{path}?status={}", api::encode(status)),
-            None => path.to_owned(),
-        };
-        Ok(api.list(&path, "items", self.limit, self.all).await?)
+        match &self.status {
+            Some(status) => {
+                let path = format!("{path}?status={}", api::encode(status));
+                self.page.fetch(api, &path).await
+            }
+            None => self.page.fetch(api, path).await,
+        }
     }
 }
 
@@ -210,7 +226,6 @@ pub enum ClientError {
 /// A client command's context: the configuration file, the environment, and what they resolve to.
 pub struct Session {
     pub file: ConfigFile,
-    pub env: Environment,
     pub resolved: Resolved,
     pub output: Output,
 }
@@ -222,7 +237,6 @@ impl Session {
         let resolved = file.resolve(options.profile.as_deref(), &env);
         Ok(Self {
             file,
-            env,
             resolved,
             output: options.output,
         })

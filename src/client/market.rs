@@ -2,29 +2,66 @@
 //! another tenant's dataset is charged) and `ipto keys …` (scoped API keys for agents and CI).
 
 use clap::Subcommand;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::client::datasets::{details, segment};
 use crate::client::table::{field, Column};
-use crate::client::{ClientError, ListArgs, Session};
+use crate::client::{ClientError, PageArgs, Session};
 
-/// `ipto search QUERY …`
+/// What `ipto search` and `ipto retrieve` both ask.
 #[derive(Debug, clap::Args)]
-pub struct SearchArgs {
+pub struct Question {
     /// A question, or a query with operators (SPEC §3.12).
     pub query: String,
-    /// Search only these datasets (repeatable).
+    /// Only these datasets (repeatable).
     #[arg(long = "dataset")]
     pub datasets: Vec<String>,
     /// `auto`, `lexical`, `hybrid` or `dense`.
     #[arg(long)]
     pub mode: Option<String>,
+    /// Leave out objects whose results would cost more than this, in USD.
+    #[arg(long)]
+    pub max_price: Option<String>,
+}
+
+impl Question {
+    /// The request body's shared fields.
+    fn body(self) -> Value {
+        let mut body = json!({ "query": self.query });
+        if !self.datasets.is_empty() {
+            body["dataset_ids"] = self.datasets.into();
+        }
+        if let Some(mode) = self.mode {
+            body["retrieval_mode"] = mode.into();
+        }
+        if let Some(max) = self.max_price {
+            body["max_price_per_result"] = max.into();
+        }
+        body
+    }
+}
+
+/// `ipto search QUERY …`
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub question: Question,
     /// Most results (1..=50).
     #[arg(long)]
     pub limit: Option<u32>,
-    /// Leave out results that would cost more than this, in USD.
+}
+
+/// `ipto retrieve QUERY …`
+#[derive(Debug, clap::Args)]
+pub struct RetrieveArgs {
+    #[command(flatten)]
+    pub question: Question,
+    /// Most passages (1..=50).
     #[arg(long)]
-    pub max_price: Option<String>,
+    pub top_k: Option<u32>,
+    /// Leave out passages scoring below this.
+    #[arg(long)]
+    pub min_score: Option<f64>,
 }
 
 const RESULTS: [Column; 5] = [
@@ -35,59 +72,6 @@ const RESULTS: [Column; 5] = [
     ("CHARGE", "charged_amount"),
 ];
 
-/// `ipto search`: the results, and what the search was charged in all.
-pub async fn search(session: &Session, args: SearchArgs) -> Result<(), ClientError> {
-    let mut body = Map::new();
-    body.insert("query".into(), args.query.into());
-    if !args.datasets.is_empty() {
-        body.insert("dataset_ids".into(), args.datasets.into());
-    }
-    if let Some(mode) = args.mode {
-        body.insert("retrieval_mode".into(), mode.into());
-    }
-    if let Some(limit) = args.limit {
-        body.insert("limit".into(), limit.into());
-    }
-    if let Some(max) = args.max_price {
-        body.insert("max_price_per_result".into(), max.into());
-    }
-    let answer = session.api()?.post("/search", body.into()).await?;
-    session.print(&answer, |a| {
-        let results = a["results"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-        format!(
-            "{}{} results ({} mode), {} USD charged in all (search {})\n",
-            crate::client::table::render(&RESULTS, results),
-            field(a, "result_count"),
-            field(a, "retrieval_mode_used"),
-            field(a, "charged_amount"),
-            field(a, "search_activity_id"),
-        )
-    });
-    Ok(())
-}
-
-/// `ipto retrieve QUERY …`
-#[derive(Debug, clap::Args)]
-pub struct RetrieveArgs {
-    /// A question, or a query with operators.
-    pub query: String,
-    /// Retrieve only from these datasets (repeatable).
-    #[arg(long = "dataset")]
-    pub datasets: Vec<String>,
-    /// `auto`, `lexical`, `hybrid` or `dense`.
-    #[arg(long)]
-    pub mode: Option<String>,
-    /// Most passages (1..=50).
-    #[arg(long)]
-    pub top_k: Option<u32>,
-    /// Leave out passages scoring below this.
-    #[arg(long)]
-    pub min_score: Option<f64>,
-    /// Leave out objects whose passages would cost more than this, in USD.
-    #[arg(long)]
-    pub max_price: Option<String>,
-}
-
 const UNITS: [Column; 5] = [
     ("SCORE", "score"),
     ("DATASET", "dataset_name"),
@@ -96,31 +80,41 @@ const UNITS: [Column; 5] = [
     ("CHARGE", "charged_amount"),
 ];
 
+/// `ipto search`: the results, and what the search was charged in all.
+pub async fn search(session: &Session, args: SearchArgs) -> Result<(), ClientError> {
+    let mut body = args.question.body();
+    if let Some(limit) = args.limit {
+        body["limit"] = limit.into();
+    }
+    metered(session, "/search", body, ("results", &RESULTS)).await
+}
+
 /// `ipto retrieve`: passages for an agent's context, and what they were charged in all.
 pub async fn retrieve(session: &Session, args: RetrieveArgs) -> Result<(), ClientError> {
-    let mut body = json!({ "query": args.query });
-    if !args.datasets.is_empty() {
-        body["dataset_ids"] = args.datasets.into();
-    }
-    if let Some(mode) = args.mode {
-        body["retrieval_mode"] = mode.into();
-    }
+    let mut body = args.question.body();
     if let Some(top_k) = args.top_k {
         body["top_k"] = top_k.into();
     }
     if let Some(min) = args.min_score {
         body["min_score"] = min.into();
     }
-    if let Some(max) = args.max_price {
-        body["max_price_per_result"] = max.into();
-    }
-    let answer = session.api()?.post("/retrieve", body).await?;
+    metered(session, "/retrieve", body, ("units", &UNITS)).await
+}
+
+/// Asks a metered question: the answer's `items` under `columns`, then its metering.
+async fn metered(
+    session: &Session,
+    path: &str,
+    body: Value,
+    (items, columns): (&str, &[Column]),
+) -> Result<(), ClientError> {
+    let answer = session.api()?.post(path, body).await?;
     session.print(&answer, |a| {
-        let units = a["units"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let found = a[items].as_array().map(Vec::as_slice).unwrap_or(&[]);
         format!(
-            "{}{} passages ({} mode), {} USD charged in all (search {})\n",
-            crate::client::table::render(&UNITS, units),
-            units.len(),
+            "{}{} {items} ({} mode), {} USD charged in all (search {})\n",
+            crate::client::table::render(columns, found),
+            found.len(),
             field(a, "retrieval_mode_used"),
             field(a, "charged_amount"),
             field(a, "search_activity_id"),
@@ -150,7 +144,7 @@ pub enum KeysCommand {
         spend_limit: Option<String>,
     },
     /// The tenant's keys: ID, NAME, PREFIX, STATUS, SCOPES.
-    List(ListArgs),
+    List(PageArgs),
     /// One key with its grants.
     Get { id: String },
     /// Revokes a key (and the keys it created).

@@ -75,6 +75,11 @@ impl Client {
         self.run_with_input(args, "").await
     }
 
+    /// Runs `ipto ARGS`; what it printed.
+    async fn stdout(&self, args: &[&str]) -> String {
+        text(&self.run(args).await.stdout)
+    }
+
     /// Runs `ipto ARGS --output json`, which must succeed; its document.
     async fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
@@ -134,7 +139,7 @@ async fn each_credential_form_logs_in_and_whoami_tells_who() {
     assert_eq!(me["user_id"], json!(user_id));
     assert_eq!(me["tenant_id"], json!(tenant_id));
     assert_eq!(me["principal_type"], "user");
-    let table = text(&client.run(&["whoami"]).await.stdout);
+    let table = client.stdout(&["whoami"]).await;
     for part in [
         email.as_str(),
         tenant_id.as_str(),
@@ -323,7 +328,7 @@ async fn datasets_round_trip_through_the_client() {
     for name in ["Second", "Third"] {
         client.json(&["datasets", "create", "--name", name]).await;
     }
-    let table = text(&client.run(&["datasets", "list"]).await.stdout);
+    let table = client.stdout(&["datasets", "list"]).await;
     let header = table.lines().next().unwrap();
     assert!(header.starts_with("ID") && header.contains("NAME") && header.contains("OBJECTS"));
     assert!(table.contains(&id) && table.contains("Invoices"), "{table}");
@@ -349,7 +354,7 @@ async fn datasets_round_trip_through_the_client() {
     assert_eq!(updated["status"], "active");
     assert_eq!(updated["price_per_result"], json!(1.5));
     assert_eq!(client.json(&["datasets", "get", &id]).await, updated);
-    let shown = text(&client.run(&["datasets", "get", &id]).await.stdout);
+    let shown = client.stdout(&["datasets", "get", &id]).await;
     assert!(shown.contains("status: active"), "{shown}");
 
     // The server's 422 reaches the user with its code; nothing changed.
@@ -489,7 +494,7 @@ async fn a_directory_tree_uploads_once_and_a_rerun_uploads_nothing() {
         "{out}"
     );
 
-    let table = text(&client.run(&["objects", "list", &dataset]).await.stdout);
+    let table = client.stdout(&["objects", "list", &dataset]).await;
     assert!(
         table.starts_with("ID") && table.contains("new.txt"),
         "{table}"
@@ -555,7 +560,7 @@ async fn a_key_made_with_the_client_searches_and_is_charged() {
         .unwrap_or_else(|| panic!("the key is printed once: {shown}"))
         .to_owned();
     assert!(shown.contains("shown once"));
-    let listed = text(&client.run(&["keys", "list"]).await.stdout);
+    let listed = client.stdout(&["keys", "list"]).await;
     assert!(
         listed.contains("agent") && listed.contains("datasets:read,search:query"),
         "{listed}"
@@ -580,19 +585,16 @@ async fn a_key_made_with_the_client_searches_and_is_charged() {
     assert_eq!(answer["result_count"], 1, "{answer}");
     assert_eq!(answer["results"][0]["object_id"], json!(object));
     assert_eq!(answer["charged_amount"], json!(0.05));
-    let table = text(
-        &client
-            .run(&[
-                "search",
-                "northern invoices",
-                "--profile",
-                "agent",
-                "--mode",
-                "lexical",
-            ])
-            .await
-            .stdout,
-    );
+    let table = client
+        .stdout(&[
+            "search",
+            "northern invoices",
+            "--profile",
+            "agent",
+            "--mode",
+            "lexical",
+        ])
+        .await;
     assert!(
         table.starts_with("SCORE") && table.contains("Regions"),
         "{table}"
@@ -615,19 +617,16 @@ async fn a_key_made_with_the_client_searches_and_is_charged() {
     assert!(!units.is_empty() && units.len() <= 3, "{passages}");
     assert_eq!(units[0]["object_id"], json!(object));
     assert!(units[0]["text"].as_str().unwrap().contains("northern"));
-    let table = text(
-        &client
-            .run(&[
-                "retrieve",
-                "northern invoices",
-                "--profile",
-                "agent",
-                "--mode",
-                "lexical",
-            ])
-            .await
-            .stdout,
-    );
+    let table = client
+        .stdout(&[
+            "retrieve",
+            "northern invoices",
+            "--profile",
+            "agent",
+            "--mode",
+            "lexical",
+        ])
+        .await;
     assert!(
         table.starts_with("SCORE") && table.contains("USD charged in all"),
         "{table}"
@@ -687,7 +686,7 @@ async fn a_key_made_with_the_client_searches_and_is_charged() {
             "{args:?}"
         );
     }
-    let searches = text(&client.run(&["activity", "searches"]).await.stdout);
+    let searches = client.stdout(&["activity", "searches"]).await;
     assert!(
         searches.starts_with("ID") && searches.contains("northern invoices"),
         "{searches}"
