@@ -28,13 +28,12 @@ pub enum SkillCommand {
 
 /// `ipto skill install --claude-code|--openai [--project DIR]`
 #[derive(Debug, Args)]
-#[group(id = "agent", required = true, multiple = false)]
 pub struct InstallArgs {
     /// Claude Code: `.mcp.json` in the project, else `~/.claude.json`.
-    #[arg(long, group = "agent")]
+    #[arg(long, required_unless_present = "openai", conflicts_with = "openai")]
     pub claude_code: bool,
     /// OpenAI Codex: `.codex/config.toml` in the project, else `$CODEX_HOME/config.toml`.
-    #[arg(long, group = "agent")]
+    #[arg(long)]
     pub openai: bool,
     /// The project to configure, instead of the user's own configuration.
     #[arg(long, value_name = "DIR")]
