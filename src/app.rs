@@ -197,7 +197,8 @@ impl Application {
             mut workers,
             shutdown,
         } = self;
-        let router = crate::http::router(state.clone());
+        let address = listener.local_addr()?;
+        let router = crate::http::router(state.clone(), address);
         let limits = crate::server::Limits {
             max_connections: state.config.max_connections as usize,
             header_timeout: Duration::from_secs(state.config.request_timeout_seconds),

@@ -12,6 +12,7 @@ pub mod objects;
 pub mod profile;
 pub mod reports;
 pub mod review;
+pub mod skill;
 pub mod table;
 
 use std::io::IsTerminal;
@@ -70,6 +71,12 @@ pub enum ClientCommand {
     /// Client: review staged objects (platform admins).
     #[command(subcommand)]
     Review(review::ReviewCommand),
+    /// Client: serve the marketplace to an agent as MCP tools on standard input and output,
+    /// acting with the profile's credential.
+    Mcp,
+    /// Client: plug `ipto mcp` into an agent (Claude Code, Codex).
+    #[command(subcommand)]
+    Skill(skill::SkillCommand),
 }
 
 /// Runs a client command on a runtime of its own (no server logging); the exit code.
@@ -114,6 +121,8 @@ async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), Clie
         ClientCommand::Spend(window) => reports::spend(&session, window).await,
         ClientCommand::Activity(command) => reports::activity(&session, command).await,
         ClientCommand::Review(command) => review::run(&session, command).await,
+        ClientCommand::Mcp => crate::mcp::serve_stdio(session.api()?).await,
+        ClientCommand::Skill(command) => skill::run(&session, command),
     }
 }
 

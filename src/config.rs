@@ -277,3 +277,40 @@ impl fmt::Debug for Config {
             .finish_non_exhaustive()
     }
 }
+
+/// The command line as `ipto` parses it: [`Cli`], its top-level help listing the server commands
+/// and the client commands as two groups (each subcommand's summary says which it is: "Server:"
+/// or "Client:", a prefix the groups make redundant at the top level).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let mut groups: [(&str, Vec<(String, String)>); 2] = [
+        ("Server commands", Vec::new()),
+        ("Client commands", Vec::new()),
+    ];
+    for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        let (group, about) = match about.split_once(": ") {
+            Some(("Client", rest)) => (1, rest.to_owned()),
+            Some(("Server", rest)) => (0, rest.to_owned()),
+            _ => (0, about),
+        };
+        groups[group].1.push((sub.get_name().to_owned(), about));
+    }
+    let width = groups
+        .iter()
+        .flat_map(|(_, subs)| subs.iter().map(|(name, _)| name.len()))
+        .max()
+        .unwrap_or(0);
+    let mut listing = String::new();
+    for (heading, subs) in &groups {
+        listing.push_str(&format!("{heading}:\n"));
+        for (name, about) in subs {
+            listing.push_str(&format!("  {name:<width$}  {about}\n"));
+        }
+        listing.push('\n');
+    }
+    cli.help_template(format!(
+        "{{before-help}}{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{listing}Options:\n{{options}}{{after-help}}"
+    ))
+}

@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod json;
 pub mod lookup;
 pub mod market;
+pub mod mcp;
 pub mod middleware;
 pub mod objects;
 pub mod pagination;
@@ -81,7 +82,7 @@ pub fn paths() -> Vec<String> {
     api.paths
         .paths
         .into_keys()
-        .chain([storage::PATH.to_owned()])
+        .chain([storage::PATH.to_owned(), mcp::PATH.to_owned()])
         .collect()
 }
 
@@ -109,13 +110,15 @@ async fn openapi_json(Extension(Document(document)): Extension<Document>) -> Res
 ///
 /// The conventions middleware wraps the whole router from outside, so that it sees responses
 /// complete (axum adds `Allow` to a 405 at the router's top level).
-pub fn router(state: AppState) -> Router {
+/// `address` is the listener's: the MCP tools at `/mcp` call the API there.
+pub fn router(state: AppState, address: std::net::SocketAddr) -> Router {
     let (routes, api) = api().split_for_parts();
     let document = Document(Arc::from(
         crate::openapi::document(api, state.config.max_object_bytes).to_string(),
     ));
     let routes = routes
         .merge(storage::routes())
+        .merge(mcp::routes(&state, address))
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

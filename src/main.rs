@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::Parser;
+use clap::FromArgMatches;
 use ipto::client;
 use ipto::config::{AdminCommand, EventsCommand, ProjectionsCommand};
 use ipto::{cli, Application, Cli, Command};
@@ -16,7 +16,10 @@ use ipto::{cli, Application, Cli, Command};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = ipto::config::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();

@@ -4,6 +4,8 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use clap::{Args, Subcommand};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::client::table::{field, Column};
@@ -13,13 +15,7 @@ use crate::client::{ClientError, ListArgs, Session};
 #[derive(Debug, Subcommand)]
 pub enum DatasetsCommand {
     /// Creates a dataset.
-    Create {
-        /// 1..=200 characters.
-        #[arg(long)]
-        name: String,
-        #[command(flatten)]
-        fields: DatasetFields,
-    },
+    Create(NewDataset),
     /// The tenant's datasets, newest first: ID, NAME, STATUS, OBJECTS.
     List(ListArgs),
     /// One dataset.
@@ -43,26 +39,55 @@ pub enum DatasetsCommand {
     },
 }
 
-/// The optional fields of create and update.
-#[derive(Debug, Args)]
+/// The optional fields of create and update (on the command line and in the MCP tools; the
+/// tools name them as the API does).
+#[derive(Debug, Args, Deserialize, JsonSchema)]
 pub struct DatasetFields {
+    /// What the dataset holds.
     #[arg(long)]
+    #[serde(default)]
     pub description: Option<String>,
     /// `document`, `image`, `audio`, `video`, `tabular` or `mixed`.
     #[arg(long)]
+    #[serde(default, rename = "source_modality")]
     pub modality: Option<String>,
     /// `free` or `premium`.
     #[arg(long)]
+    #[serde(default, rename = "monetization_mode")]
     pub monetization: Option<String>,
     /// `fixed`, `time_decay` or `demand_curve`.
     #[arg(long)]
+    #[serde(default, rename = "pricing_model")]
     pub pricing: Option<String>,
     /// `private`, `listed` or `restricted`.
     #[arg(long)]
+    #[serde(default)]
     pub visibility: Option<String>,
     /// Price per billable result in USD (`0.05`).
     #[arg(long)]
+    #[serde(default, rename = "price_per_result")]
     pub price: Option<String>,
+}
+
+/// A dataset to create (`ipto datasets create`, the `ipto_datasets_create` tool).
+#[derive(Debug, Args, Deserialize, JsonSchema)]
+pub struct NewDataset {
+    /// 1..=200 characters.
+    #[arg(long)]
+    pub name: String,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub fields: DatasetFields,
+}
+
+impl NewDataset {
+    /// The `POST /v1/datasets` body.
+    pub fn body(self) -> Value {
+        let mut body = Map::new();
+        body.insert("name".into(), self.name.into());
+        self.fields.into_body(&mut body);
+        body.into()
+    }
 }
 
 impl DatasetFields {
@@ -83,7 +108,7 @@ impl DatasetFields {
     }
 }
 
-const COLUMNS: [Column; 4] = [
+pub const COLUMNS: [Column; 4] = [
     ("ID", "dataset_id"),
     ("NAME", "name"),
     ("STATUS", "status"),
@@ -94,11 +119,8 @@ const COLUMNS: [Column; 4] = [
 pub async fn run(session: &Session, command: DatasetsCommand) -> Result<(), ClientError> {
     let api = session.api()?;
     match command {
-        DatasetsCommand::Create { name, fields } => {
-            let mut body = Map::new();
-            body.insert("name".into(), name.into());
-            fields.into_body(&mut body);
-            let dataset = api.post("/datasets", body.into()).await?;
+        DatasetsCommand::Create(dataset) => {
+            let dataset = api.post("/datasets", dataset.body()).await?;
             session.print(&dataset, details);
         }
         DatasetsCommand::List(list) => {

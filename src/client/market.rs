@@ -2,25 +2,30 @@
 //! another tenant's dataset is charged) and `ipto keys …` (scoped API keys for agents and CI).
 
 use clap::Subcommand;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::client::datasets::{details, segment};
 use crate::client::table::{field, Column};
 use crate::client::{ClientError, PageArgs, Session};
 
-/// What `ipto search` and `ipto retrieve` both ask.
-#[derive(Debug, clap::Args)]
+/// What `ipto search` and `ipto retrieve` (and their MCP tools) both ask.
+#[derive(Debug, clap::Args, Deserialize, JsonSchema)]
 pub struct Question {
-    /// A question, or a query with operators (SPEC §3.12).
+    /// A question in plain words, or a query with operators (AND, OR, NOT, `-`, quotes).
     pub query: String,
     /// Only these datasets (repeatable).
     #[arg(long = "dataset")]
+    #[serde(default, rename = "dataset_ids")]
     pub datasets: Vec<String>,
-    /// `auto`, `lexical`, `hybrid` or `dense`.
+    /// `auto` (the default), `lexical`, `hybrid` or `dense`.
     #[arg(long)]
+    #[serde(default, rename = "retrieval_mode")]
     pub mode: Option<String>,
     /// Leave out objects whose results would cost more than this, in USD.
     #[arg(long)]
+    #[serde(default, rename = "max_price_per_result")]
     pub max_price: Option<String>,
 }
 
@@ -42,29 +47,59 @@ impl Question {
 }
 
 /// `ipto search QUERY …`
-#[derive(Debug, clap::Args)]
+#[derive(Debug, clap::Args, Deserialize, JsonSchema)]
 pub struct SearchArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub question: Question,
     /// Most results (1..=50).
     #[arg(long)]
+    #[serde(default)]
     pub limit: Option<u32>,
 }
 
+impl SearchArgs {
+    /// The `POST /v1/search` body.
+    pub fn body(self) -> Value {
+        let mut body = self.question.body();
+        if let Some(limit) = self.limit {
+            body["limit"] = limit.into();
+        }
+        body
+    }
+}
+
 /// `ipto retrieve QUERY …`
-#[derive(Debug, clap::Args)]
+#[derive(Debug, clap::Args, Deserialize, JsonSchema)]
 pub struct RetrieveArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub question: Question,
     /// Most passages (1..=50).
     #[arg(long)]
+    #[serde(default)]
     pub top_k: Option<u32>,
     /// Leave out passages scoring below this.
     #[arg(long)]
+    #[serde(default)]
     pub min_score: Option<f64>,
 }
 
-const RESULTS: [Column; 5] = [
+impl RetrieveArgs {
+    /// The `POST /v1/retrieve` body.
+    pub fn body(self) -> Value {
+        let mut body = self.question.body();
+        if let Some(top_k) = self.top_k {
+            body["top_k"] = top_k.into();
+        }
+        if let Some(min) = self.min_score {
+            body["min_score"] = min.into();
+        }
+        body
+    }
+}
+
+pub const RESULTS: [Column; 5] = [
     ("SCORE", "score"),
     ("DATASET", "dataset_name"),
     ("FILE", "filename"),
@@ -72,7 +107,7 @@ const RESULTS: [Column; 5] = [
     ("CHARGE", "charged_amount"),
 ];
 
-const UNITS: [Column; 5] = [
+pub const UNITS: [Column; 5] = [
     ("SCORE", "score"),
     ("DATASET", "dataset_name"),
     ("LOCATOR", "locator"),
@@ -82,23 +117,12 @@ const UNITS: [Column; 5] = [
 
 /// `ipto search`: the results, and what the search was charged in all.
 pub async fn search(session: &Session, args: SearchArgs) -> Result<(), ClientError> {
-    let mut body = args.question.body();
-    if let Some(limit) = args.limit {
-        body["limit"] = limit.into();
-    }
-    metered(session, "/search", body, ("results", &RESULTS)).await
+    metered(session, "/search", args.body(), ("results", &RESULTS)).await
 }
 
 /// `ipto retrieve`: passages for an agent's context, and what they were charged in all.
 pub async fn retrieve(session: &Session, args: RetrieveArgs) -> Result<(), ClientError> {
-    let mut body = args.question.body();
-    if let Some(top_k) = args.top_k {
-        body["top_k"] = top_k.into();
-    }
-    if let Some(min) = args.min_score {
-        body["min_score"] = min.into();
-    }
-    metered(session, "/retrieve", body, ("units", &UNITS)).await
+    metered(session, "/retrieve", args.body(), ("units", &UNITS)).await
 }
 
 /// Asks a metered question: the answer's `items` under `columns`, then its metering.
@@ -109,40 +133,28 @@ async fn metered(
     (items, columns): (&str, &[Column]),
 ) -> Result<(), ClientError> {
     let answer = session.api()?.post(path, body).await?;
-    session.print(&answer, |a| {
-        let found = a[items].as_array().map(Vec::as_slice).unwrap_or(&[]);
-        format!(
-            "{}{} {items} ({} mode), {} USD charged in all (search {})\n",
-            crate::client::table::render(columns, found),
-            found.len(),
-            field(a, "retrieval_mode_used"),
-            field(a, "charged_amount"),
-            field(a, "search_activity_id"),
-        )
-    });
+    session.print(&answer, |a| metered_text(a, items, columns));
     Ok(())
+}
+
+/// A metered answer for people: its `items` under `columns`, then what was charged in all.
+pub fn metered_text(answer: &Value, items: &str, columns: &[Column]) -> String {
+    let found = answer[items].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    format!(
+        "{}{} {items} ({} mode), {} USD charged in all (search {})\n",
+        crate::client::table::render(columns, found),
+        found.len(),
+        field(answer, "retrieval_mode_used"),
+        field(answer, "charged_amount"),
+        field(answer, "search_activity_id"),
+    )
 }
 
 /// `ipto keys …`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Creates a key; its secret is printed once and never again.
-    Create {
-        #[arg(long)]
-        name: String,
-        /// Comma-separated scopes, e.g. `datasets:read,search:query`.
-        #[arg(long, value_delimiter = ',', required = true)]
-        scopes: Vec<String>,
-        /// Only the datasets granted to it (`ipto keys grant`).
-        #[arg(long)]
-        allow_list: bool,
-        /// When it stops working (RFC 3339).
-        #[arg(long)]
-        expires: Option<String>,
-        /// The most it may spend a month, in USD.
-        #[arg(long)]
-        spend_limit: Option<String>,
-    },
+    Create(NewKey),
     /// The tenant's keys: ID, NAME, PREFIX, STATUS, SCOPES.
     List(PageArgs),
     /// One key with its grants.
@@ -153,6 +165,56 @@ pub enum KeysCommand {
     Grant { key_id: String, dataset_id: String },
     /// Removes a grant.
     Ungrant { key_id: String, grant_id: String },
+}
+
+/// A key to create (`ipto keys create`, the `ipto_keys_create` tool).
+#[derive(Debug, clap::Args, Deserialize, JsonSchema)]
+pub struct NewKey {
+    /// A name to know it by (1..=200 characters).
+    #[arg(long)]
+    pub name: String,
+    /// Its scopes (comma-separated on the command line), e.g. `datasets:read,search:query`; at
+    /// most the creator's own.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scopes: Vec<String>,
+    /// Only the datasets granted to it (`ipto keys grant`) may be searched and downloaded.
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_list: bool,
+    /// When it stops working (RFC 3339).
+    #[arg(long)]
+    #[serde(default, rename = "expires_at")]
+    pub expires: Option<String>,
+    /// The most it may spend a month, in USD.
+    #[arg(long)]
+    #[serde(default)]
+    pub spend_limit: Option<String>,
+}
+
+impl NewKey {
+    /// The `POST /v1/api-keys` body.
+    pub fn body(self) -> Value {
+        let mut body = json!({ "name": self.name, "scopes": self.scopes });
+        if self.allow_list {
+            body["dataset_access_mode"] = "allow_list".into();
+        }
+        if let Some(expires) = self.expires {
+            body["expires_at"] = expires.into();
+        }
+        if let Some(limit) = self.spend_limit {
+            body["spend_limit"] = limit.into();
+        }
+        body
+    }
+}
+
+/// A created key for people: its fields, then the secret on its own line.
+pub fn created_key_text(key: &Value) -> String {
+    format!(
+        "{}\nThe key (shown once, store it now):\n{}\n",
+        details(&without(key, "key")).trim_end(),
+        field(key, "key")
+    )
 }
 
 const KEYS: [Column; 5] = [
@@ -167,31 +229,9 @@ const KEYS: [Column; 5] = [
 pub async fn keys(session: &Session, command: KeysCommand) -> Result<(), ClientError> {
     let api = session.api()?;
     let answer = match command {
-        KeysCommand::Create {
-            name,
-            scopes,
-            allow_list,
-            expires,
-            spend_limit,
-        } => {
-            let mut body = json!({ "name": name, "scopes": scopes });
-            if allow_list {
-                body["dataset_access_mode"] = "allow_list".into();
-            }
-            if let Some(expires) = expires {
-                body["expires_at"] = expires.into();
-            }
-            if let Some(limit) = spend_limit {
-                body["spend_limit"] = limit.into();
-            }
-            let created = api.post("/api-keys", body).await?;
-            session.print(&created, |k| {
-                format!(
-                    "{}\nThe key (shown once, store it now):\n{}\n",
-                    details(&without(k, "key")).trim_end(),
-                    field(k, "key")
-                )
-            });
+        KeysCommand::Create(key) => {
+            let created = api.post("/api-keys", key.body()).await?;
+            session.print(&created, created_key_text);
             return Ok(());
         }
         KeysCommand::List(list) => {

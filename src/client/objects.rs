@@ -66,7 +66,7 @@ fn key_value(raw: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{raw:?} is not key=value"))
 }
 
-const COLUMNS: [Column; 4] = [
+pub const COLUMNS: [Column; 4] = [
     ("ID", "object_id"),
     ("FILE", "filename"),
     ("STATUS", "status"),
@@ -280,7 +280,7 @@ async fn upload(
     }
 }
 
-/// Uploads one file: digest, initiate, stream, confirm (and cancel if the bytes did not arrive).
+/// Uploads one file unless the dataset already holds its checksum.
 async fn one(
     api: &Api,
     plan: &Plan,
@@ -288,79 +288,158 @@ async fn one(
     held: &BTreeSet<String>,
     progress: &indicatif::ProgressBar,
 ) -> Result<Outcome, ClientError> {
-    let io = |e: std::io::Error| ClientError::Failed(format!("{}: {e}", file.display()));
-    let (sha, size) = digest(file).await.map_err(io)?;
-    if held.contains(&sha) {
-        progress.inc(size);
-        return Ok(Outcome::Skipped(sha));
+    let mut upload = Upload::file(file, plan.content_type.clone(), &plan.metadata).await?;
+    if held.contains(&upload.checksum_sha256) {
+        progress.inc(upload.size_bytes);
+        return Ok(Outcome::Skipped(upload.checksum_sha256));
     }
-    let filename = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let content_type = plan.content_type.clone().unwrap_or_else(|| {
-        mime_guess::from_path(file)
-            .first_raw()
-            .unwrap_or("application/octet-stream")
-            .to_owned()
-    });
-    let mut metadata: Map<String, Value> = plan
+    upload
         .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone().into()))
-        .collect();
-    metadata
         .entry("path")
         .or_insert_with(|| file.display().to_string().into());
-    let body = json!({
-        "filename": filename,
-        "content_type": content_type,
-        "size_bytes": size,
-        "checksum_sha256": sha,
-        "metadata": metadata,
-    });
-    let path = format!("/datasets/{}/objects/upload", segment(&plan.dataset_id));
-    let ticket = api.post(&path, body).await?;
-    let object_id = ticket["object_id"].as_str().unwrap_or_default().to_owned();
-    let sent = send(api, &ticket, file, progress).await;
-    if let Err(error) = sent {
-        let _ = api
-            .delete(&format!("/objects/{}/upload", segment(&object_id)))
-            .await;
-        return Err(error);
-    }
-    let object = api
-        .post(
-            &format!("/objects/{}/confirm", segment(&object_id)),
-            json!({}),
-        )
-        .await?;
-    Ok(Outcome::Uploaded(object))
+    Ok(Outcome::Uploaded(
+        upload.send(api, &plan.dataset_id, progress).await?,
+    ))
 }
 
-/// Streams a file to its ticket's signed URL, counting bytes on the progress bar.
-async fn send(
+/// Where an upload's bytes come from.
+pub enum Source {
+    /// A file, streamed from disk.
+    File(PathBuf),
+    /// Bytes already in memory (an agent's tool call).
+    Memory(bytes::Bytes),
+}
+
+/// One object to upload: what is declared for it, and its bytes.
+pub struct Upload {
+    pub filename: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub checksum_sha256: String,
+    pub metadata: Map<String, Value>,
+    pub bytes: Source,
+}
+
+impl Upload {
+    /// A file: its SHA-256 and length read from disk, its media type `content_type` or guessed
+    /// from the extension.
+    pub async fn file(
+        file: &Path,
+        content_type: Option<String>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self, ClientError> {
+        let (checksum_sha256, size_bytes) = digest(file)
+            .await
+            .map_err(|e| ClientError::Failed(format!("{}: {e}", file.display())))?;
+        let filename = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            content_type: content_type.unwrap_or_else(|| guess(file)),
+            filename,
+            size_bytes,
+            checksum_sha256,
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into()))
+                .collect(),
+            bytes: Source::File(file.to_owned()),
+        })
+    }
+
+    /// Bytes in memory named `filename`.
+    pub fn memory(
+        filename: String,
+        bytes: bytes::Bytes,
+        content_type: Option<String>,
+        metadata: Map<String, Value>,
+    ) -> Self {
+        Self {
+            content_type: content_type.unwrap_or_else(|| guess(Path::new(&filename))),
+            filename,
+            size_bytes: bytes.len() as u64,
+            checksum_sha256: hex::encode(Sha256::digest(&bytes)),
+            metadata,
+            bytes: Source::Memory(bytes),
+        }
+    }
+
+    /// Initiates the upload in `dataset_id`, sends the bytes to the signed URL and confirms; the
+    /// confirmed object. An upload whose bytes did not arrive is cancelled.
+    pub async fn send(
+        self,
+        api: &Api,
+        dataset_id: &str,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<Value, ClientError> {
+        let body = json!({
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size_bytes": self.size_bytes,
+            "checksum_sha256": self.checksum_sha256,
+            "metadata": self.metadata,
+        });
+        let path = format!("/datasets/{}/objects/upload", segment(dataset_id));
+        let ticket = api.post(&path, body).await?;
+        let object_id = ticket["object_id"].as_str().unwrap_or_default().to_owned();
+        if let Err(error) = transfer(api, &ticket, self.bytes, progress).await {
+            let _ = api
+                .delete(&format!("/objects/{}/upload", segment(&object_id)))
+                .await;
+            return Err(error);
+        }
+        Ok(api
+            .post(
+                &format!("/objects/{}/confirm", segment(&object_id)),
+                json!({}),
+            )
+            .await?)
+    }
+}
+
+/// The media type of a file name's extension.
+fn guess(file: &Path) -> String {
+    mime_guess::from_path(file)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_owned()
+}
+
+/// Sends the bytes to the ticket's signed URL (a file streamed from disk), counting them on the
+/// progress bar.
+async fn transfer(
     api: &Api,
     ticket: &Value,
-    file: &Path,
+    bytes: Source,
     progress: &indicatif::ProgressBar,
 ) -> Result<(), ClientError> {
-    let opened = tokio::fs::File::open(file)
-        .await
-        .map_err(|e| ClientError::Failed(format!("{}: {e}", file.display())))?;
-    let counted = progress.clone();
-    let stream =
-        tokio_util::io::ReaderStream::with_capacity(opened, 256 * 1024).inspect(move |chunk| {
-            if let Ok(bytes) = chunk {
-                counted.inc(bytes.len() as u64);
-            }
-        });
+    let body = match bytes {
+        Source::File(file) => {
+            let opened = tokio::fs::File::open(&file)
+                .await
+                .map_err(|e| ClientError::Failed(format!("{}: {e}", file.display())))?;
+            let counted = progress.clone();
+            let stream = tokio_util::io::ReaderStream::with_capacity(opened, 256 * 1024).inspect(
+                move |chunk| {
+                    if let Ok(bytes) = chunk {
+                        counted.inc(bytes.len() as u64);
+                    }
+                },
+            );
+            reqwest::Body::wrap_stream(stream)
+        }
+        Source::Memory(bytes) => {
+            progress.inc(bytes.len() as u64);
+            reqwest::Body::from(bytes)
+        }
+    };
     let empty = Map::new();
     api.send_signed(
         ticket["upload_method"].as_str().unwrap_or("PUT"),
         ticket["upload_url"].as_str().unwrap_or_default(),
         ticket["upload_headers"].as_object().unwrap_or(&empty),
-        reqwest::Body::wrap_stream(stream),
+        body,
     )
     .await
     .map_err(ApiError::into)
@@ -368,7 +447,7 @@ async fn send(
 
 /// Streams a ticket's bytes into `target` through `target.part`, hashing them as they arrive; the
 /// file appears only when its SHA-256 is the ticket's.
-async fn download(api: &Api, ticket: &Value, target: &Path) -> Result<(), ClientError> {
+pub async fn download(api: &Api, ticket: &Value, target: &Path) -> Result<(), ClientError> {
     use tokio::io::AsyncWriteExt;
     let io = |e: std::io::Error| ClientError::Failed(format!("{}: {e}", target.display()));
     let mut part = target.as_os_str().to_owned();

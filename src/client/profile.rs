@@ -133,33 +133,12 @@ impl ConfigFile {
 
     /// Writes the file with mode 0600 (its directory 0700), atomically.
     pub fn save(&self) -> Result<(), ProfileError> {
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let write = |source| ProfileError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(write)?;
-        }
-        let mut temporary = self.path.clone().into_os_string();
-        temporary.push(format!(".{}.tmp", std::process::id()));
-        let temporary = PathBuf::from(temporary);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(write)?;
-        file.write_all(self.doc.to_string().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(write)?;
-        std::fs::rename(&temporary, &self.path).map_err(write)
+        write_file(&self.path, self.doc.to_string().as_bytes(), 0o600).map_err(|source| {
+            ProfileError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })
     }
 
     /// A top-level string.
@@ -297,6 +276,32 @@ fn split_key(key: &str) -> Result<(Option<&str>, &str), ProfileError> {
 /// Whether a key holds a secret (never printed).
 pub fn is_secret(key: &str) -> bool {
     key.ends_with("api_key") || key.ends_with("session_token")
+}
+
+/// Replaces `path` with `contents` at once (a temporary file beside it, synced, then renamed), so a
+/// reader never sees half a file; the file gets `mode`, and a missing directory is made `0700`.
+pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&temporary)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
 }
 
 #[cfg(test)]

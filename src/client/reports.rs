@@ -2,6 +2,8 @@
 //! buyer's dashboard, spend and activity. Windows take `--from` and `--to` (RFC 3339 or a date).
 
 use clap::{Args, Subcommand};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::client::api::encode;
@@ -10,19 +12,21 @@ use crate::client::table::Column;
 use crate::client::{ClientError, Session};
 
 /// A time window (SPEC §1.8).
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Deserialize, JsonSchema)]
 pub struct Window {
-    /// Start, inclusive.
+    /// Start, inclusive (RFC 3339 or a date).
     #[arg(long)]
+    #[serde(default)]
     pub from: Option<String>,
-    /// End, exclusive.
+    /// End, exclusive (RFC 3339 or a date).
     #[arg(long)]
+    #[serde(default)]
     pub to: Option<String>,
 }
 
 impl Window {
     /// `path` with the window as its query.
-    fn on(&self, path: &str) -> String {
+    pub fn on(&self, path: &str) -> String {
         let mut query = Vec::new();
         for (name, value) in [("from", &self.from), ("to", &self.to)] {
             if let Some(value) = value {

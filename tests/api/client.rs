@@ -765,3 +765,75 @@ async fn platform_admins_review_with_the_client() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn skill_install_merges_the_mcp_entry_into_claude_code_and_codex_configs() {
+    let client = Client::new().with("IPTO_PROFILE", "agents");
+    let project = client.dir.join("project");
+    std::fs::create_dir_all(project.join(".codex")).unwrap();
+    std::fs::write(
+        project.join(".mcp.json"),
+        r#"{"mcpServers":{"other":{"command":"other-server"}},"note":"kept"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        project.join(".codex/config.toml"),
+        "# my settings\nmodel = \"o4\"\n\n[mcp_servers.other]\ncommand = \"other-server\"\n",
+    )
+    .unwrap();
+    let dir = project.display().to_string();
+    for agent in ["--claude-code", "--openai"] {
+        let output = client
+            .run(&["skill", "install", agent, "--project", &dir])
+            .await;
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+
+    let claude: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.join(".mcp.json")).unwrap()).unwrap();
+    assert_eq!(claude["note"], "kept");
+    assert_eq!(claude["mcpServers"]["other"]["command"], "other-server");
+    let entry = &claude["mcpServers"]["ipto"];
+    assert_eq!(
+        entry["command"],
+        json!(std::fs::canonicalize(BIN).unwrap().display().to_string())
+    );
+    assert_eq!(entry["args"], json!(["mcp", "--profile", "agents"]));
+    assert_eq!(
+        entry["env"]["IPTO_CONFIG"],
+        json!(client.config().display().to_string())
+    );
+
+    let codex = std::fs::read_to_string(project.join(".codex/config.toml")).unwrap();
+    assert!(
+        codex.starts_with("# my settings\nmodel = \"o4\"\n"),
+        "{codex}"
+    );
+    assert!(codex.contains("[mcp_servers.other]") && codex.contains("[mcp_servers.ipto]"));
+    assert!(
+        codex.contains(r#"args = ["mcp", "--profile", "agents"]"#),
+        "{codex}"
+    );
+
+    // No credential is ever written into an agent's configuration.
+    let with_key = client.sharing(&[("IPTO_API_KEY", "ipto_secret_value")]);
+    assert!(with_key
+        .run(&["skill", "install", "--claude-code", "--project", &dir])
+        .await
+        .status
+        .success());
+    assert!(!std::fs::read_to_string(project.join(".mcp.json"))
+        .unwrap()
+        .contains("ipto_secret_value"));
+
+    // A file that does not parse is left as it is, and the command fails.
+    std::fs::write(project.join(".mcp.json"), "{ not json").unwrap();
+    let output = client
+        .run(&["skill", "install", "--claude-code", "--project", &dir])
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_to_string(project.join(".mcp.json")).unwrap(),
+        "{ not json"
+    );
+}

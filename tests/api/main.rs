@@ -15,6 +15,7 @@ mod hardening;
 mod helpers;
 mod key_limits;
 mod limits;
+mod mcp;
 mod metering;
 mod money;
 mod objects;
