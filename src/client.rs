@@ -8,6 +8,7 @@
 pub mod api;
 pub mod datasets;
 pub mod market;
+pub mod mcp;
 pub mod objects;
 pub mod profile;
 pub mod reports;
@@ -121,7 +122,7 @@ async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), Clie
         ClientCommand::Spend(window) => reports::spend(&session, window).await,
         ClientCommand::Activity(command) => reports::activity(&session, command).await,
         ClientCommand::Review(command) => review::run(&session, command).await,
-        ClientCommand::Mcp => crate::mcp::serve_stdio(session.api()?).await,
+        ClientCommand::Mcp => mcp::serve_stdio(session.api()?).await,
         ClientCommand::Skill(command) => skill::run(&session, command),
     }
 }

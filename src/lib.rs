@@ -19,7 +19,6 @@ pub mod http;
 pub mod idempotency;
 pub mod jobs;
 pub mod market;
-pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;

@@ -1,4 +1,4 @@
-//! `/mcp`: the MCP tools ([`crate::mcp`]) over streamable HTTP, for remote agents. A request is
+//! `/mcp`: the MCP tools ([`crate::client::mcp`]) over streamable HTTP, for remote agents. A request is
 //! authenticated by its API key before MCP sees it: no key, a bad one or a session token is the
 //! SPEC's 401 (the tools act for keys), and each request takes one from the key's rate-limit
 //! bucket. The tools then call this instance's own API with that key, so its scopes, grants and
@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use crate::client::api::Api;
+use crate::client::mcp::Caller;
 use crate::client::profile::Credential;
 use crate::error::AppError;
-use crate::mcp::Caller;
 use crate::state::AppState;
 
 /// Where the tools are served.
@@ -38,9 +38,11 @@ pub fn routes(state: &AppState, address: SocketAddr) -> Router<AppState> {
         state: state.clone(),
         api,
     };
-    Router::new()
-        .route_service(PATH, crate::mcp::http_service(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(mount, authenticate))
+    // POST only: the transport is stateless, so there is no stream to GET and no session to
+    // DELETE (other methods are 405 with `Allow: POST`, before any credential check).
+    let service = axum::routing::post_service(crate::client::mcp::http_service(MAX_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(mount, authenticate));
+    Router::new().route(PATH, service)
 }
 
 /// The listener's address as this machine reaches it (`0.0.0.0` is no destination).
