@@ -1,8 +1,7 @@
 //! The log as auditors read it (`GET /v1/admin/events`, `ipto events export`): one JSON object per
 //! event with its place in the audit order (see [`projections::audit`]) and its metadata.
 
-use projections::StoredEvent;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -23,12 +22,16 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     "email_reservation",
 ];
 
-/// One recorded event.
-#[derive(Serialize, ToSchema)]
+/// One recorded event. Without `position` and `leaf_hash`, its RFC 8785 canonical JSON is its
+/// leaf of the audit tree ([`projections::audit::item`]).
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct AuditEvent {
-    /// Its place in the log: unique and increasing (gaps allowed).
+    /// Its place in the audit order: 1, 2, 3, … (its Merkle leaf index + 1).
     #[schema(minimum = 1)]
     pub position: i64,
+    /// Lowercase hex of `SHA-256(0x00 || JCS(the event without position and leaf_hash))`.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub leaf_hash: String,
     /// The kind of aggregate.
     #[schema(schema_with = aggregate_type)]
     pub aggregate_type: String,
@@ -49,11 +52,14 @@ pub struct AuditEvent {
 }
 
 /// The circumstances of an event.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct AuditMetadata {
     /// `usr_…`, `key_…` or `system`.
     #[schema(schema_with = actor)]
     pub actor: String,
+    /// The tenant acted for, null for platform-level events.
+    #[schema(required = true)]
+    pub tenant_id: Option<String>,
     /// The request, null for background jobs.
     #[schema(required = true)]
     pub request_id: Option<String>,
@@ -77,36 +83,13 @@ pub fn aggregate_type() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 }
 
 impl AuditEvent {
-    /// `event` at audit position `position`, its payload's fields without the variant's tag.
-    pub fn new(position: i64, event: &StoredEvent) -> Self {
-        let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
-        // cqrs-es stores the enum externally tagged: `{"Variant": {...}}`; auditors want the fields.
-        let payload = match payload {
-            Value::Object(map) if map.len() == 1 && map.contains_key(&event.event_type) => map
-                .into_iter()
-                .next()
-                .map(|(_, v)| v)
-                .unwrap_or(Value::Null),
-            other => other,
-        };
-        let actor = match event.metadata.actor_id.as_str() {
-            "" => "system".to_owned(),
-            actor => actor.to_owned(),
-        };
-        Self {
-            position,
-            aggregate_type: event.aggregate_type.clone(),
-            aggregate_id: event.aggregate_id.clone(),
-            sequence: event.sequence,
-            event_type: event.event_type.clone(),
-            event_version: event.event_version.clone(),
-            payload,
-            metadata: AuditMetadata {
-                actor,
-                request_id: event.metadata.request_id.clone(),
-                occurred_at: event.metadata.occurred_at.clone(),
-            },
-        }
+    /// A numbered event as auditors read it: [`projections::audit::item`] with its position and
+    /// leaf hash, so the shape served and the bytes hashed are one definition.
+    pub fn new(event: &projections::audit::AuditEvent) -> Self {
+        let mut item = projections::audit::item(&event.event);
+        item["position"] = event.position.into();
+        item["leaf_hash"] = event.leaf_hash.clone().into();
+        serde_json::from_value(item).expect("an audit item has the AuditEvent shape")
     }
 }
 
@@ -114,6 +97,39 @@ impl AuditEvent {
 mod tests {
     use super::*;
     use cqrs_es::Aggregate;
+
+    #[test]
+    fn the_served_item_is_the_hashed_item_plus_position_and_leaf_hash() {
+        let event = projections::StoredEvent {
+            cursor: projections::LogPosition { tx: 0, position: 9 },
+            aggregate_type: "dataset".into(),
+            aggregate_id: "dset_1".into(),
+            sequence: 2,
+            event_type: "DatasetRenamed".into(),
+            event_version: "1.0".into(),
+            payload: r#"{"DatasetRenamed":{"name":"n","price":0.05}}"#.into(),
+            metadata: projections::EventMetadata {
+                actor_id: "usr_1".into(),
+                tenant_id: Some("tnt_1".into()),
+                occurred_at: "2026-12-02T00:00:00Z".into(),
+                ..Default::default()
+            },
+        };
+        let numbered = projections::audit::AuditEvent {
+            position: 3,
+            leaf_hash: "ab".repeat(32),
+            event: event.clone(),
+        };
+        let mut served = serde_json::to_value(AuditEvent::new(&numbered)).unwrap();
+        assert_eq!(
+            served["payload"],
+            serde_json::json!({"name": "n", "price": 0.05})
+        );
+        let object = served.as_object_mut().unwrap();
+        assert_eq!(object.remove("position"), Some(3.into()));
+        assert!(object.remove("leaf_hash").is_some());
+        assert_eq!(served, projections::audit::item(&event));
+    }
 
     #[test]
     fn every_aggregate_of_the_service_can_be_filtered_on() {

@@ -324,7 +324,8 @@ mod tests {
         let mut all = HashMap::new();
         let mut size = 0u64;
         for chunk in leaves.chunks(batch.max(1)) {
-            let edge: HashMap<Node, Hash> = frontier(size).into_iter().map(|n| (n, all[&n])).collect();
+            let edge: HashMap<Node, Hash> =
+                frontier(size).into_iter().map(|n| (n, all[&n])).collect();
             all.extend(append(size, chunk, &edge));
             size += chunk.len() as u64;
         }
@@ -332,7 +333,10 @@ mod tests {
     }
 
     fn vector_leaves() -> Vec<Hash> {
-        LEAVES.iter().map(|l| leaf_hash(&hex::decode(l).unwrap())).collect()
+        LEAVES
+            .iter()
+            .map(|l| leaf_hash(&hex::decode(l).unwrap()))
+            .collect()
     }
 
     #[test]
@@ -345,7 +349,11 @@ mod tests {
         for batch in 1..=8 {
             let all = nodes(&leaves, batch);
             for size in 1..=8u64 {
-                assert_eq!(root(size, &|n| all[&n]), h(ROOTS[size as usize - 1]), "size {size}");
+                assert_eq!(
+                    root(size, &|n| all[&n]),
+                    h(ROOTS[size as usize - 1]),
+                    "size {size}"
+                );
             }
         }
         let mut streaming = Streaming::default();

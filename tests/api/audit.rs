@@ -137,6 +137,7 @@ async fn the_audit_log_pages_in_position_order_and_filters() {
         keys,
         BTreeSet::from([
             "position",
+            "leaf_hash",
             "aggregate_type",
             "aggregate_id",
             "sequence",
@@ -154,8 +155,18 @@ async fn the_audit_log_pages_in_position_order_and_filters() {
     let metadata = approved["metadata"].as_object().unwrap();
     assert_eq!(
         metadata.keys().map(String::as_str).collect::<BTreeSet<_>>(),
-        BTreeSet::from(["actor", "request_id", "occurred_at"])
+        BTreeSet::from(["actor", "tenant_id", "request_id", "occurred_at"])
     );
+    // The leaf hash is the event's own: SHA-256(0x00 || JCS(the item without position and
+    // leaf_hash)), as an auditor recomputes it from the list alone.
+    for event in &everything {
+        let mut item = event.clone();
+        let object = item.as_object_mut().unwrap();
+        object.remove("position");
+        let served = object.remove("leaf_hash").unwrap();
+        let recomputed = projections::audit::leaf(&item);
+        assert_eq!(served, hex::encode(recomputed), "{event}");
+    }
     assert_eq!(metadata["actor"], admin_user.as_str());
     assert!(metadata["request_id"].as_str().unwrap().starts_with("req_"));
     let at = metadata["occurred_at"].as_str().unwrap();
