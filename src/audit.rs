@@ -93,6 +93,97 @@ impl AuditEvent {
     }
 }
 
+/// Heads are kept at every multiple of this many events (and hourly).
+pub const HEAD_EVERY: u64 = 10_000;
+
+/// The tree's current head, signed now.
+pub async fn current_head(
+    db: &projections::Db,
+    key: &crate::notary::AuditKey,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::notary::SignedHead, projections::audit::TreeError> {
+    let tree = projections::audit::Tree { db };
+    let size = tree.size().await?;
+    let root = tree.root(size).await?;
+    Ok(key.sign(size, &root, now))
+}
+
+/// Keeps the heads that are due: one at each multiple of [`HEAD_EVERY`] not yet kept, and the
+/// current one when the newest kept is an hour old and the tree has grown. The number kept.
+pub async fn keep_heads(
+    db: &projections::Db,
+    key: &crate::notary::AuditKey,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<usize, projections::audit::TreeError> {
+    use sqlx::Row;
+    let tree = projections::audit::Tree { db };
+    let size = tree.size().await?;
+    let newest =
+        sqlx::query("SELECT tree_size, signed_at FROM audit_heads ORDER BY tree_size DESC LIMIT 1")
+            .fetch_optional(&db.pool)
+            .await?;
+    let (kept, kept_at) = match newest {
+        Some(row) => (
+            row.try_get::<i64, _>("tree_size")? as u64,
+            chrono::DateTime::parse_from_rfc3339(&row.try_get::<String, _>("signed_at")?)
+                .map(|t| t.to_utc())
+                .ok(),
+        ),
+        None => (0, None),
+    };
+    let mut due: Vec<u64> = (kept / HEAD_EVERY + 1..=size / HEAD_EVERY)
+        .map(|k| k * HEAD_EVERY)
+        .collect();
+    let hourly = kept_at.is_none_or(|at| now - at >= chrono::Duration::hours(1));
+    if hourly && size > kept && due.last() != Some(&size) {
+        due.push(size);
+    }
+    for tree_size in &due {
+        let head = key.sign(*tree_size, &tree.root(*tree_size).await?, now);
+        // Another instance may keep the same head first.
+        sqlx::query(
+            "INSERT INTO audit_heads (tree_size, root_hash, signed_at, key_id, signature) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
+        )
+        .bind(head.tree_size as i64)
+        .bind(&head.root_hash)
+        .bind(&head.signed_at)
+        .bind(&head.key_id)
+        .bind(&head.signature)
+        .execute(&db.pool)
+        .await?;
+    }
+    Ok(due.len())
+}
+
+/// Up to `limit` kept heads above tree size `after`, ascending.
+pub async fn kept_heads(
+    db: &projections::Db,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<crate::notary::SignedHead>, sqlx::Error> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT tree_size, root_hash, signed_at, key_id, signature FROM audit_heads \
+         WHERE tree_size > $1 ORDER BY tree_size LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(crate::notary::SignedHead {
+                tree_size: row.try_get::<i64, _>("tree_size")? as u64,
+                root_hash: row.try_get("root_hash")?,
+                signed_at: row.try_get("signed_at")?,
+                key_id: row.try_get("key_id")?,
+                signature: row.try_get("signature")?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

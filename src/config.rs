@@ -212,6 +212,10 @@ pub struct Config {
     /// Password for a bootstrap admin that does not exist yet (`IPTO_BOOTSTRAP_ADMIN_PASSWORD`).
     #[arg(skip)]
     pub bootstrap_admin_password: Option<String>,
+    /// Ed25519 seed (64 hex digits) of the key that signs audit tree heads (environment only:
+    /// `IPTO_AUDIT_SIGNING_KEY`; else generated into the data directory).
+    #[arg(skip)]
+    pub audit_signing_key: Option<String>,
 }
 
 impl Config {
@@ -223,6 +227,9 @@ impl Config {
         self.bootstrap_admin_password = std::env::var("IPTO_BOOTSTRAP_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
+        self.audit_signing_key = std::env::var("IPTO_AUDIT_SIGNING_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
         self
     }
 
@@ -273,6 +280,10 @@ impl fmt::Debug for Config {
             .field(
                 "signing_key",
                 &self.signing_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "audit_signing_key",
+                &self.audit_signing_key.as_ref().map(|_| "<redacted>"),
             )
             .finish_non_exhaustive()
     }

@@ -20,6 +20,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod market;
 pub mod metrics;
+pub mod notary;
 pub mod openapi;
 pub mod ratelimit;
 pub mod request;
