@@ -609,3 +609,175 @@ async fn positions_never_go_back_when_a_slow_transaction_commits_late() {
     assert_eq!(all_events(&app, &admin, "").await, seen);
     app.finish().await;
 }
+
+/// Creates `n` datasets as `token` (an event each).
+async fn write_events(app: &TestApp, token: &str, n: usize) {
+    for i in 0..n {
+        app.dataset(token, json!({ "name": format!("audited {i}") }))
+            .await;
+    }
+}
+
+fn hash(value: &Value) -> projections::merkle::Hash {
+    hex::decode(value.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+fn hashes(value: &Value) -> Vec<projections::merkle::Hash> {
+    value.as_array().unwrap().iter().map(hash).collect()
+}
+
+#[tokio::test]
+async fn signed_heads_and_proofs_verify_against_the_listed_events() {
+    let (app, admin) = spawn_with_admin(config(&fresh().await)).await;
+    let (seller, _, _) = app.signup(&email()).await;
+    write_events(&app, &seller, 5).await;
+    settled(&app.state).await;
+
+    // The public key needs no credentials; the head is an admin's.
+    let key: ipto::notary::PublicKey = serde_json::from_value(
+        app.get("/v1/audit/public-key", None)
+            .await
+            .expect(200)
+            .data()
+            .clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        app.get("/v1/admin/audit/head", Some(&seller)).await.status,
+        403
+    );
+    let head: ipto::notary::SignedHead = serde_json::from_value(
+        app.get("/v1/admin/audit/head", Some(&admin))
+            .await
+            .expect(200)
+            .data()
+            .clone(),
+    )
+    .unwrap();
+    let root = head
+        .verify(&key)
+        .expect("the head verifies with the public key");
+
+    // The head's root is the root of the listed leaves, and each event's proof leads to it.
+    let events = app
+        .get("/v1/admin/events?limit=100", Some(&admin))
+        .await
+        .expect(200)
+        .data()["events"]
+        .clone();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len() as u64, head.tree_size);
+    let mut streaming = projections::merkle::Streaming::default();
+    for event in events {
+        streaming.push(hash(&event["leaf_hash"]));
+    }
+    assert_eq!(streaming.root(), root);
+    for event in events {
+        let position = event["position"].as_u64().unwrap();
+        let proof = app
+            .get(
+                &format!(
+                    "/v1/admin/audit/proof/inclusion?position={position}&tree_size={}",
+                    head.tree_size
+                ),
+                Some(&admin),
+            )
+            .await
+            .expect(200);
+        let proof = proof.data();
+        assert_eq!(proof["leaf_hash"], event["leaf_hash"]);
+        assert!(projections::merkle::verify_inclusion(
+            &hash(&event["leaf_hash"]),
+            position - 1,
+            head.tree_size,
+            &hashes(&proof["audit_path"]),
+            &root
+        ));
+    }
+    for bad in [
+        "position=0".to_owned(),
+        format!("position={}", head.tree_size + 1),
+        format!("position=1&tree_size={}", head.tree_size + 1),
+        "position=x".to_owned(),
+        String::new(),
+    ] {
+        let reply = app
+            .get(
+                &format!("/v1/admin/audit/proof/inclusion?{bad}"),
+                Some(&admin),
+            )
+            .await;
+        assert_eq!(reply.status, 422, "{bad}: {}", reply.body);
+    }
+
+    // After 1,000 more events the old head is a prefix of the new one.
+    let many = 1_000;
+    for chunk in 0..(many / 50) {
+        let writes =
+            (0..50).map(|i| app.dataset(&seller, json!({ "name": format!("more {chunk}-{i}") })));
+        futures::future::join_all(writes).await;
+    }
+    settled(&app.state).await;
+    let later: ipto::notary::SignedHead = serde_json::from_value(
+        app.get("/v1/admin/audit/head", Some(&admin))
+            .await
+            .expect(200)
+            .data()
+            .clone(),
+    )
+    .unwrap();
+    assert!(later.tree_size >= head.tree_size + many);
+    let later_root = later.verify(&key).unwrap();
+    let proof = app
+        .get(
+            &format!(
+                "/v1/admin/audit/proof/consistency?from={}&to={}",
+                head.tree_size, later.tree_size
+            ),
+            Some(&admin),
+        )
+        .await
+        .expect(200);
+    assert!(projections::merkle::verify_consistency(
+        head.tree_size,
+        later.tree_size,
+        &hashes(&proof.data()["proof"]),
+        &root,
+        &later_root
+    ));
+    // Not against another root.
+    assert!(!projections::merkle::verify_consistency(
+        head.tree_size,
+        later.tree_size,
+        &hashes(&proof.data()["proof"]),
+        &[0; 32],
+        &later_root
+    ));
+
+    // Heads are kept at multiples of 10,000 events and hourly: the server's job kept the first
+    // hourly one; within the hour, with fewer than 10,000 events, nothing more is due.
+    let (db, audit_key, now) = (
+        &app.state.store.db,
+        &app.state.audit_key,
+        app.state.store.clock.now(),
+    );
+    ipto::audit::keep_heads(db, audit_key, now).await.unwrap();
+    assert_eq!(
+        ipto::audit::keep_heads(db, audit_key, now).await.unwrap(),
+        0
+    );
+    let heads = app
+        .get("/v1/admin/audit/heads", Some(&admin))
+        .await
+        .expect(200);
+    let listed: Vec<ipto::notary::SignedHead> =
+        serde_json::from_value(heads.data()["heads"].clone()).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let kept_root = listed[0].verify(&key).unwrap();
+    let tree = projections::audit::Tree { db };
+    assert_eq!(tree.root(listed[0].tree_size).await.unwrap(), kept_root);
+    app.finish().await;
+}
