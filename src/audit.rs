@@ -184,6 +184,42 @@ pub async fn kept_heads(
         .collect()
 }
 
+/// An RFC 6962 audit path.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InclusionProof {
+    #[schema(minimum = 1)]
+    pub position: u64,
+    #[schema(minimum = 1)]
+    pub tree_size: u64,
+    /// The event's leaf hash, hex.
+    pub leaf_hash: String,
+    /// Sibling hashes from the leaf up, hex.
+    pub audit_path: Vec<String>,
+    /// The root of the tree of `tree_size` leaves, hex.
+    pub root_hash: String,
+}
+
+/// The inclusion proof of `position` in the tree of `tree_size` leaves.
+pub async fn prove(
+    db: &projections::Db,
+    position: u64,
+    tree_size: u64,
+) -> Result<InclusionProof, projections::audit::TreeError> {
+    let tree = projections::audit::Tree { db };
+    Ok(InclusionProof {
+        position,
+        tree_size,
+        leaf_hash: hex::encode(tree.leaf(position).await?),
+        audit_path: tree
+            .inclusion(position, tree_size)
+            .await?
+            .into_iter()
+            .map(hex::encode)
+            .collect(),
+        root_hash: hex::encode(tree.root(tree_size).await?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

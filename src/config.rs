@@ -95,6 +95,32 @@ pub enum EventsCommand {
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::audit::AGGREGATE_TYPES))]
         aggregate_type: Option<String>,
     },
+    /// Recompute the audit tree and check it against signed heads; names the first bad position
+    /// and exits 1 on a mismatch.
+    Verify {
+        /// An NDJSON export (`ipto events export`) to check instead of the database.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+        /// A signed head (`GET /v1/admin/audit/head`) to check against (default, on the
+        /// database: every kept head).
+        #[arg(long, value_name = "FILE")]
+        head: Option<PathBuf>,
+        /// The audit public key (`ipto events public-key`, `GET /v1/audit/public-key`); default,
+        /// on the database: the service's own.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// An inclusion proof (`ipto events prove`) to check offline.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["export", "head"])]
+        proof: Option<PathBuf>,
+    },
+    /// Print an inclusion proof of one event in the current tree, with a signed head.
+    Prove {
+        /// The event's audit position.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        position: u64,
+    },
+    /// Print the public key that checks the audit tree's signed heads.
+    PublicKey,
 }
 
 /// Service settings (SPEC §6.2).

@@ -29,6 +29,7 @@ pub mod server;
 pub mod signing;
 pub mod state;
 pub mod store;
+pub mod verify;
 
 pub use app::Application;
 pub use config::{Cli, Command, Config};

@@ -284,14 +284,6 @@ pub async fn read_after(
     filter: AuditFilter<'_>,
     limit: i64,
 ) -> Result<Vec<AuditEvent>, sqlx::Error> {
-    let (tx, payload, metadata) = match db.dialect {
-        Dialect::Sqlite => ("0", "e.payload", "e.metadata"),
-        Dialect::Postgres => (
-            "e.transaction_id::text::bigint",
-            "e.payload::text",
-            "e.metadata::text",
-        ),
-    };
     let mut conditions = vec!["a.position > $1".to_owned()];
     let mut values: Vec<&str> = Vec::new();
     for (column, value) in [
@@ -303,15 +295,11 @@ pub async fn read_after(
             conditions.push(format!("{column} = ${}", values.len() + 1));
         }
     }
-    let sql = format!(
-        "SELECT a.position AS audit_position, {tx} AS tx, e.global_position, e.aggregate_type, \
-         e.aggregate_id, e.sequence, e.event_type, e.event_version, {payload} AS payload, \
-         {metadata} AS metadata, t.hash AS leaf_hash \
-         FROM audit_order a JOIN events e ON e.global_position = a.global_position \
-         LEFT JOIN audit_tree t ON t.level = 0 AND t.idx = a.position - 1 \
-         WHERE {} ORDER BY a.position LIMIT ${}",
-        conditions.join(" AND "),
-        values.len() + 2
+    let sql = numbered(
+        db.dialect,
+        "JOIN",
+        &conditions.join(" AND "),
+        values.len() + 2,
     );
     let mut query = sqlx::query(&sql).bind(after);
     for value in values {
@@ -326,6 +314,63 @@ pub async fn read_after(
                 position,
                 leaf_hash: leaf_hash.unwrap_or_default(),
                 event: log::stored_event(row)?,
+            })
+        })
+        .collect()
+}
+
+/// The numbered events matching `conditions` (over `a`, the audit order), ascending, at most
+/// `$limit`, each with its leaf hash; `join` is `JOIN`, or `LEFT JOIN` to keep numbered events
+/// whose row is gone from the log.
+fn numbered(dialect: Dialect, join: &str, conditions: &str, limit: usize) -> String {
+    let (tx, payload, metadata) = match dialect {
+        Dialect::Sqlite => ("0", "e.payload", "e.metadata"),
+        Dialect::Postgres => (
+            "e.transaction_id::text::bigint",
+            "e.payload::text",
+            "e.metadata::text",
+        ),
+    };
+    format!(
+        "SELECT a.position AS audit_position, {tx} AS tx, e.global_position, e.aggregate_type, \
+         e.aggregate_id, e.sequence, e.event_type, e.event_version, {payload} AS payload, \
+         {metadata} AS metadata, t.hash AS leaf_hash \
+         FROM audit_order a {join} events e ON e.global_position = a.global_position \
+         LEFT JOIN audit_tree t ON t.level = 0 AND t.idx = a.position - 1 \
+         WHERE {conditions} ORDER BY a.position LIMIT ${limit}"
+    )
+}
+
+/// A numbered position as verification reads it: its event, unless the log lost it, and the
+/// leaf hash the tree holds for it.
+#[derive(Clone, Debug)]
+pub struct Numbered {
+    pub position: i64,
+    pub leaf_hash: Option<String>,
+    pub event: Option<StoredEvent>,
+}
+
+/// Up to `limit` numbered positions above `after`, ascending, whether or not their events are
+/// still in the log (for `ipto events verify`).
+pub async fn read_numbered(db: &Db, after: i64, limit: i64) -> Result<Vec<Numbered>, sqlx::Error> {
+    let sql = numbered(db.dialect, "LEFT JOIN", "a.position > $1", 2);
+    let rows = sqlx::query(&sql)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            let position = row.try_get("audit_position")?;
+            let leaf_hash = row.try_get("leaf_hash")?;
+            let present: Option<String> = row.try_get("event_type")?;
+            Ok(Numbered {
+                position,
+                leaf_hash,
+                event: match present {
+                    Some(_) => Some(log::stored_event(row)?),
+                    None => None,
+                },
             })
         })
         .collect()

@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::InclusionProof;
 use crate::error::AppError;
 use crate::http::envelope::Envelope;
 use crate::http::extract::{Auth, Query};
@@ -134,21 +135,6 @@ struct InclusionQuery {
     tree_size: Option<String>,
 }
 
-/// An RFC 6962 audit path.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct InclusionProof {
-    #[schema(minimum = 1)]
-    pub position: u64,
-    #[schema(minimum = 1)]
-    pub tree_size: u64,
-    /// The event's leaf hash, hex.
-    pub leaf_hash: String,
-    /// Sibling hashes from the leaf up, hex.
-    pub audit_path: Vec<String>,
-    /// The root of the tree of `tree_size` leaves, hex.
-    pub root_hash: String,
-}
-
 #[utoipa::path(
     get,
     path = "/admin/audit/proof/inclusion",
@@ -176,24 +162,8 @@ async fn inclusion(
         ));
     }
     Ok(Envelope::ok(
-        prove(&state.store.db, position, tree_size).await?,
+        crate::audit::prove(&state.store.db, position, tree_size).await?,
     ))
-}
-
-/// The inclusion proof of `position` in the tree of `tree_size` leaves.
-pub async fn prove(
-    db: &projections::Db,
-    position: u64,
-    tree_size: u64,
-) -> Result<InclusionProof, AppError> {
-    let tree = projections::audit::Tree { db };
-    Ok(InclusionProof {
-        position,
-        tree_size,
-        leaf_hash: hex::encode(tree.leaf(position).await?),
-        audit_path: hex_all(tree.inclusion(position, tree_size).await?),
-        root_hash: hex::encode(tree.root(tree_size).await?),
-    })
 }
 
 /// The parameters of a consistency proof.
