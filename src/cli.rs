@@ -270,7 +270,7 @@ pub async fn events_export(
         let Some(last) = batch.last() else { break };
         cursor = last.position;
         for event in &batch {
-            let line = crate::audit::AuditEvent::new(&event);
+            let line = crate::audit::AuditEvent::new(event);
             serde_json::to_writer(&mut out, &line).map_err(|e| CliError::Failed(e.to_string()))?;
             writeln!(out).map_err(|e| CliError::Failed(e.to_string()))?;
         }
