@@ -34,6 +34,8 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     #[error("signing key: {0}")]
     SigningKey(#[from] crate::signing::KeyError),
+    #[error("audit signing key: {0}")]
+    AuditKey(#[from] crate::notary::AuditKeyError),
     #[error("blob store: {0}")]
     Blobs(#[from] crate::blobs::BlobError),
     #[error("bootstrap admin: {0}")]
@@ -106,6 +108,10 @@ impl Application {
         // A bad embedder setting is a configuration error: refused before anything is opened.
         let embedder = crate::search::embed::from_setting(&config.embedder)?;
         let (store, key) = open_store(&config).await?;
+        let audit_key = Arc::new(crate::notary::AuditKey::load(
+            config.audit_signing_key.as_deref(),
+            &config.data_dir,
+        )?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut workers = store.engine.start(shutdown_rx.clone()).await?;
         if let EventPool::Postgres(pool) = &store.events {
@@ -163,6 +169,7 @@ impl Application {
             limits: Arc::default(),
             search,
             uploads: Arc::default(),
+            audit_key,
         };
         workers.spawn(crate::jobs::run(state.clone(), shutdown_rx.clone()));
         Ok(Self {

@@ -270,7 +270,7 @@ pub async fn events_export(
         let Some(last) = batch.last() else { break };
         cursor = last.position;
         for event in &batch {
-            let line = crate::audit::AuditEvent::new(event.position, &event.event);
+            let line = crate::audit::AuditEvent::new(event);
             serde_json::to_writer(&mut out, &line).map_err(|e| CliError::Failed(e.to_string()))?;
             writeln!(out).map_err(|e| CliError::Failed(e.to_string()))?;
         }
@@ -278,4 +278,202 @@ pub async fn events_export(
     out.flush().map_err(|e| CliError::Failed(e.to_string()))?;
     store.close().await;
     Ok(())
+}
+
+/// What `ipto events verify` checks.
+pub struct VerifyArgs {
+    pub export: Option<std::path::PathBuf>,
+    pub head: Option<std::path::PathBuf>,
+    pub public_key: Option<std::path::PathBuf>,
+    pub proof: Option<std::path::PathBuf>,
+}
+
+fn service_key(config: &Config) -> Result<crate::notary::AuditKey, CliError> {
+    crate::notary::AuditKey::load(config.audit_signing_key.as_deref(), &config.data_dir)
+        .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// `ipto events public-key`.
+pub fn events_public_key(config: &Config) -> Result<(), CliError> {
+    let public = service_key(config)?.public();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&public).map_err(|e| CliError::Failed(e.to_string()))?
+    );
+    Ok(())
+}
+
+/// `ipto events prove POSITION`: the event, its audit path in the current tree, and that tree's
+/// head signed now, as one JSON document for `ipto events verify --proof`.
+pub async fn events_prove(config: &Config, position: u64) -> Result<(), CliError> {
+    let key = service_key(config)?;
+    let (store, _) = open_store(config).await?;
+    store
+        .engine
+        .catch_up(&AuditOrderProjection)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let tree = audit::Tree { db: &store.db };
+    let size = tree.size().await?;
+    if position > size {
+        return Err(CliError::Failed(format!(
+            "position {position} is beyond the log ({size} events)"
+        )));
+    }
+    let proof = crate::audit::prove(&store.db, position, size)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let event = audit::read_after(&store.db, position as i64 - 1, AuditFilter::default(), 1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Failed(format!("position {position} has no event")))?;
+    let root: projections::merkle::Hash = hex::decode(&proof.root_hash)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| CliError::Failed("the stored root is not a hash".into()))?;
+    let file = crate::verify::ProofFile {
+        event: serde_json::to_value(crate::audit::AuditEvent::new(&event))
+            .map_err(|e| CliError::Failed(e.to_string()))?,
+        head: key.sign(size, &root, store.clock.now()),
+        proof,
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&file).map_err(|e| CliError::Failed(e.to_string()))?
+    );
+    store.close().await;
+    Ok(())
+}
+
+/// `ipto events verify`: see [`crate::verify`].
+pub async fn events_verify(config: &Config, args: VerifyArgs) -> Result<(), CliError> {
+    use crate::verify::{read_json, Checker};
+    let failed = |e: String| CliError::Failed(e);
+    let given_key: Option<crate::notary::PublicKey> = args
+        .public_key
+        .as_deref()
+        .map(read_json)
+        .transpose()
+        .map_err(failed)?;
+    if let Some(path) = &args.proof {
+        let key = given_key.ok_or_else(|| {
+            CliError::Failed("checking a proof needs the public key (--public-key FILE)".into())
+        })?;
+        let file: crate::verify::ProofFile = read_json(path).map_err(failed)?;
+        let position = file
+            .verify(&key)
+            .map_err(|f| CliError::Failed(format!("verification failed: {f}")))?;
+        println!(
+            "verified: the event at position {position} is in the tree of {} events signed by key {} at {}",
+            file.head.tree_size, file.head.key_id, file.head.signed_at
+        );
+        return Ok(());
+    }
+    let given_head: Option<crate::notary::SignedHead> = args
+        .head
+        .as_deref()
+        .map(read_json)
+        .transpose()
+        .map_err(failed)?;
+    let outcome = match &args.export {
+        Some(path) => {
+            let heads: Vec<_> = given_head.into_iter().collect();
+            let mut checker = Checker::new(&heads, given_key.as_ref())
+                .map_err(|f| CliError::Failed(format!("verification failed: {f}")))?;
+            let file = std::fs::File::open(path)
+                .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+            let mut result = Ok(());
+            for (number, line) in std::io::BufRead::lines(std::io::BufReader::new(file)).enumerate()
+            {
+                let line =
+                    line.map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let item: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+                    CliError::Failed(format!(
+                        "{} line {}: not JSON ({e})",
+                        path.display(),
+                        number + 1
+                    ))
+                })?;
+                let position = item["position"].as_u64().unwrap_or(0);
+                result = checker.push(position, Some(&item), item["leaf_hash"].as_str());
+                if result.is_err() {
+                    break;
+                }
+            }
+            result.and_then(|()| checker.finish())
+        }
+        None => {
+            let key = match given_key {
+                Some(key) => key,
+                None => service_key(config)?.public(),
+            };
+            let (store, _) = open_store(config).await?;
+            store
+                .engine
+                .catch_up(&AuditOrderProjection)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            let mut heads = match given_head {
+                Some(head) => vec![head],
+                None => crate::audit::kept_heads(&store.db, 0, i64::MAX).await?,
+            };
+            heads.retain(|h| h.tree_size > 0 || args.head.is_some());
+            let mut checker = Checker::new(&heads, Some(&key))
+                .map_err(|f| CliError::Failed(format!("verification failed: {f}")))?;
+            let mut after = 0;
+            let mut result = Ok(());
+            'pages: loop {
+                let page = audit::read_numbered(&store.db, after, 1000).await?;
+                let Some(last) = page.last() else { break };
+                after = last.position;
+                for numbered in &page {
+                    let item = numbered.event.as_ref().map(audit::item);
+                    result = checker.push(
+                        numbered.position as u64,
+                        item.as_ref(),
+                        numbered.leaf_hash.as_deref(),
+                    );
+                    if result.is_err() {
+                        break 'pages;
+                    }
+                }
+            }
+            // Events the audit order never numbered (a row inserted past the numbering).
+            let logged = log::count(&store.db).await? as u64;
+            let outcome = result.and_then(|()| checker.finish());
+            let outcome = match outcome {
+                Ok(verified) if verified.events != logged => Err(crate::verify::Failure {
+                    position: None,
+                    reason: format!(
+                        "the log holds {logged} events, the audit tree {}",
+                        verified.events
+                    ),
+                }),
+                other => other,
+            };
+            store.close().await;
+            outcome
+        }
+    };
+    match outcome {
+        Ok(verified) => {
+            let heads: Vec<String> = verified.heads.iter().map(u64::to_string).collect();
+            println!(
+                "verified: {} events, root {}; signed heads checked at tree sizes: {}",
+                verified.events,
+                hex::encode(verified.root),
+                if heads.is_empty() {
+                    "none".to_owned()
+                } else {
+                    heads.join(", ")
+                }
+            );
+            Ok(())
+        }
+        Err(failure) => Err(CliError::Failed(format!("verification failed: {failure}"))),
+    }
 }

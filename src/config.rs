@@ -95,6 +95,32 @@ pub enum EventsCommand {
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::audit::AGGREGATE_TYPES))]
         aggregate_type: Option<String>,
     },
+    /// Recompute the audit tree and check it against signed heads; names the first bad position
+    /// and exits 1 on a mismatch.
+    Verify {
+        /// An NDJSON export (`ipto events export`) to check instead of the database.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+        /// A signed head (`GET /v1/admin/audit/head`) to check against (default, on the
+        /// database: every kept head).
+        #[arg(long, value_name = "FILE")]
+        head: Option<PathBuf>,
+        /// The audit public key (`ipto events public-key`, `GET /v1/audit/public-key`); default,
+        /// on the database: the service's own.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// An inclusion proof (`ipto events prove`) to check offline.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["export", "head"])]
+        proof: Option<PathBuf>,
+    },
+    /// Print an inclusion proof of one event in the current tree, with a signed head.
+    Prove {
+        /// The event's audit position.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        position: u64,
+    },
+    /// Print the public key that checks the audit tree's signed heads.
+    PublicKey,
 }
 
 /// Service settings (SPEC §6.2).
@@ -212,6 +238,10 @@ pub struct Config {
     /// Password for a bootstrap admin that does not exist yet (`IPTO_BOOTSTRAP_ADMIN_PASSWORD`).
     #[arg(skip)]
     pub bootstrap_admin_password: Option<String>,
+    /// Ed25519 seed (64 hex digits) of the key that signs audit tree heads (environment only:
+    /// `IPTO_AUDIT_SIGNING_KEY`; else generated into the data directory).
+    #[arg(skip)]
+    pub audit_signing_key: Option<String>,
 }
 
 impl Config {
@@ -223,6 +253,9 @@ impl Config {
         self.bootstrap_admin_password = std::env::var("IPTO_BOOTSTRAP_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
+        self.audit_signing_key = std::env::var("IPTO_AUDIT_SIGNING_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
         self
     }
 
@@ -273,6 +306,10 @@ impl fmt::Debug for Config {
             .field(
                 "signing_key",
                 &self.signing_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "audit_signing_key",
+                &self.audit_signing_key.as_ref().map(|_| "<redacted>"),
             )
             .finish_non_exhaustive()
     }

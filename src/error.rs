@@ -262,6 +262,15 @@ impl AppError {
     }
 }
 
+impl From<projections::audit::TreeError> for AppError {
+    fn from(error: projections::audit::TreeError) -> Self {
+        match error {
+            projections::audit::TreeError::Database(error) => error.into(),
+            missing => Self::internal(missing),
+        }
+    }
+}
+
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> Self {
         match error {

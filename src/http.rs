@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod api_keys;
+pub mod audit;
 pub mod auth_failures;
 pub mod buyer;
 pub mod datasets;
@@ -54,7 +55,8 @@ pub fn api() -> OpenApiRouter<AppState> {
                 .merge(tagged("admin", payouts::routes()))
                 .merge(tagged("search", search::routes()))
                 .merge(tagged("search", retrieve::routes()))
-                .merge(tagged("admin", events::routes())),
+                .merge(tagged("admin", events::routes()))
+                .merge(tagged("audit", audit::routes())),
         )
 }
 

@@ -2,7 +2,8 @@
 //! `review_expired`), the dataset deletion cascade (objects deleted, blobs removed, then the
 //! dataset marked `deleted`), the purge of idempotency records past their 24 hours and, less often,
 //! the blob collector (uploads never confirmed, copies left by interrupted confirms, bytes of
-//! deleted objects). All are idempotent, so several instances may run them.
+//! deleted objects), and the signed audit tree heads kept every 10,000 events and hourly. All are
+//! idempotent, so several instances may run them.
 
 use std::time::Duration;
 
@@ -43,6 +44,12 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         }
         if let Err(error) = clean_up_datasets(&state).await {
             tracing::warn!(%error, "dataset cleanup failed; will retry");
+        }
+        if let Err(error) =
+            crate::audit::keep_heads(&state.store.db, &state.audit_key, state.store.clock.now())
+                .await
+        {
+            tracing::warn!(%error, "keeping audit tree heads failed; will retry");
         }
         if tokio::time::Instant::now() >= next_purge {
             next_purge = tokio::time::Instant::now() + PURGE_INTERVAL;

@@ -20,6 +20,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod market;
 pub mod metrics;
+pub mod notary;
 pub mod openapi;
 pub mod ratelimit;
 pub mod request;
@@ -28,6 +29,7 @@ pub mod server;
 pub mod signing;
 pub mod state;
 pub mod store;
+pub mod verify;
 
 pub use app::Application;
 pub use config::{Cli, Command, Config};

@@ -88,6 +88,30 @@ fn main() -> ExitCode {
             }) => cli::events_export(&config, after, aggregate_type.as_deref())
                 .await
                 .map_err(|e| e.to_string()),
+            Command::Events(EventsCommand::Verify {
+                export,
+                head,
+                public_key,
+                proof,
+            }) => cli::events_verify(
+                &config,
+                cli::VerifyArgs {
+                    export,
+                    head,
+                    public_key,
+                    proof,
+                },
+            )
+            .await
+            .map_err(|e| e.to_string()),
+            Command::Events(EventsCommand::Prove { position }) => {
+                cli::events_prove(&config, position)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Command::Events(EventsCommand::PublicKey) => {
+                cli::events_public_key(&config).map_err(|e| e.to_string())
+            }
             Command::ExtractPdf { .. } | Command::Client(_) => {
                 unreachable!("run before the server's runtime starts")
             }

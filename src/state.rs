@@ -29,6 +29,8 @@ pub struct AppState {
     pub search: Indexer,
     /// Uploads being received by this instance's `/storage` routes.
     pub uploads: Arc<crate::blobs::UploadsInFlight>,
+    /// The key that signs the audit tree's heads.
+    pub audit_key: Arc<crate::notary::AuditKey>,
 }
 
 impl AppState {

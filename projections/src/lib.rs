@@ -9,6 +9,7 @@ pub mod datasets;
 pub mod db;
 pub mod engine;
 pub mod log;
+pub mod merkle;
 pub mod objects;
 pub mod payouts;
 pub mod rows;

@@ -120,10 +120,7 @@ async fn list(
         audit::read_after(&state.store.db, request.after, filter, request.limit as i64).await?;
     let next_after = events.last().map_or(request.after, |e| e.position);
     Ok(Envelope::ok(EventPage {
-        events: events
-            .iter()
-            .map(|e| AuditEvent::new(e.position, &e.event))
-            .collect(),
+        events: events.iter().map(AuditEvent::new).collect(),
         next_after,
     }))
 }

@@ -137,6 +137,7 @@ async fn the_audit_log_pages_in_position_order_and_filters() {
         keys,
         BTreeSet::from([
             "position",
+            "leaf_hash",
             "aggregate_type",
             "aggregate_id",
             "sequence",
@@ -154,8 +155,18 @@ async fn the_audit_log_pages_in_position_order_and_filters() {
     let metadata = approved["metadata"].as_object().unwrap();
     assert_eq!(
         metadata.keys().map(String::as_str).collect::<BTreeSet<_>>(),
-        BTreeSet::from(["actor", "request_id", "occurred_at"])
+        BTreeSet::from(["actor", "tenant_id", "request_id", "occurred_at"])
     );
+    // The leaf hash is the event's own: SHA-256(0x00 || JCS(the item without position and
+    // leaf_hash)), as an auditor recomputes it from the list alone.
+    for event in &everything {
+        let mut item = event.clone();
+        let object = item.as_object_mut().unwrap();
+        object.remove("position");
+        let served = object.remove("leaf_hash").unwrap();
+        let recomputed = projections::audit::leaf(&item);
+        assert_eq!(served, hex::encode(recomputed), "{event}");
+    }
     assert_eq!(metadata["actor"], admin_user.as_str());
     assert!(metadata["request_id"].as_str().unwrap().starts_with("req_"));
     let at = metadata["occurred_at"].as_str().unwrap();
@@ -596,5 +607,437 @@ async fn positions_never_go_back_when_a_slow_transaction_commits_late() {
     assert!(identities.contains(&(slow_user.clone(), next)));
     // Reading again from the start gives the same events at the same positions.
     assert_eq!(all_events(&app, &admin, "").await, seen);
+    app.finish().await;
+}
+
+/// Creates `n` datasets as `token` (an event each).
+async fn write_events(app: &TestApp, token: &str, n: usize) {
+    for i in 0..n {
+        app.dataset(token, json!({ "name": format!("audited {i}") }))
+            .await;
+    }
+}
+
+fn hash(value: &Value) -> projections::merkle::Hash {
+    hex::decode(value.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+fn hashes(value: &Value) -> Vec<projections::merkle::Hash> {
+    value.as_array().unwrap().iter().map(hash).collect()
+}
+
+#[tokio::test]
+async fn signed_heads_and_proofs_verify_against_the_listed_events() {
+    let (app, admin) = spawn_with_admin(config(&fresh().await)).await;
+    let (seller, _, _) = app.signup(&email()).await;
+    write_events(&app, &seller, 5).await;
+    settled(&app.state).await;
+
+    // The public key needs no credentials; the head is an admin's.
+    let key: ipto::notary::PublicKey = serde_json::from_value(
+        app.get("/v1/audit/public-key", None)
+            .await
+            .expect(200)
+            .data()
+            .clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        app.get("/v1/admin/audit/head", Some(&seller)).await.status,
+        403
+    );
+    let head: ipto::notary::SignedHead = serde_json::from_value(
+        app.get("/v1/admin/audit/head", Some(&admin))
+            .await
+            .expect(200)
+            .data()
+            .clone(),
+    )
+    .unwrap();
+    let root = head
+        .verify(&key)
+        .expect("the head verifies with the public key");
+
+    // The head's root is the root of the listed leaves, and each event's proof leads to it.
+    let events = app
+        .get("/v1/admin/events?limit=100", Some(&admin))
+        .await
+        .expect(200)
+        .data()["events"]
+        .clone();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len() as u64, head.tree_size);
+    let mut streaming = projections::merkle::Streaming::default();
+    for event in events {
+        streaming.push(hash(&event["leaf_hash"]));
+    }
+    assert_eq!(streaming.root(), root);
+    for event in events {
+        let position = event["position"].as_u64().unwrap();
+        let proof = app
+            .get(
+                &format!(
+                    "/v1/admin/audit/proof/inclusion?position={position}&tree_size={}",
+                    head.tree_size
+                ),
+                Some(&admin),
+            )
+            .await
+            .expect(200);
+        let proof = proof.data();
+        assert_eq!(proof["leaf_hash"], event["leaf_hash"]);
+        assert!(projections::merkle::verify_inclusion(
+            &hash(&event["leaf_hash"]),
+            position - 1,
+            head.tree_size,
+            &hashes(&proof["audit_path"]),
+            &root
+        ));
+    }
+    for bad in [
+        "position=0".to_owned(),
+        format!("position={}", head.tree_size + 1),
+        format!("position=1&tree_size={}", head.tree_size + 1),
+        "position=x".to_owned(),
+        String::new(),
+    ] {
+        let reply = app
+            .get(
+                &format!("/v1/admin/audit/proof/inclusion?{bad}"),
+                Some(&admin),
+            )
+            .await;
+        assert_eq!(reply.status, 422, "{bad}: {}", reply.body);
+    }
+
+    // After 1,000 more events the old head is a prefix of the new one.
+    let many = 1_000;
+    for chunk in 0..(many / 50) {
+        let writes =
+            (0..50).map(|i| app.dataset(&seller, json!({ "name": format!("more {chunk}-{i}") })));
+        futures::future::join_all(writes).await;
+    }
+    settled(&app.state).await;
+    let later: ipto::notary::SignedHead = serde_json::from_value(
+        app.get("/v1/admin/audit/head", Some(&admin))
+            .await
+            .expect(200)
+            .data()
+            .clone(),
+    )
+    .unwrap();
+    assert!(later.tree_size >= head.tree_size + many);
+    let later_root = later.verify(&key).unwrap();
+    let proof = app
+        .get(
+            &format!(
+                "/v1/admin/audit/proof/consistency?from={}&to={}",
+                head.tree_size, later.tree_size
+            ),
+            Some(&admin),
+        )
+        .await
+        .expect(200);
+    assert!(projections::merkle::verify_consistency(
+        head.tree_size,
+        later.tree_size,
+        &hashes(&proof.data()["proof"]),
+        &root,
+        &later_root
+    ));
+    // Not against another root.
+    assert!(!projections::merkle::verify_consistency(
+        head.tree_size,
+        later.tree_size,
+        &hashes(&proof.data()["proof"]),
+        &[0; 32],
+        &later_root
+    ));
+
+    // Heads are kept at multiples of 10,000 events and hourly: the server's job kept the first
+    // hourly one; within the hour, with fewer than 10,000 events, nothing more is due.
+    let (db, audit_key, now) = (
+        &app.state.store.db,
+        &app.state.audit_key,
+        app.state.store.clock.now(),
+    );
+    ipto::audit::keep_heads(db, audit_key, now).await.unwrap();
+    assert_eq!(
+        ipto::audit::keep_heads(db, audit_key, now).await.unwrap(),
+        0
+    );
+    let heads = app
+        .get("/v1/admin/audit/heads", Some(&admin))
+        .await
+        .expect(200);
+    let listed: Vec<ipto::notary::SignedHead> =
+        serde_json::from_value(heads.data()["heads"].clone()).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let kept_root = listed[0].verify(&key).unwrap();
+    let tree = projections::audit::Tree { db };
+    assert_eq!(tree.root(listed[0].tree_size).await.unwrap(), kept_root);
+    app.finish().await;
+}
+
+/// A log of a few datasets' events, numbered and treed: the app, its fresh store, and the audit
+/// positions of the `DatasetCreated` events.
+async fn audited_log() -> (TestApp, Fresh, Vec<i64>) {
+    let fresh = fresh().await;
+    let app = spawn_with(config(&fresh)).await;
+    let (seller, _, _) = app.signup(&email()).await;
+    write_events(&app, &seller, 6).await;
+    settled(&app.state).await;
+    let created = table(
+        &app.state,
+        "SELECT CAST(a.position AS TEXT) FROM audit_order a \
+         JOIN events e ON e.global_position = a.global_position \
+         WHERE e.event_type = 'DatasetCreated' ORDER BY a.position",
+    )
+    .await
+    .into_iter()
+    .map(|row| row[0].parse().unwrap())
+    .collect();
+    (app, fresh, created)
+}
+
+/// Runs `sql` on the events table as a superuser would, past the append-only triggers.
+async fn tamper(app: &TestApp, sql: &str, binds: &[String]) {
+    use sqlx::Executor;
+    let mut conn = app.state.store.db.pool.acquire().await.unwrap();
+    if on_postgres() {
+        conn.execute("SET session_replication_role = replica")
+            .await
+            .unwrap();
+    } else {
+        for trigger in ["events_no_update", "events_no_delete"] {
+            conn.execute(format!("DROP TRIGGER IF EXISTS {trigger}").as_str())
+                .await
+                .unwrap();
+        }
+    }
+    let mut query = sqlx::query(sql);
+    for bind in binds {
+        query = query.bind(bind);
+    }
+    let changed = query.execute(&mut *conn).await.unwrap();
+    assert!(changed.rows_affected() >= 1, "{sql}");
+    if on_postgres() {
+        conn.execute("SET session_replication_role = origin")
+            .await
+            .unwrap();
+    }
+}
+
+fn global(position: i64) -> String {
+    format!("(SELECT global_position FROM audit_order WHERE position = {position})")
+}
+
+/// `ipto events verify ARGS`: exit code and what it said.
+fn verify(fresh: &Fresh, args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["events", "verify"];
+    all.extend(args);
+    let output = crate::cli::run(fresh, &all);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), said)
+}
+
+#[tokio::test]
+async fn verify_passes_on_the_untouched_log_and_its_export_and_checks_proofs_offline() {
+    let (app, fresh, created) = audited_log().await;
+    let (code, said) = verify(&fresh, &[]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("verified:"), "{said}");
+
+    let dir = fresh.data_dir.join("auditor");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, output: std::process::Output| {
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, output.stdout).unwrap();
+        path.display().to_string()
+    };
+    let export = write(
+        "export.ndjson",
+        crate::cli::run(&fresh, &["events", "export"]),
+    );
+    let key = write(
+        "key.json",
+        crate::cli::run(&fresh, &["events", "public-key"]),
+    );
+    // The key the CLI prints is the one the server publishes.
+    let served = app.get("/v1/audit/public-key", None).await.expect(200);
+    let printed: Value = serde_json::from_str(&std::fs::read_to_string(&key).unwrap()).unwrap();
+    assert_eq!(&printed, served.data());
+    let head = ipto::audit::current_head(
+        &app.state.store.db,
+        &app.state.audit_key,
+        app.state.store.clock.now(),
+    )
+    .await
+    .unwrap();
+    let head_file = dir.join("head.json");
+    std::fs::write(&head_file, serde_json::to_vec(&head).unwrap()).unwrap();
+    let head_file = head_file.display().to_string();
+    let (code, said) = verify(
+        &fresh,
+        &[
+            "--export",
+            &export,
+            "--head",
+            &head_file,
+            "--public-key",
+            &key,
+        ],
+    );
+    assert_eq!(code, Some(0), "{said}");
+
+    // One line edited, or one left out: the export's first bad position is named.
+    let lines: Vec<String> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let at = created[2] as usize;
+    let mut edited = lines.clone();
+    edited[at - 1] = edited[at - 1].replace("audited 2", "audited X");
+    let edited_file = dir.join("edited.ndjson");
+    std::fs::write(&edited_file, edited.join("\n")).unwrap();
+    let (code, said) = verify(
+        &fresh,
+        &[
+            "--export",
+            &edited_file.display().to_string(),
+            "--head",
+            &head_file,
+            "--public-key",
+            &key,
+        ],
+    );
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains(&format!("position {at}:")), "{said}");
+    let mut shortened = lines.clone();
+    shortened.remove(at - 1);
+    std::fs::write(&edited_file, shortened.join("\n")).unwrap();
+    let (code, said) = verify(
+        &fresh,
+        &[
+            "--export",
+            &edited_file.display().to_string(),
+            "--head",
+            &head_file,
+            "--public-key",
+            &key,
+        ],
+    );
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains(&format!("position {at}:")), "{said}");
+
+    // A proof an auditor checks offline; an edited one fails.
+    let proof = write(
+        "proof.json",
+        crate::cli::run(&fresh, &["events", "prove", &at.to_string()]),
+    );
+    let (code, said) = verify(&fresh, &["--proof", &proof, "--public-key", &key]);
+    assert_eq!(code, Some(0), "{said}");
+    let forged = std::fs::read_to_string(&proof)
+        .unwrap()
+        .replace("audited 2", "audited X");
+    std::fs::write(&proof, forged).unwrap();
+    let (code, said) = verify(&fresh, &["--proof", &proof, "--public-key", &key]);
+    assert_eq!(code, Some(1), "{said}");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn verify_names_an_altered_a_deleted_and_a_swapped_event_in_the_database() {
+    // One payload byte changed.
+    let (app, fresh, created) = audited_log().await;
+    let at = created[3];
+    let payload = if on_postgres() {
+        "CAST(replace(CAST(payload AS TEXT), 'audited 3', 'audited 4') AS jsonb)"
+    } else {
+        "replace(payload, 'audited 3', 'audited 4')"
+    };
+    tamper(
+        &app,
+        &format!(
+            "UPDATE events SET payload = {payload} WHERE global_position = {}",
+            global(at)
+        ),
+        &[],
+    )
+    .await;
+    let (code, said) = verify(&fresh, &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains(&format!("position {at}:")), "{said}");
+    app.finish().await;
+
+    // An event deleted.
+    let (app, fresh, created) = audited_log().await;
+    let at = created[1];
+    tamper(
+        &app,
+        &format!("DELETE FROM events WHERE global_position = {}", global(at)),
+        &[],
+    )
+    .await;
+    let (code, said) = verify(&fresh, &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains(&format!("position {at}:")), "{said}");
+    app.finish().await;
+
+    // Two events' contents swapped.
+    let (app, fresh, created) = audited_log().await;
+    let (first, second) = (created[1], created[4]);
+    let payloads: Vec<String> = table(
+        &app.state,
+        &format!(
+            "SELECT CAST(payload AS TEXT) FROM events WHERE global_position IN ({}, {}) \
+             ORDER BY global_position",
+            global(first),
+            global(second)
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|row| row[0].clone())
+    .collect();
+    let set = if on_postgres() {
+        "CAST($1 AS jsonb)"
+    } else {
+        "$1"
+    };
+    tamper(
+        &app,
+        &format!(
+            "UPDATE events SET payload = {set} WHERE global_position = {}",
+            global(first)
+        ),
+        &[payloads[1].clone()],
+    )
+    .await;
+    tamper(
+        &app,
+        &format!(
+            "UPDATE events SET payload = {set} WHERE global_position = {}",
+            global(second)
+        ),
+        &[payloads[0].clone()],
+    )
+    .await;
+    let (code, said) = verify(&fresh, &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains(&format!("position {first}:")), "{said}");
     app.finish().await;
 }

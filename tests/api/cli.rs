@@ -201,6 +201,9 @@ pub(crate) async fn open(fresh: &Fresh) -> ipto::AppState {
         limits: std::sync::Arc::default(),
         search,
         uploads: std::sync::Arc::default(),
+        audit_key: std::sync::Arc::new(
+            ipto::notary::AuditKey::load(None, &fresh.data_dir).unwrap(),
+        ),
     }
 }
 

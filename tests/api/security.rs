@@ -330,6 +330,34 @@ const ADMIN_ROUTES: &[Probe] = &[
         409,
     ),
     probe("GET", "/v1/admin/events", "/v1/admin/events", None, 200),
+    probe(
+        "GET",
+        "/v1/admin/audit/head",
+        "/v1/admin/audit/head",
+        None,
+        200,
+    ),
+    probe(
+        "GET",
+        "/v1/admin/audit/heads",
+        "/v1/admin/audit/heads",
+        None,
+        200,
+    ),
+    probe(
+        "GET",
+        "/v1/admin/audit/proof/inclusion",
+        "/v1/admin/audit/proof/inclusion?position=1",
+        None,
+        200,
+    ),
+    probe(
+        "GET",
+        "/v1/admin/audit/proof/consistency",
+        "/v1/admin/audit/proof/consistency?from=1",
+        None,
+        200,
+    ),
 ];
 
 /// Tenant A's resources in every state, and the credentials of B, C and the admin.
