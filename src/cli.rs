@@ -245,6 +245,18 @@ pub async fn admin_promote(config: &Config, email: &str) -> Result<(), CliError>
     }
 }
 
+/// The store with the audit order (and its tree) brought up to date: the audit commands are
+/// complete even when no server ran since the last writes.
+async fn audited_store(config: &Config) -> Result<crate::store::Store, CliError> {
+    let (store, _) = open_store(config).await?;
+    store
+        .engine
+        .catch_up(&AuditOrderProjection)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    Ok(store)
+}
+
 /// `ipto events export`: NDJSON in the audit order, like `GET /v1/admin/events`. The `audit_order`
 /// projection is brought up to date first, so the export is complete even when no server ran
 /// since the last writes.
@@ -253,12 +265,7 @@ pub async fn events_export(
     after: i64,
     aggregate_type: Option<&str>,
 ) -> Result<(), CliError> {
-    let (store, _) = open_store(config).await?;
-    store
-        .engine
-        .catch_up(&AuditOrderProjection)
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let store = audited_store(config).await?;
     let filter = AuditFilter {
         aggregate_type,
         aggregate_id: None,
@@ -307,12 +314,7 @@ pub fn events_public_key(config: &Config) -> Result<(), CliError> {
 /// head signed now, as one JSON document for `ipto events verify --proof`.
 pub async fn events_prove(config: &Config, position: u64) -> Result<(), CliError> {
     let key = service_key(config)?;
-    let (store, _) = open_store(config).await?;
-    store
-        .engine
-        .catch_up(&AuditOrderProjection)
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let store = audited_store(config).await?;
     let tree = audit::Tree { db: &store.db };
     let size = tree.size().await?;
     if position > size {
@@ -411,12 +413,7 @@ pub async fn events_verify(config: &Config, args: VerifyArgs) -> Result<(), CliE
                 Some(key) => key,
                 None => service_key(config)?.public(),
             };
-            let (store, _) = open_store(config).await?;
-            store
-                .engine
-                .catch_up(&AuditOrderProjection)
-                .await
-                .map_err(|e| CliError::Failed(e.to_string()))?;
+            let store = audited_store(config).await?;
             let mut heads = match given_head {
                 Some(head) => vec![head],
                 None => crate::audit::kept_heads(&store.db, 0, i64::MAX).await?,

@@ -1018,24 +1018,13 @@ async fn verify_names_an_altered_a_deleted_and_a_swapped_event_in_the_database()
     } else {
         "$1"
     };
-    tamper(
-        &app,
-        &format!(
+    for (at, payload) in [(first, &payloads[1]), (second, &payloads[0])] {
+        let sql = format!(
             "UPDATE events SET payload = {set} WHERE global_position = {}",
-            global(first)
-        ),
-        &[payloads[1].clone()],
-    )
-    .await;
-    tamper(
-        &app,
-        &format!(
-            "UPDATE events SET payload = {set} WHERE global_position = {}",
-            global(second)
-        ),
-        &[payloads[0].clone()],
-    )
-    .await;
+            global(at)
+        );
+        tamper(&app, &sql, std::slice::from_ref(payload)).await;
+    }
     let (code, said) = verify(&fresh, &[]);
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains(&format!("position {first}:")), "{said}");

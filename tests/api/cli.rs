@@ -716,7 +716,7 @@ async fn secrets_never_reach_the_log() {
 }
 
 /// Every read model, whole, in key order.
-const ALL_READ_MODELS: [&str; 12] = [
+const ALL_READ_MODELS: [&str; 13] = [
     "SELECT * FROM tenants ORDER BY tenant_id",
     "SELECT * FROM users ORDER BY user_id",
     "SELECT * FROM datasets ORDER BY dataset_id",
@@ -729,6 +729,7 @@ const ALL_READ_MODELS: [&str; 12] = [
     "SELECT * FROM search_activities ORDER BY search_activity_id",
     "SELECT * FROM search_appearances ORDER BY search_activity_id, dataset_id",
     "SELECT * FROM audit_order ORDER BY position",
+    "SELECT * FROM audit_tree ORDER BY level, idx",
 ];
 
 #[tokio::test]

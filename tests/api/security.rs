@@ -629,6 +629,7 @@ async fn snapshot(app: &TestApp) -> Vec<Vec<Vec<String>>> {
         "SELECT * FROM accesses ORDER BY access_id",
         "SELECT * FROM payout_statements ORDER BY statement_id",
         "SELECT * FROM audit_order ORDER BY position",
+        "SELECT * FROM audit_tree ORDER BY level, idx",
         "SELECT token_hash, user_id, expires_at FROM sessions ORDER BY token_hash",
         "SELECT * FROM credentials ORDER BY user_id",
         "SELECT * FROM api_key_secrets ORDER BY api_key_id",
