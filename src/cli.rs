@@ -414,11 +414,10 @@ pub async fn events_verify(config: &Config, args: VerifyArgs) -> Result<(), CliE
                 None => service_key(config)?.public(),
             };
             let store = audited_store(config).await?;
-            let mut heads = match given_head {
+            let heads = match given_head {
                 Some(head) => vec![head],
                 None => crate::audit::kept_heads(&store.db, 0, i64::MAX).await?,
             };
-            heads.retain(|h| h.tree_size > 0 || args.head.is_some());
             let mut checker = Checker::new(&heads, Some(&key))
                 .map_err(|f| CliError::Failed(format!("verification failed: {f}")))?;
             let mut after = 0;

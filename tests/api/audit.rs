@@ -334,29 +334,11 @@ async fn the_audit_log_is_for_platform_admin_sessions_only() {
         "billing:read"
     ]);
     let admins_key = app
-        .post(
-            "/v1/api-keys",
-            Some(&admin),
-            json!({"name": "admin's", "scopes": scopes}),
-        )
-        .await
-        .expect(201)
-        .data()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .api_key(&admin, json!({"name": "admin's", "scopes": scopes}))
+        .await;
     let users_key = app
-        .post(
-            "/v1/api-keys",
-            Some(&user),
-            json!({"name": "user's", "scopes": scopes}),
-        )
-        .await
-        .expect(201)
-        .data()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .api_key(&user, json!({"name": "user's", "scopes": scopes}))
+        .await;
     for token in [&user, &admins_key, &users_key] {
         let reply = app.get("/v1/admin/events", Some(token)).await.expect(403);
         assert_eq!(reply.code(), "forbidden");
@@ -911,37 +893,23 @@ async fn verify_passes_on_the_untouched_log_and_its_export_and_checks_proofs_off
     let at = created[2] as usize;
     let mut edited = lines.clone();
     edited[at - 1] = edited[at - 1].replace("audited 2", "audited X");
-    let edited_file = dir.join("edited.ndjson");
-    std::fs::write(&edited_file, edited.join("\n")).unwrap();
-    let (code, said) = verify(
-        &fresh,
-        &[
-            "--export",
-            &edited_file.display().to_string(),
-            "--head",
-            &head_file,
-            "--public-key",
-            &key,
-        ],
-    );
-    assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains(&format!("position {at}:")), "{said}");
     let mut shortened = lines.clone();
     shortened.remove(at - 1);
-    std::fs::write(&edited_file, shortened.join("\n")).unwrap();
-    let (code, said) = verify(
-        &fresh,
-        &[
+    let damaged = dir.join("damaged.ndjson").display().to_string();
+    for copy in [edited, shortened] {
+        std::fs::write(&damaged, copy.join("\n")).unwrap();
+        let args = [
             "--export",
-            &edited_file.display().to_string(),
+            &damaged,
             "--head",
             &head_file,
             "--public-key",
             &key,
-        ],
-    );
-    assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains(&format!("position {at}:")), "{said}");
+        ];
+        let (code, said) = verify(&fresh, &args);
+        assert_eq!(code, Some(1), "{said}");
+        assert!(said.contains(&format!("position {at}:")), "{said}");
+    }
 
     // A proof an auditor checks offline; an edited one fails.
     let proof = write(

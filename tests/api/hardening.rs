@@ -226,17 +226,11 @@ async fn bogus_credentials_from_one_ip_are_throttled_without_locking_out_valid_o
         .unwrap()
         .to_owned();
     let key = app
-        .post(
-            "/v1/api-keys",
-            Some(&owner),
+        .api_key(
+            &owner,
             json!({"name": "unused", "scopes": ["datasets:read"]}),
         )
-        .await
-        .expect(201)
-        .data()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     me(&app, Some(&second), None).await.expect(200);
 
     let minute = fresh_minute().await;

@@ -337,6 +337,17 @@ impl TestApp {
     }
 
     /// Creates a dataset with these fields over `{"name": "Data"}`; returns its id.
+    /// Creates an API key as `token` from `body` (`name`, `scopes`, …); returns its secret.
+    pub async fn api_key(&self, token: &str, body: Value) -> String {
+        self.post("/v1/api-keys", Some(token), body)
+            .await
+            .expect(201)
+            .data()["key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn dataset(&self, token: &str, fields: Value) -> String {
         let mut body = json!({"name": "Data"});
         for (k, v) in fields.as_object().cloned().unwrap_or_default() {

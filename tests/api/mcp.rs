@@ -29,17 +29,8 @@ const TOOLS: [&str; 10] = [
 async fn agent_key(app: &TestApp, scopes: &[&str]) -> (String, String) {
     let (session, _, _) = app.signup(&email()).await;
     let key = app
-        .post(
-            "/v1/api-keys",
-            Some(&session),
-            json!({ "name": "agent", "scopes": scopes }),
-        )
-        .await
-        .expect(201)
-        .data()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .api_key(&session, json!({ "name": "agent", "scopes": scopes }))
+        .await;
     (key, session)
 }
 

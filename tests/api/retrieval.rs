@@ -54,17 +54,8 @@ async fn corpus(config: ipto::config::Config) -> (TestApp, String, String, Strin
     }
     let (buyer, _, _) = app.signup(&email()).await;
     let key = app
-        .post(
-            "/v1/api-keys",
-            Some(&buyer),
-            json!({"name": "agent", "scopes": ["search:query"]}),
-        )
-        .await
-        .expect(201)
-        .data()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .api_key(&buyer, json!({"name": "agent", "scopes": ["search:query"]}))
+        .await;
     if app.config.embedder != "none" {
         embedded(&app).await;
     }
