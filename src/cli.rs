@@ -69,6 +69,13 @@ pub async fn projections_status(config: &Config) -> Result<(), CliError> {
         (head - position).max(0),
         state
     );
+    // Positions above are global positions; the audit order numbers the same log densely.
+    let audit_position = audit::Tree { db: &store.db }.size().await?;
+    let _ = writeln!(
+        out,
+        "\naudit order: {audit_position} events numbered (audit positions 1..={audit_position}, \
+         not global positions)"
+    );
     store.close().await;
     Ok(())
 }
@@ -268,7 +275,7 @@ pub async fn events_export(
     let store = audited_store(config).await?;
     let filter = AuditFilter {
         aggregate_type,
-        aggregate_id: None,
+        ..AuditFilter::default()
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut cursor = after;

@@ -46,15 +46,17 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    /// The serialized event enum, as cqrs-es wrote it.
+    /// The serialized event enum as stored: personal fields sealed (see [`crate::privacy`]).
     pub payload: String,
     pub metadata: EventMetadata,
+    /// The payload with its sealed fields opened, when it has any and the read opened them.
+    pub opened: Option<String>,
 }
 
 impl StoredEvent {
-    /// Decodes the payload as an aggregate's event enum.
+    /// Decodes the payload as an aggregate's event enum, its sealed fields opened.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, serde_json::Error> {
-        serde_json::from_str(&self.payload)
+        serde_json::from_str(self.opened.as_deref().unwrap_or(&self.payload))
     }
 }
 
@@ -94,7 +96,12 @@ pub async fn read_after(
                 .await?
         }
     };
-    rows.into_iter().map(stored_event).collect()
+    let mut events = rows
+        .into_iter()
+        .map(stored_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::privacy::open_events(db, &mut events).await?;
+    Ok(events)
 }
 
 pub(crate) fn stored_event(row: sqlx::any::AnyRow) -> Result<StoredEvent, sqlx::Error> {
@@ -111,6 +118,7 @@ pub(crate) fn stored_event(row: sqlx::any::AnyRow) -> Result<StoredEvent, sqlx::
         event_version: row.try_get("event_version")?,
         payload: row.try_get("payload")?,
         metadata: serde_json::from_str(&metadata).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        opened: None,
     })
 }
 
@@ -204,5 +212,10 @@ pub async fn events_of(
     .bind(aggregate_id)
     .fetch_all(&db.pool)
     .await?;
-    rows.into_iter().map(stored_event).collect()
+    let mut events = rows
+        .into_iter()
+        .map(stored_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::privacy::open_events(db, &mut events).await?;
+    Ok(events)
 }

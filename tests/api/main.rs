@@ -4,6 +4,7 @@
 mod accounts;
 mod api_keys;
 mod audit;
+mod audit_live;
 mod blob_integrity;
 mod cli;
 mod client;

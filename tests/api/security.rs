@@ -227,6 +227,20 @@ const BOLA_SWEEP: &[Probe] = &[
     // Admin routes check the role first: B is no platform admin.
     probe(
         "GET",
+        "/v1/admin/aggregates/{type}/{id}",
+        "/v1/admin/aggregates/dataset/<dataset>",
+        None,
+        403,
+    ),
+    probe(
+        "GET",
+        "/v1/admin/aggregates/{type}/{id}/events",
+        "/v1/admin/aggregates/dataset/<dataset>/events",
+        None,
+        403,
+    ),
+    probe(
+        "GET",
         "/v1/admin/review/objects/{tenant_id}/{object_id}",
         "/v1/admin/review/objects/<tenant>/<object>",
         None,
@@ -330,6 +344,27 @@ const ADMIN_ROUTES: &[Probe] = &[
         409,
     ),
     probe("GET", "/v1/admin/events", "/v1/admin/events", None, 200),
+    probe(
+        "GET",
+        "/v1/admin/events/stream",
+        "/v1/admin/events/stream?follow=false",
+        None,
+        200,
+    ),
+    probe(
+        "GET",
+        "/v1/admin/aggregates/{type}/{id}",
+        "/v1/admin/aggregates/dataset/<dataset>?as_of_position=1000000",
+        None,
+        200,
+    ),
+    probe(
+        "GET",
+        "/v1/admin/aggregates/{type}/{id}/events",
+        "/v1/admin/aggregates/object/<object>/events",
+        None,
+        200,
+    ),
     probe(
         "GET",
         "/v1/admin/audit/head",
@@ -695,6 +730,29 @@ async fn another_tenants_ids_are_not_found_on_every_route_and_change_nothing() {
                 let reply = app.get(&path, Some(token)).await.expect(200);
                 assert_eq!(reply.data()["total"], 0, "{path}: {}", reply.body);
                 calls += 1;
+            }
+        }
+    }
+    // A tenant's own audit log holds none of A's events, whichever of A's ids it is filtered on.
+    for set in ["dataset", "object", "key"] {
+        for id in &f.ids[set] {
+            for token in [&f.b, &f.b_key] {
+                let page = app
+                    .get(
+                        &format!("/v1/audit/events?aggregate_id={id}&limit=100"),
+                        Some(token),
+                    )
+                    .await
+                    .expect(200);
+                assert_eq!(page.data()["events"], json!([]), "{id}: {}", page.body);
+                let streamed = app
+                    .streamed(
+                        &format!("/v1/audit/events/stream?follow=false&aggregate_id={id}"),
+                        token,
+                    )
+                    .await;
+                assert!(streamed.is_empty(), "{id}: {streamed:?}");
+                calls += 2;
             }
         }
     }
