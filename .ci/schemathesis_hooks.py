@@ -22,11 +22,7 @@ WELL_FORMED = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 @schemathesis.hook
 def before_call(context, case, kwargs):
     if case.path.endswith("/stream"):
-        params = kwargs.get("params")
-        if isinstance(params, dict):
-            params["follow"] = "false"
-        else:
-            kwargs["params"] = {**(case.query or {}), "follow": "false"}
+        case.query = {**(case.query or {}), "follow": "false"}
     headers = case.headers or {}
     for name, value in list(headers.items()):
         if name.lower() != "idempotency-key" or not isinstance(value, str):

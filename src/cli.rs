@@ -252,6 +252,42 @@ pub async fn admin_promote(config: &Config, email: &str) -> Result<(), CliError>
     }
 }
 
+/// `ipto admin erase EMAIL`: the keys the user created are read from the `api_keys` read model,
+/// brought up to date first.
+pub async fn admin_erase(config: &Config, email: &str) -> Result<(), CliError> {
+    let (store, key) = open_store(config).await?;
+    let accounts = Accounts {
+        store: &store,
+        key: &key,
+        session_ttl_seconds: config.session_ttl_seconds,
+    };
+    let outcome = async {
+        store
+            .engine
+            .catch_up(&projections::api_keys::ApiKeysProjection)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        let user_id = accounts
+            .user_of(email)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?
+            .ok_or_else(|| CliError::Failed(format!("no user with email {}", email.trim())))?;
+        accounts
+            .erase(&user_id, &crate::store::Actor::system())
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))
+    }
+    .await;
+    store.close().await;
+    let erasure = outcome?;
+    println!(
+        "erased {} (data keys destroyed: {})",
+        erasure.user_id,
+        erasure.subjects.join(", ")
+    );
+    Ok(())
+}
+
 /// The store with the audit order (and its tree) brought up to date: the audit commands are
 /// complete even when no server ran since the last writes.
 async fn audited_store(config: &Config) -> Result<crate::store::Store, CliError> {

@@ -84,9 +84,9 @@ pub async fn state_as_of(
     as_of: AsOf,
 ) -> Result<Option<AggregateState>, AppError> {
     use aggregates::{
-        api_key::ApiKey, dataset::Dataset, email_reservation::EmailReservation,
-        metering::Download, object::Object, payout::PayoutStatement, search::Search,
-        spend::KeySpend, tenant::Tenant, user::User,
+        api_key::ApiKey, dataset::Dataset, email_reservation::EmailReservation, metering::Download,
+        object::Object, payout::PayoutStatement, search::Search, spend::KeySpend, tenant::Tenant,
+        user::User,
     };
     match aggregate_type {
         "tenant" => fold::<Tenant>(db, id, as_of).await,
@@ -123,10 +123,13 @@ async fn fold<A: Aggregate>(
     'pages: loop {
         let page = audit::read_after(db, after, filter, PAGE).await?;
         let full = page.len() as i64 == PAGE;
-        for numbered in page {
+        for mut numbered in page {
             if as_of.excludes(&numbered) {
                 break 'pages;
             }
+            // The state holds the plain values (or the erased placeholders).
+            projections::privacy::open_events(db, std::slice::from_mut(&mut numbered.event))
+                .await?;
             let event: A::Event = numbered.event.decode().map_err(|e| {
                 AppError::Internal(format!(
                     "event at audit position {} does not decode: {e}",

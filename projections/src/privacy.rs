@@ -90,7 +90,10 @@ pub fn erased(field: &str, subject: &str) -> String {
 }
 
 /// The event's variant object: cqrs-es stores an enum externally tagged, `{"Variant": {...}}`.
-fn fields_of<'a>(payload: &'a mut Value, event_type: &str) -> Option<&'a mut serde_json::Map<String, Value>> {
+fn fields_of<'a>(
+    payload: &'a mut Value,
+    event_type: &str,
+) -> Option<&'a mut serde_json::Map<String, Value>> {
     payload.get_mut(event_type)?.as_object_mut()
 }
 
@@ -156,8 +159,10 @@ pub async fn keys(db: &Db, subjects: &BTreeSet<String>) -> Result<Keys, sqlx::Er
             query = query.bind(subject.as_str());
         }
         for row in query.fetch_all(&db.pool).await? {
-            keys.0
-                .insert(row.try_get("subject_id")?, decode_key(row.try_get("data_key")?));
+            keys.0.insert(
+                row.try_get("subject_id")?,
+                decode_key(row.try_get("data_key")?),
+            );
         }
     }
     Ok(keys)
@@ -165,9 +170,16 @@ pub async fn keys(db: &Db, subjects: &BTreeSet<String>) -> Result<Keys, sqlx::Er
 
 /// The keys of `subjects`, creating a fresh random key for each that has none (an erased subject
 /// keeps none).
-pub async fn ensure_keys(db: &Db, subjects: &BTreeSet<String>, now: &str) -> Result<Keys, SealError> {
+pub async fn ensure_keys(
+    db: &Db,
+    subjects: &BTreeSet<String>,
+    now: &str,
+) -> Result<Keys, SealError> {
     let known = keys(db, subjects).await?;
-    let missing: Vec<&String> = subjects.iter().filter(|s| !known.0.contains_key(*s)).collect();
+    let missing: Vec<&String> = subjects
+        .iter()
+        .filter(|s| !known.0.contains_key(*s))
+        .collect();
     if missing.is_empty() {
         return Ok(known);
     }
@@ -205,7 +217,13 @@ pub async fn destroy_keys(db: &Db, subjects: &[String], now: &str) -> Result<(),
     Ok(())
 }
 
-fn aad(aggregate_type: &str, aggregate_id: &str, event_type: &str, field: &str, subject: &str) -> String {
+fn aad(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    event_type: &str,
+    field: &str,
+    subject: &str,
+) -> String {
     format!("ipto-sealed/v1\n{aggregate_type}\n{aggregate_id}\n{event_type}\n{field}\n{subject}")
 }
 
@@ -223,7 +241,12 @@ pub struct EventRef<'a> {
 
 /// Seals the plain personal fields of `payload` for `subject` (an erased subject's fields are
 /// written as erased). Fields already sealed are left as they are.
-pub fn seal(event: EventRef<'_>, payload: &mut Value, subject: &str, keys: &Keys) -> Result<(), SealError> {
+pub fn seal(
+    event: EventRef<'_>,
+    payload: &mut Value,
+    subject: &str,
+    keys: &Keys,
+) -> Result<(), SealError> {
     let Some(rule) = rule(event.aggregate_type, event.event_type) else {
         return Ok(());
     };
@@ -245,7 +268,13 @@ pub fn seal(event: EventRef<'_>, payload: &mut Value, subject: &str, keys: &Keys
                 let mut nonce = [0u8; NONCE_LEN];
                 random.fill(&mut nonce).map_err(|_| SealError::Random)?;
                 let mut bytes = plain.as_bytes().to_vec();
-                let aad = aad(event.aggregate_type, event.aggregate_id, event.event_type, name, subject);
+                let aad = aad(
+                    event.aggregate_type,
+                    event.aggregate_id,
+                    event.event_type,
+                    name,
+                    subject,
+                );
                 cipher(key)
                     .seal_in_place_append_tag(
                         Nonce::assume_unique_for_key(nonce),
@@ -264,7 +293,12 @@ pub fn seal(event: EventRef<'_>, payload: &mut Value, subject: &str, keys: &Keys
 }
 
 /// The subjects of the sealed fields in `payload`.
-pub fn sealed_subjects(aggregate_type: &str, event_type: &str, payload: &Value, out: &mut BTreeSet<String>) {
+pub fn sealed_subjects(
+    aggregate_type: &str,
+    event_type: &str,
+    payload: &Value,
+    out: &mut BTreeSet<String>,
+) {
     let Some(rule) = rule(aggregate_type, event_type) else {
         return;
     };
@@ -304,7 +338,13 @@ pub fn open(event: EventRef<'_>, payload: &mut Value, keys: &Keys) -> bool {
             continue;
         };
         any = true;
-        let aad = aad(event.aggregate_type, event.aggregate_id, event.event_type, name, subject);
+        let aad = aad(
+            event.aggregate_type,
+            event.aggregate_id,
+            event.event_type,
+            name,
+            subject,
+        );
         let plain = keys
             .get(subject)
             .and_then(|key| {
@@ -339,7 +379,12 @@ pub async fn open_events(db: &Db, events: &mut [StoredEvent]) -> Result<(), sqlx
         let Ok(payload) = serde_json::from_str::<Value>(&event.payload) else {
             continue;
         };
-        sealed_subjects(&event.aggregate_type, &event.event_type, &payload, &mut subjects);
+        sealed_subjects(
+            &event.aggregate_type,
+            &event.event_type,
+            &payload,
+            &mut subjects,
+        );
         parsed.push((i, payload));
     }
     if parsed.is_empty() {
@@ -405,7 +450,10 @@ mod tests {
         let mut payload = registered("ann@example.com", "Ann");
         seal(EVENT, &mut payload, "usr_1", &keys("usr_1", Some([7; 32]))).unwrap();
         assert!(open(EVENT, &mut payload, &keys("usr_1", None)));
-        assert_eq!(payload["UserRegistered"]["email"], "erased.usr_1@erased.invalid");
+        assert_eq!(
+            payload["UserRegistered"]["email"],
+            "erased.usr_1@erased.invalid"
+        );
         assert_eq!(payload["UserRegistered"]["display_name"], "Erased user");
     }
 
@@ -420,19 +468,31 @@ mod tests {
         };
         let mut moved = payload.clone();
         open(other, &mut moved, &key);
-        assert_eq!(moved["UserRegistered"]["email"], "erased.usr_1@erased.invalid");
-        let sealed = payload["UserRegistered"]["email"].as_str().unwrap().to_owned();
+        assert_eq!(
+            moved["UserRegistered"]["email"],
+            "erased.usr_1@erased.invalid"
+        );
+        let sealed = payload["UserRegistered"]["email"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let mut altered = payload.clone();
         altered["UserRegistered"]["email"] = format!("{}A", &sealed[..sealed.len() - 1]).into();
         open(EVENT, &mut altered, &key);
-        assert_eq!(altered["UserRegistered"]["email"], "erased.usr_1@erased.invalid");
+        assert_eq!(
+            altered["UserRegistered"]["email"],
+            "erased.usr_1@erased.invalid"
+        );
     }
 
     #[test]
     fn an_erased_subject_is_written_erased_and_an_unknown_one_refused() {
         let mut payload = registered("ann@example.com", "Ann");
         seal(EVENT, &mut payload, "usr_1", &keys("usr_1", None)).unwrap();
-        assert_eq!(payload["UserRegistered"]["email"], "erased.usr_1@erased.invalid");
+        assert_eq!(
+            payload["UserRegistered"]["email"],
+            "erased.usr_1@erased.invalid"
+        );
         let mut payload = registered("ann@example.com", "Ann");
         assert!(matches!(
             seal(EVENT, &mut payload, "usr_1", &Keys::default()),
@@ -444,7 +504,14 @@ mod tests {
     fn subjects_come_from_the_aggregate_a_field_or_the_actor() {
         let reserved = json!({"EmailReserved": {"user_id": "usr_9", "email": "a@b.c"}});
         assert_eq!(
-            subject_of("email_reservation", "eml_x", "EmailReserved", &reserved, "usr_9").as_deref(),
+            subject_of(
+                "email_reservation",
+                "eml_x",
+                "EmailReserved",
+                &reserved,
+                "usr_9"
+            )
+            .as_deref(),
             Some("usr_9")
         );
         assert_eq!(
@@ -456,7 +523,13 @@ mod tests {
             subject_of("search", "srch_1", "SearchPerformed", &search, "key_3").as_deref(),
             Some("key_3")
         );
-        assert_eq!(subject_of("search", "srch_1", "SearchPerformed", &search, ""), None);
-        assert_eq!(subject_of("dataset", "dset_1", "DatasetCreated", &search, "usr_1"), None);
+        assert_eq!(
+            subject_of("search", "srch_1", "SearchPerformed", &search, ""),
+            None
+        );
+        assert_eq!(
+            subject_of("dataset", "dset_1", "DatasetCreated", &search, "usr_1"),
+            None
+        );
     }
 }

@@ -392,15 +392,16 @@ pub async fn follow(
     loop {
         // Read before looking at the log, so a numbering after the read wakes the wait below.
         let seen = engine.published(audit::NAME);
-        let page = match audit::read_after(&state.store.db, selection.after, selection.filter(), PAGE)
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::warn!(error = %e, "an event stream stopped on a database error");
-                return;
-            }
-        };
+        let page =
+            match audit::read_after(&state.store.db, selection.after, selection.filter(), PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an event stream stopped on a database error");
+                    return;
+                }
+            };
         let full = page.len() as i64 == PAGE;
         for numbered in &page {
             let item = AuditEvent::new(numbered);

@@ -99,7 +99,8 @@ async fn aggregate_events(
         limit,
     };
     let page = events::page(&state, &request).await?;
-    if page.events.is_empty() && !history::exists(&state.store.db, aggregate_type, &path.id).await? {
+    if page.events.is_empty() && !history::exists(&state.store.db, aggregate_type, &path.id).await?
+    {
         return Err(AppError::NotFound);
     }
     Ok(Envelope::ok(page))

@@ -65,8 +65,12 @@ async fn a_client_that_disconnects_at_random_and_resumes_collects_exactly_the_lo
             app.stream("/v1/admin/events/stream", &admin, last).await
         } else {
             let after = last.unwrap_or(0);
-            app.stream(&format!("/v1/admin/events/stream?after={after}"), &admin, None)
-                .await
+            app.stream(
+                &format!("/v1/admin/events/stream?after={after}"),
+                &admin,
+                None,
+            )
+            .await
         };
         reconnects += 1;
         let take = rng.gen_range(1..=10);
@@ -264,7 +268,9 @@ async fn a_tenant_audits_its_own_events_only_as_a_list_and_a_stream() {
     let (b, _, b_tenant) = app.signup(&email()).await;
     let a_dataset = app.dataset(&a, json!({"name": "a's"})).await;
     app.dataset(&b, json!({"name": "b's"})).await;
-    let reader = app.api_key(&a, json!({"name": "auditor", "scopes": ["usage:read"]})).await;
+    let reader = app
+        .api_key(&a, json!({"name": "auditor", "scopes": ["usage:read"]}))
+        .await;
     let writer = app
         .api_key(&a, json!({"name": "writer", "scopes": ["datasets:write"]}))
         .await;
@@ -279,7 +285,9 @@ async fn a_tenant_audits_its_own_events_only_as_a_list_and_a_stream() {
     assert!(a_events
         .iter()
         .any(|e| e["aggregate_id"] == a_dataset.as_str()));
-    assert!(all.iter().any(|e| e["metadata"]["tenant_id"] == b_tenant.as_str()));
+    assert!(all
+        .iter()
+        .any(|e| e["metadata"]["tenant_id"] == b_tenant.as_str()));
 
     // The owner's session and a usage:read key read exactly A's events, with their positions.
     for token in [&a, &reader] {
@@ -294,7 +302,9 @@ async fn a_tenant_audits_its_own_events_only_as_a_list_and_a_stream() {
     }
     // Live: B's new event is not sent to A; A's is.
     let after = a_events.last().unwrap()["position"].as_i64().unwrap();
-    let mut live = app.stream("/v1/audit/events/stream", &reader, Some(after)).await;
+    let mut live = app
+        .stream("/v1/audit/events/stream", &reader, Some(after))
+        .await;
     app.dataset(&b, json!({"name": "b's second"})).await;
     let a_second = app.dataset(&a, json!({"name": "a's second"})).await;
     loop {
@@ -389,13 +399,18 @@ async fn an_aggregates_history_lists_its_events_and_folds_its_state_as_of_any_po
         assert_eq!(then.data()["audit_position"], created_at, "{query}");
         assert_eq!(then.data()["sequence"], 1);
         let text = then.data()["state"].to_string();
-        assert!(text.contains("original") && !text.contains("renamed"), "{text}");
+        assert!(
+            text.contains("original") && !text.contains("renamed"),
+            "{text}"
+        );
     }
     // Before it existed, or never: 404.
     state(format!("?as_of_position={}", created_at - 1))
         .await
         .expect(404);
-    state("?as_of=2000-01-01T00:00:00Z".into()).await.expect(404);
+    state("?as_of=2000-01-01T00:00:00Z".into())
+        .await
+        .expect(404);
     for path in [
         "/v1/admin/aggregates/dataset/dset_unknown",
         "/v1/admin/aggregates/dataset/dset_unknown/events",
@@ -417,9 +432,12 @@ async fn an_aggregates_history_lists_its_events_and_folds_its_state_as_of_any_po
     )
     .await
     .expect(422);
-    app.get(&format!("/v1/admin/aggregates/dataset/{dataset}"), Some(&token))
-        .await
-        .expect(403);
+    app.get(
+        &format!("/v1/admin/aggregates/dataset/{dataset}"),
+        Some(&token),
+    )
+    .await
+    .expect(403);
     app.finish().await;
 }
 

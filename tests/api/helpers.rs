@@ -448,7 +448,8 @@ impl SseReader {
                 continue;
             }
             let chunk = self.body.next().await?.ok()?;
-            self.buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
         }
     }
 }

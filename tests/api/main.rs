@@ -11,6 +11,7 @@ mod client;
 mod conventions;
 mod crash;
 mod datasets;
+mod erasure;
 mod exhaustion;
 mod hardening;
 mod helpers;

@@ -19,8 +19,8 @@ const PENDING_ROUTES: &[(&str, &str)] = &[];
 const SPEC_ROUTES: usize = 46;
 /// Routes the issues add beyond SPEC §3: `POST /v1/retrieve`; the audit tree's head, heads,
 /// inclusion and consistency proofs, and public key; the event streams (admin and tenant), the
-/// tenant's own log, and an aggregate's events and state.
-const ADDED_ROUTES: usize = 11;
+/// tenant's own log, an aggregate's events and state, and a user's erasure.
+const ADDED_ROUTES: usize = 12;
 
 /// Methods an OpenAPI path item may hold.
 const METHODS: &[&str] = &[

@@ -226,6 +226,13 @@ const BOLA_SWEEP: &[Probe] = &[
     ),
     // Admin routes check the role first: B is no platform admin.
     probe(
+        "POST",
+        "/v1/admin/users/{id}/erase",
+        "/v1/admin/users/<user>/erase",
+        Some("{}"),
+        403,
+    ),
+    probe(
         "GET",
         "/v1/admin/aggregates/{type}/{id}",
         "/v1/admin/aggregates/dataset/<dataset>",
@@ -345,6 +352,13 @@ const ADMIN_ROUTES: &[Probe] = &[
     ),
     probe("GET", "/v1/admin/events", "/v1/admin/events", None, 200),
     probe(
+        "POST",
+        "/v1/admin/users/{id}/erase",
+        "/v1/admin/users/<user>/erase",
+        Some("{}"),
+        200,
+    ),
+    probe(
         "GET",
         "/v1/admin/events/stream",
         "/v1/admin/events/stream?follow=false",
@@ -455,6 +469,8 @@ async fn fixture(app: &TestApp, admin: String) -> Fixture {
     let (a, _, a_tenant) = app.signup(&email()).await;
     let (b, _, _) = app.signup(&email()).await;
     let (c, _, c_tenant) = app.signup(&email()).await;
+    // A user for the platform admin to erase.
+    let (_, a_user, _) = app.signup(&email()).await;
 
     // C sells a listed dataset; A buys from it with an allow-list key.
     let c_listed = app
@@ -591,6 +607,7 @@ async fn fixture(app: &TestApp, admin: String) -> Fixture {
         ("grant", vec![grant_private, grant_c]),
         ("entitled", vec![c_tenant]),
         ("tenant", vec![a_tenant]),
+        ("user", vec![a_user]),
         ("statement", vec![statement]),
         ("staged", vec![staged]),
         ("staged2", vec![staged2]),
