@@ -96,6 +96,11 @@ pub async fn read_after(
                 .await?
         }
     };
+    opened(db, rows).await
+}
+
+/// The rows as events, their sealed fields opened (see [`crate::privacy`]).
+async fn opened(db: &Db, rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let mut events = rows
         .into_iter()
         .map(stored_event)
@@ -212,10 +217,5 @@ pub async fn events_of(
     .bind(aggregate_id)
     .fetch_all(&db.pool)
     .await?;
-    let mut events = rows
-        .into_iter()
-        .map(stored_event)
-        .collect::<Result<Vec<_>, _>>()?;
-    crate::privacy::open_events(db, &mut events).await?;
-    Ok(events)
+    opened(db, rows).await
 }

@@ -472,12 +472,20 @@ mod tests {
             moved["UserRegistered"]["email"],
             "erased.usr_1@erased.invalid"
         );
-        let sealed = payload["UserRegistered"]["email"]
+        // One character of the ciphertext changed (the middle one, to another).
+        let mut sealed = payload["UserRegistered"]["email"]
             .as_str()
             .unwrap()
             .to_owned();
+        let middle = sealed.len() / 2 + SEALED.len() / 2;
+        let other = if &sealed[middle..=middle] == "A" {
+            "B"
+        } else {
+            "A"
+        };
+        sealed.replace_range(middle..=middle, other);
         let mut altered = payload.clone();
-        altered["UserRegistered"]["email"] = format!("{}A", &sealed[..sealed.len() - 1]).into();
+        altered["UserRegistered"]["email"] = sealed.into();
         open(EVENT, &mut altered, &key);
         assert_eq!(
             altered["UserRegistered"]["email"],

@@ -88,6 +88,29 @@ struct StreamQuery {
     follow: Option<String>,
 }
 
+/// The `Last-Event-ID` header of a stream request.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct ResumeHeader {
+    /// The last position received: the stream resumes after it (and wins over `after`).
+    #[param(rename = "Last-Event-ID", value_type = i64, required = false, minimum = 0)]
+    last_event_id: Option<String>,
+}
+
+/// One Server-Sent Event of a stream, as the SSE format carries its fields.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    /// The audit position.
+    #[schema(pattern = "^[1-9][0-9]*$")]
+    id: String,
+    /// The event type, e.g. `ObjectApproved`.
+    event: String,
+    /// The item of `GET /v1/admin/events` (an `AuditEvent`) as JSON.
+    data: String,
+}
+
 /// A page of the audit log (SPEC §3.14).
 #[derive(Serialize, ToSchema)]
 pub struct EventPage {
@@ -268,12 +291,9 @@ async fn list(
         follows 15 s without events; a client that takes nothing for 30 s while 256 events wait \
         is dropped and resumes with `Last-Event-ID`.",
     security(("session" = [])),
-    params(
-        StreamQuery,
-        ("Last-Event-ID" = Option<i64>, Header, description = "The last position received: the stream resumes after it."),
-    ),
+    params(StreamQuery, ResumeHeader),
     responses(
-        (status = 200, description = "The stream.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The stream.", content_type = "text/event-stream", body = StreamEvent),
         (status = 422, description = "after, Last-Event-ID, follow or aggregate_type is invalid."),
     )
 )]
@@ -336,12 +356,9 @@ async fn tenant_list(
     tag = "audit",
     summary = "The caller's tenant's events as Server-Sent Events, live (owner or admin session, or usage:read).",
     description = "As `GET /v1/admin/events/stream`, only the events of `GET /v1/audit/events`.",
-    params(
-        StreamQuery,
-        ("Last-Event-ID" = Option<i64>, Header, description = "The last position received: the stream resumes after it."),
-    ),
+    params(StreamQuery, ResumeHeader),
     responses(
-        (status = 200, description = "The stream.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The stream.", content_type = "text/event-stream", body = StreamEvent),
         (status = 422, description = "after, Last-Event-ID, follow or aggregate_type is invalid."),
     )
 )]

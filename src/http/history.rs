@@ -122,7 +122,11 @@ impl TryFrom<AsOfQuery> for AsOf {
     type Error = AppError;
 
     fn try_from(query: AsOfQuery) -> Result<Self, AppError> {
-        match (query.as_of_position.as_deref(), query.as_of.as_deref()) {
+        // An empty parameter is no parameter, as on the listings.
+        fn given(raw: &Option<String>) -> Option<&str> {
+            raw.as_deref().filter(|r| !r.is_empty())
+        }
+        match (given(&query.as_of_position), given(&query.as_of)) {
             (None, None) => Ok(AsOf::Now),
             (Some(_), Some(_)) => Err(AppError::field(
                 "as_of",

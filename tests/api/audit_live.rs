@@ -9,25 +9,6 @@ use tokio::sync::mpsc;
 
 use crate::helpers::*;
 
-/// Every event of the admin list, in order.
-async fn listed(app: &TestApp, token: &str, path: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = app
-            .get(&format!("{path}?after={after}&limit=100"), Some(token))
-            .await
-            .expect(200);
-        let events = page.data()["events"].as_array().unwrap().clone();
-        after = page.data()["next_after"].as_i64().unwrap();
-        let short = events.len() < 100;
-        out.extend(events);
-        if short {
-            return out;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_client_that_disconnects_at_random_and_resumes_collects_exactly_the_log() {
     let (app, admin) = spawn_with_admin(config(&fresh().await)).await;
@@ -98,7 +79,7 @@ async fn a_client_that_disconnects_at_random_and_resumes_collects_exactly_the_lo
     assert!(reconnects > 10, "only {reconnects} reconnections");
 
     settled(&app.state).await;
-    let log = listed(&app, &admin, "/v1/admin/events").await;
+    let log = all_listed(&app, &admin, "/v1/admin/events").await;
     let ids: Vec<i64> = collected.iter().map(|(id, _, _)| *id).collect();
     let expected: Vec<i64> = (1..=log.len() as i64).collect();
     assert_eq!(ids, expected, "a gap or a repeat");
@@ -118,7 +99,7 @@ async fn a_stream_follows_new_events_applies_the_filters_and_heartbeats_when_idl
     settled(&app.state).await;
 
     // Only dataset events, from now on.
-    let head = listed(&app, &admin, "/v1/admin/events").await.len() as i64;
+    let head = all_listed(&app, &admin, "/v1/admin/events").await.len() as i64;
     let mut reader = app
         .stream(
             "/v1/admin/events/stream?aggregate_type=dataset",
@@ -276,7 +257,7 @@ async fn a_tenant_audits_its_own_events_only_as_a_list_and_a_stream() {
         .await;
     settled(&app.state).await;
 
-    let all = listed(&app, &admin, "/v1/admin/events").await;
+    let all = all_listed(&app, &admin, "/v1/admin/events").await;
     let a_events: Vec<Value> = all
         .iter()
         .filter(|e| e["metadata"]["tenant_id"] == a_tenant.as_str())
@@ -291,7 +272,7 @@ async fn a_tenant_audits_its_own_events_only_as_a_list_and_a_stream() {
 
     // The owner's session and a usage:read key read exactly A's events, with their positions.
     for token in [&a, &reader] {
-        assert_eq!(listed(&app, token, "/v1/audit/events").await, a_events);
+        assert_eq!(all_listed(&app, token, "/v1/audit/events").await, a_events);
         let streamed: Vec<Value> = app
             .streamed("/v1/audit/events/stream?follow=false", token)
             .await
@@ -447,7 +428,7 @@ async fn health_metrics_and_status_show_the_audit_head_in_audit_positions() {
     let (token, _, _) = app.signup(&email()).await;
     app.dataset(&token, json!({})).await;
     settled(&app.state).await;
-    let log = listed(&app, &admin, "/v1/admin/events").await;
+    let log = all_listed(&app, &admin, "/v1/admin/events").await;
     let last = log.last().unwrap()["position"].as_i64().unwrap();
     assert_eq!(last, log.len() as i64);
 

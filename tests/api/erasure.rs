@@ -33,24 +33,7 @@ async fn named(app: &TestApp, email: &str, name: &str) -> (String, String) {
 
 /// Every event as the admin list serves it.
 async fn log(app: &TestApp, admin: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = app
-            .get(
-                &format!("/v1/admin/events?after={after}&limit=100"),
-                Some(admin),
-            )
-            .await
-            .expect(200);
-        let events = page.data()["events"].as_array().unwrap().clone();
-        after = page.data()["next_after"].as_i64().unwrap();
-        let short = events.len() < 100;
-        out.extend(events);
-        if short {
-            return out;
-        }
-    }
+    all_listed(app, admin, "/v1/admin/events").await
 }
 
 fn mentions(events: &[Value], text: &str) -> Vec<Value> {

@@ -508,3 +508,22 @@ impl TestApp {
         out
     }
 }
+
+/// Every event a log route (`/v1/admin/events`, `/v1/audit/events`) lists, following `next_after`.
+pub async fn all_listed(app: &TestApp, token: &str, path: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = app
+            .get(&format!("{path}?after={after}&limit=100"), Some(token))
+            .await
+            .expect(200);
+        let events = page.data()["events"].as_array().unwrap().clone();
+        after = page.data()["next_after"].as_i64().unwrap();
+        let short = events.len() < 100;
+        out.extend(events);
+        if short {
+            return out;
+        }
+    }
+}
