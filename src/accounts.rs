@@ -43,13 +43,6 @@ pub struct SessionGrant {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The id of an address's reservation: a keyed HMAC of the normalised address, so that the log's
-/// aggregate ids name no address and nobody without the service key can test one against them.
-pub fn reservation_id(key: &SigningKey, normalised_email: &str) -> String {
-    let tag = key.mac(format!("email-reservation\n{normalised_email}").as_bytes());
-    format!("eml_{}", hex::encode(&tag[..20]))
-}
-
 /// What an erasure did.
 #[derive(Debug)]
 pub struct Erasure {
@@ -89,7 +82,7 @@ impl Accounts<'_> {
         let reserved = self
             .store
             .execute::<EmailReservation>(
-                &reservation_id(self.key, signup.email.as_str()),
+                &self.key.email_reservation_id(signup.email.as_str()),
                 EmailReservationCommand::Reserve(signup.clone()),
                 &(),
                 &actor,
@@ -280,7 +273,7 @@ impl Accounts<'_> {
         // After the keys are gone the address reads as erased, and this release is a no-op.
         self.store
             .execute::<EmailReservation>(
-                &reservation_id(self.key, profile.email.as_str()),
+                &self.key.email_reservation_id(profile.email.as_str()),
                 EmailReservationCommand::Release {
                     user_id: profile.user_id.clone(),
                 },
@@ -298,7 +291,7 @@ impl Accounts<'_> {
 
     /// The user holding this address, if any.
     pub async fn user_of(&self, raw_email: &str) -> Result<Option<String>, AppError> {
-        let id = reservation_id(self.key, &Email::normalise(raw_email));
+        let id = self.key.email_reservation_id(&Email::normalise(raw_email));
         let reservation = self.store.load::<EmailReservation>(&id).await?;
         Ok(reservation.signup().map(|s| s.user_id.to_string()))
     }
@@ -306,7 +299,7 @@ impl Accounts<'_> {
     /// Makes the user with this e-mail a platform admin. `Ok(None)`: no such user;
     /// `Ok(Some(false))`: already one (no event).
     pub async fn promote(&self, raw_email: &str) -> Result<Option<bool>, AppError> {
-        let id = reservation_id(self.key, &Email::normalise(raw_email));
+        let id = self.key.email_reservation_id(&Email::normalise(raw_email));
         let reservation = self.store.load::<EmailReservation>(&id).await?;
         let Some(signup) = reservation.signup() else {
             return Ok(None);
@@ -367,7 +360,7 @@ impl Accounts<'_> {
     async fn reserved(&self, raw_email: &str) -> Result<Option<Signup>, BootstrapError> {
         let reservation = self
             .store
-            .load::<EmailReservation>(&reservation_id(self.key, &Email::normalise(raw_email)))
+            .load::<EmailReservation>(&self.key.email_reservation_id(&Email::normalise(raw_email)))
             .await?;
         Ok(reservation.signup().cloned())
     }

@@ -128,8 +128,7 @@ async fn fold<A: Aggregate>(
                 break 'pages;
             }
             // The state holds the plain values (or the erased placeholders).
-            projections::privacy::open_events(db, std::slice::from_mut(&mut numbered.event))
-                .await?;
+            projections::log::open_sealed(db, std::slice::from_mut(&mut numbered.event)).await?;
             let event: A::Event = numbered.event.decode().map_err(|e| {
                 AppError::Internal(format!(
                     "event at audit position {} does not decode: {e}",

@@ -354,7 +354,7 @@ impl Store {
                 metadata: Default::default(),
                 opened: None,
             };
-            projections::privacy::open_events(&self.db, std::slice::from_mut(&mut stored))
+            projections::log::open_sealed(&self.db, std::slice::from_mut(&mut stored))
                 .await
                 .map_err(|e| CommandError::Store(e.to_string()))?;
             let event: A::Event = stored

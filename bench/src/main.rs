@@ -121,8 +121,17 @@ impl Settings {
                 .unwrap_or_else(|_| self.quality_dir.clone())
                 .display()
         );
-        if self.only.is_some() {
-            return format!("only {quality}");
+        match self.only.as_deref() {
+            Some("quality") => return format!("only {quality}"),
+            Some(slot) => {
+                return format!(
+                    "only the {slot} slot; {} s measured after {} ms warm-up per figure; log of {} events",
+                    self.timing.measure.as_secs(),
+                    self.timing.warmup.as_millis(),
+                    self.events
+                )
+            }
+            None => {}
         }
         format!(
             "{} s measured after {} ms warm-up per figure; {} sellers, {} buyers; search index of {} chunks; log of {} events; PostgreSQL {}; {quality}",

@@ -5,10 +5,13 @@
 //! `(transaction_id, global_position)` and only reads transactions older than the oldest one still
 //! running (`pg_snapshot_xmin`): nothing below the cursor can appear later.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sqlx::Row;
 
-use crate::{Db, Dialect};
+use crate::{privacy, Db, Dialect};
 
 /// A place in the global order. Compared as a pair; on SQLite `tx` is always 0.
 #[derive(
@@ -99,13 +102,53 @@ pub async fn read_after(
     opened(db, rows).await
 }
 
-/// The rows as events, their sealed fields opened (see [`crate::privacy`]).
+/// Opens the sealed fields of `events` (one key read for all), setting each one's `opened`
+/// payload, which [`StoredEvent::decode`] reads (see [`crate::privacy`]).
+pub async fn open_sealed(db: &Db, events: &mut [StoredEvent]) -> Result<(), sqlx::Error> {
+    let mut parsed: Vec<(usize, Value)> = Vec::new();
+    let mut subjects = BTreeSet::new();
+    for (i, event) in events.iter().enumerate() {
+        if !privacy::holds_personal_data(&event.aggregate_type, &event.event_type)
+            || !event.payload.contains(privacy::SEALED)
+        {
+            continue;
+        }
+        let Ok(payload) = serde_json::from_str::<Value>(&event.payload) else {
+            continue;
+        };
+        privacy::sealed_subjects(
+            &event.aggregate_type,
+            &event.event_type,
+            &payload,
+            &mut subjects,
+        );
+        parsed.push((i, payload));
+    }
+    if parsed.is_empty() {
+        return Ok(());
+    }
+    let keys = privacy::keys(db, &subjects).await?;
+    for (i, mut payload) in parsed {
+        let event = &mut events[i];
+        let reference = privacy::EventRef {
+            aggregate_type: &event.aggregate_type,
+            aggregate_id: &event.aggregate_id,
+            event_type: &event.event_type,
+        };
+        if privacy::open(reference, &mut payload, &keys) {
+            event.opened = Some(payload.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// The rows as events, their sealed fields opened.
 async fn opened(db: &Db, rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let mut events = rows
         .into_iter()
         .map(stored_event)
         .collect::<Result<Vec<_>, _>>()?;
-    crate::privacy::open_events(db, &mut events).await?;
+    open_sealed(db, &mut events).await?;
     Ok(events)
 }
 

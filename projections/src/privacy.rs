@@ -21,7 +21,6 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::Value;
 use sqlx::Row;
 
-use crate::log::StoredEvent;
 use crate::Db;
 
 /// The prefix of a sealed field.
@@ -363,46 +362,6 @@ pub fn open(event: EventRef<'_>, payload: &mut Value, keys: &Keys) -> bool {
         fields.insert((*name).to_owned(), Value::String(plain));
     }
     any
-}
-
-/// Opens the sealed fields of `events` (one key read for all), setting each one's `opened`
-/// payload, which [`StoredEvent::decode`] reads.
-pub async fn open_events(db: &Db, events: &mut [StoredEvent]) -> Result<(), sqlx::Error> {
-    let mut parsed: Vec<(usize, Value)> = Vec::new();
-    let mut subjects = BTreeSet::new();
-    for (i, event) in events.iter().enumerate() {
-        if !holds_personal_data(&event.aggregate_type, &event.event_type)
-            || !event.payload.contains(SEALED)
-        {
-            continue;
-        }
-        let Ok(payload) = serde_json::from_str::<Value>(&event.payload) else {
-            continue;
-        };
-        sealed_subjects(
-            &event.aggregate_type,
-            &event.event_type,
-            &payload,
-            &mut subjects,
-        );
-        parsed.push((i, payload));
-    }
-    if parsed.is_empty() {
-        return Ok(());
-    }
-    let keys = keys(db, &subjects).await?;
-    for (i, mut payload) in parsed {
-        let event = &mut events[i];
-        let reference = EventRef {
-            aggregate_type: &event.aggregate_type,
-            aggregate_id: &event.aggregate_id,
-            event_type: &event.event_type,
-        };
-        if open(reference, &mut payload, &keys) {
-            event.opened = Some(payload.to_string());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The one-time upgrade of a log written before personal fields were sealed: every such field is
 //! sealed in place for its subject, and every e-mail reservation keyed by its plain address is
-//! re-keyed by the address's HMAC ([`crate::accounts::reservation_id`]). It runs at start-up,
+//! re-keyed by the address's HMAC ([`SigningKey::email_reservation_id`]). It runs at start-up,
 //! before any projection worker, in one transaction that lifts the append-only guard for its own
 //! updates only; on a sealed log it finds nothing and does nothing.
 //!
@@ -77,7 +77,7 @@ pub async fn seal_legacy(
         let metadata: Value =
             serde_json::from_str(&row.try_get::<String, _>("metadata")?).unwrap_or(Value::Null);
         let aggregate_id = if aggregate_type == "email_reservation" && stored_id.contains('@') {
-            crate::accounts::reservation_id(key, &stored_id)
+            key.email_reservation_id(&stored_id)
         } else {
             stored_id.clone()
         };
