@@ -5,6 +5,10 @@ method, path and body. Generated keys repeat (Hypothesis favours short values), 
 can be the replay of one whose resource has since been deleted, which the stateful checks would
 take for a lost write. Each well-formed key gets a unique suffix (staying within 255 printable
 ASCII characters); malformed keys are sent as generated, so their rejection is still tested.
+
+An event stream (`…/stream`) follows the log until the client leaves; Schemathesis reads a whole
+body, so each stream request is sent with `follow=false` (the events to the current end, then the
+end of the body). Its other parameters are sent as generated.
 """
 
 import re
@@ -17,6 +21,8 @@ WELL_FORMED = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
+    if case.path.endswith("/stream"):
+        case.query = {**(case.query or {}), "follow": "false"}
     headers = case.headers or {}
     for name, value in list(headers.items()):
         if name.lower() != "idempotency-key" or not isinstance(value, str):

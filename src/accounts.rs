@@ -43,6 +43,14 @@ pub struct SessionGrant {
     pub expires_at: DateTime<Utc>,
 }
 
+/// What an erasure did.
+#[derive(Debug)]
+pub struct Erasure {
+    pub user_id: String,
+    /// The subjects whose data keys are destroyed: the user, and the keys they created.
+    pub subjects: Vec<String>,
+}
+
 /// Account operations over the store.
 pub struct Accounts<'a> {
     pub store: &'a Store,
@@ -74,7 +82,7 @@ impl Accounts<'_> {
         let reserved = self
             .store
             .execute::<EmailReservation>(
-                signup.email.as_str(),
+                &self.key.email_reservation_id(signup.email.as_str()),
                 EmailReservationCommand::Reserve(signup.clone()),
                 &(),
                 &actor,
@@ -218,11 +226,81 @@ impl Accounts<'_> {
         Ok(())
     }
 
+    /// Erases a user's personal data (GDPR art. 17). In an order that a retry completes:
+    /// `UserErased` (the user can never act again; the read models show the data erased), their
+    /// sessions and password hash deleted and the keys they created revoked; the address
+    /// released (read while it still opens); then the data keys of the user and of those keys
+    /// destroyed, after which every sealed field of theirs in the log reads as erased. The log's
+    /// bytes, and so its proofs, are unchanged.
+    pub async fn erase(&self, user_id: &str, actor: &Actor) -> Result<Erasure, AppError> {
+        let db = &self.store.db;
+        let user = self.store.load::<User>(user_id).await?;
+        let profile = user.profile().cloned().ok_or(AppError::NotFound)?;
+        let mut subjects = vec![user_id.to_owned()];
+        let mut parents = vec![user_id.to_owned()];
+        while let Some(parent) = parents.pop() {
+            for child in projections::api_keys::created_by_key(db, &parent).await? {
+                if !subjects.contains(&child) {
+                    subjects.push(child.clone());
+                    parents.push(child);
+                }
+            }
+        }
+        self.store
+            .execute::<User>(
+                user_id,
+                UserCommand::Erase {
+                    subjects: subjects.clone(),
+                },
+                &(),
+                actor,
+            )
+            .await?;
+        for sql in [
+            "DELETE FROM sessions WHERE user_id = $1",
+            "DELETE FROM credentials WHERE user_id = $1",
+        ] {
+            sqlx::query(sql).bind(user_id).execute(&db.pool).await?;
+        }
+        for key in &subjects[1..] {
+            let revoke = aggregates::api_key::ApiKeyCommand::Revoke {
+                at: self.store.clock.now(),
+            };
+            self.store
+                .execute::<aggregates::ApiKey>(key, revoke, &(), actor)
+                .await?;
+        }
+        // After the keys are gone the address reads as erased, and this release is a no-op.
+        self.store
+            .execute::<EmailReservation>(
+                &self.key.email_reservation_id(profile.email.as_str()),
+                EmailReservationCommand::Release {
+                    user_id: profile.user_id.clone(),
+                },
+                &(),
+                actor,
+            )
+            .await?;
+        let now = aggregates::timestamp::format(self.store.clock.now());
+        projections::privacy::destroy_keys(db, &subjects, &now).await?;
+        Ok(Erasure {
+            user_id: user_id.to_owned(),
+            subjects,
+        })
+    }
+
+    /// The user holding this address, if any.
+    pub async fn user_of(&self, raw_email: &str) -> Result<Option<String>, AppError> {
+        let id = self.key.email_reservation_id(&Email::normalise(raw_email));
+        let reservation = self.store.load::<EmailReservation>(&id).await?;
+        Ok(reservation.signup().map(|s| s.user_id.to_string()))
+    }
+
     /// Makes the user with this e-mail a platform admin. `Ok(None)`: no such user;
     /// `Ok(Some(false))`: already one (no event).
     pub async fn promote(&self, raw_email: &str) -> Result<Option<bool>, AppError> {
-        let email = Email::normalise(raw_email);
-        let reservation = self.store.load::<EmailReservation>(&email).await?;
+        let id = self.key.email_reservation_id(&Email::normalise(raw_email));
+        let reservation = self.store.load::<EmailReservation>(&id).await?;
         let Some(signup) = reservation.signup() else {
             return Ok(None);
         };
@@ -282,7 +360,7 @@ impl Accounts<'_> {
     async fn reserved(&self, raw_email: &str) -> Result<Option<Signup>, BootstrapError> {
         let reservation = self
             .store
-            .load::<EmailReservation>(&Email::normalise(raw_email))
+            .load::<EmailReservation>(&self.key.email_reservation_id(&Email::normalise(raw_email)))
             .await?;
         Ok(reservation.signup().cloned())
     }
@@ -397,7 +475,9 @@ impl Projection for SignupCompletion {
         if event.aggregate_type != EmailReservation::TYPE {
             return Ok(());
         }
-        let EmailReservationEvent::EmailReserved(signup) = event.decode()?;
+        let EmailReservationEvent::EmailReserved(signup) = event.decode()? else {
+            return Ok(());
+        };
         complete_signup(&self.store, &signup, &Actor::system())
             .await
             .map_err(|e| ProjectionError::Inconsistent(format!("signup completion: {e}")))

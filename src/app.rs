@@ -64,6 +64,8 @@ pub async fn open_store(config: &Config) -> Result<(Store, SigningKey), StartErr
     engine.register(Arc::new(SignupCompletion {
         store: store.clone(),
     }));
+    let now = aggregates::timestamp::format(store.clock.now());
+    store::seal_legacy(&store.db, &engine, &key, &now).await?;
     Ok((store, key))
 }
 

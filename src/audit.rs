@@ -241,6 +241,7 @@ mod tests {
                 occurred_at: "2026-12-02T00:00:00Z".into(),
                 ..Default::default()
             },
+            opened: None,
         };
         let numbered = projections::audit::AuditEvent {
             position: 3,

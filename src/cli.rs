@@ -69,6 +69,13 @@ pub async fn projections_status(config: &Config) -> Result<(), CliError> {
         (head - position).max(0),
         state
     );
+    // Positions above are global positions; the audit order numbers the same log densely.
+    let audit_position = audit::Tree { db: &store.db }.size().await?;
+    let _ = writeln!(
+        out,
+        "\naudit order: {audit_position} events numbered (audit positions 1..={audit_position}, \
+         not global positions)"
+    );
     store.close().await;
     Ok(())
 }
@@ -245,6 +252,42 @@ pub async fn admin_promote(config: &Config, email: &str) -> Result<(), CliError>
     }
 }
 
+/// `ipto admin erase EMAIL`: the keys the user created are read from the `api_keys` read model,
+/// brought up to date first.
+pub async fn admin_erase(config: &Config, email: &str) -> Result<(), CliError> {
+    let (store, key) = open_store(config).await?;
+    let accounts = Accounts {
+        store: &store,
+        key: &key,
+        session_ttl_seconds: config.session_ttl_seconds,
+    };
+    let outcome = async {
+        store
+            .engine
+            .catch_up(&projections::api_keys::ApiKeysProjection)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        let user_id = accounts
+            .user_of(email)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?
+            .ok_or_else(|| CliError::Failed(format!("no user with email {}", email.trim())))?;
+        accounts
+            .erase(&user_id, &crate::store::Actor::system())
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))
+    }
+    .await;
+    store.close().await;
+    let erasure = outcome?;
+    println!(
+        "erased {} (data keys destroyed: {})",
+        erasure.user_id,
+        erasure.subjects.join(", ")
+    );
+    Ok(())
+}
+
 /// The store with the audit order (and its tree) brought up to date: the audit commands are
 /// complete even when no server ran since the last writes.
 async fn audited_store(config: &Config) -> Result<crate::store::Store, CliError> {
@@ -268,7 +311,7 @@ pub async fn events_export(
     let store = audited_store(config).await?;
     let filter = AuditFilter {
         aggregate_type,
-        aggregate_id: None,
+        ..AuditFilter::default()
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut cursor = after;

@@ -81,6 +81,11 @@ pub enum AdminCommand {
         /// The user's e-mail address.
         email: String,
     },
+    /// Erase a user's personal data (GDPR art. 17): see `POST /v1/admin/users/{id}/erase`.
+    Erase {
+        /// The user's e-mail address.
+        email: String,
+    },
 }
 
 /// `ipto events …`

@@ -310,6 +310,7 @@ impl From<aggregates::user::UserError> for AppError {
         match error {
             aggregates::user::UserError::NotRegistered => Self::NotFound,
             aggregates::user::UserError::AlreadyRegistered => Self::internal(error),
+            aggregates::user::UserError::Erased => Self::NotFound,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod history;
 pub mod idempotency;
 pub mod json;
 pub mod lookup;
@@ -56,6 +57,7 @@ pub fn api() -> OpenApiRouter<AppState> {
                 .merge(tagged("search", search::routes()))
                 .merge(tagged("search", retrieve::routes()))
                 .merge(tagged("admin", events::routes()))
+                .merge(tagged("admin", history::routes()))
                 .merge(tagged("audit", audit::routes())),
         )
 }

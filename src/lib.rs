@@ -15,6 +15,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod http;
 pub mod idempotency;
 pub mod jobs;

@@ -82,6 +82,9 @@ fn main() -> ExitCode {
             Command::Admin(AdminCommand::Promote { email }) => cli::admin_promote(&config, &email)
                 .await
                 .map_err(|e| e.to_string()),
+            Command::Admin(AdminCommand::Erase { email }) => cli::admin_erase(&config, &email)
+                .await
+                .map_err(|e| e.to_string()),
             Command::Events(EventsCommand::Export {
                 after,
                 aggregate_type,

@@ -83,6 +83,14 @@ impl SigningKey {
         hex::encode(self.mac(message))
     }
 
+    /// The id of an address's e-mail reservation: `eml_` and a keyed HMAC of the normalised
+    /// address, so the log's aggregate ids name no address and nobody without the key can test
+    /// one against them.
+    pub fn email_reservation_id(&self, normalised_email: &str) -> String {
+        let tag = self.mac(format!("email-reservation\n{normalised_email}").as_bytes());
+        format!("eml_{}", hex::encode(&tag[..20]))
+    }
+
     /// Raw HMAC-SHA256 of `message`.
     pub fn mac(&self, message: &[u8]) -> [u8; 32] {
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");

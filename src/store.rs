@@ -22,6 +22,11 @@ use sqlx::{PgPool, SqlitePool};
 use crate::clock::Clock;
 use crate::request::{current_request_id, Written, REQUEST};
 
+mod reseal;
+mod sealing;
+pub use reseal::seal_legacy;
+use sealing::Sealing;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -96,19 +101,20 @@ pub async fn migrate(pool: &EventPool) -> Result<(), sqlx::migrate::MigrateError
 }
 
 /// The plain (non-snapshot) event store over either database.
+/// Personal fields are sealed on append and opened on load ([`sealing`]).
 pub enum EventLog<A: Aggregate> {
-    Sqlite(PersistedEventStore<SqliteEventRepository, A>),
-    Postgres(PersistedEventStore<PostgresEventRepository, A>),
+    Sqlite(PersistedEventStore<Sealing<SqliteEventRepository>, A>),
+    Postgres(PersistedEventStore<Sealing<PostgresEventRepository>, A>),
 }
 
 impl<A: Aggregate> EventLog<A> {
-    fn new(pool: &EventPool) -> Self {
+    fn new(pool: &EventPool, db: &Db, clock: &Clock) -> Self {
         match pool {
             EventPool::Sqlite(p) => Self::Sqlite(PersistedEventStore::new_event_store(
-                SqliteEventRepository::new(p.clone()),
+                Sealing::new(SqliteEventRepository::new(p.clone()), db.clone(), *clock),
             )),
             EventPool::Postgres(p) => Self::Postgres(PersistedEventStore::new_event_store(
-                PostgresEventRepository::new(p.clone()),
+                Sealing::new(PostgresEventRepository::new(p.clone()), db.clone(), *clock),
             )),
         }
     }
@@ -237,7 +243,7 @@ impl Store {
         let mut logs = self.logs.lock().expect("lock poisoned");
         let entry = logs
             .entry(TypeId::of::<A>())
-            .or_insert_with(|| Arc::new(EventLog::<A>::new(&self.events)));
+            .or_insert_with(|| Arc::new(EventLog::<A>::new(&self.events, &self.db, &self.clock)));
         entry
             .clone()
             .downcast::<EventLog<A>>()
@@ -314,7 +320,7 @@ impl Store {
     ) -> Result<EventStoreAggregateContext<A>, CommandError<A::Error>> {
         use sqlx::Row;
         let row = sqlx::query(
-            "SELECT sequence, CAST(payload AS TEXT) AS payload FROM events \
+            "SELECT sequence, event_type, CAST(payload AS TEXT) AS payload FROM events \
              WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1",
         )
         .bind(A::TYPE)
@@ -335,8 +341,25 @@ impl Store {
             let payload: String = row
                 .try_get("payload")
                 .map_err(|e| CommandError::Store(e.to_string()))?;
-            let event: A::Event =
-                serde_json::from_str(&payload).map_err(|e| CommandError::Store(e.to_string()))?;
+            let mut stored = projections::StoredEvent {
+                cursor: LogPosition::default(),
+                aggregate_type: A::TYPE.to_owned(),
+                aggregate_id: id.to_owned(),
+                sequence,
+                event_type: row
+                    .try_get("event_type")
+                    .map_err(|e| CommandError::Store(e.to_string()))?,
+                event_version: String::new(),
+                payload,
+                metadata: Default::default(),
+                opened: None,
+            };
+            projections::log::open_sealed(&self.db, std::slice::from_mut(&mut stored))
+                .await
+                .map_err(|e| CommandError::Store(e.to_string()))?;
+            let event: A::Event = stored
+                .decode()
+                .map_err(|e| CommandError::Store(e.to_string()))?;
             context.aggregate.apply(event);
             context.current_sequence = sequence as usize;
         }

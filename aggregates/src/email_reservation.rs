@@ -53,12 +53,20 @@ impl Aggregate for EmailReservation {
                     .await;
                 Ok(())
             }
+            EmailReservationCommand::Release { user_id } => {
+                if self.signup.as_ref().is_some_and(|s| s.user_id == user_id) {
+                    sink.write(EmailReservationEvent::EmailReleased { user_id }, self)
+                        .await;
+                }
+                Ok(())
+            }
         }
     }
 
     fn apply(&mut self, event: EmailReservationEvent) {
         match event {
             EmailReservationEvent::EmailReserved(signup) => self.signup = Some(signup),
+            EmailReservationEvent::EmailReleased { .. } => self.signup = None,
         }
     }
 }
@@ -101,6 +109,40 @@ mod tests {
         assert_eq!(reservation.signup(), None);
         reservation.apply(EmailReservationEvent::EmailReserved(signup.clone()));
         assert_eq!(reservation.signup(), Some(&signup));
+    }
+
+    #[test]
+    fn a_released_address_is_reserved_again_by_a_new_signup() {
+        let first = signup();
+        let second = signup();
+        TestFramework::<EmailReservation>::with(())
+            .given(vec![
+                EmailReservationEvent::EmailReserved(first.clone()),
+                EmailReservationEvent::EmailReleased {
+                    user_id: first.user_id,
+                },
+            ])
+            .when(EmailReservationCommand::Reserve(second.clone()))
+            .then_expect_events(vec![EmailReservationEvent::EmailReserved(second)]);
+    }
+
+    #[test]
+    fn only_the_holder_releases_an_address() {
+        let holder = signup();
+        TestFramework::<EmailReservation>::with(())
+            .given(vec![EmailReservationEvent::EmailReserved(holder.clone())])
+            .when(EmailReservationCommand::Release {
+                user_id: holder.user_id.clone(),
+            })
+            .then_expect_events(vec![EmailReservationEvent::EmailReleased {
+                user_id: holder.user_id,
+            }]);
+        TestFramework::<EmailReservation>::with(())
+            .given(vec![EmailReservationEvent::EmailReserved(signup())])
+            .when(EmailReservationCommand::Release {
+                user_id: signup().user_id,
+            })
+            .then_expect_events(vec![]);
     }
 
     #[test]

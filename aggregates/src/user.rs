@@ -30,6 +30,8 @@ pub struct Profile {
 pub struct User {
     profile: Option<Profile>,
     is_platform_admin: bool,
+    #[serde(default)]
+    erased: bool,
 }
 
 impl Aggregate for User {
@@ -59,6 +61,12 @@ impl Aggregate for User {
         if self.profile.is_none() {
             return Err(UserError::NotRegistered);
         }
+        if self.erased {
+            return match command {
+                UserCommand::Erase { .. } => Ok(()),
+                _ => Err(UserError::Erased),
+            };
+        }
         let event = match command {
             UserCommand::Register(_) => unreachable!("handled above"),
             UserCommand::RecordLogin => UserEvent::UserLoggedIn {},
@@ -66,6 +74,7 @@ impl Aggregate for User {
             UserCommand::RecordPasswordChange => UserEvent::PasswordChanged {},
             UserCommand::GrantPlatformAdmin if self.is_platform_admin => return Ok(()),
             UserCommand::GrantPlatformAdmin => UserEvent::PlatformAdminGranted {},
+            UserCommand::Erase { subjects } => UserEvent::UserErased { subjects },
         };
         sink.write(event, self).await;
         Ok(())
@@ -75,6 +84,7 @@ impl Aggregate for User {
         match event {
             UserEvent::UserRegistered(profile) => self.profile = Some(profile),
             UserEvent::PlatformAdminGranted {} => self.is_platform_admin = true,
+            UserEvent::UserErased { .. } => self.erased = true,
             UserEvent::UserLoggedIn {}
             | UserEvent::UserLoggedOut {}
             | UserEvent::PasswordChanged {} => {}
@@ -91,6 +101,11 @@ impl User {
     /// Whether the user reviews objects, marks payouts paid and reads the event log.
     pub fn is_platform_admin(&self) -> bool {
         self.is_platform_admin
+    }
+
+    /// Whether the user's personal data was erased.
+    pub fn is_erased(&self) -> bool {
+        self.erased
     }
 }
 
@@ -109,6 +124,56 @@ mod tests {
             display_name: DisplayName::parse("Ann").unwrap(),
             roles: vec![Role::Owner],
         }
+    }
+
+    fn erase() -> UserCommand {
+        UserCommand::Erase {
+            subjects: vec!["usr_1".into(), "key_1".into()],
+        }
+    }
+
+    #[test]
+    fn erasing_a_user_records_the_destroyed_subjects_once() {
+        let profile = profile();
+        UserTest::with(())
+            .given(vec![UserEvent::UserRegistered(profile.clone())])
+            .when(erase())
+            .then_expect_events(vec![UserEvent::UserErased {
+                subjects: vec!["usr_1".into(), "key_1".into()],
+            }]);
+        UserTest::with(())
+            .given(vec![
+                UserEvent::UserRegistered(profile),
+                UserEvent::UserErased { subjects: vec![] },
+            ])
+            .when(erase())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn an_erased_user_can_do_nothing_more() {
+        for command in [
+            UserCommand::RecordLogin,
+            UserCommand::RecordLogout,
+            UserCommand::RecordPasswordChange,
+            UserCommand::GrantPlatformAdmin,
+        ] {
+            UserTest::with(())
+                .given(vec![
+                    UserEvent::UserRegistered(profile()),
+                    UserEvent::UserErased { subjects: vec![] },
+                ])
+                .when(command)
+                .then_expect_error(UserError::Erased);
+        }
+    }
+
+    #[test]
+    fn an_unknown_user_cannot_be_erased() {
+        UserTest::with(())
+            .given_no_previous_events()
+            .when(erase())
+            .then_expect_error(UserError::NotRegistered);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! Writes `results/latest.md` and `results/latest.json` beside this crate, after comparing with
 //! the previous `latest.json`. Run through `bench/run`; settings in `bench/README.md`.
 
+mod audit;
 mod corpus;
 mod eventlog;
 mod load;
@@ -120,8 +121,17 @@ impl Settings {
                 .unwrap_or_else(|_| self.quality_dir.clone())
                 .display()
         );
-        if self.only.is_some() {
-            return format!("only {quality}");
+        match self.only.as_deref() {
+            Some("quality") => return format!("only {quality}"),
+            Some(slot) => {
+                return format!(
+                    "only the {slot} slot; {} s measured after {} ms warm-up per figure; log of {} events",
+                    self.timing.measure.as_secs(),
+                    self.timing.warmup.as_millis(),
+                    self.events
+                )
+            }
+            None => {}
         }
         format!(
             "{} s measured after {} ms warm-up per figure; {} sellers, {} buyers; search index of {} chunks; log of {} events; PostgreSQL {}; {quality}",
@@ -160,9 +170,11 @@ async fn run() {
         settings.bin.display()
     );
     match settings.only.as_deref() {
-        None | Some("quality") | Some("search") => {}
+        None | Some("quality") | Some("search") | Some("audit") => {}
         Some(other) => {
-            panic!("unknown IPTO_BENCH_ONLY={other}: the slots it selects are quality and search")
+            panic!(
+                "unknown IPTO_BENCH_ONLY={other}: the slots it selects are quality, search and audit"
+            )
         }
     }
     let root = std::env::temp_dir().join(format!("ipto-bench-{}", std::process::id()));
@@ -173,6 +185,16 @@ async fn run() {
     } else {
         settings.stores.clone()
     };
+    if settings.only.as_deref() == Some("audit") {
+        for store in settings.stores.clone() {
+            eprintln!("== {store}: audit");
+            let postgres = (store == "postgres").then_some(settings.postgres.as_str());
+            match bench_audit(&store, postgres, &settings, &root).await {
+                Ok(mut f) => figures.append(&mut f),
+                Err(error) => eprintln!("{store}: audit skipped: {error}"),
+            }
+        }
+    }
     if settings.only.as_deref() == Some("search") {
         for store in settings.stores.clone() {
             eprintln!("== {store}: search");
@@ -201,7 +223,7 @@ async fn run() {
         bin: &settings.bin,
         root: &root,
     };
-    if settings.only.as_deref() != Some("search") {
+    if settings.only.is_none() || settings.only.as_deref() == Some("quality") {
         match quality::bench(quality).await {
             Ok(mut f) => figures.append(&mut f),
             Err(error) => eprintln!("quality: skipped: {error}"),
@@ -334,7 +356,9 @@ async fn bench_store(
         rebuilt.peak_kib as f64 / 1024.0,
         rebuilt.anon_kib as f64 / 1024.0
     );
+    let audited = audit_log_figures(store, &scratch, &settings.bin).await;
     scratch.remove().await;
+    figures.extend(audited?);
     let applied_rate = rebuilt.applied as f64 / rebuilt.seconds;
     figures.push(
         Figure::new(
@@ -393,6 +417,114 @@ async fn bench_store(
     // Search, on a server of its own.
     figures.extend(bench_search(store, postgres, settings, root).await?);
     Ok(figures)
+}
+
+/// `IPTO_BENCH_ONLY=audit`: the stream's delivery under the create-dataset load at 16 clients,
+/// then the tree's cost and `verify` over the grown log.
+async fn bench_audit(
+    store: &str,
+    postgres: Option<&str>,
+    settings: &Settings,
+    root: &Path,
+) -> Result<Vec<Figure>, String> {
+    let scratch = Scratch::create(root, postgres).await?;
+    let served = serve(&scratch, &settings.bin).await;
+    let api = Api::new(served.base.clone());
+    let outcome = async {
+        let admin = admin_session(&api).await?;
+        let sellers = Arc::new(sign_up(&api, settings.sellers, "seller").await?);
+        stream_figures(store, &api, &admin, &sellers, settings.timing).await
+    }
+    .await;
+    served.stop();
+    let mut figures = outcome?;
+    let grown = eventlog::grow(&scratch.database_url, settings.events).await?;
+    eprintln!("  grew the log to {} events", grown.total_events);
+    let audited = audit_log_figures(store, &scratch, &settings.bin).await;
+    scratch.remove().await;
+    figures.extend(audited?);
+    Ok(figures)
+}
+
+/// `POST /v1/datasets` as the sellers, one after another per worker.
+fn create_dataset(api: &Api, sellers: &Arc<Vec<Account>>) -> Op {
+    let (api, sellers) = (api.clone(), sellers.clone());
+    Arc::new(move |worker, i| {
+        let (api, sellers) = (api.clone(), sellers.clone());
+        Box::pin(async move {
+            let seller = &sellers[worker % sellers.len()];
+            api.post(
+                "/v1/datasets",
+                Some(&seller.token),
+                json!({"name": format!("Dataset {worker}-{i}"), "description": "Rows of benchmark data"}),
+            )
+            .await
+            .map(drop)
+        })
+    })
+}
+
+/// The admin's event stream followed while 16 clients create datasets.
+async fn stream_figures(
+    store: &str,
+    api: &Api,
+    admin: &str,
+    sellers: &Arc<Vec<Account>>,
+    timing: Timing,
+) -> Result<Vec<Figure>, String> {
+    let load = load::run(16, timing, create_dataset(api, sellers));
+    let (measured, delivery) = audit::stream_delivery(api, admin, load).await?;
+    eprintln!(
+        "  event stream under create dataset at 16 clients ({}): {} events, delivery p50 {:.2} ms, p99 {:.2} ms",
+        line(&measured),
+        delivery.events,
+        delivery.p50_ms,
+        delivery.p99_ms
+    );
+    let note = format!(
+        "occurred_at to arrival, {} events, create dataset at 16 clients ({:.0}/s)",
+        delivery.events,
+        measured.throughput()
+    );
+    Ok(vec![
+        Figure::new(store, "audit", "event stream delivery p50", "ms", false)
+            .value(delivery.p50_ms)
+            .note(note.clone()),
+        Figure::new(store, "audit", "event stream delivery p99", "ms", false)
+            .value(delivery.p99_ms)
+            .note(note),
+    ])
+}
+
+/// Over the grown log: the audit order rebuilt without and with its tree, and `verify` over an
+/// export.
+async fn audit_log_figures(
+    store: &str,
+    scratch: &Scratch,
+    bin: &Path,
+) -> Result<Vec<Figure>, String> {
+    let (numbering, with_tree) = audit::tree_cost(&scratch.database_url).await?;
+    let (events, export_seconds, verify_seconds) = audit::verify_export(scratch, bin)?;
+    eprintln!(
+        "  audit order rebuild: {numbering:.0} events/s numbering only, {with_tree:.0} with the tree; \
+         export {events} events in {export_seconds:.1} s, verify in {verify_seconds:.1} s"
+    );
+    Ok(vec![
+        Figure::new(
+            store,
+            "audit",
+            "audit order rebuild with the tree",
+            "events/s",
+            true,
+        )
+        .value(with_tree)
+        .ceiling("numbering only (before the tree)", numbering),
+        Figure::new(store, "audit", "events verify --export", "events/s", true)
+            .value(events as f64 / verify_seconds)
+            .note(format!("{events} events, no database")),
+        Figure::new(store, "audit", "events export", "events/s", true)
+            .value(events as f64 / export_seconds),
+    ])
 }
 
 fn line(m: &Measured) -> String {
@@ -469,21 +601,7 @@ async fn bench_server(
 
     // 1. Commands.
     for (level, clients) in COMMAND_LEVELS.into_iter().enumerate() {
-        let (api, sellers) = (api.clone(), sellers.clone());
-        let op: Op = Arc::new(move |worker, i| {
-            let (api, sellers) = (api.clone(), sellers.clone());
-            Box::pin(async move {
-                let seller = &sellers[worker % sellers.len()];
-                api.post(
-                    "/v1/datasets",
-                    Some(&seller.token),
-                    json!({"name": format!("Dataset {worker}-{i}"), "description": "Rows of benchmark data"}),
-                )
-                .await
-                .map(drop)
-            })
-        });
-        let m = load::run(clients, timing, op).await;
+        let m = load::run(clients, timing, create_dataset(&api, &sellers)).await;
         eprintln!("  create dataset, {clients} clients: {}", line(&m));
         figures.extend(load_figures(
             store,
@@ -499,6 +617,7 @@ async fn bench_server(
             },
         ));
     }
+    figures.extend(stream_figures(store, &api, &admin, &sellers, timing).await?);
     let uploaded: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
     for (level, clients) in COMMAND_LEVELS.into_iter().enumerate() {
         let (api, sellers, uploaded) = (api.clone(), sellers.clone(), uploaded.clone());

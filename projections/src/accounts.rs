@@ -63,7 +63,7 @@ impl Projection for UsersProjection {
         "users"
     }
     fn version(&self) -> i64 {
-        1
+        2
     }
     fn tables(&self) -> &'static [&'static str] {
         &["users"]
@@ -117,6 +117,19 @@ impl Projection for UsersProjection {
                     .bind(&event.aggregate_id)
                     .execute(conn)
                     .await?
+            }
+            UserEvent::UserErased { .. } => {
+                let user_id = &event.aggregate_id;
+                sqlx::query(
+                    "UPDATE users SET email = $1, display_name = $2, erased_at = $3, updated_at = $3 \
+                     WHERE user_id = $4",
+                )
+                .bind(crate::privacy::erased("email", user_id))
+                .bind(crate::privacy::erased("display_name", user_id))
+                .bind(at)
+                .bind(user_id)
+                .execute(conn)
+                .await?
             }
             UserEvent::UserLoggedOut {} => return Ok(()),
         };

@@ -159,7 +159,7 @@ pub async fn key(db: &Db, api_key_id: &str) -> Result<Option<ApiKeyRow>, sqlx::E
         .await
 }
 
-/// The keys a key created, revoked ones included.
+/// The keys a key (or a user) created, revoked ones included.
 pub async fn created_by_key(db: &Db, api_key_id: &str) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT api_key_id FROM api_keys WHERE created_by = $1 ORDER BY api_key_id")
         .bind(api_key_id)

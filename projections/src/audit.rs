@@ -19,16 +19,19 @@ use crate::log::{self, StoredEvent};
 use crate::merkle::{self, Hash, Node};
 use crate::{Db, Dialect, Projection, ProjectionError, Reads};
 
+/// The projection's name, as its checkpoint and progress are reported.
+pub const NAME: &str = "audit_order";
+
 /// The `audit_order` table.
 pub struct AuditOrderProjection;
 
 #[async_trait]
 impl Projection for AuditOrderProjection {
     fn name(&self) -> &'static str {
-        "audit_order"
+        NAME
     }
     fn version(&self) -> i64 {
-        2
+        3
     }
     fn tables(&self) -> &'static [&'static str] {
         &["audit_order", "audit_tree"]
@@ -67,9 +70,9 @@ impl Projection for AuditOrderProjection {
         for (offset, chunk) in events.chunks(AUDIT_ROWS_PER_INSERT).enumerate() {
             let base = size + (offset * AUDIT_ROWS_PER_INSERT) as i64;
             let sql = format!(
-                "INSERT INTO audit_order (position, global_position, aggregate_type, aggregate_id) \
-                 VALUES {}",
-                placeholders(chunk.len(), 4)
+                "INSERT INTO audit_order \
+                 (position, global_position, aggregate_type, aggregate_id, tenant_id) VALUES {}",
+                placeholders(chunk.len(), 5)
             );
             let mut query = sqlx::query(&sql);
             for (i, event) in chunk.iter().enumerate() {
@@ -77,7 +80,8 @@ impl Projection for AuditOrderProjection {
                     .bind(base + i as i64 + 1)
                     .bind(event.cursor.position)
                     .bind(&event.aggregate_type)
-                    .bind(&event.aggregate_id);
+                    .bind(&event.aggregate_id)
+                    .bind(&event.metadata.tenant_id);
             }
             query.execute(&mut *conn).await.map_err(failed)?;
         }
@@ -257,8 +261,8 @@ impl Tree<'_> {
     }
 }
 
-/// Events numbered by one insert (four parameters each).
-const AUDIT_ROWS_PER_INSERT: usize = 250;
+/// Events numbered by one insert (five parameters each).
+const AUDIT_ROWS_PER_INSERT: usize = 200;
 
 /// An event with its place in the audit order and its leaf hash.
 #[derive(Clone, Debug)]
@@ -275,6 +279,8 @@ pub struct AuditEvent {
 pub struct AuditFilter<'a> {
     pub aggregate_type: Option<&'a str>,
     pub aggregate_id: Option<&'a str>,
+    /// Only events recorded for this tenant (a tenant auditing itself).
+    pub tenant_id: Option<&'a str>,
 }
 
 /// Up to `limit` numbered events with a position above `after`, ascending.
@@ -289,6 +295,7 @@ pub async fn read_after(
     for (column, value) in [
         ("a.aggregate_type", filter.aggregate_type),
         ("a.aggregate_id", filter.aggregate_id),
+        ("a.tenant_id", filter.tenant_id),
     ] {
         if let Some(value) = value {
             values.push(value);

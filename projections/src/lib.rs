@@ -12,6 +12,7 @@ pub mod log;
 pub mod merkle;
 pub mod objects;
 pub mod payouts;
+pub mod privacy;
 pub mod rows;
 pub mod searches;
 

@@ -5,10 +5,13 @@
 //! `(transaction_id, global_position)` and only reads transactions older than the oldest one still
 //! running (`pg_snapshot_xmin`): nothing below the cursor can appear later.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sqlx::Row;
 
-use crate::{Db, Dialect};
+use crate::{privacy, Db, Dialect};
 
 /// A place in the global order. Compared as a pair; on SQLite `tx` is always 0.
 #[derive(
@@ -46,15 +49,17 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    /// The serialized event enum, as cqrs-es wrote it.
+    /// The serialized event enum as stored: personal fields sealed (see [`crate::privacy`]).
     pub payload: String,
     pub metadata: EventMetadata,
+    /// The payload with its sealed fields opened, when it has any and the read opened them.
+    pub opened: Option<String>,
 }
 
 impl StoredEvent {
-    /// Decodes the payload as an aggregate's event enum.
+    /// Decodes the payload as an aggregate's event enum, its sealed fields opened.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, serde_json::Error> {
-        serde_json::from_str(&self.payload)
+        serde_json::from_str(self.opened.as_deref().unwrap_or(&self.payload))
     }
 }
 
@@ -94,7 +99,57 @@ pub async fn read_after(
                 .await?
         }
     };
-    rows.into_iter().map(stored_event).collect()
+    opened(db, rows).await
+}
+
+/// Opens the sealed fields of `events` (one key read for all), setting each one's `opened`
+/// payload, which [`StoredEvent::decode`] reads (see [`crate::privacy`]).
+pub async fn open_sealed(db: &Db, events: &mut [StoredEvent]) -> Result<(), sqlx::Error> {
+    let mut parsed: Vec<(usize, Value)> = Vec::new();
+    let mut subjects = BTreeSet::new();
+    for (i, event) in events.iter().enumerate() {
+        if !privacy::holds_personal_data(&event.aggregate_type, &event.event_type)
+            || !event.payload.contains(privacy::SEALED)
+        {
+            continue;
+        }
+        let Ok(payload) = serde_json::from_str::<Value>(&event.payload) else {
+            continue;
+        };
+        privacy::sealed_subjects(
+            &event.aggregate_type,
+            &event.event_type,
+            &payload,
+            &mut subjects,
+        );
+        parsed.push((i, payload));
+    }
+    if parsed.is_empty() {
+        return Ok(());
+    }
+    let keys = privacy::keys(db, &subjects).await?;
+    for (i, mut payload) in parsed {
+        let event = &mut events[i];
+        let reference = privacy::EventRef {
+            aggregate_type: &event.aggregate_type,
+            aggregate_id: &event.aggregate_id,
+            event_type: &event.event_type,
+        };
+        if privacy::open(reference, &mut payload, &keys) {
+            event.opened = Some(payload.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// The rows as events, their sealed fields opened.
+async fn opened(db: &Db, rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut events = rows
+        .into_iter()
+        .map(stored_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    open_sealed(db, &mut events).await?;
+    Ok(events)
 }
 
 pub(crate) fn stored_event(row: sqlx::any::AnyRow) -> Result<StoredEvent, sqlx::Error> {
@@ -111,6 +166,7 @@ pub(crate) fn stored_event(row: sqlx::any::AnyRow) -> Result<StoredEvent, sqlx::
         event_version: row.try_get("event_version")?,
         payload: row.try_get("payload")?,
         metadata: serde_json::from_str(&metadata).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        opened: None,
     })
 }
 
@@ -204,5 +260,5 @@ pub async fn events_of(
     .bind(aggregate_id)
     .fetch_all(&db.pool)
     .await?;
-    rows.into_iter().map(stored_event).collect()
+    opened(db, rows).await
 }

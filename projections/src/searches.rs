@@ -4,6 +4,7 @@
 
 use aggregates::money::{Amount, Usd};
 use aggregates::search::{Search, SearchEvent};
+use aggregates::user::{User, UserEvent};
 use aggregates::{timestamp, DatasetId, SearchActivityId};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
@@ -23,13 +24,13 @@ impl Projection for SearchesProjection {
         "searches"
     }
     fn version(&self) -> i64 {
-        1
+        2
     }
     fn tables(&self) -> &'static [&'static str] {
         &["search_activities", "search_appearances"]
     }
     fn reads(&self) -> Reads {
-        Reads::Aggregates(&[Search::TYPE])
+        Reads::Aggregates(&[Search::TYPE, User::TYPE])
     }
 
     async fn apply(
@@ -37,10 +38,34 @@ impl Projection for SearchesProjection {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
+        if event.aggregate_type == User::TYPE {
+            // An erased user's query texts, and those of the keys they created, read as erased.
+            if let UserEvent::UserErased { subjects } = event.decode()? {
+                for table in ["search_activities", "search_appearances"] {
+                    for subject in &subjects {
+                        sqlx::query(&format!(
+                            "UPDATE {table} SET query_text = $1 WHERE subject_id = $2"
+                        ))
+                        .bind(crate::privacy::erased("query_text", subject))
+                        .bind(subject)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                }
+            }
+            return Ok(());
+        }
         if event.aggregate_type != Search::TYPE {
             return Ok(());
         }
         let SearchEvent::SearchPerformed(record) = event.decode()?;
+        let subject = crate::privacy::subject_of(
+            &event.aggregate_type,
+            &event.aggregate_id,
+            &event.event_type,
+            &serde_json::Value::Null,
+            &event.metadata.actor_id,
+        );
         // The command refuses a search whose total would not fit (SearchError::ChargeTooLarge).
         let charged = i64::try_from(record.charged_micros()).map_err(|_| {
             ProjectionError::Inconsistent(format!(
@@ -52,7 +77,8 @@ impl Projection for SearchesProjection {
         let dataset_ids: Vec<&str> = record.dataset_ids.iter().map(|d| d.as_str()).collect();
         sqlx::query(
             "INSERT INTO search_activities (search_activity_id, buyer_tenant_id, api_key_id, query_text, \
-             dataset_ids, result_count, charged_micros, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             dataset_ids, result_count, charged_micros, occurred_at, subject_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&event.aggregate_id)
         .bind(record.buyer_tenant_id.as_str())
@@ -62,6 +88,7 @@ impl Projection for SearchesProjection {
         .bind(record.results.len() as i64)
         .bind(charged)
         .bind(&occurred_at)
+        .bind(subject.clone())
         .execute(&mut *conn)
         .await?;
         let query = record.query_text.trim().to_lowercase();
@@ -73,14 +100,15 @@ impl Projection for SearchesProjection {
                 continue;
             }
             sqlx::query(
-                "INSERT INTO search_appearances (search_activity_id, dataset_id, buyer_tenant_id, query_text, occurred_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO search_appearances (search_activity_id, dataset_id, buyer_tenant_id, query_text, \
+                 occurred_at, subject_id) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&event.aggregate_id)
             .bind(dataset_id.as_str())
             .bind(record.buyer_tenant_id.as_str())
             .bind(&query)
             .bind(&occurred_at)
+            .bind(subject.clone())
             .execute(&mut *conn)
             .await?;
         }

@@ -14,7 +14,7 @@ use crate::accounts::{Accounts, NewAccount, SessionGrant};
 use crate::auth::PrincipalKind;
 use crate::error::AppError;
 use crate::http::envelope::Envelope;
-use crate::http::extract::Auth;
+use crate::http::extract::{Auth, Path};
 use crate::http::json::{Fields, JsonBody};
 use crate::openapi;
 use crate::state::AppState;
@@ -27,6 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(me))
         .routes(routes!(change_password))
+        .routes(routes!(erase))
 }
 
 /// A new session (signup and login).
@@ -409,5 +410,53 @@ async fn change_password(
         .await?;
     Ok(Envelope::ok(PasswordChanged {
         password_changed: true,
+    }))
+}
+
+/// An erased user.
+#[derive(Serialize, ToSchema)]
+pub struct ErasedUser {
+    /// The user.
+    #[schema(schema_with = user_id)]
+    pub user_id: String,
+    /// Whose data keys were destroyed: the user, and the API keys they created (now revoked).
+    pub erased_subjects: Vec<String>,
+}
+
+fn user_id() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    openapi::text(64, &openapi::id_pattern("usr"))
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/users/{id}/erase",
+    tag = "admin",
+    summary = "Erase a user's personal data (GDPR art. 17; platform-admin session).",
+    description = "Destroys the data keys of the user and of the API keys they created: their \
+        e-mail address, display name and search texts read as erased everywhere, in the read \
+        models and on every rebuild, while the log keeps its bytes, so every signed head and \
+        proof still verifies. The user's sessions end, they can no longer log in, the keys they \
+        created are revoked, and the address may be registered again. Erasing an erased user \
+        changes nothing.",
+    security(("session" = [])),
+    params(("id" = String, Path, description = "The user.")),
+    responses(
+        (status = 200, description = "The user is erased.", body = ErasedUser),
+        (status = 404, description = "No such user."),
+    )
+)]
+async fn erase(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> Result<Envelope<ErasedUser>, AppError> {
+    principal.require_platform_admin()?;
+    if !id.starts_with("usr_") {
+        return Err(AppError::NotFound);
+    }
+    let erasure = accounts(&state).erase(&id, &principal.actor()).await?;
+    Ok(Envelope::ok(ErasedUser {
+        user_id: erasure.user_id,
+        erased_subjects: erasure.subjects,
     }))
 }

@@ -36,14 +36,25 @@ struct Health {
     store: &'static str,
     /// Each projection by name, as `ipto projections status` lists them.
     projections: BTreeMap<String, ProjectionHealth>,
+    /// The audit order (`GET /v1/admin/events`), in its own numbering.
+    audit: AuditHealth,
+}
+
+/// The audit order's end. Audit positions are dense (1, 2, 3, …) and are not the store's global
+/// positions that `projections.*.position` counts in: on PostgreSQL the two differ.
+#[derive(Serialize, ToSchema)]
+struct AuditHealth {
+    /// The last audit position numbered: the audit tree's size.
+    #[schema(minimum = 0)]
+    audit_position: i64,
 }
 
 /// One projection's progress.
 #[derive(Serialize, ToSchema)]
 struct ProjectionHealth {
-    /// The last event position applied.
+    /// The last global position applied (the store's numbering; not an audit position).
     position: i64,
-    /// Head position minus `position`.
+    /// The log's head global position minus `position`.
     #[schema(minimum = 0)]
     lag: i64,
     /// The worker's state.
@@ -129,6 +140,11 @@ async fn health(State(state): State<AppState>) -> Result<Envelope<Health>, AppEr
 
 async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
     let head = projections::log::head(&state.store.db).await?;
+    let audit_position = projections::audit::Tree {
+        db: &state.store.db,
+    }
+    .size()
+    .await? as i64;
     let mut degraded = false;
     let mut projections = BTreeMap::new();
     for status in state.store.engine.statuses().await? {
@@ -182,6 +198,7 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
         version: env!("CARGO_PKG_VERSION"),
         store: state.store.db.dialect.as_str(),
         projections,
+        audit: AuditHealth { audit_position },
     })
 }
 
@@ -211,7 +228,15 @@ async fn metrics(State(state): State<AppState>) -> Result<axum::response::Respon
         )])
         .collect();
     let documents = state.search.index.document_count();
+    let audit_position = projections::audit::Tree {
+        db: &state.store.db,
+    }
+    .size()
+    .await?;
     let mut body = state.store.metrics.render(head, &positions, documents);
+    body.push_str(&format!(
+        "# HELP ipto_audit_position The last audit position numbered (the audit tree's size); audit positions are not global positions.\n# TYPE ipto_audit_position gauge\nipto_audit_position {audit_position}\n"
+    ));
     body.push_str("# HELP ipto_search_pdf_extraction_failures_total PDFs indexed without their text since start: extraction past its time or memory limit, or crashed.\n# TYPE ipto_search_pdf_extraction_failures_total counter\n");
     let failures = state.search.status().pdf_failures;
     for reason in crate::search::extract::PdfFailure::REASONS {

@@ -786,7 +786,7 @@ async fn audited_log() -> (TestApp, Fresh, Vec<i64>) {
 }
 
 /// Runs `sql` on the events table as a superuser would, past the append-only triggers.
-async fn tamper(app: &TestApp, sql: &str, binds: &[String]) {
+pub(crate) async fn tamper(app: &TestApp, sql: &str, binds: &[String]) {
     use sqlx::Executor;
     let mut conn = app.state.store.db.pool.acquire().await.unwrap();
     if on_postgres() {
@@ -818,7 +818,7 @@ fn global(position: i64) -> String {
 }
 
 /// `ipto events verify ARGS`: exit code and what it said.
-fn verify(fresh: &Fresh, args: &[&str]) -> (Option<i32>, String) {
+pub(crate) fn verify(fresh: &Fresh, args: &[&str]) -> (Option<i32>, String) {
     let mut all = vec!["events", "verify"];
     all.extend(args);
     let output = crate::cli::run(fresh, &all);

@@ -330,9 +330,23 @@ async fn rebuild_all_gives_read_models_identical_to_the_live_ones() {
             .unwrap()
             .expect(200);
     }
+    // One is erased: a rebuild must read the destroyed key's fields as erased, as live did.
+    let erased = run(&fresh, &["admin", "erase", "r0@example.com"]);
+    assert!(
+        erased.status.success(),
+        "{}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
     server.settled().await;
     let state = open(&fresh).await;
     let live = read_models(&state).await;
+    assert!(
+        live.iter()
+            .flatten()
+            .flatten()
+            .any(|c| c.contains("@erased.invalid")),
+        "the erasure reached the read models"
+    );
     assert_eq!(live[0].len(), 4);
 
     let output = run(&fresh, &["projections", "rebuild", "--all"]);
@@ -357,6 +371,10 @@ async fn rebuild_all_gives_read_models_identical_to_the_live_ones() {
     for name in ["NAME", "tenants", "users", "signup_completion", "search"] {
         assert!(text.contains(name), "{text}");
     }
+    assert!(
+        text.contains("audit order: ") && text.contains("not global positions"),
+        "{text}"
+    );
     server.stop();
 }
 

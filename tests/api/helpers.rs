@@ -414,3 +414,116 @@ pub fn s3_config(fresh: &Fresh) -> Option<Config> {
     config.storage_url = Some(format!("s3://{bucket}/{}", uuid::Uuid::new_v4().simple()));
     Some(config)
 }
+
+/// One Server-Sent Event: `id:`, `event:` and the JSON of `data:`; or a comment (`: text`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sse {
+    Event { id: i64, event: String, data: Value },
+    Comment(String),
+}
+
+/// Reads Server-Sent Events off a response as they arrive.
+pub struct SseReader {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event or comment; `None` when the server ended the stream.
+    pub async fn next(&mut self) -> Option<Sse> {
+        use futures::StreamExt;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(sse) = parse_sse(&block) {
+                    return Some(sse);
+                }
+                continue;
+            }
+            let chunk = self.body.next().await?.ok()?;
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+        }
+    }
+}
+
+fn parse_sse(block: &str) -> Option<Sse> {
+    let (mut id, mut event, mut data) = (None, None, String::new());
+    for line in block.lines() {
+        if let Some(comment) = line.strip_prefix(':') {
+            return Some(Sse::Comment(comment.trim().to_owned()));
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => id = Some(value.parse().expect("a numeric id")),
+            "event" => event = Some(value.to_owned()),
+            "data" => data.push_str(value),
+            _ => {}
+        }
+    }
+    Some(Sse::Event {
+        id: id?,
+        event: event?,
+        data: serde_json::from_str(&data).expect("JSON data"),
+    })
+}
+
+impl TestApp {
+    /// Opens an event stream at `path` (resuming after `last_event_id`), asserting it is one.
+    pub async fn stream(&self, path: &str, token: &str, last_event_id: Option<i64>) -> SseReader {
+        let mut request = self
+            .client
+            .get(format!("{}{}", self.address, path))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.expect("request sent");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "{path}"
+        );
+        SseReader::new(response)
+    }
+
+    /// The events of a stream that ends (`follow=false` in `path`), comments left out.
+    pub async fn streamed(&self, path: &str, token: &str) -> Vec<(i64, String, Value)> {
+        let mut reader = self.stream(path, token, None).await;
+        let mut out = Vec::new();
+        while let Some(sse) = reader.next().await {
+            if let Sse::Event { id, event, data } = sse {
+                out.push((id, event, data));
+            }
+        }
+        out
+    }
+}
+
+/// Every event a log route (`/v1/admin/events`, `/v1/audit/events`) lists, following `next_after`.
+pub async fn all_listed(app: &TestApp, token: &str, path: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = app
+            .get(&format!("{path}?after={after}&limit=100"), Some(token))
+            .await
+            .expect(200);
+        let events = page.data()["events"].as_array().unwrap().clone();
+        after = page.data()["next_after"].as_i64().unwrap();
+        let short = events.len() < 100;
+        out.extend(events);
+        if short {
+            return out;
+        }
+    }
+}

@@ -4,12 +4,14 @@
 mod accounts;
 mod api_keys;
 mod audit;
+mod audit_live;
 mod blob_integrity;
 mod cli;
 mod client;
 mod conventions;
 mod crash;
 mod datasets;
+mod erasure;
 mod exhaustion;
 mod hardening;
 mod helpers;

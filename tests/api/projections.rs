@@ -43,6 +43,10 @@ async fn register(store: &Store, n: usize) -> String {
     signup.user_id.to_string()
 }
 
+fn erased_field(field: &str, subject: &str) -> String {
+    projections::privacy::erased(field, subject)
+}
+
 /// The users and tenants read models as a fold of the whole log would have them.
 async fn fold_of_the_log(store: &Store) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -92,6 +96,11 @@ async fn fold_of_the_log(store: &Store) -> (Vec<Vec<String>>, Vec<Vec<String>>) 
                     }
                     UserEvent::PlatformAdminGranted {} => {
                         users.get_mut(&event.aggregate_id).unwrap()[5] = "1".into()
+                    }
+                    UserEvent::UserErased { .. } => {
+                        let row = users.get_mut(&event.aggregate_id).unwrap();
+                        row[2] = erased_field("email", &event.aggregate_id);
+                        row[3] = erased_field("display_name", &event.aggregate_id);
                     }
                     UserEvent::UserLoggedOut {} => {}
                 },

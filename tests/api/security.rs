@@ -226,6 +226,27 @@ const BOLA_SWEEP: &[Probe] = &[
     ),
     // Admin routes check the role first: B is no platform admin.
     probe(
+        "POST",
+        "/v1/admin/users/{id}/erase",
+        "/v1/admin/users/<user>/erase",
+        Some("{}"),
+        403,
+    ),
+    probe(
+        "GET",
+        "/v1/admin/aggregates/{type}/{id}",
+        "/v1/admin/aggregates/dataset/<dataset>",
+        None,
+        403,
+    ),
+    probe(
+        "GET",
+        "/v1/admin/aggregates/{type}/{id}/events",
+        "/v1/admin/aggregates/dataset/<dataset>/events",
+        None,
+        403,
+    ),
+    probe(
         "GET",
         "/v1/admin/review/objects/{tenant_id}/{object_id}",
         "/v1/admin/review/objects/<tenant>/<object>",
@@ -331,6 +352,34 @@ const ADMIN_ROUTES: &[Probe] = &[
     ),
     probe("GET", "/v1/admin/events", "/v1/admin/events", None, 200),
     probe(
+        "POST",
+        "/v1/admin/users/{id}/erase",
+        "/v1/admin/users/<user>/erase",
+        Some("{}"),
+        200,
+    ),
+    probe(
+        "GET",
+        "/v1/admin/events/stream",
+        "/v1/admin/events/stream?follow=false",
+        None,
+        200,
+    ),
+    probe(
+        "GET",
+        "/v1/admin/aggregates/{type}/{id}",
+        "/v1/admin/aggregates/dataset/<dataset>?as_of_position=1000000",
+        None,
+        200,
+    ),
+    probe(
+        "GET",
+        "/v1/admin/aggregates/{type}/{id}/events",
+        "/v1/admin/aggregates/object/<object>/events",
+        None,
+        200,
+    ),
+    probe(
         "GET",
         "/v1/admin/audit/head",
         "/v1/admin/audit/head",
@@ -420,6 +469,8 @@ async fn fixture(app: &TestApp, admin: String) -> Fixture {
     let (a, _, a_tenant) = app.signup(&email()).await;
     let (b, _, _) = app.signup(&email()).await;
     let (c, _, c_tenant) = app.signup(&email()).await;
+    // A user for the platform admin to erase.
+    let (_, a_user, _) = app.signup(&email()).await;
 
     // C sells a listed dataset; A buys from it with an allow-list key.
     let c_listed = app
@@ -556,6 +607,7 @@ async fn fixture(app: &TestApp, admin: String) -> Fixture {
         ("grant", vec![grant_private, grant_c]),
         ("entitled", vec![c_tenant]),
         ("tenant", vec![a_tenant]),
+        ("user", vec![a_user]),
         ("statement", vec![statement]),
         ("staged", vec![staged]),
         ("staged2", vec![staged2]),
@@ -695,6 +747,29 @@ async fn another_tenants_ids_are_not_found_on_every_route_and_change_nothing() {
                 let reply = app.get(&path, Some(token)).await.expect(200);
                 assert_eq!(reply.data()["total"], 0, "{path}: {}", reply.body);
                 calls += 1;
+            }
+        }
+    }
+    // A tenant's own audit log holds none of A's events, whichever of A's ids it is filtered on.
+    for set in ["dataset", "object", "key"] {
+        for id in &f.ids[set] {
+            for token in [&f.b, &f.b_key] {
+                let page = app
+                    .get(
+                        &format!("/v1/audit/events?aggregate_id={id}&limit=100"),
+                        Some(token),
+                    )
+                    .await
+                    .expect(200);
+                assert_eq!(page.data()["events"], json!([]), "{id}: {}", page.body);
+                let streamed = app
+                    .streamed(
+                        &format!("/v1/audit/events/stream?follow=false&aggregate_id={id}"),
+                        token,
+                    )
+                    .await;
+                assert!(streamed.is_empty(), "{id}: {streamed:?}");
+                calls += 2;
             }
         }
     }

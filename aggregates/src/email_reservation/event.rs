@@ -8,12 +8,15 @@ use super::Signup;
 pub enum EmailReservationEvent {
     /// The address now belongs to this signup; tenant and user follow.
     EmailReserved(Signup),
+    /// The user holding the address was erased; the address is free.
+    EmailReleased { user_id: crate::UserId },
 }
 
 impl DomainEvent for EmailReservationEvent {
     fn event_type(&self) -> String {
         match self {
             EmailReservationEvent::EmailReserved(_) => "EmailReserved".into(),
+            EmailReservationEvent::EmailReleased { .. } => "EmailReleased".into(),
         }
     }
 

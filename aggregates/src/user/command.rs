@@ -13,4 +13,8 @@ pub enum UserCommand {
     RecordPasswordChange,
     /// Make the user a platform admin; a no-op when already one.
     GrantPlatformAdmin,
+    /// Erase the user's personal data (GDPR art. 17): the keys of `subjects` (the user and the
+    /// API keys they created) are destroyed, and the user can never act again. A no-op when
+    /// already erased.
+    Erase { subjects: Vec<String> },
 }

@@ -16,6 +16,9 @@ pub enum UserEvent {
     PasswordChanged {},
     /// The user became a platform admin.
     PlatformAdminGranted {},
+    /// The user's personal data was erased: the data keys of these subjects (the user, and the
+    /// API keys they created) are destroyed, so their sealed fields read as erased.
+    UserErased { subjects: Vec<String> },
 }
 
 impl DomainEvent for UserEvent {
@@ -26,6 +29,7 @@ impl DomainEvent for UserEvent {
             UserEvent::UserLoggedOut {} => "UserLoggedOut",
             UserEvent::PasswordChanged {} => "PasswordChanged",
             UserEvent::PlatformAdminGranted {} => "PlatformAdminGranted",
+            UserEvent::UserErased { .. } => "UserErased",
         }
         .into()
     }

@@ -72,6 +72,32 @@ impl ProjectorEngine {
         });
     }
 
+    /// Where this instance last saw projection `name` get to (the start if it has not seen it).
+    pub fn published(&self, name: &str) -> LogPosition {
+        self.inner
+            .progress
+            .borrow()
+            .get(name)
+            .map(|p| p.cursor)
+            .unwrap_or_default()
+    }
+
+    /// Waits until this instance sees projection `name` get past `seen`, and returns where it got
+    /// to. Workers of another instance are seen only when something refreshes the progress, so a
+    /// follower of the log also polls.
+    pub async fn moved_past(&self, name: &str, seen: LogPosition) -> LogPosition {
+        let mut progress = self.inner.progress.subscribe();
+        let moved = progress
+            .wait_for(|map| map.get(name).is_some_and(|p| p.cursor > seen))
+            .await
+            .map(|map| map.get(name).map_or(seen, |p| p.cursor));
+        match moved {
+            Ok(cursor) => cursor,
+            // The engine is gone (shutdown): nothing more will move.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Takes the progress of projections from the checkpoint table (their workers may run in
     /// another instance). A checkpoint behind what this instance saw is a worker's lead not yet
     /// stored, so progress only moves forward here; resets publish their own.
