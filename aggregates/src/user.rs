@@ -102,11 +102,6 @@ impl User {
     pub fn is_platform_admin(&self) -> bool {
         self.is_platform_admin
     }
-
-    /// Whether the user's personal data was erased.
-    pub fn is_erased(&self) -> bool {
-        self.erased
-    }
 }
 
 #[cfg(test)]
