@@ -9,6 +9,10 @@ ASCII characters); malformed keys are sent as generated, so their rejection is s
 An event stream (`…/stream`) follows the log until the client leaves; Schemathesis reads a whole
 body, so each stream request is sent with `follow=false` (the events to the current end, then the
 end of the body). Its other parameters are sent as generated.
+
+`Ipto-Log-Position` names a place in the log that a response carried; one no response carried is
+400, though the schema cannot tell it from a real one. A well-formed value is sent as `0.0` (the
+start of the log, which every instance has applied); malformed values are sent as generated.
 """
 
 import re
@@ -17,6 +21,7 @@ import uuid
 import schemathesis
 
 WELL_FORMED = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
+LOG_POSITION = re.compile(r"[0-9]{1,18}\.[0-9]{1,18}")
 
 
 @schemathesis.hook
@@ -25,6 +30,10 @@ def before_call(context, case, kwargs):
         case.query = {**(case.query or {}), "follow": "false"}
     headers = case.headers or {}
     for name, value in list(headers.items()):
+        if name.lower() == "ipto-log-position" and isinstance(value, str):
+            if LOG_POSITION.fullmatch(value):
+                headers[name] = "0.0"
+            continue
         if name.lower() != "idempotency-key" or not isinstance(value, str):
             continue
         if WELL_FORMED.fullmatch(value) and len(value) <= 255 - 33:

@@ -237,6 +237,15 @@ pub struct Config {
     /// Tracing filter.
     #[arg(long, env = "IPTO_LOG", default_value = "info", global = true)]
     pub log: String,
+    /// Log lines as text (coloured on a terminal only) or as one JSON object per line.
+    #[arg(
+        long,
+        env = "IPTO_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    pub log_format: LogFormat,
     /// HMAC key for signed URLs and the token pepper (environment only: `IPTO_SIGNING_KEY`).
     #[arg(skip)]
     pub signing_key: Option<String>,
@@ -355,4 +364,15 @@ pub fn command() -> clap::Command {
     cli.help_template(format!(
         "{{before-help}}{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{listing}Options:\n{{options}}{{after-help}}"
     ))
+}
+
+/// How the server writes its log to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, with colour only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, message, fields, the request's span), as log
+    /// collectors read it.
+    Json,
 }

@@ -102,6 +102,10 @@ pub enum AppError {
         spent: i64,
         charge: i64,
     },
+    /// 503 `not_caught_up`, with `Retry-After`: the request sent an `Ipto-Log-Position` this
+    /// instance's read models and search index had not applied within the bounded wait.
+    #[error("not caught up")]
+    NotCaughtUp { retry_after: u64 },
     /// 503 `unavailable`: the database cannot be reached.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -157,6 +161,7 @@ impl AppError {
             Self::ChargeTooLarge => "charge_too_large",
             Self::ChargeLimitExceeded { .. } => "charge_limit_exceeded",
             Self::SpendLimitExceeded { .. } => "spend_limit_exceeded",
+            Self::NotCaughtUp { .. } => "not_caught_up",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -209,6 +214,9 @@ impl AppError {
             Self::PayloadTooLarge { .. } => "The request body is too large.",
             Self::UnsupportedMediaType => "Request bodies must be application/json.",
             Self::Validation(_) => "Validation failed.",
+            Self::NotCaughtUp { .. } => {
+                "This instance has not yet applied the log position the request sent; retry."
+            }
             Self::Unavailable(_) => "The service is temporarily unavailable.",
             Self::Internal(_) => "Internal server error.",
             Self::Conflict => "Conflict.",
@@ -256,7 +264,9 @@ impl AppError {
             Self::ChecksumMismatch { expected, actual } => {
                 json!({ "expected": expected, "actual": actual })
             }
-            Self::RateLimited { retry_after } => json!({ "retry_after": retry_after }),
+            Self::RateLimited { retry_after } | Self::NotCaughtUp { retry_after } => {
+                json!({ "retry_after": retry_after })
+            }
             _ => json!({}),
         }
     }

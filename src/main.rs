@@ -1,12 +1,13 @@
 //! The `ipto` binary: parses the command line and runs the chosen subcommand.
 //! Exit codes: 0 success, 1 runtime error or invalid configuration, 2 usage error.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::FromArgMatches;
 use ipto::client;
-use ipto::config::{AdminCommand, EventsCommand, ProjectionsCommand};
+use ipto::config::{AdminCommand, EventsCommand, LogFormat, ProjectionsCommand};
 use ipto::{cli, Application, Cli, Command};
 
 /// mimalloc instead of glibc's allocator: a request allocates many small short-lived objects
@@ -45,10 +46,18 @@ fn main() -> ExitCode {
     let config = cli.config.with_environment_secrets();
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => log
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -136,7 +136,12 @@ const ERROR_CODES: &[(u16, &str, &[&str])] = &[
         "Internal error; the cause is logged with the request id.",
         &["internal"],
     ),
-    (503, "The database is unreachable.", &["unavailable"]),
+    (
+        503,
+        "The database is unreachable, or this instance has not yet applied the Ipto-Log-Position \
+         the request sent (not_caught_up; Retry-After gives the seconds to wait).",
+        &["unavailable", "not_caught_up"],
+    ),
 ];
 
 fn error_schema_name(status: u16) -> String {
@@ -150,6 +155,11 @@ fn components() -> Value {
         "RequestId".into(),
         json!({ "type": "string", "pattern": id_pattern("req"),
                 "description": "The request's id, also in X-Request-Id." }),
+    );
+    schemas.insert(
+        "LogPosition".into(),
+        json!({ "type": "string", "pattern": "^[0-9]{1,18}\\.[0-9]{1,18}$",
+                "description": "A place in the event log, as the service issued it (opaque)." }),
     );
     schemas.insert(
         "Timestamp".into(),
@@ -196,6 +206,11 @@ fn components() -> Value {
                 "schema": { "type": "string" } },
             "RateLimit": { "description": "The bucket's state, e.g. `\"default\";r=599;t=42`.",
                 "schema": { "type": "string" } },
+            "Ipto-Log-Position": { "description":
+                "On a response to a request that wrote: the log position it reached (opaque). \
+                 Sent back as a request header to any instance, the request is answered only \
+                 once that instance has applied it.",
+                "schema": { "$ref": "#/components/schemas/LogPosition" } },
         },
         "securitySchemes": {
             "session": {
@@ -622,6 +637,9 @@ fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
         if v1 && code != 401 {
             names.extend(["RateLimit-Policy", "RateLimit"]);
         }
+        if v1 && (200..300).contains(&code) {
+            names.push("Ipto-Log-Position");
+        }
         for name in names {
             headers[name] = json!({ "$ref": format!("#/components/headers/{name}") });
         }
@@ -647,6 +665,25 @@ fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
                 parameter["schema"] =
                     json!({ "anyOf": [schema, { "type": "string", "maxLength": 0 }] });
             }
+        }
+    }
+    if authenticated {
+        let parameters = operation
+            .as_object_mut()
+            .expect("an operation is an object")
+            .entry("parameters")
+            .or_insert_with(|| json!([]));
+        if let Some(parameters) = parameters.as_array_mut() {
+            parameters.push(json!({
+                "name": "Ipto-Log-Position",
+                "in": "header",
+                "required": false,
+                "description": "A log position from an earlier response's Ipto-Log-Position: the \
+                                request is answered once this instance's read models and search \
+                                index have applied it (503 not_caught_up after a bounded wait); \
+                                one no response carried is 400.",
+                "schema": { "$ref": "#/components/schemas/LogPosition" },
+            }));
         }
     }
     if authenticated && method == "post" {

@@ -19,6 +19,8 @@ pub struct RequestScope {
     pub quota: Mutex<Option<crate::ratelimit::Quota>>,
     written: Mutex<Option<Written>>,
     route: Mutex<Option<String>>,
+    /// The tenant of the authenticated principal, for the request's log line.
+    tenant: Mutex<Option<String>>,
     /// The scopes the handler required of the principal (a replay must still hold them).
     required: Mutex<Vec<aggregates::Scope>>,
     /// When the client must have sent the whole request body.
@@ -33,6 +35,7 @@ impl RequestScope {
             quota: Mutex::new(None),
             written: Mutex::new(None),
             route: Mutex::new(None),
+            tenant: Mutex::new(None),
             required: Mutex::new(Vec::new()),
             body_deadline: None,
         }
@@ -65,6 +68,16 @@ impl RequestScope {
     /// Records the matched route template.
     pub fn set_route(&self, route: String) {
         *self.route.lock().expect("lock poisoned") = Some(route);
+    }
+
+    /// The authenticated principal's tenant, once known.
+    pub fn tenant(&self) -> Option<String> {
+        self.tenant.lock().expect("lock poisoned").clone()
+    }
+
+    /// Records the authenticated principal's tenant.
+    pub fn set_tenant(&self, tenant: &str) {
+        *self.tenant.lock().expect("lock poisoned") = Some(tenant.to_owned());
     }
 
     /// What this request wrote (or answered from), if anything.

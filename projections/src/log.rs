@@ -24,6 +24,37 @@ pub struct LogPosition {
     pub position: i64,
 }
 
+impl std::fmt::Display for LogPosition {
+    /// `TX.POSITION`, as the `Ipto-Log-Position` header carries it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.tx, self.position)
+    }
+}
+
+impl std::str::FromStr for LogPosition {
+    type Err = InvalidLogPosition;
+
+    /// `TX.POSITION`: two non-negative integers of at most 19 digits.
+    fn from_str(text: &str) -> Result<Self, InvalidLogPosition> {
+        let (tx, position) = text.split_once('.').ok_or(InvalidLogPosition)?;
+        let number = |s: &str| {
+            if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(InvalidLogPosition);
+            }
+            s.parse::<i64>().map_err(|_| InvalidLogPosition)
+        };
+        Ok(LogPosition {
+            tx: number(tx)?,
+            position: number(position)?,
+        })
+    }
+}
+
+/// Text that is not `TX.POSITION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a log position (TX.POSITION)")]
+pub struct InvalidLogPosition;
+
 /// Metadata on every event.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -1,6 +1,13 @@
 //! The API as the client calls it: one base URL and credential, JSON in, the envelope's `data`
 //! out, and every error answer as an [`ApiError`] carrying the SPEC's code, message and request id.
+//!
+//! A client and its clones remember the furthest `Ipto-Log-Position` a response carried and send
+//! it with every request, so that what one command wrote is what its next read sees, whichever
+//! instance of a fleet answers (README, Operating a fleet).
 
+use std::sync::{Arc, Mutex};
+
+use projections::LogPosition;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -42,7 +49,12 @@ pub struct Api {
     http: reqwest::Client,
     base: String,
     credential: Option<Credential>,
+    /// The furthest log position a response carried, shared by the clones.
+    position: Arc<Mutex<Option<LogPosition>>>,
 }
+
+/// The consistency header (`http::consistency` on the server).
+const LOG_POSITION: &str = "ipto-log-position";
 
 impl Api {
     /// A client of the server at `base` (`http://host:port`, no `/v1`).
@@ -57,6 +69,7 @@ impl Api {
             http,
             base: base.trim_end_matches('/').to_owned(),
             credential,
+            position: Arc::default(),
         })
     }
 
@@ -132,7 +145,7 @@ impl Api {
         body: Value,
     ) -> Result<Value, ApiError> {
         let request = self.http.request(method, self.url(path)).json(&body);
-        answer(request).await
+        self.answer(request).await
     }
 
     async fn call(
@@ -150,7 +163,24 @@ impl Api {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        answer(request).await
+        self.answer(request).await
+    }
+
+    /// The furthest log position a response carried so far.
+    pub fn position(&self) -> Option<LogPosition> {
+        *self.position.lock().expect("lock poisoned")
+    }
+
+    /// Sends `request` with the furthest position seen, and remembers the one its answer carries.
+    async fn answer(&self, mut request: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+        if let Some(position) = self.position() {
+            request = request.header(LOG_POSITION, position.to_string());
+        }
+        answer(request, |reached| {
+            let mut position = self.position.lock().expect("lock poisoned");
+            *position = (*position).max(Some(reached));
+        })
+        .await
     }
 
     /// Sends a body to a signed URL (no credential: the signature is the permission).
@@ -216,8 +246,12 @@ impl Api {
     }
 }
 
-/// Sends `request` and unwraps the envelope.
-async fn answer(request: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+/// Sends `request` and unwraps the envelope; `reached` is given the log position a response
+/// carries.
+async fn answer(
+    request: reqwest::RequestBuilder,
+    reached: impl FnOnce(LogPosition),
+) -> Result<Value, ApiError> {
     let response = request.send().await.map_err(|e| {
         let cause = std::error::Error::source(&e)
             .map(|s| format!(": {s}"))
@@ -225,6 +259,14 @@ async fn answer(request: reqwest::RequestBuilder) -> Result<Value, ApiError> {
         ApiError::Transport(format!("cannot reach the server ({e}{cause})"))
     })?;
     let status = response.status();
+    if let Some(position) = response
+        .headers()
+        .get(LOG_POSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        reached(position);
+    }
     let header_id = response
         .headers()
         .get("x-request-id")

@@ -36,7 +36,7 @@ impl AppError {
             Self::ChargeLimitExceeded { .. } | Self::SpendLimitExceeded { .. } => {
                 StatusCode::PAYMENT_REQUIRED
             }
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::NotCaughtUp { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,7 +78,7 @@ impl IntoResponse for AppError {
                     headers.insert(header::ALLOW, value);
                 }
             }
-            Self::RateLimited { retry_after } => {
+            Self::RateLimited { retry_after } | Self::NotCaughtUp { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
@@ -195,6 +195,11 @@ mod tests {
             ),
             (AppError::internal("boom"), "internal", 500),
             (AppError::Unavailable("down".into()), "unavailable", 503),
+            (
+                AppError::NotCaughtUp { retry_after: 1 },
+                "not_caught_up",
+                503,
+            ),
         ];
         for (error, code, status) in table {
             assert_eq!(error.status().as_u16(), status, "{code}");

@@ -95,6 +95,7 @@ pub async fn authenticate(
         None
     };
     let principal = check.finish(principal)?;
+    let _ = crate::request::REQUEST.try_with(|r| r.set_tenant(&principal.tenant_id));
     // The per-credential bucket (SPEC §1.10), after credential validity and before scopes.
     let quota = state.limits.take(
         &format!("credential:{}", state.key.hmac_hex(token.as_bytes())),
@@ -107,6 +108,7 @@ pub async fn authenticate(
             retry_after: quota.reset,
         });
     }
+    crate::http::consistency::catch_up(headers, state).await?;
     Ok(principal)
 }
 

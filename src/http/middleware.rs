@@ -39,6 +39,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::error::AppError;
+use crate::http::consistency::{self, LOG_POSITION};
 use crate::http::json::MAX_BODY_BYTES;
 use crate::request::{RequestScope, REQUEST};
 use crate::state::AppState;
@@ -150,11 +151,17 @@ fn request_span(request: &Request) -> Span {
     )
 }
 
+/// The one line per response: what a log collector indexes (the span adds method and path).
 fn served<B>(response: &axum::http::Response<B>, latency: Duration, _: &Span) {
+    let (request_id, tenant) = REQUEST
+        .try_with(|r| (r.request_id.clone(), r.tenant()))
+        .unwrap_or_default();
     tracing::info!(
+        request_id = %request_id,
         route = %route(),
         status = response.status().as_u16(),
-        elapsed_ms = latency.as_millis() as u64,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        tenant = tenant.as_deref().unwrap_or(""),
         "served"
     );
 }
@@ -213,13 +220,18 @@ async fn around_routes(
             _ => {}
         }
     }
-    // Any successful request that wrote (commands, and metered GETs such as downloads) waits.
+    // Any successful request that wrote (commands, and metered GETs such as downloads) waits,
+    // and says how far it wrote, for a read sent to another instance (`http::consistency`).
+    let mut response = response;
     if response.status().is_success() {
         if let Some(written) = REQUEST.with(|r| r.written()) {
             state
                 .store
                 .settle_written(&written, READ_YOUR_WRITES_WAIT)
                 .await;
+            response
+                .headers_mut()
+                .insert(LOG_POSITION, consistency::header_value(written.position));
         }
     }
     response

@@ -733,6 +733,60 @@ async fn secrets_never_reach_the_log() {
     }
 }
 
+#[tokio::test]
+async fn the_log_has_no_colour_off_a_terminal_and_is_json_lines_when_asked() {
+    for format in ["text", "json"] {
+        let fresh = fresh().await;
+        let log = fresh.data_dir.join("server.log");
+        let server =
+            Server::start_logging(&fresh, Some(&log), &[("IPTO_LOG_FORMAT", format)]).await;
+        let signup = server
+            .post("/v1/auth/signup", json!({"email": "json@example.com", "password": "a long password 1", "display_name": "J", "tenant_name": "J"}))
+            .await
+            .unwrap()
+            .expect(201);
+        let token = signup.data()["session_token"].as_str().unwrap();
+        let tenant = signup.data()["tenant_id"].as_str().unwrap();
+        let me = server
+            .client
+            .get(format!("{}/v1/me", server.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(me.status(), 200);
+        let request_id = me.headers()["x-request-id"].to_str().unwrap().to_owned();
+        server.stop();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains('\u{1b}'), "{format}: ANSI escapes in a file");
+        if format == "text" {
+            assert!(
+                text.lines()
+                    .any(|l| l.contains("served") && l.contains(&request_id)),
+                "{text}"
+            );
+            continue;
+        }
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let served = lines
+            .iter()
+            .find(|l| l["message"] == "served" && l["request_id"] == request_id.as_str())
+            .unwrap_or_else(|| panic!("no served line for {request_id}: {text}"));
+        assert_eq!(served["level"], "INFO");
+        assert_eq!(served["route"], "/v1/me");
+        assert_eq!(served["status"], 200);
+        assert_eq!(served["tenant"], tenant);
+        assert!(served["latency_ms"].as_f64().unwrap() >= 0.0);
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(served["timestamp"].as_str().unwrap()).is_ok()
+        );
+        assert_eq!(served["span"]["method"], "GET");
+    }
+}
+
 /// Every read model, whole, in key order.
 const ALL_READ_MODELS: [&str; 13] = [
     "SELECT * FROM tenants ORDER BY tenant_id",

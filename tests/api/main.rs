@@ -8,6 +8,7 @@ mod audit_live;
 mod blob_integrity;
 mod cli;
 mod client;
+mod consistency;
 mod conventions;
 mod crash;
 mod datasets;
