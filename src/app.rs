@@ -14,7 +14,8 @@ use tokio::task::JoinSet;
 use crate::accounts::{Accounts, SignupCompletion};
 use crate::blobs::Blobs;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, LimitsStore};
+use crate::ratelimit::shared::{Limits, SharedError};
 use crate::search::embedding::EmbeddingWorker;
 use crate::search::{Indexer, SearchIndex};
 use crate::signing::SigningKey;
@@ -44,6 +45,8 @@ pub enum StartError {
     Search(#[from] crate::search::IndexError),
     #[error(transparent)]
     Embedder(#[from] crate::search::embed::EmbedError),
+    #[error("shared limits: {0}")]
+    Limits(#[from] crate::ratelimit::shared::SharedError),
 }
 
 /// Opens and migrates the store named by the configuration, with every projection registered but
@@ -110,6 +113,7 @@ impl Application {
         // A bad embedder setting is a configuration error: refused before anything is opened.
         let embedder = crate::search::embed::from_setting(&config.embedder)?;
         let (store, key) = open_store(&config).await?;
+        let limits = Arc::new(open_limits(&config, &store, &key).await?);
         let audit_key = Arc::new(crate::notary::AuditKey::load(
             config.audit_signing_key.as_deref(),
             &config.data_dir,
@@ -168,7 +172,7 @@ impl Application {
             blobs,
             config: Arc::new(config),
             jobs: Arc::new(watch::channel(0).0),
-            limits: Arc::default(),
+            limits,
             search,
             uploads: Arc::default(),
             audit_key,
@@ -225,6 +229,42 @@ impl Application {
         state.store.close().await;
         served
     }
+}
+
+/// The limits the configuration names (see [`crate::ratelimit::shared`]).
+async fn open_limits(
+    config: &Config,
+    store: &Store,
+    key: &SigningKey,
+) -> Result<Limits, SharedError> {
+    let pool = match &store.events {
+        EventPool::Postgres(pool) => Some(pool.clone()),
+        EventPool::Sqlite(_) => None,
+    };
+    let limits = match (config.limits, &config.redis_url, pool) {
+        (LimitsStore::Memory, _, _) | (LimitsStore::Auto, None, None) => Limits::memory(),
+        (LimitsStore::Redis | LimitsStore::Auto, Some(url), _) => {
+            Limits::redis(url, &config.redis_prefix, key.clone()).await?
+        }
+        (LimitsStore::Redis, None, _) => {
+            return Err(SharedError::Setting(
+                "IPTO_LIMITS=redis needs IPTO_REDIS_URL",
+            ))
+        }
+        (LimitsStore::Database | LimitsStore::Auto, _, Some(pool)) => {
+            Limits::database(pool, key.clone())
+        }
+        (LimitsStore::Database, _, None) => {
+            return Err(SharedError::Setting(
+                "IPTO_LIMITS=database needs PostgreSQL (one SQLite file serves one instance)",
+            ))
+        }
+    };
+    tracing::info!(
+        store = limits.store(),
+        "rate limits and the failed-login lock"
+    );
+    Ok(limits)
 }
 
 /// Wakes the local workers when another instance appends events (PostgreSQL `NOTIFY`).

@@ -246,6 +246,37 @@ pub struct Config {
         global = true
     )]
     pub log_format: LogFormat,
+    /// Load balancers whose `X-Forwarded-For` names the client (addresses or networks, comma
+    /// separated); from any other peer the header is ignored.
+    #[arg(
+        long,
+        env = "IPTO_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_network,
+        global = true
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where rate limits and the failed-login lock are kept: `auto` picks Redis when
+    /// `IPTO_REDIS_URL` is set, else the database on PostgreSQL, else this instance's memory.
+    #[arg(
+        long,
+        env = "IPTO_LIMITS",
+        value_enum,
+        default_value_t = LimitsStore::Auto,
+        global = true
+    )]
+    pub limits: LimitsStore,
+    /// Redis keeping the fleet's rate limits and failed-login lock (`redis://[:password@]host:port/db`).
+    #[arg(long, env = "IPTO_REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every key ipto writes in Redis (instances of one fleet share it).
+    #[arg(
+        long,
+        env = "IPTO_REDIS_PREFIX",
+        default_value = "ipto:",
+        global = true
+    )]
+    pub redis_prefix: String,
     /// HMAC key for signed URLs and the token pepper (environment only: `IPTO_SIGNING_KEY`).
     #[arg(skip)]
     pub signing_key: Option<String>,
@@ -281,6 +312,8 @@ impl Config {
         config.index_dir = None;
         config.pdf_extractor = None;
         config.bootstrap_admin_email = None;
+        config.redis_url = None;
+        config.limits = LimitsStore::Auto;
         config
     }
 
@@ -317,6 +350,14 @@ impl fmt::Debug for Config {
             .field("platform_fee_bps", &self.platform_fee_bps)
             .field("session_ttl_seconds", &self.session_ttl_seconds)
             .field("clock_offset_seconds", &self.clock_offset_seconds)
+            .field("limits", &self.limits)
+            .field(
+                "redis",
+                &self
+                    .redis_url
+                    .as_deref()
+                    .map(|url| url.split('@').next_back().unwrap_or_default().to_owned()),
+            )
             .field(
                 "signing_key",
                 &self.signing_key.as_ref().map(|_| "<redacted>"),
@@ -364,6 +405,29 @@ pub fn command() -> clap::Command {
     cli.help_template(format!(
         "{{before-help}}{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{listing}Options:\n{{options}}{{after-help}}"
     ))
+}
+
+/// `IPTO_TRUSTED_PROXIES` entries: a network (`10.0.0.0/8`) or one address (`127.0.0.1`).
+pub fn parse_network(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{value:?} is neither an address nor a network (10.0.0.0/8)"))
+}
+
+/// Where the limits that must hold across a fleet are kept (see [`crate::ratelimit::shared`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitsStore {
+    /// Redis when `IPTO_REDIS_URL` is set, else the database on PostgreSQL, else memory.
+    #[default]
+    Auto,
+    /// This instance's memory (one instance: the embedded default).
+    Memory,
+    /// The PostgreSQL database the fleet shares.
+    Database,
+    /// The Redis at `IPTO_REDIS_URL`.
+    Redis,
 }
 
 /// How the server writes its log to stderr.

@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod auth_failures;
 pub mod buyer;
+pub mod client_ip;
 pub mod consistency;
 pub mod datasets;
 pub mod envelope;

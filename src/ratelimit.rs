@@ -1,7 +1,8 @@
 //! Rate limits (SPEC §1.10): request buckets per credential and per client IP on the auth routes
 //! (governor's GCRA: a burst of the per-minute limit, refilled evenly over the minute), failed
 //! logins per e-mail over a rolling 15 minutes, and failed credential checks per client IP per
-//! minute. State lives in memory, per instance.
+//! minute, kept in this instance's memory; [`shared`] keeps the buckets and the lock where a fleet
+//! shares them.
 //!
 //! The failed-login lock and the credential-check budget stay hand-written: the lock holds until
 //! the oldest of the last ten failures ages out (a sliding log, not a rate), and the budget counts
@@ -13,6 +14,8 @@
 //! [`FAILED_LOGIN_LIMIT`] failures of an address, forgets addresses whose failures all aged out
 //! (a sweep at most once a minute), and holds at most [`MAX_TRACKED_EMAILS`] addresses: when full,
 //! those failed least recently are dropped, locked addresses last.
+
+pub mod shared;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};

@@ -1,5 +1,5 @@
 //! What every handler and background job can reach: the store, the keys, the blob store, the
-//! search index and this instance's limits, cloned into each request.
+//! search index and the limits, cloned into each request.
 
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ pub struct AppState {
     /// Wakes the background jobs.
     pub jobs: Arc<watch::Sender<u64>>,
     /// Request counters of this instance.
-    pub limits: Arc<crate::ratelimit::RateLimiter>,
+    pub limits: Arc<crate::ratelimit::shared::Limits>,
     /// This instance's search index and its indexer.
     pub search: Indexer,
     /// Uploads being received by this instance's `/storage` routes.

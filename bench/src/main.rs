@@ -18,6 +18,7 @@
 mod audit;
 mod corpus;
 mod eventlog;
+mod fleet;
 mod load;
 mod quality;
 mod report;
@@ -47,6 +48,8 @@ const PASSWORD: &str = "bench password 1";
 struct Settings {
     stores: Vec<String>,
     postgres: String,
+    /// `IPTO_BENCH_REDIS_URL`: the Redis of the fleet slot (default the local server).
+    redis: Option<String>,
     events: u64,
     search_chunks: u64,
     /// `IPTO_BENCH_DENSE_WAIT_SECONDS`: how long the search slot waits for every passage to be
@@ -87,6 +90,10 @@ impl Settings {
                 .collect(),
             postgres: var("IPTO_BENCH_POSTGRES_URL")
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+            redis: Some(
+                var("IPTO_BENCH_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            )
+            .filter(|url| url != "none"),
             events: number("IPTO_BENCH_EVENTS", 1_000_000),
             search_chunks: number("IPTO_BENCH_SEARCH_CHUNKS", 100_000),
             dense_wait: Duration::from_secs(number("IPTO_BENCH_DENSE_WAIT_SECONDS", 3600)),
@@ -170,10 +177,10 @@ async fn run() {
         settings.bin.display()
     );
     match settings.only.as_deref() {
-        None | Some("quality") | Some("search") | Some("audit") => {}
+        None | Some("quality") | Some("search") | Some("audit") | Some("fleet") => {}
         Some(other) => {
             panic!(
-                "unknown IPTO_BENCH_ONLY={other}: the slots it selects are quality, search and audit"
+                "unknown IPTO_BENCH_ONLY={other}: the slots it selects are quality, search, audit and fleet"
             )
         }
     }
@@ -193,6 +200,18 @@ async fn run() {
                 Ok(mut f) => figures.append(&mut f),
                 Err(error) => eprintln!("{store}: audit skipped: {error}"),
             }
+        }
+    }
+    if settings.only.as_deref() == Some("fleet") {
+        eprintln!("== fleet: the shared limiter");
+        let postgres = settings
+            .stores
+            .iter()
+            .any(|s| s == "postgres")
+            .then_some(settings.postgres.as_str());
+        match fleet::limiter_cost(&root, postgres, settings.redis.as_deref()).await {
+            Ok(mut f) => figures.append(&mut f),
+            Err(error) => eprintln!("fleet: skipped: {error}"),
         }
     }
     if settings.only.as_deref() == Some("search") {

@@ -180,12 +180,15 @@ impl From<SessionGrant> for Session {
 }
 
 /// The per-IP bucket of the auth routes (before the body is read, as SPEC §1.11 orders).
-fn limit_auth_route(state: &AppState, client: SocketAddr) -> Result<(), AppError> {
-    let quota = state.limits.take(
-        &format!("ip:{}", client.ip()),
-        state.config.auth_rate_limit_per_minute,
-        state.store.clock.now(),
-    );
+async fn limit_auth_route(state: &AppState, client: SocketAddr) -> Result<(), AppError> {
+    let quota = state
+        .limits
+        .take(
+            &format!("ip:{}", client.ip()),
+            state.config.auth_rate_limit_per_minute,
+            state.store.clock.now(),
+        )
+        .await;
     let _ = crate::request::REQUEST.try_with(|r| *r.quota.lock().expect("lock") = Some(quota));
     if quota.allowed {
         Ok(())
@@ -214,7 +217,7 @@ async fn signup(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: JsonBody,
 ) -> Result<Envelope<SignupResult>, AppError> {
-    limit_auth_route(&state, client)?;
+    limit_auth_route(&state, client).await?;
     let body: SignupBody = body.parse()?;
     let account = NewAccount::try_from(body)?;
     let (email, display_name) = (account.email.clone(), account.display_name.clone());
@@ -267,7 +270,7 @@ async fn login(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: JsonBody,
 ) -> Result<Envelope<Session>, AppError> {
-    limit_auth_route(&state, client)?;
+    limit_auth_route(&state, client).await?;
     let body: LoginBody = body.parse()?;
     let mut fields = Fields::default();
     let email = fields.check("email", body.email.map(|e| login_email(&e)));
@@ -278,13 +281,13 @@ async fn login(
     };
     // Ten failed logins for an address lock it for the rest of their 15 minutes.
     let now = state.store.clock.now();
-    if let Some(retry_after) = state.limits.login_locked(&normalised, now) {
+    if let Some(retry_after) = state.limits.login_locked(&normalised, now).await {
         return Err(AppError::RateLimited { retry_after });
     }
     match accounts(&state).login(&normalised, &password).await {
         Ok(grant) => Ok(Envelope::ok(grant.into())),
         Err(AppError::InvalidCredentials) => {
-            state.limits.login_failed(&normalised, now);
+            state.limits.login_failed(&normalised, now).await;
             Err(AppError::InvalidCredentials)
         }
         Err(other) => Err(other),

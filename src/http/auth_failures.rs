@@ -44,9 +44,11 @@ pub fn begin<'a>(
     let credential = state.key.mac(token.as_bytes());
     if let Some(client) = client {
         let limit = state.config.auth_failure_limit_per_minute;
-        if let Err(retry_after) = state
-            .limits
-            .credential_check(client, &credential, limit, now)
+        if let Err(retry_after) =
+            state
+                .limits
+                .local
+                .credential_check(client, &credential, limit, now)
         {
             let quota = Quota {
                 limit,
@@ -71,7 +73,7 @@ impl CredentialCheck<'_> {
     /// After the lookup: a failure counts against the client (401), a success is remembered.
     pub fn finish(self, principal: Option<Principal>) -> Result<Principal, AppError> {
         if let Some(client) = self.client {
-            self.state.limits.credential_checked(
+            self.state.limits.local.credential_checked(
                 client,
                 &self.credential,
                 principal.is_some(),

@@ -97,11 +97,14 @@ pub async fn authenticate(
     let principal = check.finish(principal)?;
     let _ = crate::request::REQUEST.try_with(|r| r.set_tenant(&principal.tenant_id));
     // The per-credential bucket (SPEC §1.10), after credential validity and before scopes.
-    let quota = state.limits.take(
-        &format!("credential:{}", state.key.hmac_hex(token.as_bytes())),
-        state.config.rate_limit_per_minute,
-        now,
-    );
+    let quota = state
+        .limits
+        .take(
+            &format!("credential:{}", state.key.hmac_hex(token.as_bytes())),
+            state.config.rate_limit_per_minute,
+            now,
+        )
+        .await;
     let _ = crate::request::REQUEST.try_with(|r| *r.quota.lock().expect("lock") = Some(quota));
     if !quota.allowed {
         return Err(AppError::RateLimited {

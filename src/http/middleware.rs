@@ -52,11 +52,13 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Wraps `router` in the conventions (see the module's documentation for their order).
 pub fn conventions(state: AppState, router: Router) -> Router {
     // Shared, so that each request's copy of the stack costs a reference count, not a state clone.
+    let trusted_proxies = state.config.trusted_proxies.clone();
     let state = Arc::new(state);
     router.layer(
         ServiceBuilder::new()
-            .map_request(|mut request: Request| {
+            .map_request(move |mut request: Request| {
                 request.headers_mut().remove(X_REQUEST_ID);
+                crate::http::client_ip::resolve(&mut request, &trusted_proxies);
                 request
             })
             .layer(SetRequestIdLayer::new(X_REQUEST_ID, NewRequestId))

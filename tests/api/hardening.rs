@@ -159,7 +159,11 @@ async fn a_bootstrap_admin_who_changed_their_password_survives_a_restart() {
 /// one of exactly 254 characters is an ordinary failed login.
 #[tokio::test]
 async fn a_login_email_over_254_characters_is_a_validation_error() {
-    let app = spawn_app().await;
+    // In memory, where the failures it counts can be read back.
+    let fresh = fresh().await;
+    let mut memory = config(&fresh);
+    memory.limits = ipto::config::LimitsStore::Memory;
+    let app = spawn_with(memory).await;
     let domain = "@example.com";
     let longest = format!("{}{domain}", "a".repeat(254 - domain.len()));
     let too_long = format!("a{longest}");
@@ -184,7 +188,7 @@ async fn a_login_email_over_254_characters_is_a_validation_error() {
             .await
             .expect(422);
     }
-    assert_eq!(app.state.limits.failed_login_footprint().0, 1);
+    assert_eq!(app.state.limits.local.failed_login_footprint().0, 1);
     app.finish().await;
 }
 

@@ -28,3 +28,4 @@ mod replays;
 mod retrieval;
 mod search;
 mod security;
+mod shared_limits;
