@@ -33,9 +33,9 @@ pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A server process on a free port.
+/// A server process on a free port (or, without a process, a balancer's front of several).
 pub(crate) struct Server {
-    child: Child,
+    child: Option<Child>,
     pub(crate) address: String,
     pub(crate) client: reqwest::Client,
 }
@@ -78,7 +78,7 @@ impl Server {
         }
         let child = command.spawn().unwrap();
         let server = Self {
-            child,
+            child: Some(child),
             address: format!("http://127.0.0.1:{port}"),
             client: http_client(),
         };
@@ -134,32 +134,44 @@ impl Server {
         }
     }
 
+    /// The address of servers that run elsewhere (a balancer in front of a fleet).
+    pub(crate) fn front(address: &str) -> Self {
+        Self {
+            child: None,
+            address: address.to_owned(),
+            client: http_client(),
+        }
+    }
+
     /// The server process's id.
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().expect("a server process").id()
     }
 
     pub(crate) fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL: no shutdown, no drain.
-        self.child.wait().unwrap();
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL: no shutdown, no drain.
+            child.wait().unwrap();
+        }
     }
 
     pub(crate) fn stop(mut self) {
-        #[cfg(unix)]
-        {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        self.kill();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

@@ -1,6 +1,7 @@
 //! A server killed with SIGKILL in the middle of a concurrent write load, then restarted on the
 //! same data: every write that was answered 2xx is there, and every read model equals a rebuild
-//! from the log.
+//! from the log. The same load through a fleet's balancer, with one instance killed: the others
+//! take over its projection workers within seconds and nothing is skipped or applied twice.
 //!
 //! Eight clients (four sellers, three buyers, one platform admin) create datasets, grant
 //! entitlements, edit descriptions, upload and confirm objects, review them, create API keys and
@@ -19,6 +20,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::cli::{open, run, Server};
+use crate::fleet::{slowest_projection, Fleet};
 use crate::helpers::*;
 
 const SELLERS: usize = 4;
@@ -583,8 +585,30 @@ async fn read_models(state: &ipto::AppState) -> BTreeMap<String, Vec<Vec<String>
     out
 }
 
+/// What the load runs against, and what the kill takes away.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Topology {
+    /// One server, killed, then restarted on the same data.
+    Restart,
+    /// Three instances behind HAProxy; the first (which holds the projections' locks) is killed
+    /// and the load goes on through the balancer.
+    Fleet,
+}
+
 #[tokio::test]
 async fn a_server_killed_under_a_mixed_write_load_keeps_every_acknowledged_write() {
+    killed_under_load(Topology::Restart).await;
+}
+
+#[tokio::test]
+async fn a_fleet_instance_killed_under_load_hands_its_projections_over_and_loses_nothing() {
+    if !crate::fleet::available() {
+        return;
+    }
+    killed_under_load(Topology::Fleet).await;
+}
+
+async fn killed_under_load(topology: Topology) {
     let seed: u64 = std::env::var("IPTO_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -595,7 +619,13 @@ async fn a_server_killed_under_a_mixed_write_load_keeps_every_acknowledged_write
         ("IPTO_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
         ("IPTO_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
     ];
-    let server = Server::start_with(&fresh, &env).await;
+    let (server, mut fleet) = match topology {
+        Topology::Restart => (Server::start_with(&fresh, &env).await, None),
+        Topology::Fleet => {
+            let fleet = Fleet::start(&fresh, 3, &env).await;
+            (Server::front(&fleet.address), Some(fleet))
+        }
+    };
 
     // Accounts, and one listed premium dataset with an approved object per seller.
     let admin_token = server
@@ -709,8 +739,41 @@ async fn a_server_killed_under_a_mixed_write_load_keeps_every_acknowledged_write
         tokio::time::sleep(Duration::from_millis(rng.gen_range(1..5))).await;
     }
     let load_time = started.elapsed();
-    load.killed_at.set(Instant::now()).unwrap();
-    server.kill();
+    let acked_at_kill = load.acked.load(Ordering::SeqCst);
+    let (server, failover) = match fleet.as_mut() {
+        None => {
+            load.killed_at.set(Instant::now()).unwrap();
+            server.kill();
+            (None, None)
+        }
+        Some(fleet) => {
+            // The log's end as a survivor sees it; then the instance holding the locks dies.
+            let survivor = &Server::front(&fleet.instance(1).address);
+            let before = slowest_projection(survivor).await.expect("health");
+            let head = projections::log::head(&open(&fresh).await.store.db)
+                .await
+                .unwrap()
+                .max(before);
+            let killed = Instant::now();
+            load.killed_at.set(killed).unwrap();
+            fleet.kill(0);
+            // A survivor's workers have taken over once every projection applied past the end
+            // of the log at the kill (the load, and this signup, append beyond it).
+            signup(survivor, &format!("after-kill-{seed}@example.com")).await;
+            let deadline = killed + Duration::from_secs(30);
+            loop {
+                if slowest_projection(survivor).await.is_some_and(|p| p > head) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no instance took the projections over"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (Some(server), Some(killed.elapsed()))
+        }
+    };
     while let Some(done) = clients.join_next().await {
         done.unwrap();
     }
@@ -721,13 +784,24 @@ async fn a_server_killed_under_a_mixed_write_load_keeps_every_acknowledged_write
         refusals.is_empty(),
         "writes were refused under load: {refusals:#?}"
     );
-    assert!(
-        !in_flight.is_empty() || load.refused.load(Ordering::SeqCst) > 0,
-        "the kill came after the load had ended"
-    );
+    if topology == Topology::Restart {
+        assert!(
+            !in_flight.is_empty() || load.refused.load(Ordering::SeqCst) > 0,
+            "the kill came after the load had ended"
+        );
+    } else {
+        assert!(
+            acks.len() > acked_at_kill,
+            "no write was acknowledged after the kill: the fleet stopped serving"
+        );
+    }
 
-    // Restart on the same data; the projections resume from their checkpoints.
-    let server = Server::start_with(&fresh, &env).await;
+    // Restart on the same data, or go on with the survivors: the projections resume from their
+    // checkpoints.
+    let server = match server {
+        Some(front) => front,
+        None => Server::start_with(&fresh, &env).await,
+    };
     server.settled().await;
     let token = |n: usize| accounts[n].token.as_str();
     let mut descriptions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -895,6 +969,9 @@ async fn a_server_killed_under_a_mixed_write_load_keeps_every_acknowledged_write
         );
     }
     server.stop();
+    if let Some(fleet) = fleet {
+        fleet.stop();
+    }
 
     // The log holds every acknowledged login, each counted once; every projection is at the head.
     let state = open(&fresh).await;
@@ -962,7 +1039,7 @@ async fn a_server_killed_under_a_mixed_write_load_keeps_every_acknowledged_write
         ("accesses", beyond("accesses", "download bought", 0)),
     ];
     println!(
-        "crash test (seed {seed}): killed after {:.2}s of load with {} acknowledged writes {kinds:?}; \
+        "crash test ({topology:?}, seed {seed}, failover {failover:?}): killed after {:.2}s of load with {} acknowledged writes {kinds:?}; \
          {} requests in flight at the kill {in_flight:?} (unanswered but committed: {landed:?}), {} refused after it; \
          {events} events in the log; read models: {:?}",
         load_time.as_secs_f64(),

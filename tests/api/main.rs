@@ -14,6 +14,7 @@ mod crash;
 mod datasets;
 mod erasure;
 mod exhaustion;
+mod fleet;
 mod hardening;
 mod helpers;
 mod key_limits;
