@@ -17,13 +17,17 @@ pub mod skill;
 pub mod table;
 
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 
 use clap::{Args, Subcommand, ValueEnum};
+use projections::LogPosition;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::client::api::{Api, ApiError};
-use crate::client::profile::{ConfigFile, Credential, Environment, ProfileError, Resolved};
+use crate::client::profile::{
+    ConfigFile, Credential, Environment, PositionFile, ProfileError, Resolved,
+};
 
 /// The client commands.
 #[derive(Debug, Subcommand)]
@@ -104,26 +108,33 @@ pub fn main(command: ClientCommand, options: ClientOptions) -> std::process::Exi
 
 async fn run(command: ClientCommand, options: &ClientOptions) -> Result<(), ClientError> {
     let mut session = Session::open(options, Environment::current())?;
+    let done = dispatch(&mut session, command).await;
+    // Kept even when the command failed part-way: what it wrote, the next command must see.
+    let kept = session.keep_position();
+    done.and(kept)
+}
+
+async fn dispatch(session: &mut Session, command: ClientCommand) -> Result<(), ClientError> {
     match command {
-        ClientCommand::Login(args) => login(&mut session, args).await,
-        ClientCommand::Logout => logout(&mut session).await,
-        ClientCommand::Whoami => whoami(&session).await,
-        ClientCommand::Config(command) => config(&mut session, command),
-        ClientCommand::Datasets(command) => datasets::run(&session, command).await,
-        ClientCommand::Objects(command) => objects::run(&session, command).await,
-        ClientCommand::Search(args) => market::search(&session, args).await,
-        ClientCommand::Retrieve(args) => market::retrieve(&session, args).await,
-        ClientCommand::Keys(command) => market::keys(&session, command).await,
-        ClientCommand::Dashboard(args) => reports::dashboard(&session, args).await,
+        ClientCommand::Login(args) => login(session, args).await,
+        ClientCommand::Logout => logout(session).await,
+        ClientCommand::Whoami => whoami(session).await,
+        ClientCommand::Config(command) => config(session, command),
+        ClientCommand::Datasets(command) => datasets::run(session, command).await,
+        ClientCommand::Objects(command) => objects::run(session, command).await,
+        ClientCommand::Search(args) => market::search(session, args).await,
+        ClientCommand::Retrieve(args) => market::retrieve(session, args).await,
+        ClientCommand::Keys(command) => market::keys(session, command).await,
+        ClientCommand::Dashboard(args) => reports::dashboard(session, args).await,
         ClientCommand::Analytics { dataset_id, window } => {
-            reports::analytics(&session, &dataset_id, window).await
+            reports::analytics(session, &dataset_id, window).await
         }
-        ClientCommand::Payouts { all } => reports::payouts(&session, all).await,
-        ClientCommand::Spend(window) => reports::spend(&session, window).await,
-        ClientCommand::Activity(command) => reports::activity(&session, command).await,
-        ClientCommand::Review(command) => review::run(&session, command).await,
+        ClientCommand::Payouts { all } => reports::payouts(session, all).await,
+        ClientCommand::Spend(window) => reports::spend(session, window).await,
+        ClientCommand::Activity(command) => reports::activity(session, command).await,
+        ClientCommand::Review(command) => review::run(session, command).await,
         ClientCommand::Mcp => mcp::serve_stdio(session.api()?).await,
-        ClientCommand::Skill(command) => skill::run(&session, command),
+        ClientCommand::Skill(command) => skill::run(session, command),
     }
 }
 
@@ -238,14 +249,21 @@ pub struct Session {
     pub file: ConfigFile,
     pub resolved: Resolved,
     pub output: Output,
+    /// The furthest log position this profile has seen on its server, shared by the command's
+    /// clients and kept for the next command (the consistency header).
+    position: Arc<Mutex<Option<LogPosition>>>,
+    positions: PositionFile,
 }
 
 impl Session {
-    /// Reads the configuration for `options`.
+    /// Reads the configuration for `options`, and the position the profile reached.
     pub fn open(options: &ClientOptions, env: Environment) -> Result<Self, ClientError> {
         let file = ConfigFile::load(&env.config_path()?)?;
         let resolved = file.resolve(options.profile.as_deref(), &env);
+        let positions = PositionFile::of(&file.path, &resolved);
         Ok(Self {
+            position: Arc::new(Mutex::new(positions.load())),
+            positions,
             file,
             resolved,
             output: options.output,
@@ -254,10 +272,19 @@ impl Session {
 
     /// A client of the resolved server with the resolved credential.
     pub fn api(&self) -> Result<Api, ClientError> {
-        Ok(Api::new(
-            &self.resolved.api_url,
-            self.resolved.credential.clone(),
-        )?)
+        Ok(
+            Api::new(&self.resolved.api_url, self.resolved.credential.clone())?
+                .with_position(self.position.clone()),
+        )
+    }
+
+    /// Keeps the furthest position the command saw for the profile's next command.
+    pub fn keep_position(&self) -> Result<(), ClientError> {
+        let reached = *self.position.lock().expect("lock poisoned");
+        match reached {
+            Some(position) => Ok(self.positions.save(position)?),
+            None => Ok(()),
+        }
     }
 
     /// Prints a list: as one JSON array, or as a table of `columns`.

@@ -73,6 +73,15 @@ impl Api {
         })
     }
 
+    /// The same client, sending and keeping its log position in `shared` (a command's session
+    /// starts it from the position file).
+    pub fn with_position(self, shared: Arc<Mutex<Option<LogPosition>>>) -> Self {
+        Self {
+            position: shared,
+            ..self
+        }
+    }
+
     /// The same server with another credential.
     pub fn with_credential(&self, credential: Credential) -> Self {
         Self {

@@ -304,6 +304,59 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()
     std::fs::rename(&temporary, path)
 }
 
+/// The furthest log position a profile's commands have seen on one server, kept between commands
+/// in `positions/PROFILE-HASH` beside the configuration file (HASH: of the API URL), so that a
+/// command reads what an earlier one wrote on whichever instance of a fleet answers it.
+pub struct PositionFile {
+    path: PathBuf,
+}
+
+impl PositionFile {
+    /// The file of `resolved`'s profile and server, beside the configuration at `config`.
+    pub fn of(config: &Path, resolved: &Resolved) -> Self {
+        use sha2::Digest;
+        let server = hex::encode(&sha2::Sha256::digest(resolved.api_url.as_bytes())[..8]);
+        // A profile name is a TOML key: anything but a path separator is kept as it is.
+        let profile: String = resolved
+            .profile
+            .chars()
+            .map(|c| {
+                if c == '/' || c == '\\' || c == '\0' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let dir = config.parent().unwrap_or(Path::new("."));
+        Self {
+            path: dir.join("positions").join(format!("{profile}-{server}")),
+        }
+    }
+
+    /// The position kept, if any (an unreadable or malformed file counts as none).
+    pub fn load(&self) -> Option<projections::LogPosition> {
+        std::fs::read_to_string(&self.path)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Keeps `position` unless the file already holds a further one (another command's).
+    pub fn save(&self, position: projections::LogPosition) -> Result<(), ProfileError> {
+        if self.load().is_some_and(|kept| kept >= position) {
+            return Ok(());
+        }
+        write_file(&self.path, position.to_string().as_bytes(), 0o600).map_err(|source| {
+            ProfileError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -837,3 +837,63 @@ async fn skill_install_merges_the_mcp_entry_into_claude_code_and_codex_configs()
         "{ not json"
     );
 }
+
+/// The consistency header across commands: a command that wrote keeps the log position it reached
+/// beside the configuration, per profile and server, and the profile's next command sends it.
+#[tokio::test]
+async fn a_profiles_next_command_sends_the_log_position_its_last_write_reached() {
+    let app = spawn_app().await;
+    let (token, _, _) = app.signup(&email()).await;
+    let client = Client::new()
+        .with("IPTO_API_URL", &app.address)
+        .with("IPTO_PROFILE", "writer");
+    assert!(client
+        .run(&["login", "--token", &token])
+        .await
+        .status
+        .success());
+    let positions = client.dir.join("positions");
+    let kept = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    client.json(&["datasets", "create", "--name", "Kept"]).await;
+    let files = kept(&positions);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+    assert!(file
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("writer-"));
+    assert_eq!(mode(file), 0o600);
+    let written = std::fs::read_to_string(file).unwrap();
+    let (tx, at) = written.split_once('.').expect("TX.POSITION");
+    assert!(
+        tx.parse::<u64>().is_ok() && at.parse::<u64>().unwrap() > 0,
+        "{written}"
+    );
+    // A read sends it (and keeps it: a read reaches no further).
+    assert!(client.run(&["datasets", "list"]).await.status.success());
+    assert_eq!(std::fs::read_to_string(file).unwrap(), written);
+    // What the next command sends is what the file holds: one past the log is refused.
+    std::fs::write(file, "999999999.999999999").unwrap();
+    let refused = client.run(&["datasets", "list"]).await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("invalid_request"),
+        "{}",
+        text(&refused.stderr)
+    );
+    // Another profile on the same server keeps its own.
+    let other = client.sharing(&[("IPTO_API_URL", &app.address), ("IPTO_PROFILE", "reader")]);
+    assert!(other
+        .run(&["login", "--token", &token])
+        .await
+        .status
+        .success());
+    assert!(other.run(&["datasets", "list"]).await.status.success());
+    app.finish().await;
+}
