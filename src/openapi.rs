@@ -668,13 +668,9 @@ fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
         }
     }
     if authenticated {
-        let parameters = operation
-            .as_object_mut()
-            .expect("an operation is an object")
-            .entry("parameters")
-            .or_insert_with(|| json!([]));
-        if let Some(parameters) = parameters.as_array_mut() {
-            parameters.push(json!({
+        push_parameter(
+            operation,
+            json!({
                 "name": "Ipto-Log-Position",
                 "in": "header",
                 "required": false,
@@ -683,17 +679,13 @@ fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
                                 index have applied it (503 not_caught_up after a bounded wait); \
                                 one no response carried is 400.",
                 "schema": { "$ref": "#/components/schemas/LogPosition" },
-            }));
-        }
+            }),
+        );
     }
     if authenticated && method == "post" {
-        let parameters = operation
-            .as_object_mut()
-            .expect("an operation is an object")
-            .entry("parameters")
-            .or_insert_with(|| json!([]));
-        if let Some(parameters) = parameters.as_array_mut() {
-            parameters.push(json!({
+        push_parameter(
+            operation,
+            json!({
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": false,
@@ -701,8 +693,20 @@ fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
                                 method, path and body (SPEC §1.9); 1..=255 printable ASCII.",
                 "schema": { "type": "string", "minLength": 1, "maxLength": 255,
                             "pattern": "^[\\x21-\\x7E]([\\x20-\\x7E]*[\\x21-\\x7E])?$" },
-            }));
-        }
+            }),
+        );
+    }
+}
+
+/// Adds `parameter` to the operation's parameters.
+fn push_parameter(operation: &mut Value, parameter: Value) {
+    let parameters = operation
+        .as_object_mut()
+        .expect("an operation is an object")
+        .entry("parameters")
+        .or_insert_with(|| json!([]));
+    if let Some(parameters) = parameters.as_array_mut() {
+        parameters.push(parameter);
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Limits {
     shared: Option<Shared>,
     /// Keys the addresses of the failed-login lock.
     key: Option<SigningKey>,
+    /// When the last fallback was logged (Unix seconds): once a minute, not on every request.
+    warned_at: AtomicI64,
 }
 
 impl Default for Limits {
@@ -68,6 +70,7 @@ impl Limits {
             local: RateLimiter::default(),
             shared: None,
             key: None,
+            warned_at: AtomicI64::new(0),
         }
     }
 
@@ -85,6 +88,7 @@ impl Limits {
                 locked: redis::Script::new(LOGIN_LOCKED_SCRIPT),
             })),
             key: Some(key),
+            warned_at: AtomicI64::new(0),
         })
     }
 
@@ -97,6 +101,7 @@ impl Limits {
                 pruned_at: AtomicI64::new(0),
             })),
             key: Some(key),
+            warned_at: AtomicI64::new(0),
         }
     }
 
@@ -121,7 +126,7 @@ impl Limits {
             Shared::Database(db) => db.take(&bucket, limit).await,
         };
         taken.unwrap_or_else(|error| {
-            fell_back("take", &error);
+            self.fell_back("take", &error);
             self.local.take(&bucket, limit, now)
         })
     }
@@ -137,7 +142,7 @@ impl Limits {
             Shared::Database(db) => db.login_locked(&address, now).await,
         };
         locked.unwrap_or_else(|error| {
-            fell_back("login_locked", &error);
+            self.fell_back("login_locked", &error);
             self.local.login_locked(email, now)
         })
     }
@@ -153,14 +158,27 @@ impl Limits {
             Shared::Database(db) => db.login_failed(&address, now).await,
         };
         if let Err(error) = recorded {
-            fell_back("login_failed", &error);
+            self.fell_back("login_failed", &error);
             self.local.login_failed(email, now);
         }
     }
 }
 
-fn fell_back(operation: &str, error: &SharedError) {
-    tracing::warn!(%error, operation, "shared limits unavailable: this instance limits alone");
+impl Limits {
+    /// Logs that the shared store failed, at most once a minute (an outage would otherwise log
+    /// every request).
+    fn fell_back(&self, operation: &str, error: &SharedError) {
+        let now = chrono::Utc::now().timestamp();
+        let last = self.warned_at.load(Ordering::Relaxed);
+        if now - last >= 60
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(%error, operation, "shared limits unavailable: this instance limits alone");
+        }
+    }
 }
 
 /// The key of an address's failures: an HMAC, so that the shared store never holds the address.
@@ -325,7 +343,7 @@ impl Database {
             .bind(interval * i64::from(limit))
             .fetch_one(&self.pool)
             .await?;
-        self.prune(now).await;
+        self.prune(now);
         Ok(match counted {
             Some(tat) => decided(limit, true, tat - now),
             None => decided(
@@ -337,7 +355,7 @@ impl Database {
     }
 
     /// Deletes buckets back to a whole burst and failures past the window, once a minute.
-    async fn prune(&self, now_micros: i64) {
+    fn prune(&self, now_micros: i64) {
         let now = now_micros / 1_000_000;
         let last = self.pruned_at.load(Ordering::Relaxed);
         if now - last < 60
@@ -348,19 +366,23 @@ impl Database {
         {
             return;
         }
-        let pruned = async {
-            sqlx::query("DELETE FROM rate_limit_buckets WHERE tat < $1")
-                .bind(now_micros)
-                .execute(&self.pool)
-                .await?;
-            sqlx::query("DELETE FROM login_failures WHERE failed_at <= $1")
-                .bind(now * 1000 - FAILED_LOGIN_WINDOW * 1000 * 2)
-                .execute(&self.pool)
-                .await
-        };
-        if let Err(error) = pruned.await {
-            tracing::warn!(%error, "pruning the shared limits failed");
-        }
+        // Off the request's path: the request that noticed the minute turn does not wait for it.
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let pruned = async {
+                sqlx::query("DELETE FROM rate_limit_buckets WHERE tat < $1")
+                    .bind(now_micros)
+                    .execute(&pool)
+                    .await?;
+                sqlx::query("DELETE FROM login_failures WHERE failed_at <= $1")
+                    .bind(now * 1000 - FAILED_LOGIN_WINDOW * 1000 * 2)
+                    .execute(&pool)
+                    .await
+            };
+            if let Err(error) = pruned.await {
+                tracing::warn!(%error, "pruning the shared limits failed");
+            }
+        });
     }
 
     async fn login_locked(

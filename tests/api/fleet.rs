@@ -9,6 +9,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use projections::LogPosition;
 use reqwest::Method;
 use serde_json::json;
 
@@ -336,7 +337,7 @@ async fn behind_a_balancer_the_fleet_behaves_as_one_service() {
 pub(crate) struct Front {
     address: String,
     pub(crate) http: reqwest::Client,
-    position: std::sync::Mutex<Option<String>>,
+    position: std::sync::Mutex<Option<LogPosition>>,
 }
 
 impl Front {
@@ -359,8 +360,8 @@ impl Front {
             .http
             .request(method, format!("{}{path}", self.address))
             .bearer_auth(token);
-        if let Some(position) = self.position.lock().unwrap().clone() {
-            request = request.header("ipto-log-position", position);
+        if let Some(position) = *self.position.lock().unwrap() {
+            request = request.header("ipto-log-position", position.to_string());
         }
         if let Some(body) = body {
             request = request.json(&body);
@@ -379,18 +380,9 @@ impl Front {
     async fn answer(&self, request: reqwest::RequestBuilder) -> Reply {
         let answer = reply(request.send().await.unwrap()).await;
         if let Some(reached) = answer.headers.get("ipto-log-position") {
-            let reached = reached.to_str().unwrap().to_owned();
+            let reached: LogPosition = reached.to_str().unwrap().parse().unwrap();
             let mut position = self.position.lock().unwrap();
-            let further = |p: &str| {
-                let (tx, at) = p.split_once('.').unwrap();
-                (tx.parse::<u64>().unwrap(), at.parse::<u64>().unwrap())
-            };
-            if position
-                .as_deref()
-                .is_none_or(|p| further(p) < further(&reached))
-            {
-                *position = Some(reached);
-            }
+            *position = (*position).max(Some(reached));
         }
         answer
     }

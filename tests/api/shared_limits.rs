@@ -21,6 +21,18 @@ fn redis_url() -> Option<String> {
 /// minute. On PostgreSQL they share the database; on SQLite each has its own file, so that the
 /// limits are all they share.
 async fn pair(store: LimitsStore, redis: Option<&str>, auth_limit: u32) -> (TestApp, TestApp) {
+    pair_with(store, redis, |config| {
+        config.auth_rate_limit_per_minute = auth_limit;
+    })
+    .await
+}
+
+/// Two instances as [`pair`] makes them, with `adjust` applied to each one's settings.
+async fn pair_with(
+    store: LimitsStore,
+    redis: Option<&str>,
+    adjust: impl Fn(&mut ipto::Config),
+) -> (TestApp, TestApp) {
     let fresh = fresh().await;
     let prefix = format!("ipto-test:{}:", uuid::Uuid::new_v4().simple());
     let settings = |dir: &str| {
@@ -35,7 +47,7 @@ async fn pair(store: LimitsStore, redis: Option<&str>, auth_limit: u32) -> (Test
         config.limits = store;
         config.redis_url = redis.map(str::to_owned);
         config.redis_prefix = prefix.clone();
-        config.auth_rate_limit_per_minute = auth_limit;
+        adjust(&mut config);
         config
     };
     let a = spawn_with(settings("a")).await;
@@ -77,19 +89,7 @@ async fn failed_logins_lock_on_both(a: &TestApp, b: &TestApp) {
 
 /// The per-credential bucket: one token's requests over both instances (PostgreSQL: one log).
 async fn a_credential_is_limited_once_across_instances(store: LimitsStore, redis: Option<&str>) {
-    let fresh = fresh().await;
-    let prefix = format!("ipto-test:{}:", uuid::Uuid::new_v4().simple());
-    let settings = |dir: &str| {
-        let mut config = config(&fresh);
-        config.data_dir = fresh.data_dir.join(dir);
-        config.limits = store;
-        config.redis_url = redis.map(str::to_owned);
-        config.redis_prefix = prefix.clone();
-        config.rate_limit_per_minute = 6;
-        config
-    };
-    let a = spawn_with(settings("a")).await;
-    let b = spawn_with(settings("b")).await;
+    let (a, b) = pair_with(store, redis, |config| config.rate_limit_per_minute = 6).await;
     let (token, _, _) = a.signup(&email()).await;
     wait_for_user(&b, &token).await;
     let mut answered = 1; // the read above
@@ -221,5 +221,29 @@ async fn behind_a_trusted_balancer_each_forwarded_client_has_its_own_bucket() {
     assert_eq!(login_from(&app, "198.51.100.1").await, 401);
     assert_eq!(login_from(&app, "198.51.100.2").await, 401);
     assert_eq!(login_from(&app, "198.51.100.3").await, 429);
+    app.finish().await;
+}
+
+/// A shared store that fails while serving: requests are still answered (never 500), and the
+/// instance goes on limiting alone, in memory.
+#[tokio::test]
+async fn when_the_shared_store_fails_the_instance_limits_alone() {
+    if !on_postgres() {
+        return;
+    }
+    let fresh = fresh().await;
+    let mut settings = config(&fresh);
+    settings.limits = LimitsStore::Database;
+    settings.auth_rate_limit_per_minute = 2;
+    let app = spawn_with(settings).await;
+    // The shared counters become unreachable.
+    sqlx::query("DROP TABLE rate_limit_buckets")
+        .execute(&app.state.store.db.pool)
+        .await
+        .unwrap();
+    app.login(&email(), "not the password").await.expect(401);
+    app.login(&email(), "not the password").await.expect(401);
+    let refused = app.login(&email(), "not the password").await.expect(429);
+    assert_eq!(refused.code(), "rate_limited");
     app.finish().await;
 }
