@@ -156,11 +156,7 @@ fn components() -> Value {
         json!({ "type": "string", "pattern": id_pattern("req"),
                 "description": "The request's id, also in X-Request-Id." }),
     );
-    schemas.insert(
-        "LogPosition".into(),
-        json!({ "type": "string", "pattern": "^[0-9]{1,18}\\.[0-9]{1,18}$",
-                "description": "A place in the event log, as the service issued it (opaque)." }),
-    );
+    schemas.insert("LogPosition".into(), log_position_schema());
     schemas.insert(
         "Timestamp".into(),
         json!({ "type": "string", "format": "date-time",
@@ -678,7 +674,8 @@ fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
                                 request is answered once this instance's read models and search \
                                 index have applied it (503 not_caught_up after a bounded wait); \
                                 one no response carried is 400.",
-                "schema": { "$ref": "#/components/schemas/LogPosition" },
+                // Inline, not a reference: a header's schema must say itself that "" is not one.
+                "schema": log_position_schema(),
             }),
         );
     }
@@ -696,6 +693,13 @@ fn apply_to_operation(path: &str, method: &str, operation: &mut Value) {
             }),
         );
     }
+}
+
+/// A place in the event log, as the service issued it: `TX.POSITION`.
+fn log_position_schema() -> Value {
+    json!({ "type": "string", "minLength": 3, "maxLength": 37,
+            "pattern": "^[0-9]{1,18}\\.[0-9]{1,18}$",
+            "description": "A place in the event log, as the service issued it (opaque)." })
 }
 
 /// Adds `parameter` to the operation's parameters.
