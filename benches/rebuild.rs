@@ -56,7 +56,9 @@ async fn bench(store: &str, dir: &std::path::Path, url: &str, events: usize) {
     config.signing_key = Some("bench signing key, at least 32 bytes".into());
     let seeded = seed(&config, events).await;
     let started = Instant::now();
-    ipto::cli::projections_rebuild(&config, None).await.unwrap();
+    ipto::cli::projections_rebuild(&config, None, false)
+        .await
+        .unwrap();
     let seconds = started.elapsed().as_secs_f64();
     // `--all` replays the whole log once per projection (tenants, users).
     let replayed = seeded * 2;

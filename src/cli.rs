@@ -69,6 +69,29 @@ pub async fn projections_status(config: &Config) -> Result<(), CliError> {
         (head - position).max(0),
         state
     );
+    if let Some(rebuild) = store.engine.rebuild_progress().await? {
+        let eta = rebuild
+            .eta_seconds
+            .map_or(String::new(), |s| format!(", about {s}s left"));
+        let error = rebuild
+            .error
+            .as_deref()
+            .map_or(String::new(), |e| format!(": {e}"));
+        let _ = writeln!(
+            out,
+            "\nonline rebuild of {}: {} ({}/{} events, {} events/s{eta}; started {}, last report {}){error}",
+            rebuild.projections.join(", "),
+            serde_json::to_value(rebuild.phase)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            rebuild.done,
+            rebuild.total,
+            rebuild.events_per_second,
+            rebuild.started_at,
+            rebuild.updated_at,
+        );
+    }
     // Positions above are global positions; the audit order numbers the same log densely.
     let audit_position = audit::Tree { db: &store.db }.size().await?;
     let _ = writeln!(
@@ -80,14 +103,26 @@ pub async fn projections_status(config: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Rebuilds this machine's search index from the log; the index must not be open in a server.
+/// Asks every instance to rebuild its search index, and rebuilds this machine's own now if no
+/// server here holds it (a running server does it behind its live index within a second).
 async fn rebuild_search_index(
     config: &Config,
     store: &crate::store::Store,
     key: &crate::signing::SigningKey,
 ) -> Result<u64, CliError> {
-    let index = SearchIndex::open(&config.index_dir(), None)
-        .map_err(|e| CliError::Failed(format!("{e}; stop the server to rebuild it")))?;
+    let request = search::indexer::request_rebuild(&store.db).await?;
+    let index = match SearchIndex::open(&config.index_dir(), None) {
+        Ok(index) => index,
+        Err(search::IndexError::InUse(_)) => {
+            eprintln!(
+                "requested a rebuild of {} (request {request}): each running instance rebuilds \
+                 its own index behind the live one and switches to it (see /health)",
+                search::NAME
+            );
+            return Ok(0);
+        }
+        Err(e) => return Err(CliError::Failed(e.to_string())),
+    };
     let blobs = open_blobs(config, key, config.bind)?;
     let indexer = Indexer::new(
         std::sync::Arc::new(index),
@@ -96,20 +131,12 @@ async fn rebuild_search_index(
         store.engine.clone(),
         PdfExtractor::from_config(config),
     );
-    let tty = std::io::stderr().is_terminal();
-    let mut last_draw = Instant::now();
+    let mut bar = Progress::new(search::NAME);
     let count = indexer
-        .rebuild(|done, total| {
-            if tty && (last_draw.elapsed().as_millis() > 100 || done == total) {
-                last_draw = Instant::now();
-                draw_progress(search::NAME, done, total);
-            }
-        })
+        .rebuild(request, |done, total| bar.draw(done, total))
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    if tty {
-        eprintln!();
-    }
+    bar.finish();
     eprintln!(
         "rebuilt {}: {count} events, {} chunks",
         search::NAME,
@@ -118,16 +145,15 @@ async fn rebuild_search_index(
     Ok(count)
 }
 
-/// `ipto projections rebuild NAME | --all`.
-pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<(), CliError> {
+/// `ipto projections rebuild NAME | --all [--offline]`: online by default, behind the live read
+/// models (see `projections::engine::online`); `--offline` empties and replays them in place, for
+/// a service that is stopped.
+pub async fn projections_rebuild(
+    config: &Config,
+    name: Option<&str>,
+    offline: bool,
+) -> Result<(), CliError> {
     let (store, key) = open_store(config).await?;
-    if name == Some(search::NAME) {
-        let started = Instant::now();
-        let outcome = rebuild_search_index(config, &store, &key).await;
-        store.close().await;
-        print_rate(outcome?, started);
-        return Ok(());
-    }
     let targets: Vec<_> = match name {
         None => store
             .engine
@@ -135,6 +161,7 @@ pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<
             .into_iter()
             .filter(|p| !p.is_reactor())
             .collect(),
+        Some(name) if name == search::NAME => Vec::new(),
         Some(name) => match store.engine.projection(name) {
             Some(p) if p.is_reactor() => {
                 return Err(CliError::Failed(format!(
@@ -145,56 +172,34 @@ pub async fn projections_rebuild(config: &Config, name: Option<&str>) -> Result<
             None => return Err(CliError::Failed(format!("unknown projection {name}"))),
         },
     };
-    let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut replayed = 0u64;
-    if name.is_none() {
-        // One pass over the log feeds every projection.
-        let mut last_draw = Instant::now();
-        let counts = store
-            .engine
-            .rebuild_all(&targets, |done, total| {
-                if tty && (last_draw.elapsed().as_millis() > 100 || done == total) {
-                    last_draw = Instant::now();
-                    draw_progress("all projections", done, total);
-                }
-            })
-            .await
-            .map_err(|e| CliError::Failed(e.to_string()))?;
-        if tty {
-            eprintln!();
+    if !targets.is_empty() {
+        let label = name.unwrap_or("all projections");
+        let mut bar = Progress::new(label);
+        let counts = if offline {
+            store
+                .engine
+                .rebuild_all(&targets, |done, total| bar.draw(done, total))
+                .await
+        } else {
+            store
+                .engine
+                .rebuild_online(&targets, |done, total| bar.draw(done, total))
+                .await
         }
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+        bar.finish();
         for (projection, count) in targets.iter().zip(counts) {
             replayed += count;
             eprintln!("rebuilt {}: {count} events", projection.name());
         }
-    } else {
-        for projection in targets {
-            let label = projection.name();
-            let mut last_draw = Instant::now();
-            let count = store
-                .engine
-                .rebuild(projection.as_ref(), |done, total| {
-                    if tty && (last_draw.elapsed().as_millis() > 100 || done == total) {
-                        last_draw = Instant::now();
-                        draw_progress(label, done, total);
-                    }
-                })
-                .await
-                .map_err(|e| CliError::Failed(e.to_string()))?;
-            if tty {
-                eprintln!();
-            }
-            replayed += count;
-            eprintln!("rebuilt {label}: {count} events");
+        if !offline {
+            eprintln!("switched: the rebuilt read models are live");
         }
     }
-    if name.is_none() {
-        // A running server holds its index; `--all` still rebuilds every shared read model.
-        match rebuild_search_index(config, &store, &key).await {
-            Ok(count) => replayed += count,
-            Err(e) => eprintln!("skipped {}: {e}", search::NAME),
-        }
+    if name.is_none() || name == Some(search::NAME) {
+        replayed += rebuild_search_index(config, &store, &key).await?;
     }
     store.close().await;
     print_rate(replayed, started);
@@ -211,16 +216,54 @@ fn print_rate(replayed: u64, started: Instant) {
     println!("replayed {replayed} events in {seconds:.2}s ({rate:.0} events/s)");
 }
 
-fn draw_progress(label: &str, done: u64, total: u64) {
-    const WIDTH: u64 = 30;
-    let filled = (done.min(total) * WIDTH)
-        .checked_div(total)
-        .unwrap_or(WIDTH);
-    let bar: String = (0..WIDTH)
-        .map(|i| if i < filled { '#' } else { '-' })
-        .collect();
-    eprint!("\r{label:<20} [{bar}] {done}/{total}");
-    let _ = std::io::stderr().flush();
+/// A progress line on a terminal's stderr: a bar, events/s and the time left.
+struct Progress {
+    label: String,
+    tty: bool,
+    started: Instant,
+    drawn: Instant,
+}
+
+impl Progress {
+    fn new(label: &str) -> Self {
+        Self {
+            label: label.to_owned(),
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            drawn: Instant::now(),
+        }
+    }
+
+    fn draw(&mut self, done: u64, total: u64) {
+        if !self.tty || (self.drawn.elapsed().as_millis() < 100 && done < total) {
+            return;
+        }
+        self.drawn = Instant::now();
+        const WIDTH: u64 = 30;
+        let filled = (done.min(total) * WIDTH)
+            .checked_div(total)
+            .unwrap_or(WIDTH);
+        let bar: String = (0..WIDTH)
+            .map(|i| if i < filled { '#' } else { '-' })
+            .collect();
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        let eta = if rate > 0.0 {
+            format!("{:.0}s left", total.saturating_sub(done) as f64 / rate)
+        } else {
+            String::new()
+        };
+        eprint!(
+            "\r{:<20} [{bar}] {done}/{total} {rate:.0} events/s {eta}   ",
+            self.label
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
 }
 
 /// `ipto admin promote EMAIL`.

@@ -62,14 +62,18 @@ pub enum Command {
 pub enum ProjectionsCommand {
     /// One row per projection: NAME, POSITION, HEAD, LAG, STATE.
     Status,
-    /// Clear and replay projections from the log.
+    /// Replay projections from the log behind the live ones, then switch to them atomically.
     Rebuild {
-        /// The projection to rebuild.
+        /// The projection to rebuild (`search`: every instance's search index).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         name: Option<String>,
         /// Rebuild every projection.
         #[arg(long)]
         all: bool,
+        /// Empty the read models and replay them in place (faster; only while no server runs:
+        /// readers would see them partial).
+        #[arg(long)]
+        offline: bool,
     },
 }
 

@@ -106,6 +106,10 @@ pub enum AppError {
     /// instance's read models and search index had not applied within the bounded wait.
     #[error("not caught up")]
     NotCaughtUp { retry_after: u64 },
+    /// 503 `rebuilding`, with `Retry-After`: the request sent an `Ipto-Log-Position`, and a new
+    /// version of a read model is being rebuilt (the previous one serves requests without it).
+    #[error("rebuilding")]
+    Rebuilding { retry_after: u64 },
     /// 503 `unavailable`: the database cannot be reached.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -162,6 +166,7 @@ impl AppError {
             Self::ChargeLimitExceeded { .. } => "charge_limit_exceeded",
             Self::SpendLimitExceeded { .. } => "spend_limit_exceeded",
             Self::NotCaughtUp { .. } => "not_caught_up",
+            Self::Rebuilding { .. } => "rebuilding",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -217,6 +222,9 @@ impl AppError {
             Self::NotCaughtUp { .. } => {
                 "This instance has not yet applied the log position the request sent; retry."
             }
+            Self::Rebuilding { .. } => {
+                "A new version of a read model is being rebuilt; retry once it is live."
+            }
             Self::Unavailable(_) => "The service is temporarily unavailable.",
             Self::Internal(_) => "Internal server error.",
             Self::Conflict => "Conflict.",
@@ -264,9 +272,9 @@ impl AppError {
             Self::ChecksumMismatch { expected, actual } => {
                 json!({ "expected": expected, "actual": actual })
             }
-            Self::RateLimited { retry_after } | Self::NotCaughtUp { retry_after } => {
-                json!({ "retry_after": retry_after })
-            }
+            Self::RateLimited { retry_after }
+            | Self::NotCaughtUp { retry_after }
+            | Self::Rebuilding { retry_after } => json!({ "retry_after": retry_after }),
             _ => json!({}),
         }
     }

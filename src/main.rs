@@ -83,11 +83,13 @@ fn main() -> ExitCode {
             Command::Projections(ProjectionsCommand::Status) => cli::projections_status(&config)
                 .await
                 .map_err(|e| e.to_string()),
-            Command::Projections(ProjectionsCommand::Rebuild { name, all: _ }) => {
-                cli::projections_rebuild(&config, name.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            Command::Projections(ProjectionsCommand::Rebuild {
+                name,
+                all: _,
+                offline,
+            }) => cli::projections_rebuild(&config, name.as_deref(), offline)
+                .await
+                .map_err(|e| e.to_string()),
             Command::Admin(AdminCommand::Promote { email }) => cli::admin_promote(&config, &email)
                 .await
                 .map_err(|e| e.to_string()),

@@ -139,8 +139,9 @@ const ERROR_CODES: &[(u16, &str, &[&str])] = &[
     (
         503,
         "The database is unreachable, or this instance has not yet applied the Ipto-Log-Position \
-         the request sent (not_caught_up; Retry-After gives the seconds to wait).",
-        &["unavailable", "not_caught_up"],
+         the request sent (not_caught_up), or a new read-model version is being rebuilt \
+         (rebuilding); Retry-After gives the seconds to wait.",
+        &["unavailable", "not_caught_up", "rebuilding"],
     ),
 ];
 

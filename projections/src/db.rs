@@ -36,6 +36,10 @@ pub struct Db {
     /// and every projection worker) spend most of their time asleep. Writers of this process
     /// take turns here instead, in arrival order; the busy handler remains for other processes.
     writers: Arc<Mutex<()>>,
+    /// A shadow's handle (see `engine/online.rs`): its writes go to temporary tables of its one
+    /// connection and only read the shared ones, so they take no writer turn and, on SQLite, no
+    /// write lock on the file (a deferred `BEGIN`).
+    shadow: bool,
 }
 
 /// A write transaction; on SQLite it also holds this process's writer turn until it ends.
@@ -77,6 +81,15 @@ impl Db {
             pool,
             dialect,
             writers: Arc::default(),
+            shadow: false,
+        }
+    }
+
+    /// A handle on a shadow's pool: writes that touch only its connection's temporary tables.
+    pub fn shadow(pool: AnyPool, dialect: Dialect) -> Self {
+        Self {
+            shadow: true,
+            ..Self::new(pool, dialect)
         }
     }
 
@@ -85,8 +98,8 @@ impl Db {
     /// such as the event store's commit.
     pub async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
         match self.dialect {
-            Dialect::Sqlite => Some(self.writers.clone().lock_owned().await),
-            Dialect::Postgres => None,
+            Dialect::Sqlite if !self.shadow => Some(self.writers.clone().lock_owned().await),
+            Dialect::Sqlite | Dialect::Postgres => None,
         }
     }
 
@@ -96,8 +109,8 @@ impl Db {
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         let turn = self.write_turn().await;
         let tx = match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
+            Dialect::Sqlite if !self.shadow => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Sqlite | Dialect::Postgres => self.pool.begin().await?,
         };
         Ok(WriteTx { tx, _turn: turn })
     }

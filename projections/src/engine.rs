@@ -18,7 +18,7 @@
 //!
 //! A read model implements [`Projection`] (`engine/projection.rs`). The engine itself is one file
 //! per concern: `worker` (the live workers and their steps), `checkpoints` (claiming a batch,
-//! storing a failure), `rebuild` (reset, rebuild, catch-up), `status` (checkpoints as reported,
+//! storing a failure), `rebuild` (reset, rebuild, catch-up), `online` (blue/green rebuilds behind the live tables), `status` (checkpoints as reported,
 //! waits for read-your-writes), `locks` (PostgreSQL's advisory locks) and `registry` (building the
 //! engine, registering projections, wake-ups).
 
@@ -26,11 +26,13 @@ mod projection;
 
 mod checkpoints;
 mod locks;
+mod online;
 mod rebuild;
 mod registry;
 mod status;
 mod worker;
 
+pub use online::{RebuildPhase, RebuildProgress};
 pub use projection::{Projection, ProjectionError, Reads};
 pub use rebuild::RebuildError;
 pub use status::ProjectionStatus;
@@ -63,6 +65,9 @@ struct Inner {
     progress: watch::Sender<HashMap<&'static str, Progress>>,
     /// Each live worker's lead over its stored checkpoint, shown by [`ProjectorEngine::statuses`].
     leads: std::sync::Mutex<HashMap<&'static str, Lead>>,
+    /// Read models whose new version is being rebuilt: their previous version serves, and
+    /// read-your-writes does not wait for them.
+    rebuilding: std::sync::RwLock<Vec<&'static str>>,
     /// The last read of the log by a live worker, shared with workers at the same cursor.
     last_read: tokio::sync::Mutex<Option<SharedRead>>,
 }

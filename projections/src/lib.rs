@@ -17,7 +17,10 @@ pub mod rows;
 pub mod searches;
 
 pub use db::{Db, Dialect};
-pub use engine::{Projection, ProjectionError, ProjectionStatus, ProjectorEngine, Reads};
+pub use engine::{
+    Projection, ProjectionError, ProjectionStatus, ProjectorEngine, Reads, RebuildPhase,
+    RebuildProgress,
+};
 pub use log::{EventMetadata, LogPosition, StoredEvent};
 
 use std::sync::Arc;

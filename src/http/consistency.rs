@@ -23,6 +23,8 @@ pub const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
 /// Seconds a client waits before retrying a `not_caught_up`.
 const RETRY_AFTER: u64 = 1;
+/// Seconds a client waits before retrying a `rebuilding`.
+const REBUILDING_RETRY_AFTER: u64 = 5;
 
 /// The header value of `position`.
 pub fn header_value(position: LogPosition) -> HeaderValue {
@@ -51,6 +53,12 @@ pub async fn catch_up(headers: &HeaderMap, state: &AppState) -> Result<(), AppEr
         .unwrap_or_default();
     if target > tail {
         return Err(unknown());
+    }
+    // A new read-model version being rebuilt cannot answer for any position yet.
+    if !state.store.engine.rebuilding().is_empty() {
+        return Err(AppError::Rebuilding {
+            retry_after: REBUILDING_RETRY_AFTER,
+        });
     }
     if state
         .store

@@ -36,7 +36,9 @@ impl AppError {
             Self::ChargeLimitExceeded { .. } | Self::SpendLimitExceeded { .. } => {
                 StatusCode::PAYMENT_REQUIRED
             }
-            Self::Unavailable(_) | Self::NotCaughtUp { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::NotCaughtUp { .. } | Self::Rebuilding { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,7 +80,9 @@ impl IntoResponse for AppError {
                     headers.insert(header::ALLOW, value);
                 }
             }
-            Self::RateLimited { retry_after } | Self::NotCaughtUp { retry_after } => {
+            Self::RateLimited { retry_after }
+            | Self::NotCaughtUp { retry_after }
+            | Self::Rebuilding { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
@@ -195,6 +199,7 @@ mod tests {
             ),
             (AppError::internal("boom"), "internal", 500),
             (AppError::Unavailable("down".into()), "unavailable", 503),
+            (AppError::Rebuilding { retry_after: 5 }, "rebuilding", 503),
             (
                 AppError::NotCaughtUp { retry_after: 1 },
                 "not_caught_up",

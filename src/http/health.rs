@@ -38,6 +38,10 @@ struct Health {
     projections: BTreeMap<String, ProjectionHealth>,
     /// The audit order (`GET /v1/admin/events`), in its own numbering.
     audit: AuditHealth,
+    /// The shared read models' current or last online rebuild (`ipto projections rebuild`, or a
+    /// new projection version), whichever instance runs it; absent if none ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rebuild: Option<projections::RebuildProgress>,
 }
 
 /// The audit order's end. Audit positions are dense (1, 2, 3, …) and are not the store's global
@@ -57,7 +61,9 @@ struct ProjectionHealth {
     /// The log's head global position minus `position`.
     #[schema(minimum = 0)]
     lag: i64,
-    /// The worker's state.
+    /// The worker's state: `ok`, `failed`, or `rebuilding` (a new version being rebuilt while
+    /// the previous one serves; the search index: being rebuilt while the live one serves).
+    #[schema(pattern = "^(ok|failed|rebuilding)$")]
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     failed_position: Option<i64>,
@@ -70,6 +76,9 @@ struct ProjectionHealth {
     /// The search index only, with an embedder: the dense leg's lag.
     #[serde(skip_serializing_if = "Option::is_none")]
     dense: Option<DenseHealth>,
+    /// The search index only: this instance's rebuild under way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rebuild: Option<projections::RebuildProgress>,
 }
 
 /// The dense leg: passages embedded and still waiting (served by the lexical leg meanwhile).
@@ -147,6 +156,7 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
     .await? as i64;
     let mut degraded = false;
     let mut projections = BTreeMap::new();
+    let rebuilding = state.store.engine.rebuilding();
     for status in state.store.engine.statuses().await? {
         let lag = (head - status.position).max(0);
         degraded |= lag > LAG_THRESHOLD || status.error.is_some();
@@ -155,11 +165,16 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
             ProjectionHealth {
                 position: status.position,
                 lag,
-                state: status.state(),
+                state: if rebuilding.contains(&status.name.as_str()) {
+                    "rebuilding"
+                } else {
+                    status.state()
+                },
                 failed_position: status.failed_position,
                 error: status.error,
                 pdf_extraction: None,
                 dense: None,
+                rebuild: None,
             },
         );
     }
@@ -171,11 +186,12 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
         ProjectionHealth {
             position: index.position,
             lag,
-            state: if index.error.is_some() {
-                "failed"
-            } else {
-                "ok"
+            state: match (&index.error, index.rebuilding) {
+                (Some(_), _) => "failed",
+                (None, Some(_)) => "rebuilding",
+                (None, None) => "ok",
             },
+            rebuild: index.rebuilding.map(local_rebuild),
             failed_position: None,
             pdf_extraction: Some(PdfExtractionHealth::from(&index.pdf_failures)),
             dense: state.search.dense.as_ref().map(|worker| {
@@ -199,7 +215,17 @@ async fn projection_report(state: &AppState) -> Result<Health, sqlx::Error> {
         store: state.store.db.dialect.as_str(),
         projections,
         audit: AuditHealth { audit_position },
+        rebuild: state.store.engine.rebuild_progress().await?,
     })
+}
+
+fn local_rebuild(rebuild: crate::search::indexer::LocalRebuild) -> projections::RebuildProgress {
+    projections::RebuildProgress::local(
+        crate::search::NAME,
+        rebuild.done,
+        rebuild.total,
+        rebuild.seconds,
+    )
 }
 
 #[utoipa::path(
@@ -244,6 +270,32 @@ async fn metrics(State(state): State<AppState>) -> Result<axum::response::Respon
         body.push_str(&format!(
             "ipto_search_pdf_extraction_failures_total{{reason=\"{reason}\"}} {n}\n"
         ));
+    }
+    // The shared read models' rebuild and this instance's index rebuild, labelled `rebuild`.
+    let rebuilds: Vec<(&str, projections::RebuildProgress)> = [
+        state
+            .store
+            .engine
+            .rebuild_progress()
+            .await?
+            .map(|r| ("read_models", r)),
+        state
+            .search
+            .status()
+            .rebuilding
+            .map(|r| (crate::search::NAME, local_rebuild(r))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Some((_, first)) = rebuilds.first() {
+        for (i, (name, help, _)) in first.gauges().into_iter().enumerate() {
+            body.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for (label, rebuild) in &rebuilds {
+                let value = rebuild.gauges()[i].2;
+                body.push_str(&format!("{name}{{rebuild=\"{label}\"}} {value}\n"));
+            }
+        }
     }
     if state.search.dense.is_some() {
         let dense = state.search.index.dense_progress();

@@ -362,6 +362,8 @@ pub struct SearchIndex {
     /// [`english`], built once.
     english: TextAnalyzer,
     cursor: Mutex<LogPosition>,
+    /// The last rebuild request the committed index reflects (stored with the cursor).
+    rebuilt: std::sync::atomic::AtomicI64,
     /// Held from a batch's first staged change to its commit: the indexer's and the embedder's
     /// batches never mix.
     pub batch: tokio::sync::Mutex<()>,
@@ -377,6 +379,9 @@ pub struct SearchIndex {
 struct Payload {
     version: u32,
     cursor: LogPosition,
+    /// The last rebuild request (`search_rebuild_requests`) this index was rebuilt for.
+    #[serde(default)]
+    rebuilt: i64,
 }
 
 impl SearchIndex {
@@ -438,7 +443,7 @@ impl SearchIndex {
         if fresh {
             // A new index records its version and the start of the log at once.
             let mut prepared = writer.prepare_commit()?;
-            prepared.set_payload(&payload_text(LogPosition::default()));
+            prepared.set_payload(&payload_text(LogPosition::default(), 0));
             prepared.commit()?;
         }
         let reader = index
@@ -447,7 +452,8 @@ impl SearchIndex {
             .try_into()?;
         index.tokenizers().register(ENGLISH, english());
         let analyzer = index.tokenizer_for_field(fields.body)?;
-        let cursor = stored_payload(&index).map(|p| p.cursor).unwrap_or_default();
+        let (cursor, rebuilt) =
+            stored_payload(&index).map_or((LogPosition::default(), 0), |p| (p.cursor, p.rebuilt));
         let opened = Self {
             _lock: lock,
             reader,
@@ -456,6 +462,7 @@ impl SearchIndex {
             analyzer,
             english: english(),
             cursor: Mutex::new(cursor),
+            rebuilt: std::sync::atomic::AtomicI64::new(rebuilt),
             batch: tokio::sync::Mutex::new(()),
             added: tokio::sync::Notify::new(),
             embedder,
@@ -800,7 +807,7 @@ impl SearchIndex {
         {
             let mut writer = self.writer.lock().expect("lock poisoned");
             let mut prepared = writer.prepare_commit()?;
-            prepared.set_payload(&payload_text(cursor));
+            prepared.set_payload(&payload_text(cursor, self.rebuilt()));
             prepared.commit()?;
         }
         self.reader.reload()?;
@@ -815,6 +822,17 @@ impl SearchIndex {
             self.added.notify_one();
         }
         Ok(())
+    }
+
+    /// The last rebuild request the index reflects.
+    pub fn rebuilt(&self) -> i64 {
+        self.rebuilt.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records that the index reflects rebuild request `request`; stored by the next commit.
+    pub fn set_rebuilt(&self, request: i64) {
+        self.rebuilt
+            .store(request, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Moves the cursor past events that changed nothing in the index, without writing.
@@ -1273,10 +1291,11 @@ fn expand(searcher: &Searcher, field: Field, prefix: &str) -> Result<Vec<(Term, 
         .collect())
 }
 
-fn payload_text(cursor: LogPosition) -> String {
+fn payload_text(cursor: LogPosition, rebuilt: i64) -> String {
     serde_json::to_string(&Payload {
         version: INDEX_VERSION,
         cursor,
+        rebuilt,
     })
     .expect("a payload serialises")
 }

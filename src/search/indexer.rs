@@ -24,6 +24,8 @@ pub const NAME: &str = "search";
 const LIVE_BATCH: i64 = 500;
 /// Events per committed batch during a rebuild.
 const REBUILD_BATCH: i64 = 5000;
+/// How often the indexer looks for a rebuild request.
+const REQUEST_POLL: Duration = Duration::from_secs(1);
 /// Attempts at a batch before the index reports itself failed (it keeps retrying).
 const ATTEMPTS_BEFORE_FAILED: u32 = 3;
 
@@ -50,6 +52,8 @@ pub struct IndexStatus {
     pub error: Option<String>,
     /// PDFs whose extraction failed since this instance started.
     pub pdf_failures: PdfFailures,
+    /// The rebuild under way, if any.
+    pub rebuilding: Option<LocalRebuild>,
 }
 
 /// PDFs indexed without their text because extraction ran past its budget or crashed, since this
@@ -72,6 +76,44 @@ impl PdfFailures {
     }
 }
 
+/// Asks every instance to rebuild its search index (each checks about once a second); returns
+/// the request's number.
+pub async fn request_rebuild(db: &Db) -> Result<i64, sqlx::Error> {
+    let mut attempts = 0;
+    loop {
+        let inserted = sqlx::query(
+            "INSERT INTO search_rebuild_requests (id, requested_at) \
+             SELECT COALESCE(MAX(id), 0) + 1, $1 FROM search_rebuild_requests",
+        )
+        .bind(aggregates::timestamp::format(chrono::Utc::now()))
+        .execute(&db.pool)
+        .await;
+        match inserted {
+            Ok(_) => return latest_request(db).await,
+            // Two requests at once took the same number: the later one takes the next.
+            Err(_) if attempts < 3 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The newest rebuild request's number (0: none).
+pub async fn latest_request(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM search_rebuild_requests")
+        .fetch_one(&db.pool)
+        .await
+}
+
+/// A rebuild of this instance's index under way.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalRebuild {
+    /// Log events replayed, and to replay.
+    pub done: u64,
+    pub total: u64,
+    /// Seconds since it began.
+    pub seconds: f64,
+}
+
 /// Keeps one [`SearchIndex`] up to date with the log.
 #[derive(Clone)]
 pub struct Indexer {
@@ -83,6 +125,8 @@ pub struct Indexer {
     error: Arc<Mutex<Option<String>>>,
     highest: Arc<std::sync::atomic::AtomicI64>,
     pdf_failures: Arc<Mutex<PdfFailures>>,
+    /// The rebuild under way, if any.
+    rebuilding: Arc<Mutex<Option<LocalRebuild>>>,
     /// The dense leg, if an embedder is configured.
     pub dense: Option<EmbeddingWorker>,
 }
@@ -108,6 +152,7 @@ impl Indexer {
             error: Arc::default(),
             highest: Arc::default(),
             pdf_failures: Arc::default(),
+            rebuilding: Arc::default(),
             dense: None,
         }
     }
@@ -127,6 +172,7 @@ impl Indexer {
                 .max(self.index.cursor().position),
             error: self.error.lock().expect("lock poisoned").clone(),
             pdf_failures: self.pdf_failures.lock().expect("lock poisoned").clone(),
+            rebuilding: *self.rebuilding.lock().expect("lock poisoned"),
         }
     }
 
@@ -134,6 +180,7 @@ impl Indexer {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut wake = self.engine.wake_ups();
         let mut failures = 0u32;
+        let mut last_check = std::time::Instant::now() - REQUEST_POLL;
         loop {
             if *shutdown.borrow() {
                 // Store the cursor of batches that changed nothing, to spare the next start.
@@ -141,6 +188,13 @@ impl Indexer {
                 let (index, cursor) = (self.index.clone(), self.index.cursor());
                 let _ = tokio::task::spawn_blocking(move || index.commit(cursor)).await;
                 return;
+            }
+            if last_check.elapsed() >= REQUEST_POLL {
+                last_check = std::time::Instant::now();
+                if let Err(error) = self.rebuild_if_requested().await {
+                    tracing::warn!(index = NAME, %error, "search index rebuild failed; the live index serves on, and it is tried again in a minute");
+                    last_check += Duration::from_secs(60);
+                }
             }
             // Seen before reading: a commit after the read wakes the indexer again.
             wake.borrow_and_update();
@@ -278,33 +332,93 @@ impl Indexer {
         })
     }
 
-    /// Empties the index and replays the whole log into it. `progress(done, total)` is called
-    /// after each batch. Returns the number of events replayed.
-    pub async fn rebuild(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64, IndexerError> {
-        {
-            let _batch = self.index.batch.lock().await;
-            self.index.stage_clear()?;
-            let index = self.index.clone();
-            tokio::task::spawn_blocking(move || index.commit(LogPosition::default()))
-                .await
-                .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
-        }
+    /// Rebuilds the index from the whole log behind the live one: the replay is staged in the
+    /// index's writer (Tantivy writes its segments beside the committed ones) while searches keep
+    /// reading the last commit, and one commit switches every search to the rebuilt index with
+    /// the cursor it reached (Tantivy replaces its `meta.json` atomically). Live batches wait
+    /// meanwhile, and then go on from there. A failure drops what was staged and leaves the live
+    /// index as it was. `request` is the rebuild request it answers (stored with the commit).
+    /// `progress(done, total)` is called after each batch. Returns the number of events replayed.
+    pub async fn rebuild(
+        &self,
+        request: i64,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, IndexerError> {
+        let _batch = self.index.batch.lock().await;
         let total = log::count(&self.db).await? as u64;
+        let started = std::time::Instant::now();
         let mut done = 0u64;
+        let show = |done: u64, total: u64| {
+            *self.rebuilding.lock().expect("lock poisoned") = Some(LocalRebuild {
+                done,
+                total,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        };
+        show(0, total);
         progress(0, total);
-        loop {
-            let n = self.step(REBUILD_BATCH).await? as u64;
-            if n == 0 {
-                // Store the exact cursor, even if the last batches changed nothing.
-                let _batch = self.index.batch.lock().await;
-                let (index, cursor) = (self.index.clone(), self.index.cursor());
-                tokio::task::spawn_blocking(move || index.commit(cursor))
-                    .await
-                    .map_err(|e| IndexError::Io(std::io::Error::other(e)))??;
-                return Ok(done);
+        let replayed = async {
+            self.index.stage_clear()?;
+            let mut cursor = LogPosition::default();
+            loop {
+                let events = log::read_after(&self.db, cursor, REBUILD_BATCH).await?;
+                let Some(last) = events.last().map(|e| e.cursor) else {
+                    return Ok::<_, IndexerError>(cursor);
+                };
+                for event in &events {
+                    self.apply(event).await?;
+                }
+                cursor = last;
+                done += events.len() as u64;
+                show(done, total.max(done));
+                progress(done, total.max(done));
             }
-            done += n;
-            progress(done, total.max(done));
         }
+        .await;
+        let outcome = match replayed {
+            Ok(cursor) => {
+                self.index.set_rebuilt(request.max(self.index.rebuilt()));
+                let index = self.index.clone();
+                match tokio::task::spawn_blocking(move || index.commit(cursor)).await {
+                    Ok(Ok(())) => {
+                        self.report_ok(cursor);
+                        Ok(done)
+                    }
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(e) => Err(IndexError::Io(std::io::Error::other(e)).into()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if outcome.is_err() {
+            let _ = self.index.rollback();
+        }
+        *self.rebuilding.lock().expect("lock poisoned") = None;
+        outcome
+    }
+
+    /// Rebuilds the index if a rebuild was requested since it was last rebuilt (see
+    /// [`request_rebuild`]); an index that has read nothing yet answers every request as it is.
+    async fn rebuild_if_requested(&self) -> Result<(), IndexerError> {
+        let latest = latest_request(&self.db).await?;
+        if latest <= self.index.rebuilt() {
+            return Ok(());
+        }
+        if self.index.cursor() == LogPosition::default() {
+            self.index.set_rebuilt(latest);
+            return Ok(());
+        }
+        tracing::info!(
+            index = NAME,
+            request = latest,
+            "rebuilding the search index behind the live one"
+        );
+        let count = self.rebuild(latest, |_, _| {}).await?;
+        tracing::info!(
+            index = NAME,
+            events = count,
+            "search index rebuilt and switched"
+        );
+        Ok(())
     }
 }

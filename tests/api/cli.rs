@@ -370,14 +370,14 @@ async fn rebuild_all_gives_read_models_identical_to_the_live_ones() {
     assert!(stdout(&output).contains("events/s"));
     assert_eq!(read_models(&state).await, live);
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("skipped search"),
-        "a running server's index is left to it: {}",
+        String::from_utf8_lossy(&output.stderr).contains("requested a rebuild of search"),
+        "a running server rebuilds its own index: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // The index belongs to the running server: rebuilding it alone is refused.
-    let busy = run(&fresh, &["projections", "rebuild", "search"]);
-    assert_eq!(busy.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&busy.stderr).contains("stop the server"));
+    // The index belongs to the running server: it is asked to rebuild it.
+    let asked = run(&fresh, &["projections", "rebuild", "search"]);
+    assert!(asked.status.success());
+    assert!(String::from_utf8_lossy(&asked.stderr).contains("each running instance"));
     let statuses = run(&fresh, &["projections", "status"]);
     let text = stdout(&statuses);
     for name in ["NAME", "tenants", "users", "signup_completion", "search"] {
@@ -972,4 +972,177 @@ async fn rebuild_all_reproduces_every_read_model_after_a_full_workload() {
         results
     });
     app.finish().await;
+}
+
+/// What a provider and a buyer read, as they read it: a dataset, its objects, the provider's
+/// dashboard, a search.
+async fn reader_view(
+    app: &TestApp,
+    seller: &str,
+    buyer: &str,
+    dataset: &str,
+) -> (Vec<(&'static str, Value)>, f64) {
+    let mut view = Vec::new();
+    for (name, path, token) in [
+        ("dataset", format!("/v1/datasets/{dataset}"), seller),
+        ("objects", format!("/v1/datasets/{dataset}/objects"), seller),
+        ("dashboard", "/v1/provider/dashboard".to_owned(), seller),
+    ] {
+        let answer = app.get(&path, Some(token)).await;
+        assert_eq!(answer.status, 200, "{name}: {:?}", answer.body);
+        view.push((name, answer.data().clone()));
+    }
+    let searched = app
+        .post(
+            "/v1/search",
+            Some(buyer),
+            json!({"query": "lighthouse tides", "dataset_ids": [dataset]}),
+        )
+        .await;
+    assert_eq!(searched.status, 200, "search: {:?}", searched.body);
+    // A buyer's search earns the provider revenue, so the dashboard's revenue is newer at each
+    // read: it is compared apart (it may only grow).
+    let mut revenue = 0.0;
+    if let Some((_, dashboard)) = view.iter_mut().find(|(name, _)| *name == "dashboard") {
+        revenue = dashboard["total_revenue"].as_f64().unwrap();
+        for field in ["total_revenue", "revenue_last_30_days"] {
+            dashboard[field] = Value::Null;
+        }
+    }
+    let mut found: Vec<String> = searched.data()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["object_id"].as_str().unwrap().to_owned())
+        .collect();
+    found.sort();
+    view.push(("search", json!(found)));
+    (view, revenue)
+}
+
+#[tokio::test]
+async fn an_online_rebuild_under_load_never_shows_a_reader_partial_read_models() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (seller, _, seller_tenant) = app.signup(&email()).await;
+    let (buyer, _, _) = app.signup(&email()).await;
+    let (writer, _, _) = app.signup(&email()).await;
+    let dataset = app
+        .dataset(
+            &seller,
+            json!({"visibility": "listed", "monetization_mode": "premium"}),
+        )
+        .await;
+    for n in 0..6 {
+        let text = format!("the lighthouse keeper logs the tides, entry {n}");
+        let object = app.staged_object(&seller, &dataset, text.as_bytes()).await;
+        if n % 2 == 0 {
+            app.post(
+                &format!("/v1/admin/review/objects/{seller_tenant}/{object}/approve"),
+                Some(&admin),
+                json!({"note": "ok"}),
+            )
+            .await
+            .expect(200);
+        }
+    }
+    // A longer log, so that the replay takes a while.
+    for n in 0..60 {
+        app.dataset(&writer, json!({"name": format!("Filler {n}")}))
+            .await;
+    }
+    settled(&app.state).await;
+    let (before, mut revenue) = reader_view(&app, &seller, &buyer, &dataset).await;
+    assert_eq!(before[3].1.as_array().unwrap().len(), 3, "{before:?}");
+    // Each read is complete and equal to the one before the rebuild, or newer.
+    let mut check = async |what: &str| {
+        let (view, now) = reader_view(&app, &seller, &buyer, &dataset).await;
+        assert_eq!(view, before, "a reader saw {what}");
+        assert!(
+            now > revenue,
+            "revenue went from {revenue} to {now} during {what}"
+        );
+        revenue = now;
+    };
+
+    // `ipto projections rebuild --all` against the running service, while readers read and a
+    // writer writes.
+    let rebuild = {
+        let fresh = fresh.clone();
+        tokio::task::spawn_blocking(move || run(&fresh, &["projections", "rebuild", "--all"]))
+    };
+    let mut reads = 0;
+    let mut written = Vec::new();
+    let mut phases = std::collections::BTreeSet::new();
+    while !rebuild.is_finished() {
+        check("the read models change during the rebuild").await;
+        reads += 1;
+        written.push(
+            app.dataset(&writer, json!({"name": format!("During {reads}")}))
+                .await,
+        );
+        let health = app.get("/health", None).await;
+        if let Some(phase) = health.data()["rebuild"]["phase"].as_str() {
+            phases.insert(phase.to_owned());
+        }
+    }
+    let output = rebuild.await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("switched"), "{stderr}");
+    assert!(stderr.contains("requested a rebuild of search"), "{stderr}");
+    assert!(reads > 0, "the readers ran during the rebuild");
+
+    // The running server rebuilds its own index behind the live one; searches go on meanwhile.
+    let request = ipto::search::indexer::latest_request(&app.state.store.db)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.state.search.index.rebuilt() < request {
+        check("the search index change during its rebuild").await;
+        assert!(Instant::now() < deadline, "the index was not rebuilt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check("the rebuilt index").await;
+
+    // Every write made during the rebuild is in the rebuilt read models, which the live workers
+    // keep following, and which equal an offline rebuild from the log.
+    let last = app
+        .dataset(&writer, json!({"name": "After the switch"}))
+        .await;
+    for id in written.iter().chain([&last]) {
+        app.get(&format!("/v1/datasets/{id}"), Some(&writer))
+            .await
+            .expect(200);
+    }
+    let health = app.get("/health", None).await;
+    assert_eq!(
+        health.data()["rebuild"]["phase"],
+        "done",
+        "{:?}",
+        health.body
+    );
+    assert!(
+        phases
+            .iter()
+            .all(|p| ["replaying", "switching", "done"].contains(&p.as_str())),
+        "{phases:?}"
+    );
+    settled(&app.state).await;
+    let mut live = Vec::new();
+    for sql in ALL_READ_MODELS {
+        live.push(table(&app.state, sql).await);
+    }
+    app.stop().await;
+    let offline = run(&fresh, &["projections", "rebuild", "--all", "--offline"]);
+    assert!(offline.status.success());
+    let state = open(&fresh).await;
+    for (sql, online) in ALL_READ_MODELS.iter().zip(&live) {
+        assert_eq!(&table(&state, sql).await, online, "{sql}");
+    }
+    state.store.close().await;
 }

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// A fresh, empty database URL and data directory.
+#[derive(Clone)]
 pub struct Fresh {
     pub data_dir: PathBuf,
     pub database_url: String,

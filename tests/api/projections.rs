@@ -359,9 +359,30 @@ async fn a_changed_projection_version_rebuilds_it_at_start_up() {
         .unwrap();
     store.close().await;
 
+    // The new version is rebuilt behind the previous one, which serves meanwhile (here the
+    // tampered rows: never an empty or partial table), and then switched in.
     let app = spawn_with(config).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !app.state.store.engine.rebuilding().is_empty() {
+        assert_eq!(table(&app.state, USERS_SQL).await.len(), live.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new version never went live"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     settled(&app.state).await;
     assert_eq!(table(&app.state, USERS_SQL).await, live);
+    let version: i64 =
+        sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = 'users'")
+            .fetch_one(&app.state.store.db.pool)
+            .await
+            .unwrap();
+    assert!(version > 0, "the checkpoint carries the new version");
+    // Users keep being applied by the new version's worker.
+    register(&app.state.store, 9).await;
+    settled(&app.state).await;
+    assert_eq!(table(&app.state, USERS_SQL).await.len(), live.len() + 1);
     app.finish().await;
 }
 

@@ -2,6 +2,7 @@
 //! on the checkpoint it was read after, in the transaction that applies it, so it is applied at
 //! most once; a batch that keeps failing stores the failure and stops its projection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::AnyConnection;
@@ -15,23 +16,36 @@ use crate::{Projection, ProjectionError, ProjectionStatus};
 const BATCH_ATTEMPTS: u32 = 3;
 
 impl ProjectorEngine {
-    /// Creates missing checkpoints and rebuilds projections whose version changed.
-    pub async fn prepare(&self) -> Result<(), sqlx::Error> {
-        for projection in &self.projections() {
-            self.prepare_one(projection.as_ref()).await?;
+    /// Creates missing checkpoints; returns the read models whose version changed, for an
+    /// online rebuild that keeps serving the previous version meanwhile (a reactor's checkpoint
+    /// is reset instead: it has no tables, and its commands are idempotent).
+    pub async fn prepare(&self) -> Result<Vec<Arc<dyn Projection>>, sqlx::Error> {
+        let mut stale = Vec::new();
+        for projection in self.projections() {
+            if self
+                .prepare_one(projection.as_ref(), projection.is_reactor())
+                .await?
+            {
+                stale.push(projection);
+            }
         }
-        Ok(())
+        Ok(stale)
     }
 
-    /// Creates the projection's checkpoint if missing, or rebuilds it if its version changed.
-    pub(super) async fn prepare_one(&self, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+    /// Creates the projection's checkpoint if missing. Whether its stored version differs from
+    /// the projection's; with `reset`, such a projection is emptied to be replayed in place.
+    pub(super) async fn prepare_one(
+        &self,
+        projection: &dyn Projection,
+        reset: bool,
+    ) -> Result<bool, sqlx::Error> {
         let stored: Option<i64> =
             sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
                 .bind(projection.name())
                 .fetch_optional(&self.inner.db.pool)
                 .await?;
         match stored {
-            Some(version) if version == projection.version() => {}
+            Some(version) if version == projection.version() => Ok(false),
             Some(version) => {
                 tracing::info!(
                     projection = projection.name(),
@@ -39,7 +53,11 @@ impl ProjectorEngine {
                     to = projection.version(),
                     "projection version changed; rebuilding"
                 );
-                self.reset(projection).await?;
+                if reset {
+                    self.reset(projection).await?;
+                    return Ok(false);
+                }
+                Ok(true)
             }
             None => {
                 sqlx::query(
@@ -51,9 +69,9 @@ impl ProjectorEngine {
                 .bind(now())
                 .execute(&self.inner.db.pool)
                 .await?;
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     /// Applies `events` (read after `checkpoint`, or after `lead` if given) in one transaction

@@ -60,7 +60,8 @@ impl ProjectorEngine {
     /// CLI command that reads a read model while no server may be running). Returns the number of
     /// events the projection has applied since its last reset.
     pub async fn catch_up(&self, projection: &dyn Projection) -> Result<u64, RebuildError> {
-        self.prepare_one(projection).await?;
+        // No server may be running: a changed version is replayed in place.
+        self.prepare_one(projection, true).await?;
         self.replay(projection, |_, _| {}).await
     }
 
@@ -95,20 +96,25 @@ impl ProjectorEngine {
                 Dialect::Sqlite => 1,
                 Dialect::Postgres => REBUILD_PARALLEL,
             };
-            let events = &events;
-            let outcomes: Vec<_> = futures::stream::iter(checkpoints.iter().zip(projections))
-                .map(|(checkpoint, projection)| async move {
-                    match checkpoint {
-                        Some(status) => Some(
-                            self.apply_with_retries(projection.as_ref(), status, events, None)
-                                .await,
-                        ),
-                        None => None,
-                    }
+            // The futures are made before they are streamed, so the whole rebuild stays a
+            // `Send` future that a spawned task can run.
+            let applies: Vec<_> = checkpoints
+                .iter()
+                .zip(projections)
+                .filter_map(|(checkpoint, projection)| {
+                    let status = checkpoint.as_ref()?;
+                    Some(self.apply_with_retries(projection.as_ref(), status, &events, None))
                 })
+                .collect();
+            let mut applied = futures::stream::iter(applies)
                 .buffered(parallel)
-                .collect()
-                .await;
+                .collect::<Vec<_>>()
+                .await
+                .into_iter();
+            let outcomes: Vec<_> = checkpoints
+                .iter()
+                .map(|c| c.as_ref().and_then(|_| applied.next()))
+                .collect();
             for ((projection, checkpoint), outcome) in
                 projections.iter().zip(checkpoints.iter_mut()).zip(outcomes)
             {
@@ -199,4 +205,10 @@ pub enum RebuildError {
     /// The projection's handler failed; its stored status says where and why.
     #[error("projection {} stopped at position {:?}: {}", .0.name, .0.failed_position, .0.error.as_deref().unwrap_or(""))]
     Failed(ProjectionStatus),
+    /// Another online rebuild holds the lease (of these projections).
+    #[error("another rebuild is running ({0}); try again when it is done")]
+    Busy(String),
+    /// An online rebuild lost its shadow or its lease; the live tables are as they were.
+    #[error("the rebuild was interrupted: {0}; the live read models are unchanged")]
+    Interrupted(String),
 }

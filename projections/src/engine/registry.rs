@@ -24,6 +24,7 @@ impl ProjectorEngine {
                 wake,
                 progress,
                 leads: std::sync::Mutex::default(),
+                rebuilding: std::sync::RwLock::default(),
                 last_read: tokio::sync::Mutex::default(),
             }),
         }
@@ -84,6 +85,15 @@ impl ProjectorEngine {
             .read()
             .expect("lock poisoned")
             .clone()
+    }
+
+    /// The read models whose new version is being rebuilt (see [`ProjectorEngine::start`]).
+    pub fn rebuilding(&self) -> Vec<&'static str> {
+        self.inner.rebuilding.read().expect("lock poisoned").clone()
+    }
+
+    pub(super) fn set_rebuilding(&self, names: Vec<&'static str>) {
+        *self.inner.rebuilding.write().expect("lock poisoned") = names;
     }
 
     /// The database the engine reads and writes.

@@ -26,16 +26,37 @@ const LEAD_LIMIT: i64 = 10_000;
 impl ProjectorEngine {
     /// Starts one worker per projection. They stop when `shutdown` turns true, at a checkpoint.
     pub async fn start(&self, shutdown: watch::Receiver<bool>) -> Result<JoinSet<()>, sqlx::Error> {
-        self.prepare().await?;
+        let stale = self.prepare().await?;
         // A stored failure is retried at start-up: the fix may be in this build.
         sqlx::query("UPDATE projection_checkpoints SET failed_position = NULL, error = NULL")
             .execute(&self.inner.db.pool)
             .await?;
         let mut workers = JoinSet::new();
+        if !stale.is_empty() {
+            self.set_rebuilding(stale.iter().map(|p| p.name()).collect());
+            let engine = self.clone();
+            let shutdown = shutdown.clone();
+            let stale = stale.clone();
+            workers.spawn(async move { engine.deploy_version(stale, shutdown).await });
+        }
+        let stale: Vec<&str> = stale.iter().map(|p| p.name()).collect();
         let (grouped, alone): (Vec<_>, Vec<_>) = self
             .projections()
             .into_iter()
+            .filter(|p| !stale.contains(&p.name()))
             .partition(|p| self.inner.db.dialect == Dialect::Sqlite && !p.is_reactor());
+        self.run_workers(grouped, alone, shutdown, &mut workers);
+        Ok(workers)
+    }
+
+    /// Spawns the workers: one for the SQLite group, one per other projection.
+    fn run_workers(
+        &self,
+        grouped: Vec<Arc<dyn Projection>>,
+        alone: Vec<Arc<dyn Projection>>,
+        shutdown: watch::Receiver<bool>,
+        workers: &mut JoinSet<()>,
+    ) {
         if !grouped.is_empty() {
             let engine = self.clone();
             let shutdown = shutdown.clone();
@@ -46,7 +67,61 @@ impl ProjectorEngine {
             let shutdown = shutdown.clone();
             workers.spawn(async move { engine.run_worker(projection, shutdown).await });
         }
-        Ok(workers)
+    }
+
+    /// A new version of these read models: rebuilt online (or by another instance, whichever
+    /// takes the lease) while the previous version keeps serving, then followed by workers.
+    async fn deploy_version(
+        &self,
+        stale: Vec<Arc<dyn Projection>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.versions_deployed(&stale).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "could not read the projections' versions"),
+            }
+            let pause = match self.rebuild_online(&stale, |_, _| {}).await {
+                Ok(_) => break,
+                // Another instance is rebuilding (maybe these): look again shortly.
+                Err(super::RebuildError::Busy(_)) => Duration::from_secs(1),
+                Err(error) => {
+                    tracing::error!(%error, "the new version's rebuild failed; retrying");
+                    Duration::from_secs(5)
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        self.set_rebuilding(Vec::new());
+        let _ = self.refresh_progress().await;
+        tracing::info!("the new projection versions are live");
+        let mut workers = JoinSet::new();
+        let sqlite = self.inner.db.dialect == Dialect::Sqlite;
+        let (grouped, alone) = stale.into_iter().partition(|_| sqlite);
+        self.run_workers(grouped, alone, shutdown, &mut workers);
+        while workers.join_next().await.is_some() {}
+    }
+
+    /// Whether every one of these projections' checkpoints carries its version.
+    async fn versions_deployed(&self, stale: &[Arc<dyn Projection>]) -> Result<bool, sqlx::Error> {
+        for projection in stale {
+            let stored: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
+                    .bind(projection.name())
+                    .fetch_optional(&self.inner.db.pool)
+                    .await?;
+            if stored != Some(projection.version()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// SQLite's worker: SQLite has one writer, so instead of one worker per projection each
