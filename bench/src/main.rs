@@ -213,6 +213,29 @@ async fn run() {
             Ok(mut f) => figures.append(&mut f),
             Err(error) => eprintln!("fleet: skipped: {error}"),
         }
+        for store in settings.stores.clone() {
+            eprintln!("== {store}: reads during an online rebuild");
+            let postgres = (store == "postgres").then_some(settings.postgres.as_str());
+            match fleet::reads_during_rebuild(
+                &store,
+                postgres,
+                &settings.bin,
+                settings.timing,
+                &root,
+            )
+            .await
+            {
+                Ok(mut f) => figures.append(&mut f),
+                Err(error) => eprintln!("{store}: reads during a rebuild skipped: {error}"),
+            }
+        }
+        if let Some(postgres) = postgres {
+            eprintln!("== postgres: commands at one and three instances");
+            match fleet::fleet_commands(postgres, &settings.bin, settings.timing, &root).await {
+                Ok(mut f) => figures.append(&mut f),
+                Err(error) => eprintln!("fleet: commands skipped: {error}"),
+            }
+        }
     }
     if settings.only.as_deref() == Some("search") {
         for store in settings.stores.clone() {
@@ -321,6 +344,15 @@ fn machine() -> String {
 
 /// The path a read fetches for an account.
 type ReadPath = fn(&Account) -> String;
+
+/// The reads measured, each a seller's session reading its own data.
+const READS: [(&str, ReadPath); 3] = [
+    ("GET dataset", |a| format!("/v1/datasets/{}", a.dataset)),
+    ("list objects", |a| {
+        format!("/v1/datasets/{}/objects", a.dataset)
+    }),
+    ("provider dashboard", |_| "/v1/provider/dashboard".into()),
+];
 
 /// An account the load acts as.
 #[derive(Clone, Debug)]
@@ -770,14 +802,7 @@ async fn bench_server(
         "  empty axum route, {READ_CLIENTS} clients: {}",
         line(&floor)
     );
-    let reads: [(&str, ReadPath); 3] = [
-        ("GET dataset", |a| format!("/v1/datasets/{}", a.dataset)),
-        ("list objects", |a| {
-            format!("/v1/datasets/{}/objects", a.dataset)
-        }),
-        ("provider dashboard", |_| "/v1/provider/dashboard".into()),
-    ];
-    for (what, path) in reads {
+    for (what, path) in READS {
         let (api, sellers) = (api.clone(), sellers.clone());
         let op: Op = Arc::new(move |worker, _| {
             let (api, sellers) = (api.clone(), sellers.clone());
