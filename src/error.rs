@@ -106,8 +106,8 @@ pub enum AppError {
     /// instance's read models and search index had not applied within the bounded wait.
     #[error("not caught up")]
     NotCaughtUp { retry_after: u64 },
-    /// 503 `rebuilding`, with `Retry-After`: the request sent an `Ipto-Log-Position`, and a new
-    /// version of a read model is being rebuilt (the previous one serves requests without it).
+    /// 503 `rebuilding`, with `Retry-After`: as `NotCaughtUp`, while a new version of a read
+    /// model is being rebuilt (which can hold the instance back longer).
     #[error("rebuilding")]
     Rebuilding { retry_after: u64 },
     /// 503 `unavailable`: the database cannot be reached.
@@ -223,7 +223,8 @@ impl AppError {
                 "This instance has not yet applied the log position the request sent; retry."
             }
             Self::Rebuilding { .. } => {
-                "A new version of a read model is being rebuilt; retry once it is live."
+                "A new version of a read model is being rebuilt and this instance has not yet \
+                 applied the log position the request sent; retry."
             }
             Self::Unavailable(_) => "The service is temporarily unavailable.",
             Self::Internal(_) => "Internal server error.",

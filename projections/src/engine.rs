@@ -65,8 +65,7 @@ struct Inner {
     progress: watch::Sender<HashMap<&'static str, Progress>>,
     /// Each live worker's lead over its stored checkpoint, shown by [`ProjectorEngine::statuses`].
     leads: std::sync::Mutex<HashMap<&'static str, Lead>>,
-    /// Read models whose new version is being rebuilt: their previous version serves, and
-    /// read-your-writes does not wait for them.
+    /// Read models whose new version is being rebuilt behind their live tables.
     rebuilding: std::sync::RwLock<Vec<&'static str>>,
     /// The last read of the log by a live worker, shared with workers at the same cursor.
     last_read: tokio::sync::Mutex<Option<SharedRead>>,

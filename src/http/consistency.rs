@@ -33,7 +33,7 @@ pub fn header_value(position: LogPosition) -> HeaderValue {
 
 /// Waits until this instance has applied the position the request sent, if it sent one: 400 for
 /// a malformed value or one past the log's end (no instance issued it), 503 `not_caught_up` when
-/// the wait runs out.
+/// the wait runs out (`rebuilding` while a new read-model version is rebuilt).
 pub async fn catch_up(headers: &HeaderMap, state: &AppState) -> Result<(), AppError> {
     let Some(value) = headers.get(LOG_POSITION) else {
         return Ok(());
@@ -54,12 +54,6 @@ pub async fn catch_up(headers: &HeaderMap, state: &AppState) -> Result<(), AppEr
     if target > tail {
         return Err(unknown());
     }
-    // A new read-model version being rebuilt cannot answer for any position yet.
-    if !state.store.engine.rebuilding().is_empty() {
-        return Err(AppError::Rebuilding {
-            retry_after: REBUILDING_RETRY_AFTER,
-        });
-    }
     if state
         .store
         .engine
@@ -67,6 +61,11 @@ pub async fn catch_up(headers: &HeaderMap, state: &AppState) -> Result<(), AppEr
         .await
     {
         Ok(())
+    } else if !state.store.engine.rebuilding().is_empty() {
+        // Say why: a new read-model version is being rebuilt, which may take longer.
+        Err(AppError::Rebuilding {
+            retry_after: REBUILDING_RETRY_AFTER,
+        })
     } else {
         Err(AppError::NotCaughtUp {
             retry_after: RETRY_AFTER,

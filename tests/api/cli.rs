@@ -1132,6 +1132,25 @@ async fn an_online_rebuild_under_load_never_shows_a_reader_partial_read_models()
             .all(|p| ["replaying", "switching", "done"].contains(&p.as_str())),
         "{phases:?}"
     );
+    assert!(
+        health.data()["rebuild"]["done"].as_u64().unwrap() > 0,
+        "{:?}",
+        health.body
+    );
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ipto_projection_rebuild_running{rebuild=\"read_models\"} 0")
+            && metrics.contains("ipto_projection_rebuild_events_done{rebuild=\"read_models\"}"),
+        "{metrics}"
+    );
     settled(&app.state).await;
     let mut live = Vec::new();
     for sql in ALL_READ_MODELS {

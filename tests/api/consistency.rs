@@ -133,3 +133,94 @@ async fn on_postgresql_a_write_on_one_instance_is_seen_by_a_read_on_another_that
     b.finish().await;
     a.finish().await;
 }
+
+#[tokio::test]
+async fn while_a_new_projection_version_is_rebuilt_behind_the_live_tables_they_keep_serving_and_following(
+) {
+    let app = spawn_app().await;
+    let (token, _, _) = app.signup(&email()).await;
+    let created = app
+        .post("/v1/datasets", Some(&token), json!({"name": "Tides"}))
+        .await
+        .expect(201);
+    let at = position(&created);
+    let id = created.data()["dataset_id"].as_str().unwrap().to_owned();
+    settled(&app.state).await;
+    let config = app.config.clone();
+    app.stop().await;
+
+    // A deploy with a new version of `datasets`, while another instance holds the rebuild lease.
+    let (store, _) = ipto::app::open_store(&config).await.unwrap();
+    sqlx::query("UPDATE projection_checkpoints SET version = 0 WHERE name = 'datasets'")
+        .execute(&store.db.pool)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    sqlx::query(
+        "INSERT INTO projection_rebuilds (slot, holder, projections, phase, done, total, started_ms, updated_ms, expires_ms) \
+         VALUES (1, 'another instance', 'datasets', 'replaying', 0, 0, $1, $1, $2)",
+    )
+    .bind(now)
+    .bind(now + 600_000)
+    .execute(&store.db.pool)
+    .await
+    .unwrap();
+    store.close().await;
+
+    let app = spawn_with(config).await;
+    assert_eq!(app.state.store.engine.rebuilding(), vec!["datasets"]);
+    let health = app.get("/health", None).await.expect(200);
+    assert_eq!(
+        health.data()["projections"]["datasets"]["state"],
+        "rebuilding"
+    );
+    assert_eq!(health.data()["rebuild"]["phase"], "replaying");
+    assert_eq!(health.data()["rebuild"]["projections"], json!(["datasets"]));
+    // The live tables answer, the header too, and keep following the log: a write is read back.
+    let read = get_at(&app, &format!("/v1/datasets/{id}"), &token, &at)
+        .await
+        .expect(200);
+    assert_eq!(read.data()["name"], "Tides");
+    let second = app
+        .post("/v1/datasets", Some(&token), json!({"name": "Currents"}))
+        .await
+        .expect(201);
+    let (at, id) = (
+        position(&second),
+        second.data()["dataset_id"].as_str().unwrap().to_owned(),
+    );
+    let read = get_at(&app, &format!("/v1/datasets/{id}"), &token, &at)
+        .await
+        .expect(200);
+    assert_eq!(read.data()["name"], "Currents");
+
+    // The other holder goes away (its lease expires): this instance rebuilds and switches.
+    sqlx::query("UPDATE projection_rebuilds SET expires_ms = 0")
+        .execute(&app.state.store.db.pool)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !app.state.store.engine.rebuilding().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new version never went live"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let read = get_at(&app, &format!("/v1/datasets/{id}"), &token, &at)
+        .await
+        .expect(200);
+    assert_eq!(read.data()["name"], "Currents");
+    let listed = app.get("/v1/datasets", Some(&token)).await.expect(200);
+    assert_eq!(listed.data()["items"].as_array().unwrap().len(), 2);
+    let health = app.get("/health", None).await.expect(200);
+    assert_eq!(health.data()["projections"]["datasets"]["state"], "ok");
+    assert_eq!(health.data()["rebuild"]["phase"], "done");
+    let version: i64 =
+        sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = 'datasets'")
+            .fetch_one(&app.state.store.db.pool)
+            .await
+            .unwrap();
+    assert!(version > 0, "the checkpoint carries the new version");
+    app.finish().await;
+}

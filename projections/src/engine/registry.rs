@@ -87,7 +87,8 @@ impl ProjectorEngine {
             .clone()
     }
 
-    /// The read models whose new version is being rebuilt (see [`ProjectorEngine::start`]).
+    /// The read models whose new version is being rebuilt behind their live tables (see
+    /// [`ProjectorEngine::start`]).
     pub fn rebuilding(&self) -> Vec<&'static str> {
         self.inner.rebuilding.read().expect("lock poisoned").clone()
     }

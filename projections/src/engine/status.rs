@@ -113,8 +113,8 @@ impl ProjectorEngine {
     }
 
     /// Waits (bounded) until every projection that reads events of `aggregate_types` (`None`:
-    /// every projection) has applied the event at `target`, or has failed; a new version being
-    /// rebuilt is not waited for. Returns false on timeout.
+    /// every projection) has applied the event at `target`, or has failed. Returns false on
+    /// timeout.
     pub async fn wait_for(
         &self,
         target: LogPosition,
@@ -123,12 +123,10 @@ impl ProjectorEngine {
     ) -> bool {
         let deadline = Instant::now() + timeout;
         let mut progress = self.inner.progress.subscribe();
-        // A new version being rebuilt is not live yet: the previous one answers.
-        let rebuilding = self.rebuilding();
         let mut awaited: Vec<&'static str> = self
             .projections()
             .iter()
-            .filter(|p| p.reads().any_of(aggregate_types) && !rebuilding.contains(&p.name()))
+            .filter(|p| p.reads().any_of(aggregate_types))
             .map(|p| p.name())
             .collect();
         awaited.extend(

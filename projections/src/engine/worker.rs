@@ -39,11 +39,12 @@ impl ProjectorEngine {
             let stale = stale.clone();
             workers.spawn(async move { engine.deploy_version(stale, shutdown).await });
         }
-        let stale: Vec<&str> = stale.iter().map(|p| p.name()).collect();
+        // Every read model keeps following the log in its live tables, a stale one too (with
+        // this build's code over the previous version's rows), so that writes and
+        // read-your-writes go on while the new version is rebuilt behind it.
         let (grouped, alone): (Vec<_>, Vec<_>) = self
             .projections()
             .into_iter()
-            .filter(|p| !stale.contains(&p.name()))
             .partition(|p| self.inner.db.dialect == Dialect::Sqlite && !p.is_reactor());
         self.run_workers(grouped, alone, shutdown, &mut workers);
         Ok(workers)
@@ -69,8 +70,8 @@ impl ProjectorEngine {
         }
     }
 
-    /// A new version of these read models: rebuilt online (or by another instance, whichever
-    /// takes the lease) while the previous version keeps serving, then followed by workers.
+    /// A new version of these read models: rebuilt online behind the live tables (or by another
+    /// instance, whichever takes the lease), then switched in.
     async fn deploy_version(
         &self,
         stale: Vec<Arc<dyn Projection>>,
@@ -100,13 +101,7 @@ impl ProjectorEngine {
             }
         }
         self.set_rebuilding(Vec::new());
-        let _ = self.refresh_progress().await;
         tracing::info!("the new projection versions are live");
-        let mut workers = JoinSet::new();
-        let sqlite = self.inner.db.dialect == Dialect::Sqlite;
-        let (grouped, alone) = stale.into_iter().partition(|_| sqlite);
-        self.run_workers(grouped, alone, shutdown, &mut workers);
-        while workers.join_next().await.is_some() {}
     }
 
     /// Whether every one of these projections' checkpoints carries its version.
