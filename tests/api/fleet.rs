@@ -302,6 +302,69 @@ async fn behind_a_balancer_the_fleet_behaves_as_one_service() {
             assert!(hits.contains(&object.as_str()), "{}", found.body);
         }
     }
+
+    // An online rebuild against the live fleet: every answer through the balancer stays
+    // complete while `rebuild --all` replays and switches, and every instance rebuilds its own
+    // search index behind the live one.
+    let rebuild = {
+        let one = one.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::cli::run(&one, &["projections", "rebuild", "--all"])
+        })
+    };
+    let reads_during = async |front: &Front| {
+        let listed = front
+            .call(Method::GET, "/v1/datasets?limit=100", &seller, None)
+            .await
+            .expect(200);
+        assert_eq!(listed.data()["items"].as_array().unwrap().len(), 13);
+        let found = front
+            .call(
+                Method::POST,
+                "/v1/search",
+                &buyer,
+                Some(json!({"query": "estuary", "limit": 10})),
+            )
+            .await
+            .expect(200);
+        assert_eq!(
+            found.data()["results"].as_array().unwrap().len(),
+            3,
+            "{}",
+            found.body
+        );
+    };
+    while !rebuild.is_finished() {
+        reads_during(&front).await;
+    }
+    let output = rebuild.await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in 0..3 {
+        loop {
+            reads_during(&front).await;
+            let instance = fleet.instance(n);
+            let health = reply(
+                instance
+                    .client
+                    .get(format!("{}/health", instance.address))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            let search = &health.data()["projections"]["search"];
+            if search["state"] == "ok" && health.data()["rebuild"]["phase"] == "done" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "instance {n}: {}", health.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     fleet.stop();
 
     // The rate limit, once for the fleet: a fleet allowing 3 logins a minute per client (one back
