@@ -141,23 +141,7 @@ pub async fn reads_during_rebuild(
     let api = Api::new(served.base.clone());
     let sellers = Arc::new(crate::sign_up(&api, SELLERS, "seller").await?);
     // A log to replay: datasets created by the sellers for a while.
-    let creates = {
-        let (api, sellers) = (api.clone(), sellers.clone());
-        let op: Op = Arc::new(move |worker, n| {
-            let (api, sellers) = (api.clone(), sellers.clone());
-            Box::pin(async move {
-                let seller = &sellers[worker % sellers.len()];
-                api.post(
-                    "/v1/datasets",
-                    Some(&seller.token),
-                    serde_json::json!({"name": format!("Filler {worker}-{n}")}),
-                )
-                .await
-                .map(drop)
-            })
-        });
-        load::run(CLIENTS, timing, op).await
-    };
+    let creates = load::run(CLIENTS, timing, creating(&api, &sellers, "Filler")).await;
     let events = creates.ops;
     eprintln!("  {store}: seeded {events} datasets");
     let mut figures = Vec::new();
@@ -323,18 +307,23 @@ pub async fn fleet_commands(
 async fn create_load(base: &str, timing: Timing) -> Result<Measured, String> {
     let api = Api::new(base.to_owned());
     let sellers = Arc::new(crate::sign_up(&api, SELLERS, "seller").await?);
-    let op: Op = Arc::new(move |worker, n| {
+    Ok(load::run(CLIENTS, timing, creating(&api, &sellers, "Fleet")).await)
+}
+
+/// One dataset created per operation, each worker as one of `sellers`.
+fn creating(api: &Api, sellers: &Arc<Vec<crate::Account>>, label: &'static str) -> Op {
+    let (api, sellers) = (api.clone(), sellers.clone());
+    Arc::new(move |worker, n| {
         let (api, sellers) = (api.clone(), sellers.clone());
         Box::pin(async move {
             let seller = &sellers[worker % sellers.len()];
             api.post(
                 "/v1/datasets",
                 Some(&seller.token),
-                serde_json::json!({"name": format!("Fleet {worker}-{n}")}),
+                serde_json::json!({"name": format!("{label} {worker}-{n}")}),
             )
             .await
             .map(drop)
         })
-    });
-    Ok(load::run(CLIENTS, timing, op).await)
+    })
 }

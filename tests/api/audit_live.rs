@@ -434,15 +434,7 @@ async fn health_metrics_and_status_show_the_audit_head_in_audit_positions() {
 
     let health = app.get("/health", None).await.expect(200);
     assert_eq!(health.data()["audit"]["audit_position"], last);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(&format!("\nipto_audit_position {last}\n")),
         "{metrics}"

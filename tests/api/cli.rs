@@ -1137,15 +1137,7 @@ async fn an_online_rebuild_under_load_never_shows_a_reader_partial_read_models()
         "{:?}",
         health.body
     );
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("ipto_projection_rebuild_running{rebuild=\"read_models\"} 0")
             && metrics.contains("ipto_projection_rebuild_events_done{rebuild=\"read_models\"}"),

@@ -937,15 +937,7 @@ fn pdfs_whose_extraction_hangs_crashes_or_runs_out_of_memory_are_indexed_by_name
         for id in [&bomb, &recursive, &endless] {
             assert!(!health.body.to_string().contains(id.as_str()));
         }
-        let metrics = app
-            .client
-            .get(format!("{}/metrics", app.address))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         for reason in ["timeout", "crashed", "memory"] {
             let line =
                 format!("ipto_search_pdf_extraction_failures_total{{reason=\"{reason}\"}} 1");

@@ -33,7 +33,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, Row};
 
 use super::{ProjectorEngine, RebuildError};
-use crate::log::{self, LogPosition};
+use crate::log;
 use crate::{Db, Dialect, Projection, ProjectionStatus};
 
 /// How long a rebuild's lease lasts without renewal.
@@ -343,24 +343,9 @@ impl ProjectorEngine {
 
 /// A projection's checkpoint as the connection sees it (the shadow's, on the shadow connection).
 async fn status_on(conn: &mut AnyConnection, name: &str) -> Result<ProjectionStatus, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT cursor_tx, cursor_position, position, events_applied, failed_position, error \
-         FROM projection_checkpoints WHERE name = $1",
-    )
-    .bind(name)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(ProjectionStatus {
-        name: name.to_owned(),
-        position: row.try_get("position")?,
-        cursor: LogPosition {
-            tx: row.try_get("cursor_tx")?,
-            position: row.try_get("cursor_position")?,
-        },
-        events_applied: row.try_get("events_applied")?,
-        failed_position: row.try_get("failed_position")?,
-        error: row.try_get("error")?,
-    })
+    super::status::checkpoint_on(conn, name)
+        .await?
+        .ok_or_else(|| sqlx::Error::Protocol(format!("no checkpoint for {name}")))
 }
 
 /// The shadow: a pool of one connection whose temporary tables stand in for the live ones.

@@ -185,33 +185,42 @@ impl ProjectorEngine {
 
     /// A projection's checkpoint as stored; a projection without one stands at the start.
     pub(super) async fn status_of(&self, name: &str) -> Result<ProjectionStatus, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT name, cursor_tx, cursor_position, position, events_applied, failed_position, error \
-             FROM projection_checkpoints WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.inner.db.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(ProjectionStatus {
+        let mut conn = self.inner.db.pool.acquire().await?;
+        Ok(checkpoint_on(&mut conn, name)
+            .await?
+            .unwrap_or_else(|| ProjectionStatus {
                 name: name.to_owned(),
                 position: 0,
                 cursor: LogPosition::default(),
                 events_applied: 0,
                 failed_position: None,
                 error: None,
-            });
-        };
-        Ok(ProjectionStatus {
-            name: row.try_get("name")?,
-            position: row.try_get("position")?,
-            cursor: LogPosition {
-                tx: row.try_get("cursor_tx")?,
-                position: row.try_get("cursor_position")?,
-            },
-            events_applied: row.try_get("events_applied")?,
-            failed_position: row.try_get("failed_position")?,
-            error: row.try_get("error")?,
-        })
+            }))
     }
+}
+
+/// A projection's checkpoint as `conn` sees it (a shadow's connection sees the shadow's).
+pub(super) async fn checkpoint_on(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+) -> Result<Option<ProjectionStatus>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT name, cursor_tx, cursor_position, position, events_applied, failed_position, error \
+         FROM projection_checkpoints WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(ProjectionStatus {
+        name: row.try_get("name")?,
+        position: row.try_get("position")?,
+        cursor: LogPosition {
+            tx: row.try_get("cursor_tx")?,
+            position: row.try_get("cursor_position")?,
+        },
+        events_applied: row.try_get("events_applied")?,
+        failed_position: row.try_get("failed_position")?,
+        error: row.try_get("error")?,
+    }))
 }
