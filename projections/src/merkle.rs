@@ -286,6 +286,40 @@ impl Streaming {
 
 #[cfg(test)]
 mod tests {
+
+    /// Proof sizes in a tree of 1,000,000 events (`cargo test -p projections proof_sizes --
+    /// --nocapture` prints them): an audit path has at most 20 hashes (640 bytes), a consistency
+    /// proof between two heads, sampled, at most 21 (672 bytes).
+    #[test]
+    fn proof_sizes_at_a_million_events() {
+        const SIZE: u64 = 1_000_000;
+        let stored = |_: Node| [0u8; 32];
+        let inclusion: Vec<usize> = (0..SIZE)
+            .step_by(997)
+            .chain([SIZE - 1])
+            .map(|m| inclusion_path(m, SIZE, &stored).len())
+            .collect();
+        let consistency: Vec<usize> = (1..SIZE)
+            .step_by(4_999)
+            .chain([SIZE - 1, 1 << 19, (1 << 19) + 1])
+            .map(|old| consistency_proof(old, SIZE, &stored).len())
+            .collect();
+        let (max_in, max_co) = (
+            *inclusion.iter().max().unwrap(),
+            *consistency.iter().max().unwrap(),
+        );
+        println!(
+            "tree of {SIZE}: audit path {}..={max_in} hashes ({} bytes at most), consistency proof \
+             {}..={max_co} hashes ({} bytes at most)",
+            inclusion.iter().min().unwrap(),
+            max_in * 32,
+            consistency.iter().min().unwrap(),
+            max_co * 32
+        );
+        assert_eq!(max_in, 20);
+        assert!(max_co <= 21, "{max_co}");
+    }
+
     use std::collections::HashMap;
 
     use proptest::prelude::*;
