@@ -81,10 +81,7 @@ pub async fn projections_status(config: &Config) -> Result<(), CliError> {
             out,
             "\nonline rebuild of {}: {} ({}/{} events, {} events/s{eta}; started {}, last report {}){error}",
             rebuild.projections.join(", "),
-            serde_json::to_value(rebuild.phase)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            rebuild.phase.as_str(),
             rebuild.done,
             rebuild.total,
             rebuild.events_per_second,

@@ -39,12 +39,7 @@ impl ProjectorEngine {
         projection: &dyn Projection,
         reset: bool,
     ) -> Result<bool, sqlx::Error> {
-        let stored: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
-                .bind(projection.name())
-                .fetch_optional(&self.inner.db.pool)
-                .await?;
-        match stored {
+        match self.stored_version(projection.name()).await? {
             Some(version) if version == projection.version() => Ok(false),
             Some(version) => {
                 tracing::info!(
@@ -72,6 +67,14 @@ impl ProjectorEngine {
                 Ok(false)
             }
         }
+    }
+
+    /// The version a projection's checkpoint carries, if it has one.
+    pub(super) async fn stored_version(&self, name: &str) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.inner.db.pool)
+            .await
     }
 
     /// Applies `events` (read after `checkpoint`, or after `lead` if given) in one transaction

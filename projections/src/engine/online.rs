@@ -62,7 +62,8 @@ pub enum RebuildPhase {
 }
 
 impl RebuildPhase {
-    fn as_str(self) -> &'static str {
+    /// As `/health` names it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Replaying => "replaying",
             Self::Switching => "switching",
@@ -112,22 +113,44 @@ impl RebuildProgress {
     /// A replay under way in this process, of a read model it keeps itself (the search index).
     pub fn local(name: &str, done: u64, total: u64, seconds: f64) -> Self {
         let now = now_ms();
+        let started = now - (seconds * 1000.0) as i64;
+        Self::at(
+            vec![name.to_owned()],
+            RebuildPhase::Replaying,
+            done,
+            total,
+            (started, now),
+            None,
+        )
+    }
+
+    /// A rebuild that began and last reported at `(started, updated)` (ms since the epoch), with
+    /// its rate and, while replaying, the time left at that rate.
+    fn at(
+        projections: Vec<String>,
+        phase: RebuildPhase,
+        done: u64,
+        total: u64,
+        (started, updated): (i64, i64),
+        error: Option<String>,
+    ) -> Self {
+        let seconds = (updated - started).max(0) as f64 / 1000.0;
         let rate = if seconds > 0.0 {
             done as f64 / seconds
         } else {
             0.0
         };
         Self {
-            projections: vec![name.to_owned()],
-            phase: RebuildPhase::Replaying,
+            projections,
+            phase,
             done,
             total,
             events_per_second: (rate * 10.0).round() / 10.0,
-            eta_seconds: (rate > 0.0)
+            eta_seconds: (phase == RebuildPhase::Replaying && rate > 0.0)
                 .then(|| (total.saturating_sub(done) as f64 / rate).ceil() as u64),
-            started_at: format_ms(now - (seconds * 1000.0) as i64),
-            updated_at: format_ms(now),
-            error: None,
+            started_at: format_ms(started),
+            updated_at: format_ms(updated),
+            error,
         }
     }
 
@@ -177,40 +200,7 @@ impl ProjectorEngine {
 
     /// The current or last online rebuild, if any ran.
     pub async fn rebuild_progress(&self) -> Result<Option<RebuildProgress>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT projections, phase, done, total, started_ms, updated_ms, expires_ms, error \
-             FROM projection_rebuilds WHERE slot = 1",
-        )
-        .fetch_optional(&self.inner.db.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let (done, total): (i64, i64) = (row.try_get("done")?, row.try_get("total")?);
-        let (started, updated): (i64, i64) =
-            (row.try_get("started_ms")?, row.try_get("updated_ms")?);
-        let mut phase = RebuildPhase::parse(row.try_get::<String, _>("phase")?.as_str());
-        if phase.is_running() && row.try_get::<i64, _>("expires_ms")? < now_ms() {
-            phase = RebuildPhase::Abandoned;
-        }
-        let seconds = (updated - started).max(0) as f64 / 1000.0;
-        let rate = if seconds > 0.0 {
-            done as f64 / seconds
-        } else {
-            0.0
-        };
-        let eta = (phase == RebuildPhase::Replaying && rate > 0.0)
-            .then(|| ((total - done).max(0) as f64 / rate).ceil() as u64);
-        let projections: String = row.try_get("projections")?;
-        Ok(Some(RebuildProgress {
-            projections: projections.split(',').map(str::to_owned).collect(),
-            phase,
-            done: done.max(0) as u64,
-            total: total.max(0) as u64,
-            events_per_second: (rate * 10.0).round() / 10.0,
-            eta_seconds: eta,
-            started_at: format_ms(started),
-            updated_at: format_ms(updated),
-            error: row.try_get("error")?,
-        }))
+        stored_progress(&self.inner.db).await
     }
 
     /// The shadow, its replay and the switch.
@@ -339,6 +329,32 @@ impl ProjectorEngine {
         }
         Ok(statuses.iter().map(|s| s.events_applied as u64).collect())
     }
+}
+
+/// The row of `projection_rebuilds`, as progress; a running rebuild whose lease has expired is
+/// [`RebuildPhase::Abandoned`].
+async fn stored_progress(db: &Db) -> Result<Option<RebuildProgress>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT projections, phase, done, total, started_ms, updated_ms, expires_ms, error \
+         FROM projection_rebuilds WHERE slot = 1",
+    )
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut phase = RebuildPhase::parse(row.try_get::<String, _>("phase")?.as_str());
+    if phase.is_running() && row.try_get::<i64, _>("expires_ms")? < now_ms() {
+        phase = RebuildPhase::Abandoned;
+    }
+    let projections: String = row.try_get("projections")?;
+    let count = |column: &str| row.try_get::<i64, _>(column).map(|n| n.max(0) as u64);
+    Ok(Some(RebuildProgress::at(
+        projections.split(',').map(str::to_owned).collect(),
+        phase,
+        count("done")?,
+        count("total")?,
+        (row.try_get("started_ms")?, row.try_get("updated_ms")?),
+        row.try_get("error")?,
+    )))
 }
 
 /// A projection's checkpoint as the connection sees it (the shadow's, on the shadow connection).
@@ -498,9 +514,7 @@ impl Lease {
         .execute(&db.pool)
         .await?;
         if taken.rows_affected() == 0 {
-            let running = ProjectorEngine::new(db.clone(), Vec::new())
-                .rebuild_progress()
-                .await?;
+            let running = stored_progress(db).await?;
             return Err(RebuildError::Busy(
                 running
                     .map(|r| r.projections.join(", "))

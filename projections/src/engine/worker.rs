@@ -46,18 +46,6 @@ impl ProjectorEngine {
             .projections()
             .into_iter()
             .partition(|p| self.inner.db.dialect == Dialect::Sqlite && !p.is_reactor());
-        self.run_workers(grouped, alone, shutdown, &mut workers);
-        Ok(workers)
-    }
-
-    /// Spawns the workers: one for the SQLite group, one per other projection.
-    fn run_workers(
-        &self,
-        grouped: Vec<Arc<dyn Projection>>,
-        alone: Vec<Arc<dyn Projection>>,
-        shutdown: watch::Receiver<bool>,
-        workers: &mut JoinSet<()>,
-    ) {
         if !grouped.is_empty() {
             let engine = self.clone();
             let shutdown = shutdown.clone();
@@ -68,6 +56,7 @@ impl ProjectorEngine {
             let shutdown = shutdown.clone();
             workers.spawn(async move { engine.run_worker(projection, shutdown).await });
         }
+        Ok(workers)
     }
 
     /// A new version of these read models: rebuilt online behind the live tables (or by another
@@ -107,12 +96,7 @@ impl ProjectorEngine {
     /// Whether every one of these projections' checkpoints carries its version.
     async fn versions_deployed(&self, stale: &[Arc<dyn Projection>]) -> Result<bool, sqlx::Error> {
         for projection in stale {
-            let stored: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE name = $1")
-                    .bind(projection.name())
-                    .fetch_optional(&self.inner.db.pool)
-                    .await?;
-            if stored != Some(projection.version()) {
+            if self.stored_version(projection.name()).await? != Some(projection.version()) {
                 return Ok(false);
             }
         }
