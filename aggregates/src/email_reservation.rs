@@ -13,7 +13,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::{DisplayName, Email, TenantId, TenantName, UserId};
+use crate::{DisplayName, Email, InvitationId, TenantId, TenantName, UserId};
 
 /// The signup an address is reserved for: everything needed to finish it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,10 +25,22 @@ pub struct Signup {
     pub tenant_name: TenantName,
 }
 
-/// Reservation state.
+/// A member joining a tenant by an invitation: everything needed to finish it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joining {
+    pub email: Email,
+    pub user_id: UserId,
+    pub tenant_id: TenantId,
+    pub display_name: DisplayName,
+    pub invitation_id: InvitationId,
+}
+
+/// Reservation state: at most one of a signup and a joining holds the address.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct EmailReservation {
     signup: Option<Signup>,
+    #[serde(default)]
+    joining: Option<Joining>,
 }
 
 impl Aggregate for EmailReservation {
@@ -46,15 +58,23 @@ impl Aggregate for EmailReservation {
     ) -> Result<(), EmailReservationError> {
         match command {
             EmailReservationCommand::Reserve(signup) => {
-                if self.signup.is_some() {
+                if self.user_id().is_some() {
                     return Err(EmailReservationError::Taken);
                 }
                 sink.write(EmailReservationEvent::EmailReserved(signup), self)
                     .await;
                 Ok(())
             }
+            EmailReservationCommand::ReserveForMember(joining) => {
+                if self.user_id().is_some() {
+                    return Err(EmailReservationError::Taken);
+                }
+                sink.write(EmailReservationEvent::MemberEmailReserved(joining), self)
+                    .await;
+                Ok(())
+            }
             EmailReservationCommand::Release { user_id } => {
-                if self.signup.as_ref().is_some_and(|s| s.user_id == user_id) {
+                if self.user_id() == Some(&user_id) {
                     sink.write(EmailReservationEvent::EmailReleased { user_id }, self)
                         .await;
                 }
@@ -66,7 +86,11 @@ impl Aggregate for EmailReservation {
     fn apply(&mut self, event: EmailReservationEvent) {
         match event {
             EmailReservationEvent::EmailReserved(signup) => self.signup = Some(signup),
-            EmailReservationEvent::EmailReleased { .. } => self.signup = None,
+            EmailReservationEvent::MemberEmailReserved(joining) => self.joining = Some(joining),
+            EmailReservationEvent::EmailReleased { .. } => {
+                self.signup = None;
+                self.joining = None;
+            }
         }
     }
 }
@@ -75,6 +99,20 @@ impl EmailReservation {
     /// The signup holding the address, if any.
     pub fn signup(&self) -> Option<&Signup> {
         self.signup.as_ref()
+    }
+
+    /// The member joining with the address, if any.
+    pub fn joining(&self) -> Option<&Joining> {
+        self.joining.as_ref()
+    }
+
+    /// The user holding the address, whether by signup or by invitation.
+    pub fn user_id(&self) -> Option<&UserId> {
+        match (&self.signup, &self.joining) {
+            (Some(signup), _) => Some(&signup.user_id),
+            (None, Some(joining)) => Some(&joining.user_id),
+            (None, None) => None,
+        }
     }
 }
 
@@ -143,6 +181,66 @@ mod tests {
                 user_id: signup().user_id,
             })
             .then_expect_events(vec![]);
+    }
+
+    fn joining() -> Joining {
+        Joining {
+            email: Email::parse("bob@example.com").unwrap(),
+            user_id: UserId::generate(),
+            tenant_id: TenantId::generate(),
+            display_name: DisplayName::parse("Bob").unwrap(),
+            invitation_id: InvitationId::generate(),
+        }
+    }
+
+    #[test]
+    fn an_invited_member_reserves_a_free_address_and_holds_it_like_a_signup() {
+        let joining = joining();
+        let reserved = EmailReservationEvent::MemberEmailReserved(joining.clone());
+        TestFramework::<EmailReservation>::with(())
+            .given_no_previous_events()
+            .when(EmailReservationCommand::ReserveForMember(joining.clone()))
+            .then_expect_events(vec![reserved.clone()]);
+        let mut reservation = EmailReservation::default();
+        assert_eq!(reservation.user_id(), None);
+        reservation.apply(reserved.clone());
+        assert_eq!(reservation.joining(), Some(&joining));
+        assert_eq!(reservation.user_id(), Some(&joining.user_id));
+        assert_eq!(reservation.signup(), None);
+        for command in [
+            EmailReservationCommand::Reserve(signup()),
+            EmailReservationCommand::ReserveForMember(self::joining()),
+        ] {
+            TestFramework::<EmailReservation>::with(())
+                .given(vec![reserved.clone()])
+                .when(command)
+                .then_expect_error(EmailReservationError::Taken);
+        }
+        TestFramework::<EmailReservation>::with(())
+            .given(vec![EmailReservationEvent::EmailReserved(signup())])
+            .when(EmailReservationCommand::ReserveForMember(self::joining()))
+            .then_expect_error(EmailReservationError::Taken);
+        let released = EmailReservationEvent::EmailReleased {
+            user_id: joining.user_id.clone(),
+        };
+        TestFramework::<EmailReservation>::with(())
+            .given(vec![reserved.clone()])
+            .when(EmailReservationCommand::Release {
+                user_id: joining.user_id.clone(),
+            })
+            .then_expect_events(vec![released.clone()]);
+        reservation.apply(released);
+        assert_eq!(reservation.user_id(), None);
+        assert_eq!(reservation.joining(), None);
+    }
+
+    #[test]
+    fn the_holder_is_the_signup_user() {
+        let signup = signup();
+        let mut reservation = EmailReservation::default();
+        reservation.apply(EmailReservationEvent::EmailReserved(signup.clone()));
+        assert_eq!(reservation.user_id(), Some(&signup.user_id));
+        assert_eq!(reservation.joining(), None);
     }
 
     #[test]

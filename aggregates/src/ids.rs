@@ -136,6 +136,12 @@ prefixed_id!(
 );
 
 prefixed_id!(
+    /// An invitation to join a tenant (`inv_`), not its token.
+    InvitationId,
+    "inv"
+);
+
+prefixed_id!(
     /// A metered access: one charged retrieval or download (`acc_`).
     AccessId,
     "acc"

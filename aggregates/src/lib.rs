@@ -28,7 +28,7 @@ pub use dataset::{
 pub use email::Email;
 pub use email_reservation::EmailReservation;
 pub use ids::{
-    AccessId, ApiKeyId, DatasetId, GrantId, IdError, ObjectId, RetrievalId, SearchActivityId,
+    AccessId, ApiKeyId, DatasetId, GrantId, IdError, InvitationId, ObjectId, RetrievalId, SearchActivityId,
     TenantId, UserId,
 };
 pub use money::{Price, PriceError};

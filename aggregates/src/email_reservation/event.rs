@@ -1,14 +1,18 @@
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use super::Signup;
+use super::{Joining, Signup};
 
 /// Facts about an e-mail reservation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EmailReservationEvent {
     /// The address now belongs to this signup; tenant and user follow.
     EmailReserved(Signup),
-    /// The user holding the address was erased; the address is free.
+    /// The address now belongs to a member joining by invitation; the acceptance and the user
+    /// follow.
+    MemberEmailReserved(Joining),
+    /// The user holding the address was erased or removed, or their joining failed; the address is
+    /// free.
     EmailReleased { user_id: crate::UserId },
 }
 
@@ -16,6 +20,7 @@ impl DomainEvent for EmailReservationEvent {
     fn event_type(&self) -> String {
         match self {
             EmailReservationEvent::EmailReserved(_) => "EmailReserved".into(),
+            EmailReservationEvent::MemberEmailReserved(_) => "MemberEmailReserved".into(),
             EmailReservationEvent::EmailReleased { .. } => "EmailReleased".into(),
         }
     }
