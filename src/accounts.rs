@@ -129,6 +129,13 @@ impl Accounts<'_> {
             (true, Some(user)) => user,
             _ => return Err(AppError::InvalidCredentials),
         };
+        // A removed member cannot sign in, whatever password they hold.
+        if projections::members::standing(&self.store.db, user.user_id.as_str())
+            .await?
+            .is_none()
+        {
+            return Err(AppError::InvalidCredentials);
+        }
         let now = self.store.clock.now();
         let (token, expires_at) = self
             .sessions()
@@ -236,16 +243,11 @@ impl Accounts<'_> {
         let db = &self.store.db;
         let user = self.store.load::<User>(user_id).await?;
         let profile = user.profile().cloned().ok_or(AppError::NotFound)?;
+        let keys = projections::api_keys::created_transitively(db, user_id).await?;
         let mut subjects = vec![user_id.to_owned()];
-        let mut parents = vec![user_id.to_owned()];
-        while let Some(parent) = parents.pop() {
-            for child in projections::api_keys::created_by_key(db, &parent).await? {
-                if !subjects.contains(&child) {
-                    subjects.push(child.clone());
-                    parents.push(child);
-                }
-            }
-        }
+        subjects.extend(keys.iter().cloned());
+        // The address of the invitation they accepted is theirs too.
+        subjects.extend(projections::members::accepted_by(db, user_id).await?);
         self.store
             .execute::<User>(
                 user_id,
@@ -262,7 +264,7 @@ impl Accounts<'_> {
         ] {
             sqlx::query(sql).bind(user_id).execute(&db.pool).await?;
         }
-        for key in &subjects[1..] {
+        for key in &keys {
             let revoke = aggregates::api_key::ApiKeyCommand::Revoke {
                 at: self.store.clock.now(),
             };
@@ -421,6 +423,7 @@ pub async fn complete_signup(
     let create = TenantCommand::Create {
         tenant_id: signup.tenant_id.clone(),
         name: signup.tenant_name.clone(),
+        owner: signup.user_id.clone(),
     };
     store
         .execute::<Tenant>(signup.tenant_id.as_str(), create, &(), actor)
@@ -443,7 +446,8 @@ pub async fn complete_signup(
     Ok(())
 }
 
-/// Reactor: finishes every reserved signup (after a crash between reservation and registration).
+/// Reactor: finishes every reserved signup and joining (after a crash between reservation and
+/// registration).
 pub struct SignupCompletion {
     pub store: Store,
 }
@@ -475,12 +479,24 @@ impl Projection for SignupCompletion {
         if event.aggregate_type != EmailReservation::TYPE {
             return Ok(());
         }
-        let EmailReservationEvent::EmailReserved(signup) = event.decode()? else {
-            return Ok(());
-        };
-        complete_signup(&self.store, &signup, &Actor::system())
+        match event.decode()? {
+            EmailReservationEvent::EmailReserved(signup) => {
+                complete_signup(&self.store, &signup, &Actor::system())
+                    .await
+                    .map_err(|e| ProjectionError::Inconsistent(format!("signup completion: {e}")))
+            }
+            // A refused acceptance releases the address: nothing more to do.
+            EmailReservationEvent::MemberEmailReserved(joining) => crate::teams::complete_join(
+                &self.store,
+                &event.aggregate_id,
+                &joining,
+                &Actor::system(),
+            )
             .await
-            .map_err(|e| ProjectionError::Inconsistent(format!("signup completion: {e}")))
+            .map(|_| ())
+            .map_err(|e| ProjectionError::Inconsistent(format!("joining completion: {e}"))),
+            EmailReservationEvent::EmailReleased { .. } => Ok(()),
+        }
     }
 }
 

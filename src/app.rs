@@ -45,6 +45,8 @@ pub enum StartError {
     Search(#[from] crate::search::IndexError),
     #[error(transparent)]
     Embedder(#[from] crate::search::embed::EmbedError),
+    #[error("mail: {0}")]
+    Mail(#[from] crate::mail::MailError),
     #[error("shared limits: {0}")]
     Limits(#[from] crate::ratelimit::shared::SharedError),
 }
@@ -110,6 +112,8 @@ impl Application {
             );
         }
         crate::auth::prepare();
+        // A malformed mail setting is a configuration error too.
+        crate::mail::Mailer::from_config(&config)?;
         // A bad embedder setting is a configuration error: refused before anything is opened.
         let embedder = crate::search::embed::from_setting(&config.embedder)?;
         let (store, key) = open_store(&config).await?;

@@ -207,23 +207,27 @@ impl Sessions<'_> {
         now: DateTime<Utc>,
     ) -> Result<Option<Principal>, AppError> {
         let hash = self.key.hmac_hex(token.as_bytes());
+        // Roles are the member's current ones (a change counts from the next request); a removed
+        // member's sessions are refused even before they are deleted.
         let row = sqlx::query(
-            "SELECT s.user_id, s.tenant_id, s.expires_at, u.roles, u.is_platform_admin \
-             FROM sessions s JOIN users u ON u.user_id = s.user_id WHERE s.token_hash = $1",
+            "SELECT s.user_id, s.tenant_id, s.expires_at, COALESCE(m.roles, u.roles) AS roles, \
+             u.is_platform_admin, m.removed_at FROM sessions s JOIN users u ON u.user_id = s.user_id \
+             LEFT JOIN members m ON m.user_id = s.user_id WHERE s.token_hash = $1",
         )
         .bind(&hash)
         .fetch_optional(&self.db.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let expires_at: String = row.try_get("expires_at")?;
-        if expires_at <= aggregates::timestamp::format(now) {
+        if expires_at <= aggregates::timestamp::format(now)
+            || row.try_get::<Option<String>, _>("removed_at")?.is_some()
+        {
             return Ok(None);
         }
         let roles: String = row.try_get("roles")?;
-        let roles: Vec<Role> = roles
-            .split(',')
-            .filter_map(|r| serde_json::from_value(serde_json::Value::String(r.to_owned())).ok())
-            .collect();
+        let roles = projections::accounts::Roles::try_from(roles)
+            .map_err(AppError::internal)?
+            .0;
         let is_platform_admin = row.try_get::<i64, _>("is_platform_admin")? != 0;
         Ok(Some(Principal {
             tenant_id: row.try_get("tenant_id")?,
@@ -348,7 +352,7 @@ impl ApiKeys<'_> {
         // A key created by a key works only while every key above it does.
         let mut creator = key.created_by.clone();
         let mut depth = 0;
-        while let Some(parent) = creator.filter(|c| c.starts_with("key_")) {
+        while let Some(parent) = creator.clone().filter(|c| c.starts_with("key_")) {
             depth += 1;
             if depth > MAX_KEY_CHAIN {
                 return Ok(None);
@@ -358,6 +362,24 @@ impl ApiKeys<'_> {
                 _ => return Ok(None),
             }
         }
+        // A key never exceeds what the user at the top of its chain may do now: a role they lost
+        // is lost to their keys, and a removed member's keys keep no scope.
+        let scopes = match creator {
+            Some(user_id) => {
+                let allowed = projections::members::standing(self.db, &user_id)
+                    .await?
+                    .filter(|s| s.tenant_id == key.tenant_id.as_str())
+                    .map(|s| session_scopes(&s.roles, false))
+                    .unwrap_or_default();
+                key.scopes
+                    .0
+                    .iter()
+                    .copied()
+                    .filter(|s| allowed.contains(s))
+                    .collect()
+            }
+            None => key.scopes.0.clone(),
+        };
         let minute_ago = aggregates::timestamp::format(now - Duration::seconds(60));
         if key
             .last_used_at
@@ -378,7 +400,7 @@ impl ApiKeys<'_> {
         Ok(Some(Principal {
             tenant_id: key.tenant_id.into(),
             kind: PrincipalKind::ApiKey { api_key_id },
-            scopes: key.scopes.0,
+            scopes,
             roles: Vec::new(),
             is_platform_admin: false,
         }))

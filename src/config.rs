@@ -273,6 +273,18 @@ pub struct Config {
     /// Redis keeping the fleet's rate limits and failed-login lock (`redis://[:password@]host:port/db`).
     #[arg(long, env = "IPTO_REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// SMTP relay that sends invitations (`smtp://host:port`, `smtp://host:587?tls=required`,
+    /// `smtps://user:password@host:465`); unset, no mail is sent.
+    #[arg(long, env = "IPTO_SMTP_URL", global = true, hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender of invitation mail.
+    #[arg(
+        long,
+        env = "IPTO_SMTP_FROM",
+        default_value = "ipto <no-reply@localhost>",
+        global = true
+    )]
+    pub smtp_from: String,
     /// Prefix of every key ipto writes in Redis (instances of one fleet share it).
     #[arg(
         long,
@@ -317,6 +329,7 @@ impl Config {
         config.pdf_extractor = None;
         config.bootstrap_admin_email = None;
         config.redis_url = None;
+        config.smtp_url = None;
         config.limits = LimitsStore::Auto;
         config
     }
@@ -359,6 +372,13 @@ impl fmt::Debug for Config {
                 "redis",
                 &self
                     .redis_url
+                    .as_deref()
+                    .map(|url| url.split('@').next_back().unwrap_or_default().to_owned()),
+            )
+            .field(
+                "smtp",
+                &self
+                    .smtp_url
                     .as_deref()
                     .map(|url| url.split('@').next_back().unwrap_or_default().to_owned()),
             )

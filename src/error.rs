@@ -45,6 +45,15 @@ pub enum AppError {
     /// 409 `email_taken`.
     #[error("email taken")]
     EmailTaken,
+    /// 409 `already_invited`: a pending invitation exists for the address.
+    #[error("already invited")]
+    AlreadyInvited,
+    /// 409 `last_owner`: the change would leave the tenant without an owner.
+    #[error("last owner")]
+    LastOwner,
+    /// 410 `invitation_expired`: the invitation expired, was revoked or was used.
+    #[error("invitation expired")]
+    InvitationExpired,
     /// 409 `invalid_state`, with the current status.
     #[error("invalid state {0}")]
     InvalidState(String),
@@ -148,6 +157,9 @@ impl AppError {
             Self::NotFound | Self::DatasetNotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::EmailTaken => "email_taken",
+            Self::AlreadyInvited => "already_invited",
+            Self::LastOwner => "last_owner",
+            Self::InvitationExpired => "invitation_expired",
             Self::InvalidState(_) => "invalid_state",
             Self::Conflict => "conflict",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
@@ -215,6 +227,9 @@ impl AppError {
             Self::DatasetNotFound(_) => "Dataset not found.",
             Self::MethodNotAllowed(_) => "Method not allowed.",
             Self::EmailTaken => "This email is already registered.",
+            Self::AlreadyInvited => "A pending invitation exists for this email.",
+            Self::LastOwner => "A tenant keeps at least one owner.",
+            Self::InvitationExpired => "The invitation expired, was revoked or was used.",
             Self::ConcurrencyConflict => "The resource changed concurrently; retry the request.",
             Self::PayloadTooLarge { .. } => "The request body is too large.",
             Self::UnsupportedMediaType => "Request bodies must be application/json.",
@@ -336,7 +351,19 @@ impl From<aggregates::user::UserError> for AppError {
 
 impl From<aggregates::tenant::TenantError> for AppError {
     fn from(error: aggregates::tenant::TenantError) -> Self {
-        Self::internal(error)
+        use aggregates::tenant::TenantError;
+        match error {
+            TenantError::NotFound | TenantError::UnknownMember | TenantError::UnknownInvitation => {
+                Self::NotFound
+            }
+            TenantError::Forbidden(reason) => Self::Forbidden(reason.to_owned()),
+            TenantError::AlreadyInvited => Self::AlreadyInvited,
+            TenantError::InvitationExpired => Self::InvitationExpired,
+            TenantError::InvitationAccepted => Self::InvalidState("accepted".into()),
+            TenantError::LastOwner => Self::LastOwner,
+            TenantError::NoRoles => Self::field("roles", "must name at least one role"),
+            TenantError::AlreadyExists | TenantError::MembersRecorded => Self::internal(error),
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub mod provider;
 pub mod retrieve;
 pub mod search;
 pub mod storage;
+pub mod teams;
 pub mod window;
 
 use std::sync::Arc;
@@ -60,7 +61,8 @@ pub fn api() -> OpenApiRouter<AppState> {
                 .merge(tagged("search", retrieve::routes()))
                 .merge(tagged("admin", events::routes()))
                 .merge(tagged("admin", history::routes()))
-                .merge(tagged("audit", audit::routes())),
+                .merge(tagged("audit", audit::routes()))
+                .merge(tagged("tenant", teams::routes())),
         )
 }
 

@@ -19,6 +19,7 @@ pub mod history;
 pub mod http;
 pub mod idempotency;
 pub mod jobs;
+pub mod mail;
 pub mod market;
 pub mod metrics;
 pub mod notary;
@@ -30,6 +31,7 @@ pub mod server;
 pub mod signing;
 pub mod state;
 pub mod store;
+pub mod teams;
 pub mod verify;
 
 pub use app::Application;

@@ -46,6 +46,7 @@ const ID_PREFIXES: &[(&str, &str)] = &[
     ("retrieval_event_id", "ret"),
     ("access_id", "acc"),
     ("statement_id", "stmt"),
+    ("invitation_id", "inv"),
     ("request_id", "req"),
 ];
 
@@ -93,16 +94,24 @@ const ERROR_CODES: &[(u16, &str, &[&str])] = &[
     (
         409,
         "Conflict: the resource's state forbids the change (details.status), a concurrent change \
-         won, or an Idempotency-Key was reused or is still in progress.",
+         won, an Idempotency-Key was reused or is still in progress, the address is registered or \
+         invited already, or the tenant would lose its last owner.",
         &[
             "conflict",
             "email_taken",
+            "already_invited",
+            "last_owner",
             "invalid_state",
             "concurrency_conflict",
             "idempotency_key_reused",
             "idempotency_key_in_progress",
             "upload_incomplete",
         ],
+    ),
+    (
+        410,
+        "The invitation expired, was revoked or was used.",
+        &["invitation_expired"],
     ),
     (
         413,

@@ -85,6 +85,21 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, in canonical order.
+    pub const ALL: [Role; 6] = [
+        Role::Owner,
+        Role::Admin,
+        Role::SellerManager,
+        Role::BuyerManager,
+        Role::Operator,
+        Role::Viewer,
+    ];
+
+    /// Parses a wire name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == raw)
+    }
+
     /// The role's wire name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -141,6 +156,17 @@ pub fn session_scopes(roles: &[Role], is_platform_admin: bool) -> Vec<Scope> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_role_parses_back_from_its_wire_name_in_canonical_order() {
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+            assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
+        }
+        assert!(Role::ALL.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(Role::parse("Owner"), None);
+        assert_eq!(Role::parse("root"), None);
+    }
 
     #[test]
     fn an_owner_holds_the_seven_non_admin_scopes_in_canonical_order() {

@@ -33,6 +33,9 @@ pub struct Joining {
     pub tenant_id: TenantId,
     pub display_name: DisplayName,
     pub invitation_id: InvitationId,
+    /// When the invitee accepted: the acceptance is decided at this instant wherever it is
+    /// completed, so a retry decides as the first attempt did.
+    pub accepted_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Reservation state: at most one of a signup and a joining holds the address.
@@ -190,6 +193,7 @@ mod tests {
             tenant_id: TenantId::generate(),
             display_name: DisplayName::parse("Bob").unwrap(),
             invitation_id: InvitationId::generate(),
+            accepted_at: chrono::Utc::now(),
         }
     }
 

@@ -28,8 +28,8 @@ pub use dataset::{
 pub use email::Email;
 pub use email_reservation::EmailReservation;
 pub use ids::{
-    AccessId, ApiKeyId, DatasetId, GrantId, IdError, InvitationId, ObjectId, RetrievalId, SearchActivityId,
-    TenantId, UserId,
+    AccessId, ApiKeyId, DatasetId, GrantId, IdError, InvitationId, ObjectId, RetrievalId,
+    SearchActivityId, TenantId, UserId,
 };
 pub use money::{Price, PriceError};
 pub use object::{

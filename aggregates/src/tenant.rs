@@ -51,6 +51,14 @@ impl Invitation {
     }
 }
 
+/// Whether these roles manage members (invite, change roles, remove): an owner's or an admin's.
+pub fn manages_members(roles: &[Role]) -> bool {
+    roles.contains(&Role::Owner) || roles.contains(&Role::Admin)
+}
+
+/// Why a caller who does not manage members is refused.
+pub const NOT_A_MANAGER: &str = "Only an owner or an admin manages members.";
+
 /// Roles as a member holds them: in canonical order, each once.
 pub fn normalise_roles(mut roles: Vec<Role>) -> Vec<Role> {
     roles.sort();
@@ -138,6 +146,7 @@ impl Aggregate for Tenant {
                 roles,
                 invited_by,
                 expires_at,
+                ..
             } => {
                 let invitation = Invitation {
                     email,
@@ -237,6 +246,7 @@ impl Tenant {
                     email,
                     roles,
                     invited_by: by,
+                    invited_at: at,
                     expires_at: at + Duration::days(INVITATION_TTL_DAYS),
                 }))
             }
@@ -352,12 +362,8 @@ impl Tenant {
     /// The caller's roles, if they are an owner or an admin.
     fn manager(&self, by: &UserId) -> Result<&[Role], TenantError> {
         match self.members.get(by) {
-            Some(roles) if roles.contains(&Role::Owner) || roles.contains(&Role::Admin) => {
-                Ok(roles)
-            }
-            _ => Err(TenantError::Forbidden(
-                "Only an owner or an admin manages members.",
-            )),
+            Some(roles) if manages_members(roles) => Ok(roles),
+            _ => Err(TenantError::Forbidden(NOT_A_MANAGER)),
         }
     }
 
@@ -448,6 +454,7 @@ mod tests {
             email: email(&format!("member{n}")),
             roles: roles.to_vec(),
             invited_by: user(1),
+            invited_at: at(),
             expires_at: at() + Duration::days(INVITATION_TTL_DAYS),
         }
     }
@@ -527,7 +534,11 @@ mod tests {
         let (tenant_id, name, event) = created();
         for (tenant_id, name, owner) in [
             (TenantId::generate(), name.clone(), user(1)),
-            (tenant_id.clone(), TenantName::parse("Other").unwrap(), user(1)),
+            (
+                tenant_id.clone(),
+                TenantName::parse("Other").unwrap(),
+                user(1),
+            ),
             (tenant_id, name, user(2)),
         ] {
             TenantTest::with(())
@@ -562,7 +573,10 @@ mod tests {
             .when(TenantCommand::RecordFounder { user_id: user(1) })
             .then_expect_events(vec![TenantEvent::FounderRecorded { user_id: user(1) }]);
         let founded = vec![legacy, TenantEvent::FounderRecorded { user_id: user(1) }];
-        assert_eq!(state_after(founded.clone()).roles_of(&user(1)), Some(&[Owner][..]));
+        assert_eq!(
+            state_after(founded.clone()).roles_of(&user(1)),
+            Some(&[Owner][..])
+        );
         TenantTest::with(())
             .given(founded)
             .when(TenantCommand::RecordFounder { user_id: user(2) })
@@ -584,6 +598,7 @@ mod tests {
                     email: email("member3"),
                     roles: vec![SellerManager, Viewer],
                     invited_by: user(by),
+                    invited_at: at(),
                     expires_at: at() + Duration::days(7),
                 }]);
         }
@@ -605,13 +620,14 @@ mod tests {
                 email: email("member3"),
                 roles: vec![Owner],
                 invited_by: user(1),
+                invited_at: at(),
                 expires_at: at() + Duration::days(7),
             }]);
     }
 
     #[test]
     fn other_roles_and_strangers_cannot_manage_members() {
-        let refusal = TenantError::Forbidden("Only an owner or an admin manages members.");
+        let refusal = TenantError::Forbidden(NOT_A_MANAGER);
         let roles: &[Role] = &[SellerManager, BuyerManager, Operator, Viewer];
         for role in roles {
             let given = team(&[(2, &[*role]), (3, &[Viewer])]);
@@ -631,6 +647,19 @@ mod tests {
                     .when(command)
                     .then_expect_error(refusal.clone());
             }
+        }
+    }
+
+    #[test]
+    fn owners_and_admins_manage_members() {
+        for (roles, manages) in [
+            (&[Owner][..], true),
+            (&[Admin], true),
+            (&[Viewer, Admin], true),
+            (&[SellerManager, BuyerManager, Operator, Viewer], false),
+            (&[], false),
+        ] {
+            assert_eq!(manages_members(roles), manages, "{roles:?}");
         }
     }
 
@@ -669,6 +698,7 @@ mod tests {
                 email: email("member2"),
                 roles: vec![Viewer],
                 invited_by: user(1),
+                invited_at: at() + Duration::days(INVITATION_TTL_DAYS),
                 expires_at: at() + Duration::days(2 * INVITATION_TTL_DAYS),
             }]);
         let mut revoked = given;
@@ -691,6 +721,7 @@ mod tests {
                 email: email("member2"),
                 roles: vec![Viewer],
                 invited_by: user(1),
+                invited_at: at(),
                 expires_at: at() + Duration::days(INVITATION_TTL_DAYS),
             }]);
     }
@@ -720,7 +751,10 @@ mod tests {
         let mut after = given;
         after.push(accepted);
         let tenant = state_after(after.clone());
-        assert_eq!(tenant.roles_of(&user(20)), Some(&[BuyerManager, Viewer][..]));
+        assert_eq!(
+            tenant.roles_of(&user(20)),
+            Some(&[BuyerManager, Viewer][..])
+        );
         assert_eq!(
             tenant.invitation(&invitation(2)).map(|i| i.state.clone()),
             Some(InvitationState::Accepted { user_id: user(20) })
@@ -790,7 +824,10 @@ mod tests {
         let mut after = given;
         after.push(revoked);
         assert_eq!(
-            state_after(after.clone()).invitation(&invitation(2)).unwrap().state,
+            state_after(after.clone())
+                .invitation(&invitation(2))
+                .unwrap()
+                .state,
             InvitationState::Revoked
         );
         TenantTest::with(())
@@ -826,7 +863,10 @@ mod tests {
         };
         let mut after = team(&[(3, &[Viewer])]);
         after.push(changed);
-        assert_eq!(state_after(after.clone()).roles_of(&user(3)), Some(&[Operator][..]));
+        assert_eq!(
+            state_after(after.clone()).roles_of(&user(3)),
+            Some(&[Operator][..])
+        );
         TenantTest::with(())
             .given(after)
             .when(change(3, &[Operator], 1))
@@ -841,8 +881,14 @@ mod tests {
     fn only_an_owner_grants_or_takes_the_owner_role() {
         let given = team(&[(2, &[Admin]), (3, &[Viewer]), (4, &[Owner])]);
         for (command, refusal) in [
-            (change(3, &[Owner], 2), "Only an owner grants the owner role."),
-            (change(4, &[Admin], 2), "Only an owner grants or takes the owner role."),
+            (
+                change(3, &[Owner], 2),
+                "Only an owner grants the owner role.",
+            ),
+            (
+                change(4, &[Admin], 2),
+                "Only an owner grants or takes the owner role.",
+            ),
         ] {
             TenantTest::with(())
                 .given(given.clone())
@@ -871,7 +917,10 @@ mod tests {
     fn nobody_changes_their_own_roles() {
         let refusal = TenantError::Forbidden("Nobody changes their own roles.");
         let given = team(&[(2, &[Admin]), (4, &[Owner])]);
-        for command in [change(2, &[Admin, Viewer], 2), change(1, &[Owner, Viewer], 1)] {
+        for command in [
+            change(2, &[Admin, Viewer], 2),
+            change(1, &[Owner, Viewer], 1),
+        ] {
             TenantTest::with(())
                 .given(given.clone())
                 .when(command)
@@ -976,8 +1025,16 @@ mod tests {
             Some(&[Owner, SellerManager, Viewer][..])
         );
         for (to, by, error) in [
-            (2, 2, TenantError::Forbidden("Only an owner transfers ownership.")),
-            (1, 1, TenantError::Forbidden("Nobody changes their own roles.")),
+            (
+                2,
+                2,
+                TenantError::Forbidden("Only an owner transfers ownership."),
+            ),
+            (
+                1,
+                1,
+                TenantError::Forbidden("Nobody changes their own roles."),
+            ),
             (9, 1, TenantError::UnknownMember),
         ] {
             TenantTest::with(())

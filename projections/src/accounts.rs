@@ -38,17 +38,17 @@ impl Projection for TenantsProjection {
         if event.aggregate_type != Tenant::TYPE {
             return Ok(());
         }
-        match event.decode::<TenantEvent>()? {
-            TenantEvent::TenantCreated { tenant_id, name } => {
-                sqlx::query(
-                    "INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)",
-                )
+        // Members and invitations are the `members` projection's.
+        if let TenantEvent::TenantCreated {
+            tenant_id, name, ..
+        } = event.decode::<TenantEvent>()?
+        {
+            sqlx::query("INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)")
                 .bind(tenant_id.as_str())
                 .bind(name.as_str())
                 .bind(&event.metadata.occurred_at)
                 .execute(conn)
                 .await?;
-            }
         }
         Ok(())
     }
@@ -161,10 +161,13 @@ pub struct UserRow {
     pub created_at: String,
 }
 
+/// A user's roles are the ones their tenant gives them now (`members`), or, for a founder not yet
+/// recorded there, the ones they registered with.
 const USER_SELECT: &str =
     "SELECT u.user_id, u.tenant_id, COALESCE(t.name, '') AS tenant_name, u.email, \
-     u.display_name, u.roles, u.is_platform_admin, u.login_count, u.created_at \
-     FROM users u LEFT JOIN tenants t ON t.tenant_id = u.tenant_id";
+     u.display_name, COALESCE(m.roles, u.roles) AS roles, u.is_platform_admin, u.login_count, \
+     u.created_at FROM users u LEFT JOIN tenants t ON t.tenant_id = u.tenant_id \
+     LEFT JOIN members m ON m.user_id = u.user_id";
 
 /// A user's roles, stored comma-separated by their wire names.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

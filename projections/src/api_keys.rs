@@ -167,6 +167,21 @@ pub async fn created_by_key(db: &Db, api_key_id: &str) -> Result<Vec<String>, sq
         .await
 }
 
+/// The keys a user (or a key) created, the keys those created, and so on, in the order found.
+pub async fn created_transitively(db: &Db, creator: &str) -> Result<Vec<String>, sqlx::Error> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut parents = vec![creator.to_owned()];
+    while let Some(parent) = parents.pop() {
+        for child in created_by_key(db, &parent).await? {
+            if !keys.contains(&child) {
+                keys.push(child.clone());
+                parents.push(child);
+            }
+        }
+    }
+    Ok(keys)
+}
+
 /// A tenant's keys, newest first; fetches `limit + 1` after `(created_at, id)`.
 pub async fn tenant_keys(
     db: &Db,

@@ -9,6 +9,7 @@ pub mod datasets;
 pub mod db;
 pub mod engine;
 pub mod log;
+pub mod members;
 pub mod merkle;
 pub mod objects;
 pub mod payouts;
@@ -30,6 +31,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(accounts::TenantsProjection),
         Arc::new(accounts::UsersProjection),
+        Arc::new(members::MembersProjection),
         Arc::new(datasets::DatasetsProjection),
         Arc::new(datasets::EntitlementsProjection),
         Arc::new(objects::ObjectsProjection),

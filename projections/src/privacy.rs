@@ -1,7 +1,8 @@
 //! Personal data in an immutable log (GDPR art. 17, crypto-shredding).
 //!
 //! The fields that hold personal data — a user's e-mail address and display name, in
-//! `UserRegistered` and `EmailReserved`, and the text of a search — are written to the log sealed:
+//! `UserRegistered`, `EmailReserved` and `MemberEmailReserved`, an invitation's address in
+//! `MemberInvited`, and the text of a search — are written to the log sealed:
 //! AES-256-GCM under a key of their data subject (a user, or an API key for the searches it ran),
 //! kept in `subject_keys` beside the log, as password hashes are. A sealed field is the string
 //! `sealed:v1:{subject}:{base64url(nonce ‖ ciphertext ‖ tag)}`, bound (as associated data) to its
@@ -58,6 +59,20 @@ const RULES: &[Rule] = &[
         event_type: "EmailReserved",
         subject: Subject::Field("user_id"),
         fields: &["email", "display_name"],
+    },
+    Rule {
+        aggregate_type: "email_reservation",
+        event_type: "MemberEmailReserved",
+        subject: Subject::Field("user_id"),
+        fields: &["email", "display_name"],
+    },
+    // An invitation's address is the invitee's until they join; erasing the member who accepted
+    // it destroys the invitation's key too.
+    Rule {
+        aggregate_type: "tenant",
+        event_type: "MemberInvited",
+        subject: Subject::Field("invitation_id"),
+        fields: &["email"],
     },
     Rule {
         aggregate_type: "search",

@@ -127,13 +127,13 @@ struct SignupBody {
     tenant_name: Option<String>,
 }
 
-fn name_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+pub(crate) fn name_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     openapi::trimmed(100, false)
 }
 
 /// `^[^@\s]+@[^@\s]+\.[^@\s]+$` (SPEC §3.1), with `\s` spelled out (and U+0000 excluded) as in
 /// [`openapi::NOT_BLANK`].
-fn email_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+pub(crate) fn email_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     let part = format!("{}+", openapi::NOT_BLANK.replacen("[^", "[^@", 1));
     openapi::text(Email::MAX_LEN, &format!("^{part}@{part}\\.{part}$"))
 }
@@ -180,7 +180,7 @@ impl From<SessionGrant> for Session {
 }
 
 /// The per-IP bucket of the auth routes (before the body is read, as SPEC §1.11 orders).
-async fn limit_auth_route(state: &AppState, client: SocketAddr) -> Result<(), AppError> {
+pub(crate) async fn limit_auth_route(state: &AppState, client: SocketAddr) -> Result<(), AppError> {
     let quota = state
         .limits
         .take(

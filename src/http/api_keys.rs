@@ -62,6 +62,10 @@ pub struct ApiKeyView {
     /// The most it may be charged per UTC month (USD), null for no limit.
     #[schema(required = true, value_type = Option<Amount>)]
     pub spend_limit: Option<Amount>,
+    /// Who created it: a member (`usr_…`) or a key (`key_…`). A key never exceeds the current
+    /// scopes of the member at the top of its chain.
+    #[schema(required = true, pattern = "^(usr|key)_[0-9a-hjkmnp-tv-z]{26}$")]
+    pub created_by: Option<String>,
 }
 
 impl ApiKeyView {
@@ -79,6 +83,7 @@ impl ApiKeyView {
             last_used_at: row.last_used_at,
             revoked_at: row.revoked_at,
             spend_limit: row.spend_limit_micros.map(Amount::from_micros),
+            created_by: row.created_by,
         }
     }
 }

@@ -18,6 +18,8 @@ impl AppError {
             Self::NotFound | Self::DatasetNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::EmailTaken
+            | Self::AlreadyInvited
+            | Self::LastOwner
             | Self::InvalidState(_)
             | Self::ConcurrencyConflict
             | Self::Conflict
@@ -25,6 +27,7 @@ impl AppError {
             | Self::IdempotencyKeyInProgress
             | Self::UploadIncomplete
             | Self::UploadInProgress => StatusCode::CONFLICT,
+            Self::InvitationExpired => StatusCode::GONE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::SizeMismatch { .. } | Self::ChecksumMismatch { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -112,6 +115,9 @@ mod tests {
             ),
             (AppError::Conflict, "conflict", 409),
             (AppError::EmailTaken, "email_taken", 409),
+            (AppError::AlreadyInvited, "already_invited", 409),
+            (AppError::LastOwner, "last_owner", 409),
+            (AppError::InvitationExpired, "invitation_expired", 410),
             (
                 AppError::InvalidState("staged".into()),
                 "invalid_state",

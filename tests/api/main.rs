@@ -30,3 +30,4 @@ mod retrieval;
 mod search;
 mod security;
 mod shared_limits;
+mod teams;

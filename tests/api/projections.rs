@@ -60,12 +60,15 @@ async fn fold_of_the_log(store: &Store) -> (Vec<Vec<String>>, Vec<Vec<String>>) 
             let at = event.metadata.occurred_at.clone();
             match event.aggregate_type.as_str() {
                 "tenant" => {
-                    let aggregates::tenant::TenantEvent::TenantCreated { tenant_id, name } =
-                        event.decode().unwrap();
-                    tenants.insert(
-                        tenant_id.to_string(),
-                        vec![tenant_id.to_string(), name.to_string(), at],
-                    );
+                    if let aggregates::tenant::TenantEvent::TenantCreated {
+                        tenant_id, name, ..
+                    } = event.decode().unwrap()
+                    {
+                        tenants.insert(
+                            tenant_id.to_string(),
+                            vec![tenant_id.to_string(), name.to_string(), at],
+                        );
+                    }
                 }
                 "user" => match event.decode::<UserEvent>().unwrap() {
                     UserEvent::UserRegistered(p) => {

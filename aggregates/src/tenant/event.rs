@@ -17,12 +17,13 @@ pub enum TenantEvent {
     },
     /// The owner of a tenant created before members were recorded.
     FounderRecorded { user_id: UserId },
-    /// An address was invited to join with these roles until `expires_at`.
+    /// An address was invited at `invited_at` to join with these roles until `expires_at`.
     MemberInvited {
         invitation_id: InvitationId,
         email: Email,
         roles: Vec<Role>,
         invited_by: UserId,
+        invited_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     },
     /// The invitation was accepted: `user_id` joined with its roles.
