@@ -838,3 +838,244 @@ async fn members_and_invitations_page_with_cursors() {
     }
     app.finish().await;
 }
+
+/// An SMTP sink on loopback (aiosmtpd from PyPI) that writes each message it receives into a
+/// maildir; stopped when dropped.
+struct SmtpSink {
+    port: u16,
+    maildir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl SmtpSink {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let maildir =
+            std::env::temp_dir().join(format!("ipto-mail-{}", uuid::Uuid::new_v4().simple()));
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd (pip install aiosmtpd) runs the SMTP sink");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the SMTP sink did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Self {
+            port,
+            maildir,
+            child,
+        }
+    }
+
+    /// The messages received so far, as raw text.
+    fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
+            return Vec::new();
+        };
+        entries
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.maildir);
+    }
+}
+
+/// A quoted-printable body as plain text (soft line breaks joined, `=3D` decoded).
+fn unfold(raw: &str) -> String {
+    raw.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
+
+#[tokio::test]
+async fn with_smtp_configured_the_invitation_is_mailed_with_its_accept_link() {
+    let sink = SmtpSink::start().await;
+    let fresh = fresh().await;
+    let mut config = config(&fresh);
+    config.smtp_url = Some(format!("smtp://127.0.0.1:{}", sink.port));
+    config.smtp_from = "Acme Market <market@acme.example>".into();
+    config.public_url = Some("https://market.acme.example/".into());
+    let app = spawn_with(config).await;
+    let (owner, _, _) = app.signup(&email()).await;
+    let address = email();
+    let invited = app
+        .post(
+            "/v1/tenant/invitations",
+            Some(&owner),
+            json!({"email": address, "roles": ["operator"]}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(invited.data()["mailed"], true);
+    let token = invited.data()["token"].as_str().unwrap().to_owned();
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let message = unfold(&messages[0]);
+    assert!(message.contains(&format!("To: {address}")), "{message}");
+    assert!(
+        message.contains("From: \"Acme Market\" <market@acme.example>")
+            || message.contains("From: Acme Market <market@acme.example>"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Subject: You are invited to join Test Tenant on ipto"),
+        "{message}"
+    );
+    let link = format!("https://market.acme.example/invitations/accept#token={token}");
+    assert!(message.contains(&link), "{message}");
+    assert!(message.contains("operator"), "{message}");
+    // The token read from the mail joins.
+    let from_mail = message
+        .split("#token=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    accept(&app, &from_mail).await.expect(201);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn without_smtp_nothing_is_mailed_and_an_unreachable_relay_still_answers_with_the_token() {
+    let fresh = fresh().await;
+    let mut config = config(&fresh);
+    // Nothing listens on the relay's port: the invitation is made, the mail is not sent.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    config.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+    let app = spawn_with(config).await;
+    let (owner, _, _) = app.signup(&email()).await;
+    let invited = app
+        .post(
+            "/v1/tenant/invitations",
+            Some(&owner),
+            json!({"email": email(), "roles": ["viewer"]}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(invited.data()["mailed"], false);
+    accept(&app, invited.data()["token"].as_str().unwrap())
+        .await
+        .expect(201);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_joining_cut_short_after_its_reservation_is_completed_or_released_by_the_reactor() {
+    use aggregates::email_reservation::{EmailReservationCommand, Joining};
+    use aggregates::{DisplayName, Email, EmailReservation, InvitationId, TenantId, UserId};
+    let app = spawn_app().await;
+    let (owner, _, tenant) = app.signup(&email()).await;
+    let store = &app.state.store;
+    // What an accept stopped right after reserving the address leaves behind: the reservation.
+    let reserve = |address: &str, invitation: &str| {
+        let joining = Joining {
+            email: Email::parse(address).unwrap(),
+            user_id: UserId::generate(),
+            tenant_id: TenantId::parse(&tenant).unwrap(),
+            display_name: DisplayName::parse("Cut Short").unwrap(),
+            invitation_id: InvitationId::parse(invitation).unwrap(),
+            accepted_at: store.clock.now(),
+        };
+        let id = app.state.key.email_reservation_id(address);
+        async move {
+            store
+                .execute::<EmailReservation>(
+                    &id,
+                    EmailReservationCommand::ReserveForMember(joining.clone()),
+                    &(),
+                    &ipto::store::Actor::system(),
+                )
+                .await
+                .unwrap();
+            joining.user_id.to_string()
+        }
+    };
+    let address = email();
+    let (invitation, _) = invite(&app, &owner, &address, &["operator"]).await;
+    let user_id = reserve(&address, &invitation).await;
+    // The reactor records the acceptance and registers the member.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let members = app
+            .get("/v1/tenant/members", Some(&owner))
+            .await
+            .expect(200);
+        let found = members.data()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user_id"] == user_id.as_str())
+            .cloned();
+        if let Some(found) = found {
+            assert_eq!(found["roles"], json!(["operator"]));
+            assert_eq!(found["display_name"], "Cut Short");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the joining was not completed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A joining whose invitation was revoked meanwhile is released: the address is free again.
+    let address = email();
+    let (invitation, _) = invite(&app, &owner, &address, &["viewer"]).await;
+    app.delete(
+        &format!("/v1/tenant/invitations/{invitation}"),
+        Some(&owner),
+    )
+    .await
+    .expect(200);
+    let refused = reserve(&address, &invitation).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let reservation = store
+            .load::<EmailReservation>(&app.state.key.email_reservation_id(&address))
+            .await
+            .unwrap();
+        if reservation.user_id().is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the joining was not released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    settled(&app.state).await;
+    let users = table(
+        &app.state,
+        &format!("SELECT user_id FROM users WHERE user_id = '{refused}'"),
+    )
+    .await;
+    assert!(users.is_empty());
+    app.signup(&address).await;
+    app.finish().await;
+}
