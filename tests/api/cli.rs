@@ -800,9 +800,11 @@ async fn the_log_has_no_colour_off_a_terminal_and_is_json_lines_when_asked() {
 }
 
 /// Every read model, whole, in key order.
-const ALL_READ_MODELS: [&str; 13] = [
+const ALL_READ_MODELS: [&str; 15] = [
     "SELECT * FROM tenants ORDER BY tenant_id",
     "SELECT * FROM users ORDER BY user_id",
+    "SELECT * FROM members ORDER BY user_id",
+    "SELECT * FROM invitations ORDER BY invitation_id",
     "SELECT * FROM datasets ORDER BY dataset_id",
     "SELECT * FROM entitlements ORDER BY dataset_id, tenant_id",
     "SELECT * FROM objects ORDER BY object_id",
@@ -867,6 +869,35 @@ async fn rebuild_all_reproduces_every_read_model_after_a_full_workload() {
         &format!("/v1/datasets/{listed}"),
         Some(&seller),
         json!({"description": "changed"}),
+    )
+    .await
+    .expect(200);
+    // The seller's team: members joined, re-roled and removed, invitations revoked and pending,
+    // ownership handed over.
+    let (_, manager, _) = crate::teams::member(&app, &seller, &["admin"]).await;
+    let (_, leaver, _) = crate::teams::member(&app, &seller, &["viewer"]).await;
+    app.patch(
+        &format!("/v1/tenant/members/{leaver}"),
+        Some(&seller),
+        json!({"roles": ["operator", "seller_manager"]}),
+    )
+    .await
+    .expect(200);
+    app.delete(&format!("/v1/tenant/members/{leaver}"), Some(&seller))
+        .await
+        .expect(200);
+    let (withdrawn, _) = crate::teams::invite(&app, &seller, &email(), &["viewer"]).await;
+    app.delete(
+        &format!("/v1/tenant/invitations/{withdrawn}"),
+        Some(&seller),
+    )
+    .await
+    .expect(200);
+    crate::teams::invite(&app, &seller, &email(), &["buyer_manager"]).await;
+    app.post(
+        "/v1/tenant/ownership",
+        Some(&seller),
+        json!({"user_id": manager}),
     )
     .await
     .expect(200);

@@ -35,6 +35,8 @@ struct Probe {
     path: &'static str,
     body: Option<&'static str>,
     expect: u16,
+    /// What B's key gets (`expect`, unless the route takes sessions only: 403).
+    key_expect: u16,
 }
 
 const fn probe(
@@ -50,6 +52,25 @@ const fn probe(
         path,
         body,
         expect,
+        key_expect: expect,
+    }
+}
+
+/// A row for a route that takes an owner's or admin's session only: B's session gets 404, B's
+/// key 403.
+const fn session_probe(
+    method: &'static str,
+    route: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+) -> Probe {
+    Probe {
+        method,
+        route,
+        path,
+        body,
+        expect: 404,
+        key_expect: 403,
     }
 }
 
@@ -58,8 +79,35 @@ const fn probe(
 /// every A object (pending_upload, staged, approved, rejected, cancelled, deleted, in a listed, a
 /// restricted and a deleted dataset); `<hidden_object>` those B may not download; `<key>` A's keys
 /// (active with grants, revoked); `<grant>` A's grants; `<entitled>` the tenant A entitled;
-/// `<tenant>` A's tenant; `<statement>` A's payout statement; `<own_dataset>`, `<own_key>` B's own.
+/// `<tenant>` A's tenant; `<statement>` A's payout statement; `<member>` A's members (the owner,
+/// an invited admin, a removed one); `<invitation>` A's invitations (pending, accepted, revoked);
+/// `<own_dataset>`, `<own_key>` B's own.
 const BOLA_SWEEP: &[Probe] = &[
+    // Members and invitations.
+    session_probe(
+        "PATCH",
+        "/v1/tenant/members/{user_id}",
+        "/v1/tenant/members/<member>",
+        Some(r#"{"roles": ["viewer"]}"#),
+    ),
+    session_probe(
+        "DELETE",
+        "/v1/tenant/members/{user_id}",
+        "/v1/tenant/members/<member>?revoke_keys=true",
+        None,
+    ),
+    session_probe(
+        "POST",
+        "/v1/tenant/ownership",
+        "/v1/tenant/ownership",
+        Some(r#"{"user_id": "<member>"}"#),
+    ),
+    session_probe(
+        "DELETE",
+        "/v1/tenant/invitations/{id}",
+        "/v1/tenant/invitations/<invitation>",
+        None,
+    ),
     // Datasets and entitlements.
     probe(
         "GET",
@@ -466,7 +514,7 @@ async fn review(app: &TestApp, admin: &str, tenant: &str, object: &str, verb: &s
 }
 
 async fn fixture(app: &TestApp, admin: String) -> Fixture {
-    let (a, _, a_tenant) = app.signup(&email()).await;
+    let (a, a_owner, a_tenant) = app.signup(&email()).await;
     let (b, _, _) = app.signup(&email()).await;
     let (c, _, c_tenant) = app.signup(&email()).await;
     // A user for the platform admin to erase.
@@ -571,6 +619,34 @@ async fn fixture(app: &TestApp, admin: String) -> Fixture {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // A's members and invitations in every state.
+    let (_, a_admin, _) = crate::teams::member(app, &a, &["admin"]).await;
+    let (_, a_removed, _) = crate::teams::member(app, &a, &["viewer"]).await;
+    app.delete(&format!("/v1/tenant/members/{a_removed}"), Some(&a))
+        .await
+        .expect(200);
+    let (pending_invitation, _) = crate::teams::invite(app, &a, &email(), &["viewer"]).await;
+    let (revoked_invitation, _) = crate::teams::invite(app, &a, &email(), &["viewer"]).await;
+    app.delete(
+        &format!("/v1/tenant/invitations/{revoked_invitation}"),
+        Some(&a),
+    )
+    .await
+    .expect(200);
+    let accepted_invitation = app
+        .get("/v1/tenant/invitations?limit=100", Some(&a))
+        .await
+        .expect(200)
+        .data()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["status"] == "accepted")
+        .unwrap()["invitation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
     // B: its own dataset, and a key with every scope.
     let own_dataset = app.dataset(&b, json!({})).await;
     let (own_key, b_key) = key(app, &b, json!({"name": "everything", "scopes": ALL_SCOPES})).await;
@@ -609,6 +685,11 @@ async fn fixture(app: &TestApp, admin: String) -> Fixture {
         ("tenant", vec![a_tenant]),
         ("user", vec![a_user]),
         ("statement", vec![statement]),
+        ("member", vec![a_owner, a_admin, a_removed]),
+        (
+            "invitation",
+            vec![pending_invitation, accepted_invitation, revoked_invitation],
+        ),
         ("staged", vec![staged]),
         ("staged2", vec![staged2]),
         ("own_dataset", vec![own_dataset]),
@@ -680,6 +761,9 @@ async fn snapshot(app: &TestApp) -> Vec<Vec<Vec<String>>> {
         "SELECT * FROM api_key_grants ORDER BY grant_id",
         "SELECT * FROM accesses ORDER BY access_id",
         "SELECT * FROM payout_statements ORDER BY statement_id",
+        "SELECT * FROM members ORDER BY user_id",
+        "SELECT * FROM invitations ORDER BY invitation_id",
+        "SELECT * FROM invitation_tokens ORDER BY token_hash",
         "SELECT * FROM audit_order ORDER BY position",
         "SELECT * FROM audit_tree ORDER BY level, idx",
         "SELECT token_hash, user_id, expires_at FROM sessions ORDER BY token_hash",
@@ -731,12 +815,15 @@ async fn another_tenants_ids_are_not_found_on_every_route_and_change_nothing() {
     let mut calls = 0;
     for probe in BOLA_SWEEP {
         for (path, body) in expand(&f.ids, probe.path, probe.body) {
-            for (who, token) in [("B's session", &f.b), ("B's key", &f.b_key)] {
+            for (who, token, expect) in [
+                ("B's session", &f.b, probe.expect),
+                ("B's key", &f.b_key, probe.key_expect),
+            ] {
                 let reply = app
                     .call(method(probe.method), &path, Some(token), body.clone())
                     .await;
                 let context = format!("{who}: {} {path} {body:?}", probe.method);
-                assert_refused(&reply, probe.expect, &context);
+                assert_refused(&reply, expect, &context);
                 calls += 1;
             }
         }

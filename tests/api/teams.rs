@@ -1079,3 +1079,40 @@ async fn a_joining_cut_short_after_its_reservation_is_completed_or_released_by_t
     app.signup(&address).await;
     app.finish().await;
 }
+
+#[tokio::test]
+async fn erasing_a_member_erases_the_address_of_the_invitation_they_accepted() {
+    let fresh = fresh().await;
+    let (app, admin) = spawn_with_admin(config(&fresh)).await;
+    let (owner, _, _) = app.signup(&email()).await;
+    let (_, user_id, address) = member(&app, &owner, &["viewer"]).await;
+    let erased = app
+        .post(
+            &format!("/v1/admin/users/{user_id}/erase"),
+            Some(&admin),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    let subjects = erased.data()["erased_subjects"].as_array().unwrap().clone();
+    assert!(
+        subjects
+            .iter()
+            .any(|s| s.as_str().unwrap().starts_with("inv_")),
+        "{subjects:?}"
+    );
+    settled(&app.state).await;
+    let invitations = app
+        .get("/v1/tenant/invitations", Some(&owner))
+        .await
+        .expect(200);
+    let shown = invitations.data()["items"][0]["email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(shown, address);
+    assert!(shown.ends_with("@erased.invalid"), "{shown}");
+    let rows = table(&app.state, "SELECT email FROM invitations").await;
+    assert!(!format!("{rows:?}").contains(&address), "{rows:?}");
+    app.finish().await;
+}
