@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use aggregates::api_key::{AccessMode, ApiKeyEvent, KeyProfile};
 use aggregates::dataset::{DatasetEvent, DatasetProfile};
-use aggregates::email_reservation::{EmailReservationEvent, Signup};
+use aggregates::email_reservation::{EmailReservationEvent, Joining, Signup};
 use aggregates::metering::{Charge, Download, DownloadEvent};
 use aggregates::object::{ObjectDescriptor, ObjectEvent};
 use aggregates::payout::{PayoutEvent, PayoutStatement};
@@ -313,13 +313,70 @@ fn user_events() {
 
 #[test]
 fn tenant_events() {
+    let user = UserId::from_bits;
+    let invitation = InvitationId::from_bits(1);
     check::<Tenant>(
         "tenant",
-        &[("TenantCreated", "1.0")],
-        vec![tenant::TenantEvent::TenantCreated {
-            tenant_id: tenant(1),
-            name: TenantName::parse("Acme").unwrap(),
-        }],
+        &[
+            ("TenantCreated", "1.0"),
+            ("FounderRecorded", "1.0"),
+            ("MemberInvited", "1.0"),
+            ("InvitationAccepted", "1.0"),
+            ("InvitationRevoked", "1.0"),
+            ("MemberRolesChanged", "1.0"),
+            ("MemberRemoved", "1.0"),
+            ("OwnershipTransferred", "1.0"),
+        ],
+        vec![
+            // As stored before tenants recorded their owner.
+            tenant::TenantEvent::TenantCreated {
+                tenant_id: tenant(1),
+                name: TenantName::parse("Acme").unwrap(),
+                owner: None,
+            },
+            tenant::TenantEvent::TenantCreated {
+                tenant_id: tenant(1),
+                name: TenantName::parse("Acme").unwrap(),
+                owner: Some(user(1)),
+            },
+            tenant::TenantEvent::FounderRecorded { user_id: user(1) },
+            tenant::TenantEvent::MemberInvited {
+                invitation_id: invitation.clone(),
+                email: Email::parse("bob@example.com").unwrap(),
+                roles: vec![Role::SellerManager, Role::Viewer],
+                invited_by: user(1),
+                invited_at: at("2027-01-15T08:30:00.000001Z"),
+                expires_at: at("2027-01-22T08:30:00.000001Z"),
+            },
+            tenant::TenantEvent::InvitationAccepted {
+                invitation_id: invitation.clone(),
+                user_id: user(2),
+                roles: vec![Role::SellerManager, Role::Viewer],
+                invited_by: user(1),
+                accepted_at: at("2027-01-16T09:00:00Z"),
+            },
+            tenant::TenantEvent::InvitationRevoked {
+                invitation_id: invitation,
+                revoked_by: user(1),
+                revoked_at: at("2027-01-16T09:00:00Z"),
+            },
+            tenant::TenantEvent::MemberRolesChanged {
+                user_id: user(2),
+                roles: vec![Role::Operator],
+                changed_by: user(1),
+            },
+            tenant::TenantEvent::MemberRemoved {
+                user_id: user(2),
+                removed_by: user(1),
+                revoke_keys: true,
+            },
+            tenant::TenantEvent::OwnershipTransferred {
+                from: user(1),
+                to: user(3),
+                from_roles: vec![Role::Admin],
+                to_roles: vec![Role::Owner],
+            },
+        ],
     );
 }
 
@@ -327,14 +384,24 @@ fn tenant_events() {
 fn email_reservation_events() {
     check::<EmailReservation>(
         "email_reservation",
-        &[("EmailReserved", "1.0")],
-        vec![EmailReservationEvent::EmailReserved(Signup {
-            email: Email::parse("ann@example.com").unwrap(),
-            user_id: UserId::from_bits(1),
-            tenant_id: tenant(1),
-            display_name: DisplayName::parse("Ann").unwrap(),
-            tenant_name: TenantName::parse("Acme").unwrap(),
-        })],
+        &[("EmailReserved", "1.0"), ("MemberEmailReserved", "1.0")],
+        vec![
+            EmailReservationEvent::EmailReserved(Signup {
+                email: Email::parse("ann@example.com").unwrap(),
+                user_id: UserId::from_bits(1),
+                tenant_id: tenant(1),
+                display_name: DisplayName::parse("Ann").unwrap(),
+                tenant_name: TenantName::parse("Acme").unwrap(),
+            }),
+            EmailReservationEvent::MemberEmailReserved(Joining {
+                email: Email::parse("bob@example.com").unwrap(),
+                user_id: UserId::from_bits(2),
+                tenant_id: tenant(1),
+                display_name: DisplayName::parse("Bob").unwrap(),
+                invitation_id: InvitationId::from_bits(1),
+                accepted_at: at("2027-01-16T09:00:00Z"),
+            }),
+        ],
     );
 }
 
