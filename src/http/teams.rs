@@ -377,7 +377,7 @@ async fn revoke_invitation(
 #[serde(deny_unknown_fields)]
 struct AcceptBody {
     /// The invitation's token.
-    #[schema(required = true, value_type = String, max_length = 64)]
+    #[schema(required = true, schema_with = token_schema)]
     token: Option<String>,
     /// 8..=128 characters, never trimmed.
     #[schema(required = true, value_type = String, min_length = 8, max_length = 128)]
@@ -385,6 +385,11 @@ struct AcceptBody {
     /// Trimmed, 1..=100 characters.
     #[schema(required = true, schema_with = name_schema)]
     display_name: Option<String>,
+}
+
+fn token_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    projections::rows::schema(serde_json::json!({
+        "type": "string", "minLength": 1, "maxLength": 64, "pattern": openapi::NO_NUL }))
 }
 
 /// A token is at most 64 characters, so that no text of any length is hashed or looked up.
