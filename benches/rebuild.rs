@@ -91,6 +91,7 @@ async fn seed(config: &Config, events: usize) -> usize {
         let tenant = TenantEvent::TenantCreated {
             tenant_id: tenant_id.clone(),
             name: TenantName::parse(&format!("Tenant {n}")).unwrap(),
+            owner: Some(user_id.clone()),
         };
         let mut user_events = vec![UserEvent::UserRegistered(Profile {
             user_id: user_id.clone(),

@@ -382,9 +382,7 @@ async fn removing_a_member_ends_their_sessions_at_once_and_leaves_their_keys_no_
     assert_eq!(listed.data()["status"], "active");
     let me = app.get("/v1/me", Some(&kept_key)).await.expect(200);
     assert_eq!(scopes(&me), Vec::<String>::new());
-    app.get(&format!("/v1/datasets"), Some(&kept_key))
-        .await
-        .expect(403);
+    app.get("/v1/datasets", Some(&kept_key)).await.expect(403);
     let members = app
         .get("/v1/tenant/members", Some(&owner))
         .await
