@@ -20,7 +20,7 @@ use cqrs_es::Aggregate;
 use projections::{Projection, ProjectionError, Reads, StoredEvent};
 use sqlx::AnyConnection;
 
-use crate::auth::{self, Sessions};
+use crate::auth::{self, SessionGrant, Sessions};
 use crate::error::AppError;
 use crate::signing::SigningKey;
 use crate::store::{Actor, CommandError, Store};
@@ -32,15 +32,6 @@ pub struct NewAccount {
     pub password: Password,
     pub display_name: DisplayName,
     pub tenant_name: TenantName,
-}
-
-/// A new session.
-#[derive(Debug)]
-pub struct SessionGrant {
-    pub user_id: UserId,
-    pub tenant_id: TenantId,
-    pub token: String,
-    pub expires_at: DateTime<Utc>,
 }
 
 /// What an erasure did.

@@ -170,6 +170,15 @@ pub fn new_session_token() -> String {
     format!("sess_{}", encode_body(rand::random::<u128>()))
 }
 
+/// A new session.
+#[derive(Debug)]
+pub struct SessionGrant {
+    pub user_id: aggregates::UserId,
+    pub tenant_id: aggregates::TenantId,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Sessions in the operational `sessions` table.
 pub struct Sessions<'a> {
     pub db: &'a Db,

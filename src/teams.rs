@@ -19,8 +19,7 @@ use aggregates::{
     User, UserId,
 };
 
-use crate::accounts::SessionGrant;
-use crate::auth::{self, Principal, Sessions};
+use crate::auth::{self, Principal, SessionGrant, Sessions};
 use crate::error::AppError;
 use crate::signing::SigningKey;
 use crate::store::{Actor, CommandError, Store};

@@ -10,8 +10,9 @@ use axum::extract::{ConnectInfo, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::accounts::{Accounts, NewAccount, SessionGrant};
+use crate::accounts::{Accounts, NewAccount};
 use crate::auth::PrincipalKind;
+use crate::auth::SessionGrant;
 use crate::error::AppError;
 use crate::http::envelope::Envelope;
 use crate::http::extract::{Auth, Path};

@@ -19,8 +19,9 @@ const PENDING_ROUTES: &[(&str, &str)] = &[];
 const SPEC_ROUTES: usize = 46;
 /// Routes the issues add beyond SPEC §3: `POST /v1/retrieve`; the audit tree's head, heads,
 /// inclusion and consistency proofs, and public key; the event streams (admin and tenant), the
-/// tenant's own log, an aggregate's events and state, and a user's erasure.
-const ADDED_ROUTES: usize = 12;
+/// tenant's own log, an aggregate's events and state, and a user's erasure; the teams' eight
+/// (invitations: create, list, revoke, accept; members: list, change roles, remove; ownership).
+const ADDED_ROUTES: usize = 20;
 
 /// Methods an OpenAPI path item may hold.
 const METHODS: &[&str] = &[

@@ -110,16 +110,20 @@ async fn an_ended_session_cannot_replay() {
 #[tokio::test]
 async fn a_replay_needs_the_scopes_the_first_run_needed() {
     let app = spawn_app().await;
-    let (token, _, _) = app.signup(&email()).await;
+    let (owner, _, _) = app.signup(&email()).await;
+    let (token, member, _) = crate::teams::member(&app, &owner, &["seller_manager"]).await;
     let body = json!({"name": "Scoped"});
     post_keyed(&app, "/v1/datasets", &token, "ds-scoped", body.clone())
         .await
         .expect(201);
-    // The user loses the scope (roles are read from the users table at every request).
-    sqlx::query("UPDATE users SET roles = 'viewer'")
-        .execute(&app.state.store.db.pool)
-        .await
-        .unwrap();
+    // The member loses the scope (roles are resolved at every request).
+    app.patch(
+        &format!("/v1/tenant/members/{member}"),
+        Some(&owner),
+        json!({"roles": ["viewer"]}),
+    )
+    .await
+    .expect(200);
     let replay = post_keyed(&app, "/v1/datasets", &token, "ds-scoped", body)
         .await
         .expect(403);
