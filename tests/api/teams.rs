@@ -146,7 +146,7 @@ async fn an_owner_invites_and_the_invitee_joins_with_the_invited_roles() {
     // The token is in no event and no table: only its HMAC is kept.
     settled(&app.state).await;
     for sql in [
-        "SELECT payload FROM events",
+        "SELECT CAST(payload AS TEXT) FROM events",
         "SELECT * FROM invitation_tokens",
         "SELECT * FROM invitations",
     ] {
@@ -159,7 +159,7 @@ async fn an_owner_invites_and_the_invitee_joins_with_the_invited_roles() {
     // The invitee's address is sealed in the log like a signup's.
     let payloads = table(
         &app.state,
-        "SELECT payload FROM events WHERE event_type = 'MemberInvited'",
+        "SELECT CAST(payload AS TEXT) FROM events WHERE event_type = 'MemberInvited'",
     )
     .await;
     assert!(!format!("{payloads:?}").contains(&address), "{payloads:?}");
