@@ -15,7 +15,6 @@ use aggregates::{
     UserId,
 };
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use projections::{Projection, ProjectionError, Reads, StoredEvent};
 use sqlx::AnyConnection;
