@@ -20,6 +20,7 @@ mod corpus;
 mod eventlog;
 mod fleet;
 mod load;
+mod logins;
 mod quality;
 mod report;
 mod server;
@@ -177,10 +178,11 @@ async fn run() {
         settings.bin.display()
     );
     match settings.only.as_deref() {
-        None | Some("quality") | Some("search") | Some("audit") | Some("fleet") => {}
+        None | Some("quality") | Some("search") | Some("audit") | Some("fleet")
+        | Some("logins") => {}
         Some(other) => {
             panic!(
-                "unknown IPTO_BENCH_ONLY={other}: the slots it selects are quality, search, audit and fleet"
+                "unknown IPTO_BENCH_ONLY={other}: the slots it selects are quality, search, audit, fleet and logins"
             )
         }
     }
@@ -234,6 +236,16 @@ async fn run() {
             match fleet::fleet_commands(postgres, &settings.bin, settings.timing, &root).await {
                 Ok(mut f) => figures.append(&mut f),
                 Err(error) => eprintln!("fleet: commands skipped: {error}"),
+            }
+        }
+    }
+    if settings.only.as_deref() == Some("logins") {
+        for store in settings.stores.clone() {
+            eprintln!("== {store}: a login after {} logins", logins::HISTORY);
+            let postgres = (store == "postgres").then_some(settings.postgres.as_str());
+            match logins::login_after_history(&store, postgres, &settings.bin, &root).await {
+                Ok(mut f) => figures.append(&mut f),
+                Err(error) => eprintln!("{store}: logins skipped: {error}"),
             }
         }
     }
