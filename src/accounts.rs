@@ -8,6 +8,7 @@
 //! `signup_completion` reactor, so a crash after the reservation still ends in a complete account.
 
 use aggregates::email_reservation::{EmailReservationCommand, Signup};
+use aggregates::login::{Login, LoginCommand};
 use aggregates::tenant::TenantCommand;
 use aggregates::user::{Profile, UserCommand};
 use aggregates::{
@@ -87,22 +88,22 @@ impl Accounts<'_> {
             return Err(error.into());
         }
         complete_signup(self.store, &signup, &actor).await?;
-        let now = self.store.clock.now();
-        let (token, expires_at) = self
-            .sessions()
-            .create(
-                signup.user_id.as_str(),
-                signup.tenant_id.as_str(),
-                now,
-                self.session_ttl_seconds,
-            )
-            .await?;
-        Ok(SessionGrant {
-            user_id: signup.user_id,
-            tenant_id: signup.tenant_id,
-            token,
-            expires_at,
-        })
+        self.open_session(signup.user_id, signup.tenant_id).await
+    }
+
+    async fn open_session(
+        &self,
+        user_id: UserId,
+        tenant_id: TenantId,
+    ) -> Result<SessionGrant, AppError> {
+        auth::open_session(
+            self.store,
+            self.key,
+            user_id,
+            tenant_id,
+            self.session_ttl_seconds,
+        )
+        .await
     }
 
     /// Opens a session for a correct e-mail and password. An unknown address and a wrong password
@@ -126,44 +127,28 @@ impl Accounts<'_> {
         {
             return Err(AppError::InvalidCredentials);
         }
-        let now = self.store.clock.now();
-        let (token, expires_at) = self
-            .sessions()
-            .create(
-                user.user_id.as_str(),
-                user.tenant_id.as_str(),
-                now,
-                self.session_ttl_seconds,
-            )
-            .await?;
-        let actor = Actor::user(user.user_id.as_str(), user.tenant_id.as_str());
-        self.store
-            .execute::<User>(user.user_id.as_str(), UserCommand::RecordLogin, &(), &actor)
-            .await?;
-        Ok(SessionGrant {
-            user_id: user.user_id,
-            tenant_id: user.tenant_id,
-            token,
-            expires_at,
-        })
+        self.open_session(user.user_id, user.tenant_id).await
     }
 
-    /// Ends the caller's session.
+    /// Ends the caller's session, and closes the login that opened it (a session opened before
+    /// logins were aggregates of their own closes none).
     pub async fn logout(
         &self,
         user_id: &str,
         tenant_id: &str,
         session_hash: &str,
     ) -> Result<(), AppError> {
-        self.sessions().revoke(session_hash).await?;
-        self.store
-            .execute::<User>(
-                user_id,
-                UserCommand::RecordLogout,
-                &(),
-                &Actor::user(user_id, tenant_id),
-            )
-            .await?;
+        let login_id = self.sessions().revoke(session_hash).await?;
+        if let Some(login_id) = login_id {
+            self.store
+                .execute::<Login>(
+                    &login_id,
+                    LoginCommand::Close,
+                    &(),
+                    &Actor::user(user_id, tenant_id),
+                )
+                .await?;
+        }
         Ok(())
     }
 

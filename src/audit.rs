@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 use crate::openapi;
 
 /// The aggregate types an audit read can be filtered on: those of SPEC §3.14, and `key_spend`
-/// (a key's monthly spend reservations) and `email_reservation`, whose events the log also holds.
+/// (a key's monthly spend reservations), `email_reservation` and `login` (a session opened by
+/// login), whose events the log also holds.
 pub const AGGREGATE_TYPES: &[&str] = &[
     "tenant",
     "user",
@@ -20,6 +21,7 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     "payout_statement",
     "key_spend",
     "email_reservation",
+    "login",
 ];
 
 /// One recorded event. Without `position` and `leaf_hash`, its RFC 8785 canonical JSON is its

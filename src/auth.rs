@@ -179,6 +179,42 @@ pub struct SessionGrant {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Opens a session for a user who proved who they are, recorded as a `login` aggregate of its
+/// own (so the user's stream does not grow with logins); its logout closes that login.
+pub async fn open_session(
+    store: &crate::store::Store,
+    key: &SigningKey,
+    user_id: aggregates::UserId,
+    tenant_id: aggregates::TenantId,
+    ttl_seconds: u64,
+) -> Result<SessionGrant, AppError> {
+    use aggregates::login::{Login, LoginCommand};
+    let login_id = aggregates::LoginId::generate();
+    let sessions = Sessions { db: &store.db, key };
+    let (token, expires_at) = sessions
+        .create(
+            user_id.as_str(),
+            tenant_id.as_str(),
+            store.clock.now(),
+            ttl_seconds,
+            login_id.as_str(),
+        )
+        .await?;
+    let open = LoginCommand::Open {
+        user_id: user_id.clone(),
+    };
+    let actor = crate::store::Actor::user(user_id.as_str(), tenant_id.as_str());
+    store
+        .execute::<Login>(login_id.as_str(), open, &(), &actor)
+        .await?;
+    Ok(SessionGrant {
+        user_id,
+        tenant_id,
+        token,
+        expires_at,
+    })
+}
+
 /// Sessions in the operational `sessions` table.
 pub struct Sessions<'a> {
     pub db: &'a Db,
@@ -186,24 +222,28 @@ pub struct Sessions<'a> {
 }
 
 impl Sessions<'_> {
-    /// Stores a new session and returns its token; the token itself is never stored.
+    /// Stores a new session, which the `login` aggregate `login_id` records, and returns its
+    /// token; the token itself is never stored.
     pub async fn create(
         &self,
         user_id: &str,
         tenant_id: &str,
         now: DateTime<Utc>,
         ttl_seconds: u64,
+        login_id: &str,
     ) -> Result<(String, DateTime<Utc>), AppError> {
         let token = new_session_token();
         let expires_at = now + Duration::seconds(ttl_seconds.min(i64::MAX as u64 / 1000) as i64);
         sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO sessions (token_hash, user_id, tenant_id, created_at, expires_at, login_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(self.key.hmac_hex(token.as_bytes()))
         .bind(user_id)
         .bind(tenant_id)
         .bind(aggregates::timestamp::format(now))
         .bind(aggregates::timestamp::format(expires_at))
+        .bind(login_id)
         .execute(&self.db.pool)
         .await?;
         Ok((token, expires_at))
@@ -250,13 +290,14 @@ impl Sessions<'_> {
         }))
     }
 
-    /// Ends one session at once.
-    pub async fn revoke(&self, session_hash: &str) -> Result<(), AppError> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(session_hash)
-            .execute(&self.db.pool)
-            .await?;
-        Ok(())
+    /// Ends one session at once; returns the login that opened it, if one did.
+    pub async fn revoke(&self, session_hash: &str) -> Result<Option<String>, AppError> {
+        let login: Option<Option<String>> =
+            sqlx::query_scalar("DELETE FROM sessions WHERE token_hash = $1 RETURNING login_id")
+                .bind(session_hash)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        Ok(login.flatten())
     }
 
     /// Ends every session of a user but one.

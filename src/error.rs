@@ -339,6 +339,15 @@ impl From<aggregates::email_reservation::EmailReservationError> for AppError {
     }
 }
 
+impl From<aggregates::login::LoginError> for AppError {
+    fn from(error: aggregates::login::LoginError) -> Self {
+        match error {
+            aggregates::login::LoginError::NotFound => Self::NotFound,
+            aggregates::login::LoginError::AlreadyOpened => Self::internal(error),
+        }
+    }
+}
+
 impl From<aggregates::user::UserError> for AppError {
     fn from(error: aggregates::user::UserError) -> Self {
         match error {

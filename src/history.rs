@@ -84,9 +84,9 @@ pub async fn state_as_of(
     as_of: AsOf,
 ) -> Result<Option<AggregateState>, AppError> {
     use aggregates::{
-        api_key::ApiKey, dataset::Dataset, email_reservation::EmailReservation, metering::Download,
-        object::Object, payout::PayoutStatement, search::Search, spend::KeySpend, tenant::Tenant,
-        user::User,
+        api_key::ApiKey, dataset::Dataset, email_reservation::EmailReservation, login::Login,
+        metering::Download, object::Object, payout::PayoutStatement, search::Search,
+        spend::KeySpend, tenant::Tenant, user::User,
     };
     match aggregate_type {
         "tenant" => fold::<Tenant>(db, id, as_of).await,
@@ -99,6 +99,7 @@ pub async fn state_as_of(
         "payout_statement" => fold::<PayoutStatement>(db, id, as_of).await,
         "key_spend" => fold::<KeySpend>(db, id, as_of).await,
         "email_reservation" => fold::<EmailReservation>(db, id, as_of).await,
+        "login" => fold::<Login>(db, id, as_of).await,
         other => Err(AppError::field(
             "aggregate_type",
             format!("unknown aggregate type {other}"),

@@ -19,7 +19,7 @@ use aggregates::{
     User, UserId,
 };
 
-use crate::auth::{self, Principal, SessionGrant, Sessions};
+use crate::auth::{self, Principal, SessionGrant};
 use crate::error::AppError;
 use crate::signing::SigningKey;
 use crate::store::{Actor, CommandError, Store};
@@ -271,19 +271,15 @@ impl Teams<'_> {
             self.forget_credential(user_id).await?;
             return Err(AppError::InvitationExpired);
         }
-        let sessions = Sessions { db, key: self.key };
-        let (token, expires_at) = sessions
-            .create(user_id, tenant_id.as_str(), now, session_ttl_seconds)
-            .await?;
-        Ok((
-            SessionGrant {
-                user_id: joining.user_id,
-                tenant_id,
-                token,
-                expires_at,
-            },
-            invitation.roles,
-        ))
+        let grant = auth::open_session(
+            self.store,
+            self.key,
+            joining.user_id,
+            tenant_id,
+            session_ttl_seconds,
+        )
+        .await?;
+        Ok((grant, invitation.roles))
     }
 
     async fn forget_credential(&self, user_id: &str) -> Result<(), AppError> {

@@ -136,6 +136,11 @@ prefixed_id!(
 );
 
 prefixed_id!(
+    /// A session opened by login, as the log records it (`lgn_`; not the session's token).
+    LoginId,
+    "lgn"
+);
+prefixed_id!(
     /// An invitation to join a tenant (`inv_`), not its token.
     InvitationId,
     "inv"

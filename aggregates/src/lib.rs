@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod email;
 pub mod email_reservation;
 pub mod ids;
+pub mod login;
 pub mod metering;
 pub mod money;
 pub mod object;
@@ -28,9 +29,10 @@ pub use dataset::{
 pub use email::Email;
 pub use email_reservation::EmailReservation;
 pub use ids::{
-    AccessId, ApiKeyId, DatasetId, GrantId, IdError, InvitationId, ObjectId, RetrievalId,
+    AccessId, ApiKeyId, DatasetId, GrantId, IdError, InvitationId, LoginId, ObjectId, RetrievalId,
     SearchActivityId, TenantId, UserId,
 };
+pub use login::Login;
 pub use money::{Price, PriceError};
 pub use object::{
     ContentType, Filename, Object, ObjectFieldError, ObjectMetadata, ObjectStatus, Sha256Hex,

@@ -69,8 +69,6 @@ impl Aggregate for User {
         }
         let event = match command {
             UserCommand::Register(_) => unreachable!("handled above"),
-            UserCommand::RecordLogin => UserEvent::UserLoggedIn {},
-            UserCommand::RecordLogout => UserEvent::UserLoggedOut {},
             UserCommand::RecordPasswordChange => UserEvent::PasswordChanged {},
             UserCommand::GrantPlatformAdmin if self.is_platform_admin => return Ok(()),
             UserCommand::GrantPlatformAdmin => UserEvent::PlatformAdminGranted {},
@@ -148,8 +146,6 @@ mod tests {
     #[test]
     fn an_erased_user_can_do_nothing_more() {
         for command in [
-            UserCommand::RecordLogin,
-            UserCommand::RecordLogout,
             UserCommand::RecordPasswordChange,
             UserCommand::GrantPlatformAdmin,
         ] {
@@ -198,21 +194,11 @@ mod tests {
     }
 
     #[test]
-    fn logins_logouts_and_password_changes_are_recorded() {
-        let given = vec![UserEvent::UserRegistered(profile())];
-        for (command, event) in [
-            (UserCommand::RecordLogin, UserEvent::UserLoggedIn {}),
-            (UserCommand::RecordLogout, UserEvent::UserLoggedOut {}),
-            (
-                UserCommand::RecordPasswordChange,
-                UserEvent::PasswordChanged {},
-            ),
-        ] {
-            UserTest::with(())
-                .given(given.clone())
-                .when(command)
-                .then_expect_events(vec![event]);
-        }
+    fn password_changes_are_recorded() {
+        UserTest::with(())
+            .given(vec![UserEvent::UserRegistered(profile())])
+            .when(UserCommand::RecordPasswordChange)
+            .then_expect_events(vec![UserEvent::PasswordChanged {}]);
     }
 
     #[test]
@@ -250,7 +236,7 @@ mod tests {
     fn commands_on_an_unregistered_user_are_refused() {
         UserTest::with(())
             .given_no_previous_events()
-            .when(UserCommand::RecordLogin)
+            .when(UserCommand::RecordPasswordChange)
             .then_expect_error(UserError::NotRegistered);
     }
 }

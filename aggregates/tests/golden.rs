@@ -381,6 +381,22 @@ fn tenant_events() {
 }
 
 #[test]
+fn login_events() {
+    check::<Login>(
+        "login",
+        &[("LoggedIn", "1.0"), ("LoggedOut", "1.0")],
+        vec![
+            login::LoginEvent::LoggedIn {
+                user_id: UserId::from_bits(1),
+            },
+            login::LoginEvent::LoggedOut {
+                user_id: UserId::from_bits(1),
+            },
+        ],
+    );
+}
+
+#[test]
 fn email_reservation_events() {
     check::<EmailReservation>(
         "email_reservation",

@@ -1,8 +1,9 @@
 //! Tenants and users: who signs in, their profile and roles.
 
+use aggregates::login::LoginEvent;
 use aggregates::tenant::TenantEvent;
 use aggregates::user::{Profile, UserEvent};
-use aggregates::{Role, Tenant, TenantId, User, UserId};
+use aggregates::{Login, Role, Tenant, TenantId, User, UserId};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use serde::Serialize;
@@ -69,7 +70,7 @@ impl Projection for UsersProjection {
         &["users"]
     }
     fn reads(&self) -> Reads {
-        Reads::Aggregates(&[User::TYPE])
+        Reads::Aggregates(&[User::TYPE, Login::TYPE])
     }
 
     async fn apply(
@@ -77,12 +78,24 @@ impl Projection for UsersProjection {
         conn: &mut AnyConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
+        let at = &event.metadata.occurred_at;
+        if event.aggregate_type == Login::TYPE {
+            let LoginEvent::LoggedIn { user_id } = event.decode::<LoginEvent>()? else {
+                return Ok(());
+            };
+            return count_login(conn, user_id.as_str(), at).await;
+        }
         if event.aggregate_type != User::TYPE {
             return Ok(());
         }
-        let at = &event.metadata.occurred_at;
         let changed = match event.decode::<UserEvent>()? {
-            UserEvent::UserRegistered(Profile { user_id, tenant_id, email, display_name, roles }) => {
+            UserEvent::UserRegistered(Profile {
+                user_id,
+                tenant_id,
+                email,
+                display_name,
+                roles,
+            }) => {
                 let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
                 sqlx::query(
                     "INSERT INTO users (user_id, tenant_id, email, display_name, roles, is_platform_admin, \
@@ -97,26 +110,24 @@ impl Projection for UsersProjection {
                 .execute(conn)
                 .await?
             }
-            UserEvent::UserLoggedIn {} => {
-                sqlx::query("UPDATE users SET login_count = login_count + 1, last_login_at = $1 WHERE user_id = $2")
-                    .bind(at)
-                    .bind(&event.aggregate_id)
-                    .execute(conn)
-                    .await?
-            }
+            UserEvent::UserLoggedIn {} => return count_login(conn, &event.aggregate_id, at).await,
             UserEvent::PasswordChanged {} => {
-                sqlx::query("UPDATE users SET password_changed_at = $1, updated_at = $1 WHERE user_id = $2")
-                    .bind(at)
-                    .bind(&event.aggregate_id)
-                    .execute(conn)
-                    .await?
+                sqlx::query(
+                    "UPDATE users SET password_changed_at = $1, updated_at = $1 WHERE user_id = $2",
+                )
+                .bind(at)
+                .bind(&event.aggregate_id)
+                .execute(conn)
+                .await?
             }
             UserEvent::PlatformAdminGranted {} => {
-                sqlx::query("UPDATE users SET is_platform_admin = 1, updated_at = $1 WHERE user_id = $2")
-                    .bind(at)
-                    .bind(&event.aggregate_id)
-                    .execute(conn)
-                    .await?
+                sqlx::query(
+                    "UPDATE users SET is_platform_admin = 1, updated_at = $1 WHERE user_id = $2",
+                )
+                .bind(at)
+                .bind(&event.aggregate_id)
+                .execute(conn)
+                .await?
             }
             UserEvent::UserErased { .. } => {
                 let user_id = &event.aggregate_id;
@@ -141,6 +152,27 @@ impl Projection for UsersProjection {
         }
         Ok(())
     }
+}
+
+/// One more login of `user_id`, at `at`.
+async fn count_login(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    at: &str,
+) -> Result<(), ProjectionError> {
+    let changed = sqlx::query(
+        "UPDATE users SET login_count = login_count + 1, last_login_at = $1 WHERE user_id = $2",
+    )
+    .bind(at)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    if changed.rows_affected() != 1 {
+        return Err(ProjectionError::Inconsistent(format!(
+            "no user row for {user_id}"
+        )));
+    }
+    Ok(())
 }
 
 /// A row of the `users` read model joined with its tenant.

@@ -180,7 +180,12 @@ async fn of_twenty_concurrent_signups_for_one_email_exactly_one_wins_and_losers_
         let state = app.state.clone();
         async move { table(&state, sql).await[0][0].clone() }
     };
-    assert_eq!(count("SELECT COUNT(*) FROM events").await, "3");
+    // The reservation, the tenant, the user, and the login of the winner's first session.
+    assert_eq!(count("SELECT COUNT(*) FROM events").await, "4");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM events WHERE aggregate_type = 'login'").await,
+        "1"
+    );
     assert_eq!(
         count("SELECT COUNT(*) FROM events WHERE aggregate_type = 'tenant'").await,
         "1"

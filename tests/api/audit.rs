@@ -411,9 +411,9 @@ async fn audit_payloads_carry_no_passwords_hashes_tokens_or_key_secrets() {
     for expected in [
         "TenantCreated",
         "UserRegistered",
-        "UserLoggedIn",
+        "LoggedIn",
         "PasswordChanged",
-        "UserLoggedOut",
+        "LoggedOut",
         "PlatformAdminGranted",
         "ApiKeyCreated",
         "ApiKeyRevoked",
@@ -531,12 +531,17 @@ async fn positions_never_go_back_when_a_slow_transaction_commits_late() {
     let store = app.state.store.clone();
     for _ in 0..10 {
         store
-            .execute::<User>(&busy_user, UserCommand::RecordLogin, &(), &Actor::system())
+            .execute::<User>(
+                &busy_user,
+                UserCommand::RecordPasswordChange,
+                &(),
+                &Actor::system(),
+            )
             .await
             .unwrap();
     }
     let above: i64 = sqlx::query_scalar(
-        "SELECT MIN(global_position) FROM events WHERE aggregate_id = $1 AND event_type = 'UserLoggedIn'",
+        "SELECT MIN(global_position) FROM events WHERE aggregate_id = $1 AND event_type = 'PasswordChanged'",
     )
     .bind(&busy_user)
     .fetch_one(&store.db.pool)

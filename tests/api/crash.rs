@@ -993,7 +993,8 @@ async fn killed_under_load(topology: Topology) {
     }
     for (user, acked) in &logins {
         let logged: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE aggregate_id = $1 AND event_type = 'UserLoggedIn'",
+            "SELECT COUNT(*) FROM events WHERE event_type = 'LoggedIn' \
+             AND CAST(payload AS TEXT) LIKE '%' || $1 || '%'",
         )
         .bind(user)
         .fetch_one(&state.store.db.pool)

@@ -5,10 +5,6 @@ use super::Profile;
 pub enum UserCommand {
     /// Register the user (idempotent for the same profile).
     Register(Profile),
-    /// A session was opened by login.
-    RecordLogin,
-    /// A session was closed by logout.
-    RecordLogout,
     /// The password was replaced (the hash itself is kept outside the log).
     RecordPasswordChange,
     /// Make the user a platform admin; a no-op when already one.

@@ -8,9 +8,9 @@ use super::Profile;
 pub enum UserEvent {
     /// The user was registered with this profile.
     UserRegistered(Profile),
-    /// The user logged in.
+    /// The user logged in (as logins were recorded before each had a `login` of its own).
     UserLoggedIn {},
-    /// The user logged out.
+    /// The user logged out (as logouts were recorded before each login had its own).
     UserLoggedOut {},
     /// The user changed their password; their other sessions were revoked.
     PasswordChanged {},
