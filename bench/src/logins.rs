@@ -163,7 +163,7 @@ async fn seed_history(scratch: &Scratch, user_id: &str, tenant_id: &str) -> Resu
 }
 
 /// Waits until every projection has applied the whole log (`/metrics`: each lag 0).
-async fn caught_up(api: &Api, timeout: Duration) -> Result<(), String> {
+pub async fn caught_up(api: &Api, timeout: Duration) -> Result<(), String> {
     let started = Instant::now();
     loop {
         let text = api.text("/metrics").await?;

@@ -24,6 +24,7 @@ mod logins;
 mod quality;
 mod report;
 mod server;
+mod statements;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -179,10 +180,10 @@ async fn run() {
     );
     match settings.only.as_deref() {
         None | Some("quality") | Some("search") | Some("audit") | Some("fleet")
-        | Some("logins") => {}
+        | Some("logins") | Some("statements") => {}
         Some(other) => {
             panic!(
-                "unknown IPTO_BENCH_ONLY={other}: the slots it selects are quality, search, audit, fleet and logins"
+                "unknown IPTO_BENCH_ONLY={other}: the slots it selects are quality, search, audit, fleet, logins and statements"
             )
         }
     }
@@ -246,6 +247,16 @@ async fn run() {
             match logins::login_after_history(&store, postgres, &settings.bin, &root).await {
                 Ok(mut f) => figures.append(&mut f),
                 Err(error) => eprintln!("{store}: logins skipped: {error}"),
+            }
+        }
+    }
+    if settings.only.as_deref() == Some("statements") {
+        for store in settings.stores.clone() {
+            eprintln!("== {store}: statements and commits per command");
+            let postgres = (store == "postgres").then_some(settings.postgres.as_str());
+            match statements::per_command(&store, postgres, &settings.bin, &root).await {
+                Ok(mut f) => figures.append(&mut f),
+                Err(error) => eprintln!("{store}: statements skipped: {error}"),
             }
         }
     }
