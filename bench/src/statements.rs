@@ -147,7 +147,7 @@ fn top_statements(log: &Path, skip: usize, limit: usize) -> Result<Vec<(usize, S
         *counts.entry(summary.to_owned()).or_default() += 1;
     }
     let mut counts: Vec<(usize, String)> = counts.into_iter().map(|(s, n)| (n, s)).collect();
-    counts.sort_by(|a, b| b.0.cmp(&a.0));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.0));
     counts.truncate(limit);
     Ok(counts)
 }
