@@ -120,13 +120,6 @@ impl Accounts<'_> {
             (true, Some(user)) => user,
             _ => return Err(AppError::InvalidCredentials),
         };
-        // A removed member cannot sign in, whatever password they hold.
-        if projections::members::standing(&self.store.db, user.user_id.as_str())
-            .await?
-            .is_none()
-        {
-            return Err(AppError::InvalidCredentials);
-        }
         self.open_session(user.user_id, user.tenant_id).await
     }
 

@@ -113,7 +113,7 @@ impl Application {
         }
         crate::auth::prepare();
         // A malformed mail setting is a configuration error too.
-        crate::mail::Mailer::from_config(&config)?;
+        let mailer = crate::mail::Mailer::from_config(&config)?.map(Arc::new);
         // A bad embedder setting is a configuration error: refused before anything is opened.
         let embedder = crate::search::embed::from_setting(&config.embedder)?;
         let (store, key) = open_store(&config).await?;
@@ -180,6 +180,7 @@ impl Application {
             search,
             uploads: Arc::default(),
             audit_key,
+            mailer,
         };
         workers.spawn(crate::jobs::run(state.clone(), shutdown_rx.clone()));
         Ok(Self {

@@ -258,26 +258,24 @@ impl Sessions<'_> {
         let hash = self.key.hmac_hex(token.as_bytes());
         // Roles are the member's current ones (a change counts from the next request); a removed
         // member's sessions are refused even before they are deleted.
-        let row = sqlx::query(
-            "SELECT s.user_id, s.tenant_id, s.expires_at, COALESCE(m.roles, u.roles) AS roles, \
-             u.is_platform_admin, m.removed_at FROM sessions s JOIN users u ON u.user_id = s.user_id \
-             LEFT JOIN members m ON m.user_id = s.user_id WHERE s.token_hash = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT s.user_id, s.tenant_id, s.expires_at, {} FROM sessions s \
+             JOIN users u ON u.user_id = s.user_id {} WHERE s.token_hash = $1",
+            projections::members::STANDING,
+            projections::members::MEMBERSHIP
+        ))
         .bind(&hash)
         .fetch_optional(&self.db.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let expires_at: String = row.try_get("expires_at")?;
-        if expires_at <= aggregates::timestamp::format(now)
-            || row.try_get::<Option<String>, _>("removed_at")?.is_some()
-        {
+        if expires_at <= aggregates::timestamp::format(now) {
             return Ok(None);
         }
-        let roles: String = row.try_get("roles")?;
-        let roles = projections::accounts::Roles::try_from(roles)
-            .map_err(AppError::internal)?
-            .0;
-        let is_platform_admin = row.try_get::<i64, _>("is_platform_admin")? != 0;
+        let Some(standing) = projections::members::Standing::from_row(&row)? else {
+            return Ok(None);
+        };
+        let (roles, is_platform_admin) = (standing.roles, standing.is_platform_admin);
         Ok(Some(Principal {
             tenant_id: row.try_get("tenant_id")?,
             kind: PrincipalKind::User {

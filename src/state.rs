@@ -31,6 +31,8 @@ pub struct AppState {
     pub uploads: Arc<crate::blobs::UploadsInFlight>,
     /// The key that signs the audit tree's heads.
     pub audit_key: Arc<crate::notary::AuditKey>,
+    /// The SMTP relay that mails invitations (`IPTO_SMTP_URL`), if one is configured.
+    pub mailer: Option<Arc<crate::mail::Mailer>>,
 }
 
 impl AppState {

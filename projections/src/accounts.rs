@@ -193,13 +193,15 @@ pub struct UserRow {
     pub created_at: String,
 }
 
-/// A user's roles are the ones their tenant gives them now (`members`), or, for a founder not yet
-/// recorded there, the ones they registered with.
-const USER_SELECT: &str =
+/// A user with their tenant's name and their roles now (see [`crate::members::ROLES`]).
+const USER_SELECT: &str = concat!(
     "SELECT u.user_id, u.tenant_id, COALESCE(t.name, '') AS tenant_name, u.email, \
-     u.display_name, COALESCE(m.roles, u.roles) AS roles, u.is_platform_admin, u.login_count, \
-     u.created_at FROM users u LEFT JOIN tenants t ON t.tenant_id = u.tenant_id \
-     LEFT JOIN members m ON m.user_id = u.user_id";
+     u.display_name, ",
+    crate::members::roles_now!(),
+    " AS roles, u.is_platform_admin, u.login_count, u.created_at FROM users u \
+     LEFT JOIN tenants t ON t.tenant_id = u.tenant_id \
+     LEFT JOIN members m ON m.user_id = u.user_id"
+);
 
 /// A user's roles, stored comma-separated by their wire names.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

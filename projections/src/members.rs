@@ -9,6 +9,7 @@ use aggregates::user::UserEvent;
 use aggregates::{Role, Tenant, User};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::accounts::Roles;
@@ -205,12 +206,30 @@ pub struct MemberRow {
     pub invited_by: Option<String>,
 }
 
-/// The members of a tenant: its users that were not removed, with the roles the tenant gives
-/// them (a founder not yet recorded: the roles they registered with).
-const MEMBER_SELECT: &str = "SELECT u.user_id, u.email, u.display_name, \
-     COALESCE(m.roles, u.roles) AS roles, COALESCE(m.joined_at, u.created_at) AS joined_at, \
-     m.invited_by FROM users u LEFT JOIN members m ON m.user_id = u.user_id \
-     WHERE u.tenant_id = $1 AND m.removed_at IS NULL";
+/// The join that gives a user (`u`) their membership (`m`); with it, [`ROLES`] is the user's
+/// roles now and `m.removed_at` says whether they were removed.
+pub const MEMBERSHIP: &str = "LEFT JOIN members m ON m.user_id = u.user_id";
+
+/// A user's roles now: the ones their tenant gives them, or, for a founder not yet recorded
+/// there, the ones they registered with (with [`MEMBERSHIP`]).
+macro_rules! roles_now {
+    () => {
+        "COALESCE(m.roles, u.roles)"
+    };
+}
+pub(crate) use roles_now;
+
+/// [`roles_now`] as a constant.
+pub const ROLES: &str = roles_now!();
+
+/// The members of a tenant: its users that were not removed, with their roles now.
+fn member_select() -> String {
+    format!(
+        "SELECT u.user_id, u.email, u.display_name, {ROLES} AS roles, \
+         COALESCE(m.joined_at, u.created_at) AS joined_at, m.invited_by FROM users u {MEMBERSHIP} \
+         WHERE u.tenant_id = $1 AND m.removed_at IS NULL"
+    )
+}
 
 /// A page of a tenant's members by user id, after `after`.
 pub async fn members(
@@ -220,7 +239,8 @@ pub async fn members(
     limit: usize,
 ) -> Result<Vec<MemberRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "{MEMBER_SELECT} AND u.user_id > $2 ORDER BY u.user_id LIMIT $3"
+        "{} AND u.user_id > $2 ORDER BY u.user_id LIMIT $3",
+        member_select()
     ))
     .bind(tenant_id)
     .bind(after.unwrap_or(""))
@@ -235,7 +255,7 @@ pub async fn member(
     tenant_id: &str,
     user_id: &str,
 ) -> Result<Option<MemberRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{MEMBER_SELECT} AND u.user_id = $2"))
+    sqlx::query_as(&format!("{} AND u.user_id = $2", member_select()))
         .bind(tenant_id)
         .bind(user_id)
         .fetch_optional(&db.pool)
@@ -251,28 +271,52 @@ pub struct Standing {
     pub is_platform_admin: bool,
 }
 
+/// Whether the `members` read model has a row for the user (a founder of a tenant created before
+/// members were recorded has none until they are recorded).
+pub async fn recorded(db: &Db, user_id: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM members WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// The columns [`Standing::from_row`] reads (with [`MEMBERSHIP`]).
+pub const STANDING: &str = concat!(
+    "u.tenant_id AS user_tenant_id, ",
+    roles_now!(),
+    " AS roles, u.is_platform_admin, m.removed_at"
+);
+
+impl Standing {
+    /// The standing in a row selecting [`STANDING`]; `None` for a removed member.
+    pub fn from_row(row: &AnyRow) -> Result<Option<Self>, sqlx::Error> {
+        if row.try_get::<Option<String>, _>("removed_at")?.is_some() {
+            return Ok(None);
+        }
+        let roles: String = row.try_get("roles")?;
+        Ok(Some(Standing {
+            tenant_id: row.try_get("user_tenant_id")?,
+            roles: Roles::try_from(roles)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+                .0,
+            is_platform_admin: row.try_get::<i64, _>("is_platform_admin")? != 0,
+        }))
+    }
+}
+
 /// A user's [`Standing`].
 pub async fn standing(db: &Db, user_id: &str) -> Result<Option<Standing>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT u.tenant_id, COALESCE(m.roles, u.roles) AS roles, u.is_platform_admin, \
-         m.removed_at FROM users u LEFT JOIN members m ON m.user_id = u.user_id \
-         WHERE u.user_id = $1",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT {STANDING} FROM users u {MEMBERSHIP} WHERE u.user_id = $1"
+    ))
     .bind(user_id)
     .fetch_optional(&db.pool)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    if row.try_get::<Option<String>, _>("removed_at")?.is_some() {
-        return Ok(None);
+    match row {
+        Some(row) => Standing::from_row(&row),
+        None => Ok(None),
     }
-    let roles: String = row.try_get("roles")?;
-    Ok(Some(Standing {
-        tenant_id: row.try_get("tenant_id")?,
-        roles: Roles::try_from(roles)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
-            .0,
-        is_platform_admin: row.try_get::<i64, _>("is_platform_admin")? != 0,
-    }))
 }
 
 /// An invitation as listed.
@@ -291,14 +335,24 @@ pub struct InvitationRow {
     pub closed_at: Option<String>,
 }
 
+/// Where an invitation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationStatus {
+    Pending,
+    Accepted,
+    Revoked,
+    Expired,
+}
+
 impl InvitationRow {
-    /// `pending`, `accepted`, `revoked`, or `expired` for a pending one past its expiry at `now`.
-    pub fn status(&self, now: &str) -> &'static str {
+    /// Its state, `expired` for a pending one past its expiry at `now`.
+    pub fn status(&self, now: &str) -> InvitationStatus {
         match self.state.as_str() {
-            "accepted" => "accepted",
-            "revoked" => "revoked",
-            _ if self.expires_at.as_str() <= now => "expired",
-            _ => "pending",
+            "accepted" => InvitationStatus::Accepted,
+            "revoked" => InvitationStatus::Revoked,
+            _ if self.expires_at.as_str() <= now => InvitationStatus::Expired,
+            _ => InvitationStatus::Pending,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use aggregates::{DisplayName, Email, Password, Role, Scope};
 use axum::extract::{ConnectInfo, State};
-use projections::members::{self as read, InvitationRow, MemberRow};
+use projections::members::{self as read, InvitationRow, InvitationStatus, MemberRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -18,7 +18,7 @@ use crate::http::envelope::Envelope;
 use crate::http::extract::{Auth, Path, Query};
 use crate::http::json::{Fields, JsonBody};
 use crate::http::pagination::{Keyset, Page, PageQuery};
-use crate::mail::{InvitationMail, Mailer};
+use crate::mail::InvitationMail;
 use crate::openapi;
 use crate::state::AppState;
 use crate::teams::{require_manager, Acceptance, Teams};
@@ -39,16 +39,6 @@ fn teams(state: &AppState) -> Teams<'_> {
         store: &state.store,
         key: &state.key,
     }
-}
-
-/// Where an invitation stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum InvitationStatus {
-    Pending,
-    Accepted,
-    Revoked,
-    Expired,
 }
 
 /// An invitation to join the tenant.
@@ -90,17 +80,11 @@ fn nullable_user_id() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 
 impl Invitation {
     fn new(row: InvitationRow, now: &str) -> Self {
-        let status = match row.status(now) {
-            "accepted" => InvitationStatus::Accepted,
-            "revoked" => InvitationStatus::Revoked,
-            "expired" => InvitationStatus::Expired,
-            _ => InvitationStatus::Pending,
-        };
         Self {
+            status: row.status(now),
             invitation_id: row.invitation_id,
             email: row.email,
             roles: row.roles.0,
-            status,
             expires_at: row.expires_at,
             invited_by: row.invited_by,
             created_at: row.created_at,
@@ -273,13 +257,8 @@ async fn send_invitation(
     invitation: &Invitation,
     token: &str,
 ) -> bool {
-    let mailer = match Mailer::from_config(&state.config) {
-        Ok(Some(mailer)) => mailer,
-        Ok(None) => return false,
-        Err(error) => {
-            tracing::warn!(%error, "invitation mail not sent");
-            return false;
-        }
+    let Some(mailer) = &state.mailer else {
+        return false;
     };
     let db = &state.store.db;
     let tenant_name = projections::accounts::tenant_name(db, &principal.tenant_id)
@@ -442,19 +421,15 @@ async fn accept(
         password,
         display_name,
     };
-    let (grant, roles) = teams(&state)
+    let joined = teams(&state)
         .accept(acceptance, state.config.session_ttl_seconds)
         .await?;
     state.store.settle_request().await;
-    let email = projections::accounts::user_by_id(&state.store.db, grant.user_id.as_str())
-        .await?
-        .map(|u| u.email)
-        .unwrap_or_default();
     Ok(Envelope::created(Joined {
-        session: grant.into(),
+        session: joined.grant.into(),
         display_name: shown_name,
-        email,
-        roles,
+        email: joined.email.as_str().to_owned(),
+        roles: joined.roles,
     })
     .with_secrets(&["session_token"]))
 }

@@ -216,6 +216,7 @@ pub(crate) async fn open(fresh: &Fresh) -> ipto::AppState {
         audit_key: std::sync::Arc::new(
             ipto::notary::AuditKey::load(None, &fresh.data_dir).unwrap(),
         ),
+        mailer: None,
     }
 }
 

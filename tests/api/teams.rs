@@ -1114,3 +1114,83 @@ async fn erasing_a_member_erases_the_address_of_the_invitation_they_accepted() {
     assert!(!format!("{rows:?}").contains(&address), "{rows:?}");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn the_owner_of_a_tenant_created_before_members_were_recorded_is_recorded_as_founder() {
+    use aggregates::user::{Profile, UserCommand};
+    use aggregates::{DisplayName, Email, Role, TenantId, User, UserId};
+    let app = spawn_app().await;
+    let store = &app.state.store;
+    // A tenant as signup created it before tenants named their owner, and its owner.
+    let tenant = TenantId::generate();
+    let user = UserId::generate();
+    let address = email();
+    let cast = if on_postgres() { "::jsonb" } else { "" };
+    sqlx::query(&format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('tenant', $1, 1, 'TenantCreated', '1.0', $2{cast}, $3{cast})"
+    ))
+    .bind(tenant.as_str())
+    .bind(json!({"TenantCreated": {"tenant_id": tenant, "name": "Old"}}).to_string())
+    .bind(json!({"actor_type": "system", "actor_id": "system", "occurred_at": "2026-01-01T00:00:00.000000Z"}).to_string())
+    .execute(&store.db.pool)
+    .await
+    .unwrap();
+    let profile = Profile {
+        user_id: user.clone(),
+        tenant_id: tenant.clone(),
+        email: Email::parse(&address).unwrap(),
+        display_name: DisplayName::parse("Founder").unwrap(),
+        roles: vec![Role::Owner],
+    };
+    store
+        .execute::<User>(
+            user.as_str(),
+            UserCommand::Register(profile),
+            &(),
+            &ipto::store::Actor::system(),
+        )
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO credentials (user_id, password_hash, updated_at) VALUES ($1, $2, $3)")
+        .bind(user.as_str())
+        .bind(ipto::auth::hash_password(PASSWORD.into()).await.unwrap())
+        .bind("2026-01-01T00:00:00.000000Z")
+        .execute(&store.db.pool)
+        .await
+        .unwrap();
+    store.engine.notify();
+    settled(&app.state).await;
+
+    let session = app.login(&address, PASSWORD).await.expect(200);
+    let session = session.data()["session_token"].as_str().unwrap().to_owned();
+    // Before anything is recorded, the owner is the one they registered as.
+    let me = app.get("/v1/me", Some(&session)).await.expect(200);
+    assert_eq!(me.data()["roles"], json!(["owner"]));
+    let members = app
+        .get("/v1/tenant/members", Some(&session))
+        .await
+        .expect(200);
+    assert_eq!(members.data()["items"][0]["roles"], json!(["owner"]));
+    let founded = "SELECT COUNT(*) FROM events WHERE event_type = 'FounderRecorded'";
+    assert_eq!(table(&app.state, founded).await[0][0], "0");
+    // Their first membership command records them, once; the tenant's rules then hold.
+    let (_, viewer, _) = member(&app, &session, &["viewer"]).await;
+    invite(&app, &session, &email(), &["operator"]).await;
+    assert_eq!(table(&app.state, founded).await[0][0], "1");
+    app.patch(
+        &format!("/v1/tenant/members/{user}"),
+        Some(&session),
+        json!({"roles": ["admin"]}),
+    )
+    .await
+    .expect(409);
+    app.patch(
+        &format!("/v1/tenant/members/{viewer}"),
+        Some(&session),
+        json!({"roles": ["operator"]}),
+    )
+    .await
+    .expect(200);
+    app.finish().await;
+}
